@@ -1,0 +1,241 @@
+"""``ccmeter run``, ``serve``, ``env``, ``cert`` and ``doctor``: getting traffic metered."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from typing import Annotated
+
+import typer
+
+from ccmeter import config, launch, proxy, store
+
+ProjectOption = Annotated[
+    str | None,
+    typer.Option("--project", "-p", help="Tag every call with this project name "
+                 "(default: the git repository's folder name, else the current folder's)."),
+]
+UpstreamOption = Annotated[
+    str | None,
+    typer.Option("--upstream", help="Send metered API traffic to this Anthropic-compatible "
+                 "base URL (a company gateway or a local stand-in) instead of "
+                 "api.anthropic.com. Default: 'upstream' in the config file."),
+]
+ReverseOption = Annotated[
+    bool,
+    typer.Option("--reverse", help="No-certificate setup: accept plain HTTP on loopback and "
+                 "forward it to the API; point ANTHROPIC_BASE_URL at the proxy."),
+]
+PortOption = Annotated[
+    int | None,
+    typer.Option("--port", help=f"Port to listen on (default {launch.DEFAULT_PORT}, or "
+                 "'port' in the config file).", min=1, max=65535),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        no_args_is_help=True,
+    )(run)
+    app.command()(serve)
+    app.command()(env)
+    app.command()(cert)
+    app.command()(doctor)
+
+
+def run(
+    ctx: typer.Context,
+    project: ProjectOption = None,
+    upstream: UpstreamOption = None,
+) -> None:
+    """Run a command (usually `claude`) with every Claude API call it makes metered.
+
+    The command gets its own proxy on 127.0.0.1 and ccmeter's CA, for it alone; nothing
+    system-wide changes. ccmeter exits with the command's exit code and prints one line
+    with what the run cost.
+
+    Examples:
+      ccmeter run -- claude
+      ccmeter run --project api-server -- claude -p "fix the failing test"
+    """
+    command = list(ctx.args)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise config.CCMeterError("nothing to run; usage: ccmeter run -- claude")
+    paths = config.paths()
+    cfg = config.load_config(paths)
+    launch.setup_file_logging(paths)
+    summary = launch.run_wrapped(
+        command,
+        paths=paths,
+        project=project or cfg.get("project") or launch.detect_project(),
+        upstream=launch.resolve_upstream(upstream, cfg),
+    )
+    typer.echo(summary.line(), err=True)
+    raise typer.Exit(summary.exit_code)
+
+
+def serve(
+    port: PortOption = None,
+    reverse: ReverseOption = False,
+    upstream: UpstreamOption = None,
+    project: Annotated[str | None, typer.Option("--project", "-p",
+                       help="Tag every call through this proxy with a project name.")] = None,
+) -> None:
+    """Run the metering proxy in the foreground, for tools that cannot be wrapped.
+
+    Point a tool at it with the lines `ccmeter env` prints (HTTPS_PROXY and the CA), or
+    with --reverse set ANTHROPIC_BASE_URL to it. Stop with Ctrl-C.
+
+    Examples:
+      ccmeter serve
+      ccmeter serve --reverse --port 8400
+    """
+    paths = config.paths()
+    cfg = config.load_config(paths)
+    port = port or int(cfg.get("port", launch.DEFAULT_PORT))
+    launch.setup_file_logging(paths)
+    if not reverse:
+        launch.ensure_ca(paths)
+    settings = proxy.ProxySettings(
+        paths=paths, port=port, reverse=reverse, project=project,
+        upstream=launch.resolve_upstream(upstream, cfg),
+    )
+    running = proxy.start(settings)
+    typer.echo(f"ccmeter: metering proxy on {running.url} (log: {paths.log_file})", err=True)
+    for line in launch.env_lines(port=running.port, reverse=reverse, paths=paths):
+        typer.echo(f"  {line}", err=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if not running._thread.is_alive():
+            raise config.CCMeterError(f"the proxy stopped unexpectedly; see {paths.log_file}")
+    running.stop()
+    typer.echo("ccmeter: stopped", err=True)
+
+
+def env(
+    port: PortOption = None,
+    reverse: ReverseOption = False,
+) -> None:
+    """Print `export` lines that point a shell at `ccmeter serve`.
+
+    Example:
+      eval "$(ccmeter env)"
+    """
+    paths = config.paths()
+    cfg = config.load_config(paths)
+    port = port or int(cfg.get("port", launch.DEFAULT_PORT))
+    if not reverse:
+        launch.ensure_ca(paths)
+    for line in launch.env_lines(port=port, reverse=reverse, paths=paths):
+        typer.echo(line)
+
+
+def cert(
+    install: Annotated[bool, typer.Option("--install", help="Add the CA to the operating "
+                       "system's trust store (asks first; needs admin rights).")] = False,
+    uninstall: Annotated[bool, typer.Option("--uninstall",
+                         help="Remove the CA from the system trust store.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y",
+                   help="Do not ask before changing the trust store.")] = False,
+) -> None:
+    """Show ccmeter's CA certificate (created on first use); optionally trust it system-wide.
+
+    `ccmeter run` never needs the system-wide install: it hands the CA to the child only.
+
+    Examples:
+      ccmeter cert
+      ccmeter cert --install
+    """
+    if install and uninstall:
+        raise config.CCMeterError("choose one of --install and --uninstall")
+    paths = config.paths()
+    info = launch.ensure_ca(paths)
+    typer.echo(f"certificate: {info.cert_path}")
+    typer.echo(f"sha256:      {info.sha256}")
+    typer.echo(f"private key: {info.key_path} (mode 0600; never share it)")
+    if not (install or uninstall):
+        return
+    commands = launch.trust_store_commands(info.cert_path, uninstall=uninstall)
+    typer.echo("\nThis will run:")
+    for command in commands:
+        typer.echo("  " + " ".join(command))
+    if not yes and not typer.confirm("Go ahead?", default=False):
+        raise typer.Exit(1)
+    for command in commands:
+        result = subprocess.run(command, check=False)
+        if result.returncode != 0:
+            raise config.CCMeterError(f"'{' '.join(command)}' failed (exit {result.returncode})")
+    typer.echo("done")
+
+
+def doctor() -> None:
+    """Check the CA, config, database, port and `claude`; say what is wrong and how to fix it.
+
+    Example:
+      ccmeter doctor
+    """
+    paths = config.paths()
+    problems = 0
+
+    def report(ok: bool, what: str, fix: str = "") -> None:
+        nonlocal problems
+        mark = typer.style("ok  ", fg=typer.colors.GREEN) if ok else typer.style(
+            "FAIL", fg=typer.colors.RED)
+        typer.echo(f"{mark} {what}" + ("" if ok or not fix else f"\n     fix: {fix}"))
+        problems += not ok
+
+    typer.echo(f"home: config {paths.config_dir}, data {paths.data_dir}")
+    cfg: dict = {}
+    try:
+        cfg = config.load_config(paths)
+        report(True, f"config {paths.config_file}"
+               + ("" if paths.config_file.exists() else " (none yet; defaults apply)"))
+    except config.CCMeterError as exc:
+        report(False, str(exc), f"edit or remove {paths.config_file}")
+    try:
+        db = store.connect(paths.db_file)
+        count = store.query(db, "SELECT COUNT(*) AS n FROM api_calls")[0]["n"]
+        db.conn.close()
+        report(True, f"database {paths.db_file} ({count} calls, schema v"
+               f"{len(store.MIGRATIONS)})")
+    except Exception as exc:
+        report(False, f"database {paths.db_file}: {exc}",
+               "check the folder's permissions and free disk space; if another program "
+               "holds it locked, close it")
+    try:
+        info = launch.ensure_ca(paths)
+        mode = info.key_path.stat().st_mode & 0o777
+        report(mode == 0o600, f"CA {info.cert_path} (sha256 {info.sha256[:23]}…)",
+               f"chmod 600 {info.key_path}")
+    except Exception as exc:
+        report(False, f"CA in {paths.ca_dir}: {exc}",
+               f"move {paths.ca_dir} aside; ccmeter creates a new CA on next use")
+    port = int(cfg.get("port", launch.DEFAULT_PORT))
+    report(launch.port_is_free(port), f"port {port} free for `ccmeter serve`",
+           "another program uses it: `ccmeter serve --port N` (and `ccmeter env --port N`)")
+    claude = shutil.which("claude")
+    if claude:
+        try:
+            version = subprocess.run([claude, "--version"], capture_output=True, text=True,
+                                     timeout=20).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            version = "version unknown"
+        report(True, f"claude on PATH: {claude} ({version})")
+    else:
+        report(False, "claude is not on PATH",
+               "npm install -g @anthropic-ai/claude-code, or pass its path to `ccmeter run --`")
+    if launch.no_proxy_bypasses(os.environ):
+        report(False, "NO_PROXY covers api.anthropic.com: calls would bypass the meter",
+               "remove api.anthropic.com (or *) from NO_PROXY")
+    if problems:
+        typer.echo(f"{problems} problem{'s' * (problems != 1)} found", err=True)
+        raise typer.Exit(1)
+    typer.echo("all good")

@@ -1,0 +1,109 @@
+"""Where ccmeter keeps its files, and the user's TOML configuration.
+
+One module resolves every path so that the addon (under ``mitmdump -s``) and the CLI agree:
+``CCMETER_HOME`` puts everything under one folder; otherwise the platform's user
+directories are used (XDG on Linux, ``~/Library/Application Support`` on macOS,
+``%LOCALAPPDATA%`` on Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+APP = "ccmeter"
+
+
+class CCMeterError(Exception):
+    """A problem the user can fix. The CLI prints it as one line, without a traceback."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_dir: Path
+    data_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def db_file(self) -> Path:
+        return self.data_dir / "ccmeter.db"
+
+    @property
+    def ca_dir(self) -> Path:
+        """mitmproxy's confdir: holds the CA (key file mode 0600, folder 0700)."""
+        return self.data_dir / "ca"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.ca_dir / "mitmproxy-ca-cert.pem"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "ccmeter.log"
+
+
+def paths(env: dict[str, str] | None = None) -> Paths:
+    env = os.environ if env is None else env
+    home = env.get("CCMETER_HOME")
+    if home:
+        root = Path(home).expanduser()
+        return Paths(config_dir=root, data_dir=root)
+    user_home = Path(env.get("HOME") or Path.home())
+    if sys.platform == "darwin":
+        base = user_home / "Library" / "Application Support" / APP
+        return Paths(config_dir=base, data_dir=base)
+    if sys.platform == "win32":
+        base = Path(env.get("LOCALAPPDATA") or user_home / "AppData" / "Local") / APP
+        return Paths(config_dir=base, data_dir=base)
+    config = Path(env.get("XDG_CONFIG_HOME") or user_home / ".config") / APP
+    data = Path(env.get("XDG_DATA_HOME") or user_home / ".local" / "share") / APP
+    return Paths(config_dir=config, data_dir=data)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create a folder only its owner can read: it may hold the CA key and spend data."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        path.chmod(0o700)
+    return path
+
+
+def load_config(p: Paths | None = None) -> dict[str, Any]:
+    """Read config.toml; a missing file is an empty config, a broken one a CCMeterError."""
+    p = p or paths()
+    try:
+        text = p.config_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise CCMeterError(f"cannot read {p.config_file}: {exc.strerror}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CCMeterError(
+            f"{p.config_file} is not valid TOML ({exc}); fix it or move it aside"
+        ) from exc
+
+
+def save_config(config: dict[str, Any], p: Paths | None = None) -> Path:
+    """Write config.toml atomically (write a temporary file, then rename over)."""
+    p = p or paths()
+    ensure_private_dir(p.config_dir)
+    tmp = p.config_file.with_suffix(".toml.tmp")
+    tmp.write_text(tomli_w.dumps(config), encoding="utf-8")
+    os.replace(tmp, p.config_file)
+    return p.config_file

@@ -1,0 +1,317 @@
+"""Library side of ``ccmeter run`` / ``serve`` / ``env`` / ``cert`` / ``doctor``.
+
+The CLI commands are thin wrappers over these functions, which tests call directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import logging.handlers
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ccmeter import config, proxy, store
+from ccmeter.addon import ANTHROPIC_HOST, git_top
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8337
+
+
+# --- where and what ------------------------------------------------------------------------
+
+
+def detect_project(cwd: Path | None = None) -> str:
+    """The git repository's top folder name, else the folder's own name."""
+    cwd = (cwd or Path.cwd()).resolve()
+    top = git_top(str(cwd))
+    return Path(top).name if top else (cwd.name or str(cwd))
+
+
+def resolve_upstream(cli_value: str | None, cfg: Mapping) -> str | None:
+    value = cli_value or cfg.get("upstream")
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise config.CCMeterError(
+            f"upstream must be an http(s) URL such as https://gateway.example.com, got {value!r}"
+        )
+    return value.rstrip("/")
+
+
+def setup_file_logging(paths: config.Paths, level: int = logging.INFO) -> Path:
+    """Send ccmeter's and mitmproxy's logging to the log file, never to the terminal."""
+    config.ensure_private_dir(paths.log_dir)
+    handler = logging.handlers.RotatingFileHandler(
+        paths.log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s "
+                                           "%(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return paths.log_file
+
+
+# --- the CA --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    cert_path: Path
+    key_path: Path
+    sha256: str
+    created: bool
+
+
+def ensure_ca(paths: config.Paths) -> CertInfo:
+    """Create ccmeter's own CA on first use (key readable by its owner only)."""
+    from mitmproxy import certs
+
+    config.ensure_private_dir(paths.ca_dir)
+    key_path = paths.ca_dir / "mitmproxy-ca.pem"
+    created = not key_path.exists()
+    certs.CertStore.from_store(str(paths.ca_dir), "mitmproxy", 2048)
+    for secret in (key_path, paths.ca_dir / "mitmproxy-ca.p12"):
+        if secret.exists():
+            secret.chmod(0o600)
+    return CertInfo(paths.ca_cert, key_path, cert_fingerprint(paths.ca_cert), created)
+
+
+def cert_fingerprint(cert_path: Path) -> str:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    digest = hashlib.sha256(cert.public_bytes(_der())).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _der():
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.DER
+
+
+def trust_store_commands(cert: Path, *, uninstall: bool = False) -> list[list[str]]:
+    """The OS commands that add (or remove) the CA in the system trust store."""
+    if sys.platform == "darwin":
+        if uninstall:
+            return [["sudo", "security", "remove-trusted-cert", "-d", str(cert)]]
+        return [["sudo", "security", "add-trusted-cert", "-d", "-r", "trustRoot", "-k",
+                 "/Library/Keychains/System.keychain", str(cert)]]
+    if sys.platform.startswith("linux"):
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        target = "/usr/local/share/ca-certificates/ccmeter-ca.crt"
+        if uninstall:
+            return [[*sudo, "rm", "-f", target], [*sudo, "update-ca-certificates", "--fresh"]]
+        return [[*sudo, "cp", str(cert), target], [*sudo, "update-ca-certificates"]]
+    raise config.CCMeterError(
+        "installing into this platform's trust store is not automated; import "
+        f"{cert} as a trusted root by hand"
+    )
+
+
+# --- environment for a wrapped tool --------------------------------------------------------
+
+
+def ca_bundle_for_child(paths: config.Paths, env: Mapping[str, str]) -> Path:
+    """NODE_EXTRA_CA_CERTS takes one file: keep a user's own extra CAs beside ours."""
+    existing = env.get("NODE_EXTRA_CA_CERTS")
+    if not existing or Path(existing).resolve() == paths.ca_cert.resolve():
+        return paths.ca_cert
+    try:
+        theirs = Path(existing).read_bytes()
+    except OSError:
+        log.warning("NODE_EXTRA_CA_CERTS=%s is unreadable; using ccmeter's CA alone", existing)
+        return paths.ca_cert
+    bundle = paths.ca_dir / "node-extra-ca-bundle.pem"
+    bundle.write_bytes(paths.ca_cert.read_bytes() + b"\n" + theirs)
+    return bundle
+
+
+def child_env(proxy_url: str, ca_file: Path, env: Mapping[str, str]) -> dict[str, str]:
+    out = dict(env)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        out[name] = proxy_url
+    out["NODE_EXTRA_CA_CERTS"] = str(ca_file)
+    return out
+
+
+def no_proxy_bypasses(env: Mapping[str, str], host: str = ANTHROPIC_HOST) -> bool:
+    """Would NO_PROXY send ``host`` around the proxy (unmetered)?"""
+    raw = env.get("NO_PROXY") or env.get("no_proxy") or ""
+    for item in raw.replace(",", " ").split():
+        item = item.strip().lower().lstrip("*")
+        if item == "":
+            continue
+        if item == "*" or host == item.lstrip(".") or host.endswith("." + item.lstrip(".")):
+            return True
+    return raw.strip() == "*"
+
+
+def hosts_from_base_url(env: Mapping[str, str]) -> list[str]:
+    """A gateway the user already points Claude Code at is metered too."""
+    hosts = []
+    for name in ("ANTHROPIC_BASE_URL",):
+        value = env.get(name)
+        if value:
+            host = urlsplit(value).hostname
+            if host and host.lower() != ANTHROPIC_HOST:
+                hosts.append(host.lower())
+    return hosts
+
+
+def env_lines(*, port: int, reverse: bool, paths: config.Paths) -> list[str]:
+    url = f"http://127.0.0.1:{port}"
+    if reverse:
+        return [f"export ANTHROPIC_BASE_URL={url}"]
+    return [
+        f"export HTTPS_PROXY={url}",
+        f"export NODE_EXTRA_CA_CERTS={paths.ca_cert}",
+    ]
+
+
+# --- run -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    exit_code: int
+    calls: int
+    sessions: int
+    cost_picousd: int
+    unpriced_calls: int
+    today_picousd: int
+
+    def line(self) -> str:
+        def usd(pico: int) -> str:
+            return f"${pico / store.PICO:,.2f}"
+
+        run = f"this run {usd(self.cost_picousd)} ({self.calls} call{'s' * (self.calls != 1)}, "
+        run += f"{self.sessions} session{'s' * (self.sessions != 1)})"
+        if self.unpriced_calls:
+            run += f" + {self.unpriced_calls} unpriced"
+        return f"ccmeter: {run} · today {usd(self.today_picousd)}"
+
+
+def _local_midnight_ts(now: float | None = None) -> float:
+    moment = datetime.fromtimestamp(now or time.time()).astimezone()
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+_TODAY_SQL = "SELECT COALESCE(SUM(cost_picousd), 0) AS total FROM api_calls WHERE started_ts >= ?"
+
+
+def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int) -> RunSummary:
+    rows = list(meter_rows.values())
+    today = 0
+    try:
+        db = store.connect(db_path)
+        today = int(store.query(db, _TODAY_SQL, [_local_midnight_ts()])[0]["total"])
+        db.conn.close()
+    except Exception:
+        log.exception("could not read today's total")
+    return RunSummary(
+        exit_code=exit_code,
+        calls=len(rows),
+        sessions=len({r.get("session_id") for r in rows if r.get("session_id")}),
+        cost_picousd=sum(r.get("cost_picousd") or 0 for r in rows),
+        unpriced_calls=sum(1 for r in rows if r.get("cost_picousd") is None),
+        today_picousd=today,
+    )
+
+
+def run_wrapped(
+    command: Sequence[str],
+    *,
+    paths: config.Paths,
+    project: str | None,
+    upstream: str | None,
+    env: Mapping[str, str] | None = None,
+) -> RunSummary:
+    """Start the proxy, run ``command`` under it, stop the proxy, and summarise the run."""
+    env = dict(os.environ if env is None else env)
+    executable = shutil.which(command[0], path=env.get("PATH"))
+    if executable is None:
+        raise config.CCMeterError(
+            f"command not found: {command[0]} (is it installed and on your PATH?)"
+        )
+    if no_proxy_bypasses(env):
+        log.warning("NO_PROXY covers %s: those calls will not be metered", ANTHROPIC_HOST)
+    ensure_ca(paths)
+    settings = proxy.ProxySettings(
+        paths=paths,
+        upstream=upstream,
+        project=project,
+        extra_hosts=tuple(hosts_from_base_url(env)),
+    )
+    running = proxy.start(settings)
+    running.meter.track_run = True
+    exit_code = 1
+    try:
+        exit_code = run_child([executable, *command[1:]],
+                              child_env(running.url, ca_bundle_for_child(paths, env), env))
+    finally:
+        rows = dict(running.meter.final_rows)
+        running.stop()
+    return summarize(rows, paths.db_file, exit_code)
+
+
+def run_child(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run the child in the foreground; it owns the terminal and its Ctrl-C.
+
+    ccmeter ignores SIGINT/SIGQUIT while the child lives (the terminal sends them to both)
+    and forwards SIGTERM/SIGHUP, so it stops only after the child has exited.
+    """
+    child = subprocess.Popen(list(argv), env=dict(env))
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    def ignore(_signum: int, _frame: object) -> None:
+        return None
+
+    previous = {}
+    wanted = {signal.SIGINT: ignore, signal.SIGTERM: forward}
+    if hasattr(signal, "SIGHUP"):
+        wanted[signal.SIGHUP] = forward
+    if hasattr(signal, "SIGQUIT"):
+        wanted[signal.SIGQUIT] = ignore
+    for signum, handler in wanted.items():
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except InterruptedError:
+                continue
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 - code if code < 0 else code
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,580 @@
+"""What one Claude API answer cost, from its ``Usage``, the model id and the time of the call.
+
+Pure: the only input besides the arguments is the bundled catalog, ``data/prices.json``,
+read through ``importlib.resources``. The rules follow Anthropic's pricing page (see
+``anthropic-pricing.md`` in the shared references); the ones that are easy to get wrong:
+
+- Cache rates are stored per model, never derived from one global multiplier: cache reads are
+  0.025x input on Fable/Mythos 5.1+, 0.05x on Opus/Sonnet 5.5 and 0.1x elsewhere.
+- Rates change over a model's life, so every model carries effective-dated periods and the
+  call's date (in UTC) picks the one in force.
+- A long-context tier moves *every* category of the request, output included, to the higher
+  row once the whole prompt (input + cache writes + cache reads) is strictly over the threshold.
+- Fast mode replaces input/output with the fast rates and scales the cache rates with them;
+  it never takes a long-context tier.
+
+Money is ``Decimal`` from the JSON strings to the result; a float never enters. Catalog rates
+have at most three decimals, so a cost is exact at 1e-12 USD (one picodollar) and is stored as
+an integer number of picodollars.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from functools import cache
+from importlib import resources
+from typing import Any
+from urllib.parse import unquote
+
+from ccmeter.usage import TokenCounts, Usage
+
+PICO_PER_USD = 10**12
+RATE_NAMES = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+OVERRIDES_SUFFIX = "+overrides"
+
+_MILLION = Decimal(1_000_000)
+_PICO = Decimal(1).scaleb(-12)
+_PRECISION = 60  # far beyond any real token count x rate; keeps every step exact
+_BEDROCK_GEO_PREFIXES = ("us.", "eu.", "apac.", "au.", "jp.", "global.")
+_BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$")
+_DISPLAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
+_VERTEX_DATE = re.compile(r"@(\d{8})$")
+
+
+# --- the result -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Price:
+    """The cost of one answer, or why it has none.
+
+    ``cost_usd`` is None for an unknown model, never zero: an unpriced call must stay visible
+    as unpriced in reports and must not silently pass a spending cap.
+    """
+
+    cost_usd: Decimal | None
+    catalog_version: str
+    model_key: str | None
+    note: str | None
+
+    @property
+    def cost_picousd(self) -> int | None:
+        """The cost as an integer number of picodollars (exact for catalog rates)."""
+        if self.cost_usd is None:
+            return None
+        return int((self.cost_usd * PICO_PER_USD).to_integral_value(ROUND_HALF_EVEN))
+
+
+# --- catalog rows -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rates:
+    """USD per million tokens for the five billed token categories."""
+
+    input: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    output: Decimal
+
+    def cost(self, tokens: TokenCounts) -> Decimal:
+        """USD for these token counts at these rates (exact under the caller's context)."""
+        total = (
+            tokens.input_tokens * self.input
+            + tokens.cache_write_5m_tokens * self.cache_write_5m
+            + tokens.cache_write_1h_tokens * self.cache_write_1h
+            + tokens.cache_read_tokens * self.cache_read
+            + tokens.output_tokens * self.output
+        )
+        return total / _MILLION
+
+    def at_fast(self, fast: FastRates) -> Rates:
+        """Fast-mode rates: the cache multipliers of this row, applied to the fast input rate.
+
+        Scaling by ``fast.input / input`` keeps each model's own cache ratios (0.025x, 0.05x,
+        0.1x reads) instead of assuming the common 1.25x / 2x / 0.1x.
+        """
+        if self.input == 0:
+            return replace(self, input=fast.input, output=fast.output)
+        return Rates(
+            input=fast.input,
+            cache_write_5m=self.cache_write_5m * fast.input / self.input,
+            cache_write_1h=self.cache_write_1h * fast.input / self.input,
+            cache_read=self.cache_read * fast.input / self.input,
+            output=fast.output,
+        )
+
+
+@dataclass(frozen=True)
+class LongContext:
+    """A prompt-length tier: above ``threshold_tokens`` the whole request takes ``rates``."""
+
+    threshold_tokens: int
+    rates: Rates
+
+    def applies(self, tokens: TokenCounts) -> bool:
+        # Strictly greater: a prompt of exactly the threshold still pays the base row.
+        return tokens.prompt_tokens > self.threshold_tokens
+
+
+@dataclass(frozen=True)
+class FastRates:
+    """Input and output USD per million tokens in fast mode."""
+
+    input: Decimal
+    output: Decimal
+
+
+@dataclass(frozen=True)
+class Period:
+    """The rates of one model from ``start`` (a UTC date) until the next period begins."""
+
+    start: date
+    rates: Rates
+    long_context: LongContext | None
+    fast: FastRates | None
+
+
+@dataclass(frozen=True)
+class Model:
+    """One catalog model: the ids it is known by and its rate periods, oldest first."""
+
+    id: str
+    name: str
+    aliases: tuple[str, ...]
+    bedrock_ids: tuple[str, ...]
+    vertex_ids: tuple[str, ...]
+    geo_us_multiplier_applies: bool
+    periods: tuple[Period, ...]
+    note: str | None = None
+
+    def period_at(self, day: date) -> Period:
+        """The period in force on ``day``.
+
+        A day before the first period still gets the first one: the first ``from`` is a
+        release or snapshot date, and a skewed clock should not turn a known model unpriced.
+        """
+        chosen = self.periods[0]
+        for period in self.periods:
+            if period.start <= day:
+                chosen = period
+        return chosen
+
+    def known_ids(self) -> Iterator[str]:
+        yield self.id
+        yield from self.aliases
+        yield from self.bedrock_ids
+        yield from self.vertex_ids
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """A model as a ``ccmeter prices`` table shows it: its ids and the rates in force."""
+
+    id: str
+    name: str
+    aliases: tuple[str, ...]
+    since: date
+    rates: Rates
+    long_context: LongContext | None
+    fast: FastRates | None
+    geo_us_multiplier_applies: bool
+    note: str | None
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+def _decimal(value: Any, where: str) -> Decimal:
+    """A non-negative finite Decimal from a string or int; floats are refused (inexact)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{where}: expected a decimal string such as \"6.25\", got {value!r}")
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise ValueError(f"{where}: {value!r} is not a decimal number") from None
+    if not number.is_finite() or number < 0:
+        raise ValueError(f"{where}: {value!r} must be a finite number >= 0")
+    return number
+
+
+def _rates(raw: Mapping[str, Any], where: str) -> Rates:
+    missing = [name for name in RATE_NAMES if name not in raw]
+    if missing:
+        raise ValueError(f"{where}: missing rate(s) {', '.join(missing)}")
+    return Rates(*(_decimal(raw[name], f"{where}.{name}") for name in RATE_NAMES))
+
+
+def _long_context(raw: Any, where: str) -> LongContext | None:
+    if raw is None:
+        return None
+    threshold = raw.get("threshold_tokens")
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
+        raise ValueError(f"{where}.threshold_tokens: expected a positive integer")
+    return LongContext(threshold, _rates(raw, where))
+
+
+def _fast(raw: Any, where: str) -> FastRates | None:
+    if raw is None:
+        return None
+    return FastRates(
+        _decimal(raw.get("input"), f"{where}.input"),
+        _decimal(raw.get("output"), f"{where}.output"),
+    )
+
+
+def _period(raw: Mapping[str, Any], where: str) -> Period:
+    try:
+        start = date.fromisoformat(raw["from"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{where}.from: expected a YYYY-MM-DD date") from None
+    return Period(
+        start=start,
+        rates=_rates(raw, where),
+        long_context=_long_context(raw.get("long_context"), f"{where}.long_context"),
+        fast=_fast(raw.get("fast"), f"{where}.fast"),
+    )
+
+
+def _ids(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise ValueError(f"{where}: expected a list of strings")
+    return tuple(raw)
+
+
+def _model(raw: Mapping[str, Any]) -> Model:
+    model_id = raw.get("id")
+    if not isinstance(model_id, str) or not model_id:
+        raise ValueError(f"models: every model needs a string id, got {model_id!r}")
+    where = f"models[{model_id}]"
+    raw_periods = raw.get("periods")
+    if not isinstance(raw_periods, list) or not raw_periods:
+        raise ValueError(f"{where}.periods: expected a non-empty list")
+    periods = tuple(_period(p, f"{where}.periods[{i}]") for i, p in enumerate(raw_periods))
+    starts = [p.start for p in periods]
+    if starts != sorted(set(starts)):
+        raise ValueError(f"{where}.periods: dates must be strictly increasing")
+    return Model(
+        id=model_id,
+        name=str(raw.get("name") or model_id),
+        aliases=_ids(raw.get("aliases"), f"{where}.aliases"),
+        bedrock_ids=_ids(raw.get("bedrock_ids"), f"{where}.bedrock_ids"),
+        vertex_ids=_ids(raw.get("vertex_ids"), f"{where}.vertex_ids"),
+        geo_us_multiplier_applies=raw.get("geo_us_multiplier_applies") is True,
+        periods=periods,
+        note=raw.get("note") if isinstance(raw.get("note"), str) else None,
+    )
+
+
+def _index(models: Mapping[str, Model]) -> dict[str, str]:
+    """Every known id, lower-cased, to its model key; a clash is a catalog bug."""
+    index: dict[str, str] = {}
+    for key, model in models.items():
+        for known in model.known_ids():
+            owner = index.setdefault(known.lower(), key)
+            if owner != key:
+                raise ValueError(f"model id {known!r} is claimed by both {owner} and {key}")
+    return index
+
+
+# --- id normalisation -------------------------------------------------------------------
+
+
+def _strip_bedrock(name: str) -> str | None:
+    """``us.anthropic.claude-x-v1:0`` -> ``claude-x``; None if it is not a Bedrock id."""
+    for prefix in _BEDROCK_GEO_PREFIXES:
+        if name.startswith(prefix + "anthropic."):
+            name = name[len(prefix):]
+            break
+    if not name.startswith("anthropic."):
+        return None
+    return _BEDROCK_VERSION.sub("", name[len("anthropic."):])
+
+
+def _candidates(model: str) -> Iterator[str]:
+    """The forms worth looking up, most literal first.
+
+    Each is looked up exactly: no prefix matching, so ``claude-opus-5`` can never reach
+    ``claude-opus-5-5``, and a dated id of a dateless model stays unknown.
+    """
+    name = model.strip().lower()
+    if "%" in name:
+        name = unquote(name)  # Bedrock paths percent-encode ':' and '/'
+    if name.startswith("arn:"):
+        name = name.rsplit("/", 1)[-1]  # an inference-profile ARN ends in the model id
+    name = _DISPLAY_SUFFIX.sub("", name).strip()  # Claude Code's "[1m]"
+    yield name
+    bedrock = _strip_bedrock(name)
+    if bedrock:
+        yield bedrock
+    yield _VERTEX_DATE.sub(r"-\1", name)  # claude-haiku-4-5@20251001
+
+
+# --- the catalog ------------------------------------------------------------------------
+
+
+def _utc_day(at: datetime | date) -> date:
+    """The UTC calendar date of a call; a naive datetime is taken to be UTC already."""
+    if isinstance(at, datetime):
+        return (at.astimezone(UTC) if at.tzinfo else at).date()
+    return at
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+class Catalog:
+    """Model rates with effective dates, plus the multipliers and fees around them."""
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        models: Mapping[str, Model],
+        geo_us_multiplier: Decimal,
+        batch_multiplier: Decimal,
+        web_search_usd_each: Decimal,
+        web_fetch_usd_each: Decimal,
+        discount_percent: Decimal = Decimal(0),
+    ) -> None:
+        self.version = version
+        self.geo_us_multiplier = geo_us_multiplier
+        self.batch_multiplier = batch_multiplier
+        self.web_search_usd_each = web_search_usd_each
+        self.web_fetch_usd_each = web_fetch_usd_each
+        self.discount_percent = discount_percent
+        self._models = dict(models)
+        self._index = _index(self._models)
+
+    def __repr__(self) -> str:
+        return f"<Catalog {self.version} ({len(self._models)} models)>"
+
+    # construction
+
+    @classmethod
+    def bundled(cls) -> Catalog:
+        """The catalog shipped in ``ccmeter/data/prices.json`` (parsed once per process)."""
+        return _bundled()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Catalog:
+        """Build a catalog from the ``prices.json`` shape; ValueError names what is wrong."""
+        version = data.get("version")
+        if not isinstance(version, str) or not version:
+            raise ValueError("prices: a string 'version' is required")
+        raw_models = data.get("models")
+        if not isinstance(raw_models, list) or not raw_models:
+            raise ValueError("prices: 'models' must be a non-empty list")
+        models: dict[str, Model] = {}
+        for raw in raw_models:
+            model = _model(raw)
+            if model.id in models:
+                raise ValueError(f"prices: model {model.id!r} is listed twice")
+            models[model.id] = model
+        multipliers = data.get("multipliers") or {}
+        tools = data.get("server_tools") or {}
+        return cls(
+            version=version,
+            models=models,
+            geo_us_multiplier=_decimal(
+                multipliers.get("inference_geo_us", "1"), "multipliers.inference_geo_us"
+            ),
+            batch_multiplier=_decimal(multipliers.get("batch", "1"), "multipliers.batch"),
+            web_search_usd_each=_decimal(
+                tools.get("web_search_usd_each", "0"), "server_tools.web_search_usd_each"
+            ),
+            web_fetch_usd_each=_decimal(
+                tools.get("web_fetch_usd_each", "0"), "server_tools.web_fetch_usd_each"
+            ),
+        )
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Catalog:
+        """A copy with the user's negotiated rates and discount from the TOML config.
+
+        ``{"discount_percent": "10", "models": {"<id>": {"input": "4", ...}}}``. For a known
+        model the given rates replace the base row in every period (long-context and fast rows
+        stay the catalog's); an id the catalog does not know becomes a new model and needs all
+        five rates. The discount comes off the final cost. Rates may be strings or ints, and
+        floats are accepted here (TOML writes ``4.5`` as one) through their shortest repr.
+        """
+        if not overrides:
+            return self
+        unknown = set(overrides) - {"discount_percent", "models"}
+        if unknown:
+            raise ValueError(f"pricing overrides: unknown key(s) {', '.join(sorted(unknown))}")
+        discount = self.discount_percent
+        if "discount_percent" in overrides:
+            discount = _user_decimal(
+                overrides["discount_percent"], "pricing overrides: discount_percent"
+            )
+            if discount > 100:
+                raise ValueError("pricing overrides: discount_percent must be between 0 and 100")
+        models = dict(self._models)
+        model_overrides = overrides.get("models") or {}
+        if not isinstance(model_overrides, Mapping):
+            raise ValueError("pricing overrides: 'models' must be a table of model ids")
+        for name, rates in model_overrides.items():
+            model = self._override_model(str(name), rates)
+            models[model.id] = model
+        base = self.version.removesuffix(OVERRIDES_SUFFIX)
+        return Catalog(
+            version=base + OVERRIDES_SUFFIX,
+            models=models,
+            geo_us_multiplier=self.geo_us_multiplier,
+            batch_multiplier=self.batch_multiplier,
+            web_search_usd_each=self.web_search_usd_each,
+            web_fetch_usd_each=self.web_fetch_usd_each,
+            discount_percent=discount,
+        )
+
+    def _override_model(self, name: str, raw: Any) -> Model:
+        where = f"pricing overrides: models.{name}"
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"{where}: expected a table of rates")
+        unknown = set(raw) - set(RATE_NAMES)
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown rate(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(RATE_NAMES)}"
+            )
+        given = {key: _user_decimal(value, f"{where}.{key}") for key, value in raw.items()}
+        key = self.resolve(name)
+        if key is not None:
+            model = self._models[key]
+            periods = tuple(replace(p, rates=replace(p.rates, **given)) for p in model.periods)
+            return replace(model, periods=periods)
+        missing = [rate for rate in RATE_NAMES if rate not in given]
+        if missing:
+            raise ValueError(
+                f"{where}: {name!r} is not in the catalog, so all five rates are needed; "
+                f"missing {', '.join(missing)}"
+            )
+        model_id = name.strip().lower()
+        period = Period(date.min, Rates(**given), long_context=None, fast=None)
+        return Model(model_id, name, (), (), (), False, (period,), note="user override")
+
+    # lookup
+
+    def resolve(self, model: str) -> str | None:
+        """The catalog id that ``model`` names, or None.
+
+        Accepts ids in any case, aliases, Claude Code's ``[1m]`` suffix, Vertex ``@date``
+        ids, Bedrock ids (geo prefix, ``anthropic.``, ``-v1:0``) and ARNs ending in one.
+        Only exact matches count: a near miss is unknown rather than priced as a sibling.
+        """
+        if not model:
+            return None
+        for candidate in _candidates(model):
+            key = self._index.get(candidate)
+            if key is not None:
+                return key
+        return None
+
+    def models(self, at: datetime | date | None = None) -> list[ModelRow]:
+        """Every model with the rates in force at ``at`` (default: now), in catalog order."""
+        day = _utc_day(at if at is not None else datetime.now(UTC))
+        rows = []
+        for model in self._models.values():
+            period = model.period_at(day)
+            rows.append(
+                ModelRow(
+                    id=model.id,
+                    name=model.name,
+                    aliases=model.aliases,
+                    since=period.start,
+                    rates=period.rates,
+                    long_context=period.long_context,
+                    fast=period.fast,
+                    geo_us_multiplier_applies=model.geo_us_multiplier_applies,
+                    note=model.note,
+                )
+            )
+        return rows
+
+    def model(self, key: str) -> Model:
+        """The full catalog entry (all periods) for a resolved id."""
+        return self._models[key]
+
+    # pricing
+
+    def price(self, model: str | None, usage: Usage, at: datetime | date) -> Price:
+        """The cost of one answer served by ``model`` at ``at``.
+
+        Order, as on the pricing page: tokens at the (fast / long-context) row, x1.1 for US
+        inference on eligible models, x0.5 for batch, then per-request server-tool fees, then
+        each advisor/fallback hop at its own model's rates, then the user's discount.
+        """
+        key = self.resolve(model) if model else None
+        if key is None:
+            return Price(None, self.version, None, f"unknown model {model!r}")
+        day = _utc_day(at)
+        notes: list[str] = []
+        with localcontext() as ctx:
+            ctx.prec = _PRECISION
+            cost = self._tokens_cost(key, usage.tokens, day, usage.speed == "fast", notes)
+            cost = self._apply_modifiers(key, usage, cost, notes)
+            for hop in usage.hops:
+                hop_key = self.resolve(hop.model)
+                if hop_key is None:
+                    note = f"unknown model {hop.model!r} in {hop.kind} hop"
+                    return Price(None, self.version, key, note)
+                notes.append(f"{hop.kind} at {hop_key}")
+                cost += self._tokens_cost(hop_key, hop.tokens, day, False, notes)
+            if self.discount_percent:
+                cost *= 1 - self.discount_percent / 100
+                notes.append(f"discount {self.discount_percent}%")
+            cost = cost.quantize(_PICO, rounding=ROUND_HALF_EVEN)
+        return Price(cost, self.version, key, "; ".join(notes) or None)
+
+    def _tokens_cost(
+        self, key: str, tokens: TokenCounts, day: date, fast: bool, notes: list[str]
+    ) -> Decimal:
+        """Token cost of one sampling hop at the row in force; appends what tier applied."""
+        period = self._models[key].period_at(day)
+        if fast and period.fast is not None:
+            notes.append("fast")
+            return period.rates.at_fast(period.fast).cost(tokens)
+        if fast:
+            notes.append(f"fast not priced for {key} on {day}: standard rates")
+        if period.long_context is not None and period.long_context.applies(tokens):
+            notes.append("long-context tier")
+            return period.long_context.rates.cost(tokens)
+        return period.rates.cost(tokens)
+
+    def _apply_modifiers(self, key: str, usage: Usage, cost: Decimal, notes: list[str]) -> Decimal:
+        """Data-residency and batch multipliers, then the flat server-tool fees."""
+        if usage.inference_geo == "us" and self._models[key].geo_us_multiplier_applies:
+            cost *= self.geo_us_multiplier
+            notes.append(f"us geo x{self.geo_us_multiplier}")
+        if usage.service_tier == "batch":
+            cost *= self.batch_multiplier
+            notes.append(f"batch x{self.batch_multiplier}")
+        if usage.web_search_requests:
+            cost += usage.web_search_requests * self.web_search_usd_each
+            notes.append(_plural(usage.web_search_requests, "web search"))
+        if usage.web_fetch_requests and self.web_fetch_usd_each:
+            cost += usage.web_fetch_requests * self.web_fetch_usd_each
+            notes.append(_plural(usage.web_fetch_requests, "web fetch"))
+        return cost
+
+
+def _user_decimal(value: Any, where: str) -> Decimal:
+    """Like ``_decimal`` but lets a TOML float through via its shortest repr ("4.5")."""
+    if isinstance(value, float):
+        value = repr(value)
+    return _decimal(value, where)
+
+
+@cache
+def _bundled() -> Catalog:
+    text = (resources.files("ccmeter") / "data" / "prices.json").read_text(encoding="utf-8")
+    return Catalog.from_dict(json.loads(text))

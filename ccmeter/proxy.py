@@ -1,0 +1,168 @@
+"""Run the metering proxy inside this process, for ``ccmeter run`` and ``ccmeter serve``.
+
+mitmproxy runs on its own thread with its own event loop (on Python 3.12+ ``Master.run``
+changes the loop's task factory, so it must not share ours). A plain ``Master`` with the
+default addons is used rather than ``DumpMaster``: DumpMaster's ErrorCheck would
+``sys.exit`` the thread on a startup error, and its terminal logger would write into the
+wrapped program's screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ccmeter import config
+from ccmeter.addon import ANTHROPIC_HOST, Meter
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """What to run. ``reverse`` accepts plain HTTP and forwards it to the API (no CA needed)."""
+
+    paths: config.Paths
+    port: int = 0
+    host: str = "127.0.0.1"
+    reverse: bool = False
+    upstream: str | None = None
+    project: str | None = None
+    extra_hosts: tuple[str, ...] = ()
+    ssl_insecure: bool = False
+    upstream_ca: str | None = None
+
+    def metered_hosts(self) -> list[str]:
+        hosts = [ANTHROPIC_HOST, *self.extra_hosts]
+        if self.upstream:
+            host = urlsplit(self.upstream).hostname
+            if host:
+                hosts.append(host)
+        return list(dict.fromkeys(h.lower() for h in hosts))
+
+    def intercept_patterns(self) -> list[str]:
+        """``allow_hosts`` regexes: decrypt only API hosts; tunnel everything else untouched."""
+        return [rf"^{re.escape(h)}(:\d+)?$" for h in self.metered_hosts()]
+
+
+class ProxyStartError(config.CCMeterError):
+    pass
+
+
+class _Lifecycle:
+    """Added last: reports the bound port once the servers and the CA exist."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.addrs: list[Any] = []
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        self.addrs = ctx.master.addons.get("proxyserver").listen_addrs()
+        self.ready.set()
+
+    async def done(self) -> None:
+        from mitmproxy import ctx
+
+        # Master.shutdown() leaves the listening sockets open; close them ourselves.
+        await ctx.master.addons.get("proxyserver").servers.update([])
+
+
+@dataclass
+class RunningProxy:
+    settings: ProxySettings
+    port: int
+    meter: Meter
+    _master: Any = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.settings.paths.ca_cert
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._master.shutdown()
+        self._thread.join(timeout)
+
+
+def start(settings: ProxySettings) -> RunningProxy:
+    """Start the proxy on a thread and return once it listens (or raise ProxyStartError)."""
+    from mitmproxy import options
+    from mitmproxy.addons import default_addons
+    from mitmproxy.master import Master
+
+    config.ensure_private_dir(settings.paths.data_dir)
+    config.ensure_private_dir(settings.paths.ca_dir)
+    meter, life = Meter(), _Lifecycle()
+    box: dict[str, Any] = {}
+
+    def thread_main() -> None:
+        async def main() -> None:
+            if settings.reverse:
+                target = settings.upstream or f"https://{ANTHROPIC_HOST}"
+                mode = [f"reverse:{target}"]
+            else:
+                mode = ["regular"]
+            opts = options.Options(
+                listen_host=settings.host,
+                listen_port=settings.port,
+                confdir=str(settings.paths.ca_dir),
+                mode=mode,
+                ssl_insecure=settings.ssl_insecure,
+            )
+            if not settings.reverse:
+                opts.update(allow_hosts=settings.intercept_patterns())
+            if settings.upstream_ca:
+                opts.update(ssl_verify_upstream_trusted_ca=settings.upstream_ca)
+            master = Master(opts)
+            master.addons.add(*default_addons())
+            master.addons.add(meter, life)
+            master.options.update(
+                connection_strategy="lazy",
+                ccmeter_home=str(settings.paths.data_dir),
+                ccmeter_upstream=None if settings.reverse else settings.upstream,
+                ccmeter_hosts=list(settings.extra_hosts),
+                ccmeter_project=settings.project,
+            )
+            box["master"] = master
+            await master.run()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            box["error"] = exc
+            log.exception("ccmeter: the proxy thread stopped")
+        finally:
+            life.ready.set()
+
+    thread = threading.Thread(target=thread_main, name="ccmeter-proxy", daemon=True)
+    thread.start()
+    if not life.ready.wait(START_TIMEOUT_S):
+        raise ProxyStartError("the proxy did not start within 20 s; see the log file")
+    if "error" in box or not life.addrs:
+        if "master" in box:
+            box["master"].shutdown()
+        thread.join(5)
+        reason = box.get("error")
+        hint = (
+            f"port {settings.port} on {settings.host} is in use? pick another with --port"
+            if settings.port
+            else "see the log file"
+        )
+        raise ProxyStartError(f"the proxy could not listen ({reason or hint})")
+    port = int(life.addrs[0][1])
+    return RunningProxy(settings=settings, port=port, meter=meter, _master=box["master"],
+                        _thread=thread)

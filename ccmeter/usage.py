@@ -1,0 +1,223 @@
+"""Token usage of one Claude Messages API answer, built from stream events or a JSON body.
+
+Pure: dicts in, dataclasses out. The rules come from the API's own semantics (see
+docs/architecture.md): ``message_start`` carries the input side, every ``message_delta``
+carries *cumulative* counts, so a later non-null value replaces an earlier one and nothing
+is ever added up across events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """The five billed token categories of one sampling hop."""
+
+    input_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Whole prompt size: what long-context thresholds are tested against."""
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A sampling hop billed at another model's rates (advisor or server-side fallback)."""
+
+    kind: str
+    model: str
+    tokens: TokenCounts
+
+
+@dataclass(frozen=True)
+class Usage(TokenCounts):
+    """Everything in an answer's ``usage`` that can change its price."""
+
+    thinking_tokens: int | None = None
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    service_tier: str | None = None
+    inference_geo: str | None = None
+    speed: str | None = None
+    hops: tuple[Hop, ...] = ()
+
+    @property
+    def tokens(self) -> TokenCounts:
+        return TokenCounts(
+            self.input_tokens,
+            self.cache_write_5m_tokens,
+            self.cache_write_1h_tokens,
+            self.cache_read_tokens,
+            self.output_tokens,
+        )
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _split_cache_writes(raw: dict[str, Any], previous: Usage | None) -> tuple[int, int] | None:
+    """Return (5m, 1h) cache-write tokens from a usage dict, or None if it says nothing.
+
+    When only the total is known, the part not explained by an earlier split counts as
+    5-minute writes: the cheaper reading, and the one the pricing notes recommend.
+    """
+    total = _int(raw.get("cache_creation_input_tokens"))
+    split = raw.get("cache_creation")
+    five = one = None
+    if isinstance(split, dict):
+        five = _int(split.get("ephemeral_5m_input_tokens"))
+        one = _int(split.get("ephemeral_1h_input_tokens"))
+    if five is not None or one is not None:
+        five, one = five or 0, one or 0
+        if total is not None and total > five + one:
+            five += total - (five + one)
+        return five, one
+    if total is None:
+        return None
+    prev_1h = previous.cache_write_1h_tokens if previous else 0
+    one = min(prev_1h, total)
+    return total - one, one
+
+
+def _hops(raw: dict[str, Any]) -> tuple[Hop, ...] | None:
+    iterations = raw.get("iterations")
+    if not isinstance(iterations, list):
+        return None
+    hops = []
+    for item in iterations:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        model = _str(item.get("model"))
+        if kind not in ("advisor_message", "fallback_message") or model is None:
+            continue
+        split = _split_cache_writes(item, None) or (0, 0)
+        hops.append(
+            Hop(
+                kind=kind,
+                model=model,
+                tokens=TokenCounts(
+                    input_tokens=_int(item.get("input_tokens")) or 0,
+                    cache_write_5m_tokens=split[0],
+                    cache_write_1h_tokens=split[1],
+                    cache_read_tokens=_int(item.get("cache_read_input_tokens")) or 0,
+                    output_tokens=_int(item.get("output_tokens")) or 0,
+                ),
+            )
+        )
+    return tuple(hops)
+
+
+def merge_usage(previous: Usage | None, raw: dict[str, Any]) -> Usage:
+    """Overlay one ``usage`` object on what is known so far: later non-null values win."""
+    base = previous or Usage()
+    changes: dict[str, Any] = {}
+    for key, name in (
+        ("input_tokens", "input_tokens"),
+        ("cache_read_input_tokens", "cache_read_tokens"),
+        ("output_tokens", "output_tokens"),
+    ):
+        value = _int(raw.get(key))
+        if value is not None:
+            changes[name] = value
+    split = _split_cache_writes(raw, previous)
+    if split is not None:
+        changes["cache_write_5m_tokens"], changes["cache_write_1h_tokens"] = split
+    details = raw.get("output_tokens_details")
+    if isinstance(details, dict) and _int(details.get("thinking_tokens")) is not None:
+        changes["thinking_tokens"] = _int(details.get("thinking_tokens"))
+    tools = raw.get("server_tool_use")
+    if isinstance(tools, dict):
+        for key in ("web_search_requests", "web_fetch_requests"):
+            value = _int(tools.get(key))
+            if value is not None:
+                changes[key] = value
+    for key in ("service_tier", "inference_geo", "speed"):
+        value = _str(raw.get(key))
+        if value is not None:
+            changes[key] = value
+    hops = _hops(raw)
+    if hops is not None:
+        changes["hops"] = hops
+    return replace(base, **changes)
+
+
+@dataclass
+class MessageState:
+    """What a metered answer has told us so far; filled event by event."""
+
+    message_id: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    stop_reason: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    started: bool = False
+    stopped: bool = False
+    events_seen: int = 0
+    unknown_events: set[str] = field(default_factory=set)
+
+    def apply_event(self, event_type: str, data: dict[str, Any]) -> None:
+        """Fold one decoded stream event into the state. Unknown events are skipped."""
+        self.events_seen += 1
+        if event_type == "message_start":
+            message = data.get("message")
+            if isinstance(message, dict):
+                self.started = True
+                self.message_id = _str(message.get("id")) or self.message_id
+                self.model = _str(message.get("model")) or self.model
+                if isinstance(message.get("usage"), dict):
+                    self.usage = merge_usage(self.usage, message["usage"])
+        elif event_type == "message_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict) and _str(delta.get("stop_reason")):
+                self.stop_reason = delta["stop_reason"]
+            if isinstance(data.get("usage"), dict):
+                self.usage = merge_usage(self.usage, data["usage"])
+        elif event_type == "message_stop":
+            self.stopped = True
+        elif event_type == "error":
+            error = data.get("error")
+            if isinstance(error, dict):
+                self.error_type = _str(error.get("type")) or "error"
+                message = error.get("message")
+                self.error_message = message[:500] if isinstance(message, str) else None
+            else:
+                self.error_type = "error"
+        elif event_type not in ("ping", "content_block_start", "content_block_delta",
+                                "content_block_stop"):
+            self.unknown_events.add(event_type[:64])
+
+    def apply_message(self, body: dict[str, Any]) -> None:
+        """Fold a complete non-streaming Message (or error) JSON body into the state."""
+        if body.get("type") == "error":
+            self.apply_event("error", body)
+            return
+        self.started = True
+        self.stopped = True
+        self.message_id = _str(body.get("id")) or self.message_id
+        self.model = _str(body.get("model")) or self.model
+        self.stop_reason = _str(body.get("stop_reason")) or self.stop_reason
+        if isinstance(body.get("usage"), dict):
+            self.usage = merge_usage(self.usage, body["usage"])
