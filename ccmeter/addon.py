@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 
 from ccmeter import attribution, config, pricing, store
+from ccmeter.decompress import incremental_decoder
 from ccmeter.sse import SSEDecoder
 from ccmeter.usage import MessageState
 
@@ -92,40 +92,6 @@ def plan_columns(headers: http.Headers) -> dict[str, Any]:
     }
 
 
-class _Decompressor:
-    """Incremental decoder for a compressed event stream; the client still gets raw bytes."""
-
-    def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
-        self._fn: Callable[[bytes], bytes]
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            self._zlib = zlib.decompressobj(wbits=47)  # gzip or zlib, auto-detected
-            self._fn = self._inflate
-        elif encoding == "br":
-            import brotli
-
-            self._fn = brotli.Decompressor().process
-        elif encoding == "zstd":
-            import zstandard
-
-            self._fn = zstandard.ZstdDecompressor().decompressobj().decompress
-        else:
-            raise ValueError(f"unsupported content-encoding {encoding!r}")
-
-    def _inflate(self, chunk: bytes) -> bytes:
-        try:
-            return self._zlib.decompress(chunk)
-        except zlib.error:
-            if self.encoding != "deflate" or self._zlib.total_in:
-                raise
-            # Some servers send raw deflate without the zlib header.
-            self._zlib = zlib.decompressobj(wbits=-15)
-            return self._zlib.decompress(chunk)
-
-    def __call__(self, chunk: bytes) -> bytes:
-        return self._fn(chunk)
-
-
 @dataclass
 class Call:
     """One metered HTTP exchange and everything known about it so far."""
@@ -152,12 +118,12 @@ class StreamTee:
         self._meter = meter
         self.call = call
         self._decoder = SSEDecoder()
-        self._decompress = _Decompressor(encoding) if encoding else None
+        self._decompress = incremental_decoder(encoding) if encoding else None
         self.failed = False
         self._on_start = True
 
     def __call__(self, chunk: bytes) -> bytes:
-        if chunk and not self.failed:
+        if not self.failed:
             try:
                 self._consume(chunk)
             except Exception as exc:
@@ -167,10 +133,14 @@ class StreamTee:
         return chunk
 
     def _consume(self, chunk: bytes) -> None:
-        if self._decompress is not None:
-            chunk = self._decompress(chunk)
+        if not chunk:  # end of the body (may come twice on HTTP/2 with mitmproxy 11)
+            events = self._decoder.flush()
+        else:
+            if self._decompress is not None:
+                chunk = self._decompress(chunk)
+            events = self._decoder.feed(chunk)
         state = self.call.state
-        for event in self._decoder.feed(chunk):
+        for event in events:
             if event.data is not None:
                 state.apply_event(event.name, event.data)
             if self._on_start and state.started:

@@ -328,8 +328,8 @@ def _utc_day(at: datetime | date) -> date:
     return at
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+def _count(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 class Catalog:
@@ -560,10 +560,10 @@ class Catalog:
             notes.append(f"batch x{self.batch_multiplier}")
         if usage.web_search_requests:
             cost += usage.web_search_requests * self.web_search_usd_each
-            notes.append(_plural(usage.web_search_requests, "web search"))
+            notes.append(_count(usage.web_search_requests, "web search", "web searches"))
         if usage.web_fetch_requests and self.web_fetch_usd_each:
             cost += usage.web_fetch_requests * self.web_fetch_usd_each
-            notes.append(_plural(usage.web_fetch_requests, "web fetch"))
+            notes.append(_count(usage.web_fetch_requests, "web fetch", "web fetches"))
         return cost
 
 

@@ -64,10 +64,14 @@ class SSEDecoder:
         return self._dispatch(data[:end])
 
     def flush(self) -> list[Event]:
-        """End of stream: an event not closed by a blank line is discarded, per the spec."""
+        """End of stream: a held-back CR still ends its line; an event not closed by a
+        blank line is discarded, per the spec. Safe to call more than once."""
+        events = []
+        if self._pending_cr:
+            self._pending_cr = False
+            events = self.feed(b"\n")
         self._buffer = b""
-        self._pending_cr = False
-        return []
+        return events
 
     def _guard_size(self) -> None:
         if len(self._buffer) > MAX_EVENT_BYTES:

@@ -154,9 +154,9 @@ def merge_usage(previous: Usage | None, raw: dict[str, Any]) -> Usage:
             if value is not None:
                 changes[key] = value
     for key in ("service_tier", "inference_geo", "speed"):
-        value = _str(raw.get(key))
-        if value is not None:
-            changes[key] = value
+        text = _str(raw.get(key))
+        if text is not None:
+            changes[key] = text
     hops = _hops(raw)
     if hops is not None:
         changes["hops"] = hops

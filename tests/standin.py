@@ -152,7 +152,8 @@ def parse_sse(body: bytes) -> list[Event]:
     """Parse a complete SSE body back to ``(event, data)`` pairs (a test convenience, not the
     product's incremental decoder). Accepts LF, CRLF and CR line ends."""
     out: list[Event] = []
-    name, data_lines = "message", []
+    name = "message"
+    data_lines: list[str] = []
     for line in body.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if line == "":
             if data_lines:
@@ -409,7 +410,7 @@ def message_events(
     ``error_after_start=(type, message)`` the stream ends with an ``error`` event right after the
     first content delta.
     """
-    common = dict(
+    common: dict[str, Any] = dict(
         input_tokens=input_tokens,
         cache_write_5m=cache_write_5m,
         cache_write_1h=cache_write_1h,
@@ -422,7 +423,7 @@ def message_events(
     )
     if stop_reason is None:
         stop_reason = "tool_use" if tool_use is not None else "end_turn"
-    start_msg = {
+    start_msg: dict[str, Any] = {
         "model": model,
         "id": message_id or new_message_id(),
         "type": "message",
@@ -430,7 +431,7 @@ def message_events(
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": _usage(output_tokens=1, **common),  # type: ignore[arg-type]
+        "usage": _usage(output_tokens=1, **common),
     }
     events: list[Event] = [("message_start", {"type": "message_start", "message": start_msg})]
     if pings:
@@ -455,6 +456,8 @@ def message_events(
 
     for index, block in enumerate(_content(text, tool_use, thinking)):
         kind = block["type"]
+        start: dict[str, Any]
+        parts: list[dict[str, Any]]
         if kind == "thinking":
             start = {"type": "thinking", "thinking": "", "signature": ""}
             parts = [{"type": "thinking_delta", "thinking": p} for p in _pieces(thinking or "", 9)]
@@ -480,7 +483,7 @@ def message_events(
                 events.append(("ping", {"type": "ping"}))
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
 
-    final = _usage(output_tokens=output_tokens, **common)  # type: ignore[arg-type]
+    final = _usage(output_tokens=output_tokens, **common)
     if delta_usage_full:
         keep = (
             "input_tokens",
@@ -769,7 +772,7 @@ class _Server(ThreadingHTTPServer):
         with standin._lock:
             standin._conns.add(conn)
         try:
-            self.RequestHandlerClass(conn, client_address, self)
+            self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]
         except Exception:
             log.debug("stand-in: connection error", exc_info=True)
         finally:
