@@ -246,14 +246,13 @@ class Meter:
     def request(self, flow: http.HTTPFlow) -> None:
         if not self.is_api_flow(flow):
             return
+        if is_messages_call(flow.request.method, flow.request.path):
+            try:
+                self._start_call(flow)
+            except Exception:
+                log.exception("ccmeter: could not read a messages request; passed on unmetered")
+            flow.request.headers.pop(attribution.PROJECT_HEADER, None)
         self._route_upstream(flow)
-        if not is_messages_call(flow.request.method, flow.request.path):
-            return
-        try:
-            self._start_call(flow)
-        except Exception:
-            log.exception("ccmeter: could not read a messages request; it is passed on unmetered")
-        flow.request.headers.pop(attribution.PROJECT_HEADER, None)
 
     def _route_upstream(self, flow: http.HTTPFlow) -> None:
         if self._upstream is None or flow.request.pretty_host.lower() != ANTHROPIC_HOST:
