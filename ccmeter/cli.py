@@ -64,7 +64,7 @@ def main() -> None:
         app()
     except CCMeterError as exc:
         typer.secho(f"ccmeter: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ APP = "ccmeter"
 class CCMeterError(Exception):
     """A problem the user can fix. The CLI prints it as one line, without a traceback."""
 
+    exit_code = 2
+
 
 @dataclass(frozen=True)
 class Paths:

@@ -34,7 +34,8 @@ class _Inflate:
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
         self._obj = zlib.decompressobj(wbits=47)  # gzip or zlib header, auto-detected
-        self._unproven: bytes | None = b""  # bytes fed before any output: the header may still be wrong
+        # Bytes fed before any output: until then the header may still prove wrong.
+        self._unproven: bytes | None = b""
 
     def __call__(self, chunk: bytes) -> bytes:
         seen = self._unproven + chunk if self._unproven is not None else None

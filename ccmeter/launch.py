@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 8337
 
 
+class CommandNotFound(config.CCMeterError):
+    exit_code = 127  # what shells answer for an unknown command
+
+
 # --- where and what ------------------------------------------------------------------------
 
 
@@ -65,6 +69,8 @@ def setup_file_logging(paths: config.Paths, level: int = logging.INFO) -> Path:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # mitmproxy logs every connection at INFO; keep its warnings, drop the chatter.
+    logging.getLogger("mitmproxy").setLevel(max(level, logging.WARNING))
     return paths.log_file
 
 
@@ -200,7 +206,8 @@ class RunSummary:
 
     def line(self) -> str:
         def usd(pico: int) -> str:
-            return f"${pico / store.PICO:,.2f}"
+            dollars = pico / store.PICO
+            return f"${dollars:,.2f}" if dollars >= 1 or pico == 0 else f"${dollars:.4f}"
 
         run = f"this run {usd(self.cost_picousd)} ({self.calls} call{'s' * (self.calls != 1)}, "
         run += f"{self.sessions} session{'s' * (self.sessions != 1)})"
@@ -248,7 +255,7 @@ def run_wrapped(
     env = dict(os.environ if env is None else env)
     executable = shutil.which(command[0], path=env.get("PATH"))
     if executable is None:
-        raise config.CCMeterError(
+        raise CommandNotFound(
             f"command not found: {command[0]} (is it installed and on your PATH?)"
         )
     if no_proxy_bypasses(env):
