@@ -368,7 +368,7 @@ def test_several_proxy_processes_one_database_every_call_once(standin, isolated_
             for _ in range(per_thread):
                 status, _, _ = post(proxy)
                 assert status == 200
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     try:

@@ -158,7 +158,8 @@ def test_real_claude_code_with_its_own_gateway_base_url_is_metered(tmp_path, iso
 
 SDK_CLIENT = textwrap.dedent("""
     import sys, anthropic
-    client = anthropic.Anthropic(api_key="sk-ant-api03-dummy", max_retries=0, **({"base_url": sys.argv[1]} if len(sys.argv) > 1 else {}))
+    extra = {"base_url": sys.argv[1]} if len(sys.argv) > 1 else {}
+    client = anthropic.Anthropic(api_key="sk-ant-api03-dummy", max_retries=0, **extra)
     with client.messages.stream(model="claude-sonnet-4-6", max_tokens=100,
                                 messages=[{"role": "user", "content": "hi"}]) as stream:
         text = "".join(stream.text_stream)
@@ -199,7 +200,7 @@ def test_anthropic_sdk_through_serve(reverse, tmp_path, isolated_home):
             client = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
         finally:
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=20)
+            _, err = proc.communicate(timeout=20)
     assert client.returncode == 0, client.stderr
     assert client.stdout.splitlines()[-1] == "2000 100"
     assert proc.returncode == 0 and "stopped" in err
@@ -330,7 +331,7 @@ def test_doctor_reports_each_check_and_fails_on_a_broken_config(isolated_home, m
 def claude_bin_or_none() -> str | None:
     try:
         return claude_bin()
-    except BaseException:  # noqa: BLE001 - skip/fail outcomes of the lookup
+    except BaseException:
         return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from hypothesis import given, settings
@@ -23,7 +24,7 @@ def decode_all(chunks: list[bytes]) -> list[tuple[str, dict | None]]:
 def split(body: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(body) + 1) for c in cuts})
     edges = [0, *points, len(body)]
-    return [body[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [body[a:b] for a, b in itertools.pairwise(edges)]
 
 
 STREAM = serialize_events(message_events("claude-opus-4-8", input_tokens=10, output_tokens=5,
@@ -91,7 +92,8 @@ def test_comments_multiline_data_no_space_and_unnamed_events():
 
 
 def test_invalid_json_and_non_object_data_do_not_raise():
-    events = decode_all([b"event: message_delta\ndata: {nope\n\nevent: message_stop\ndata: [1]\n\n"])
+    body = b"event: message_delta\ndata: {nope\n\nevent: message_stop\ndata: [1]\n\n"
+    events = decode_all([body])
     assert events == [("message_delta", None), ("message_stop", None)]
 
 
