@@ -10,11 +10,15 @@ Two rules shape every line here:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -22,11 +26,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy import mode_specs
 
-from ccmeter import attribution, config, pricing, store
+from ccmeter import attribution, caps, config, eventstream, pricing, providers, store
 from ccmeter.decompress import incremental_decoder
-from ccmeter.sse import SSEDecoder
-from ccmeter.usage import MessageState
+from ccmeter.sse import USAGE_EVENTS, SSEDecoder
+from ccmeter.usage import MessageState, merge_usage
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,36 @@ def plan_columns(headers: http.Headers) -> dict[str, Any]:
     }
 
 
+def refusal_response(message: str, provider: str = providers.ANTHROPIC) -> http.Response:
+    """The proxy's own answer to a call a spending cap refuses, in the provider's shape.
+
+    Claude Code shows a 429 ``rate_limit_error`` with ``x-should-retry: false`` at once as
+    ``API Error: Request rejected (429) · <message>`` and does not retry. Bedrock gets a
+    ``ThrottlingException`` (see :func:`ccmeter.providers.refusal`).
+    """
+    answer = providers.refusal(provider, message)
+    return http.Response.make(answer.status, answer.body, answer.headers)
+
+
+def close_upstream(flow: http.HTTPFlow) -> bool:
+    """Close a flow's server connection while its response streams (hard mode's cut).
+
+    mitmproxy has no public way to kill a flow in transit (mitmproxy#4711), so this reaches
+    into the proxyserver addon's connection handler (same in 11.0 and 12.x).
+    """
+    try:
+        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+        if handler is not None and flow.server_conn in handler.transports:
+            handler.close_connection(flow.server_conn)
+            return True
+    except Exception:
+        log.exception("ccmeter: could not close the upstream connection of a cut stream")
+    return False
+
+
+_EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+
+
 @dataclass
 class Call:
     """One metered HTTP exchange and everything known about it so far."""
@@ -104,6 +139,8 @@ class Call:
     state: MessageState = field(default_factory=MessageState)
     columns: dict[str, Any] = field(default_factory=dict)
     metering_error: str | None = None
+    limit: caps.StreamLimit | None = None  # hard mode: where this stream is cut
+    endpoint: providers.Endpoint = providers.MESSAGES  # Anthropic, Bedrock or Vertex
 
 
 class StreamTee:
@@ -112,17 +149,25 @@ class StreamTee:
     mitmproxy calls it outside its hook error guard, so nothing may escape from here.
     """
 
-    __slots__ = ("_decoder", "_decompress", "_meter", "_on_start", "call", "failed")
+    __slots__ = ("_bedrock", "_cut", "_decoder", "_decompress", "_flow", "_held", "_meter",
+                 "_on_start", "call", "failed")
 
-    def __init__(self, meter: Meter, call: Call, encoding: str | None) -> None:
+    def __init__(self, meter: Meter, call: Call, encoding: str | None,
+                 flow: http.HTTPFlow | None = None) -> None:
         self._meter = meter
         self.call = call
-        self._decoder = SSEDecoder()
+        wanted = USAGE_EVENTS | {"content_block_delta"} if call.limit else USAGE_EVENTS
+        self._bedrock = call.endpoint.provider == providers.BEDROCK
+        self._decoder: Any = (providers.BedrockStream(wanted) if self._bedrock
+                              else SSEDecoder(wanted))
         self._decompress = incremental_decoder(encoding) if encoding else None
         self.failed = False
         self._on_start = True
+        self._flow, self._held, self._cut = flow, b"", False
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> bytes | list[bytes]:
+        if self.call.limit is not None:
+            return self._limited(chunk)
         if not self.failed:
             try:
                 self._consume(chunk)
@@ -143,9 +188,83 @@ class StreamTee:
         for event in events:
             if event.data is not None:
                 state.apply_event(event.name, event.data)
+            if self.call.limit is not None:
+                self.call.limit.observe(event.name, event.data, state.model, state.usage)
             if self._on_start and state.started:
                 self._on_start = False
-                self._meter.record(self.call, status="incomplete")
+                self._meter.record_started(self.call)
+        if self._bedrock and self._decoder.error:  # a bad CRC: metering stops, bytes flow on
+            raise ValueError(f"event stream: {self._decoder.error}")
+
+    # --- hard mode -------------------------------------------------------------------------
+
+    def _limited(self, chunk: bytes) -> bytes | list[bytes]:
+        """Hard mode: forward whole events only, so that a cut falls between two events;
+        once the running cost reaches the cap, send an ``error`` event and end the body."""
+        if self._cut:
+            self._meter_quietly(chunk)  # late bytes are metered, never forwarded
+            return []
+        data, self._held = self._held + chunk, b""
+        if not chunk:  # end of the body: an unterminated last event goes out as it is
+            self._meter_quietly(data)
+            self._meter_quietly(b"")
+            return [data] if data else []
+        if self._bedrock:  # whole event-stream frames, by their prelude lengths
+            ends = eventstream.message_ends(data)
+            last = ends[-1] if ends else 0
+            if last < len(data) and (self.failed or eventstream.bad_prelude(data, last)):
+                ends.append(len(data))  # framing lost: no boundary to wait for, hold nothing
+        else:
+            ends = [m.end() for m in _EVENT_END.finditer(data)]
+        blocks = [data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
+        self._held = data[ends[-1]:] if ends else data
+        out: list[bytes] = []
+        for n, block in enumerate(blocks):
+            out.append(block)
+            self._meter_quietly(block)
+            limit = self.call.limit
+            if limit is not None and not self.failed and limit.crossed:
+                out += self._cut_here(limit)
+                self._meter_quietly(b"".join(blocks[n + 1:]) + self._held)
+                self._held = b""
+                break
+        return out
+
+    def _meter_quietly(self, chunk: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            self._consume(chunk)
+        except Exception as exc:
+            self.failed = True
+            self.call.metering_error = f"stream parse failed: {type(exc).__name__}: {exc}"[:300]
+            log.exception("ccmeter: metering a stream failed; bytes pass through unchanged")
+
+    def _cut_here(self, limit: caps.StreamLimit) -> list[bytes]:
+        """The bytes that end a cut stream; closes the upstream connection right after."""
+        self._cut = True
+        tail: list[bytes] = []
+        try:
+            message = limit.message(time.time())
+            log.warning("ccmeter: hard cap: cut a stream: %s", message)
+            state = self.call.state
+            state.error_type, state.error_message = "cap_cut", message[:500]
+            if state.usage is not None:  # bill what was streamed: estimated output tokens
+                tokens = max(state.usage.output_tokens, limit.running.estimated_output_tokens)
+                state.usage = replace(state.usage, output_tokens=tokens)
+                self.call.metering_error = "cut by a hard cap; output tokens estimated"
+            self._meter.record(self.call, status="incomplete")
+            flow = self._flow
+            if flow is not None and flow.response is not None:
+                if "content-length" not in flow.response.headers:
+                    tail.append(providers.bedrock_stream_error(message) if self._bedrock
+                                else caps.sse_error_event(message))
+                    if flow.request.http_version.startswith("HTTP/1"):
+                        tail.append(b"")  # the chunked end marker: a clean end for the client
+                asyncio.get_running_loop().call_soon(close_upstream, flow)
+        except Exception:
+            log.exception("ccmeter: cutting a stream failed")
+        return tail
 
 
 class Meter:
@@ -161,6 +280,12 @@ class Meter:
         self._db_path: Path | None = None
         self._hosts: frozenset[str] = frozenset({ANTHROPIC_HOST})
         self._upstream: tuple[str, str, int, str] | None = None
+        self.caps_policy = caps.Policy()
+        self.guard: caps.Guard | None = None
+        self._config_file: Path | None = None
+        self._config_stamp: tuple[int, int] | None = None
+        self._cap_pool: ThreadPoolExecutor | None = None
+        self._pause_logged: float | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -200,7 +325,7 @@ class Meter:
                 hosts.add(parts.hostname.lower())
             self._hosts = frozenset(hosts)
         if "ccmeter_home" in updated or self.writer is None:
-            env = dict(__import__("os").environ)
+            env = dict(os.environ)
             if opts.ccmeter_home:
                 env["CCMETER_HOME"] = opts.ccmeter_home
             where = config.paths(env)
@@ -211,6 +336,9 @@ class Meter:
                 self.writer = store.CallWriter(where.db_file)
                 self._db_path = where.db_file
                 log.info("ccmeter: metering into %s", where.db_file)
+                self.guard = caps.Guard(where.db_file)
+            self._config_file, self._config_stamp = where.config_file, None
+            self._reload_caps()
 
     def _load_prices(self, where: config.Paths) -> None:
         try:
@@ -225,37 +353,139 @@ class Meter:
         self._close_writer()
 
     def _close_writer(self) -> None:
+        if self._cap_pool is not None:
+            self._cap_pool.shutdown(wait=True)
+            self._cap_pool = None
+        if self.guard is not None:
+            self.guard.close()
+            self.guard = None
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+    # --- spending caps ---------------------------------------------------------------------
+
+    def _reload_caps(self) -> None:
+        """Re-read ``[caps]`` when config.toml changed (one stat per request), so that
+        ``ccmeter caps set`` takes effect on running proxies."""
+        if self._config_file is None:
+            return
+        try:
+            st = self._config_file.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (0, 0)
+        if stamp == self._config_stamp:
+            return
+        self._config_stamp = stamp
+        try:
+            where = config.Paths(self._config_file.parent, self._config_file.parent)
+            policy = caps.parse_policy(config.load_config(where))
+        except config.CCMeterError as exc:
+            log.error("ccmeter: [caps] config not applied, keeping the previous caps: %s", exc)
+            return
+        if policy != self.caps_policy:
+            log.info("ccmeter: caps: %d cap(s), mode %s, window %s%s", len(policy.caps),
+                     policy.mode, policy.window,
+                     f", paused until {caps.utc_iso(policy.paused_until)}"
+                     if policy.paused(time.time()) and policy.paused_until else "")
+        self.caps_policy = policy
+
+    async def _enforce_caps(self, flow: http.HTTPFlow, call: Call) -> None:
+        """Refuse the call here if a cap is reached; else reserve for it (off the loop)."""
+        self._reload_caps()
+        policy = self.caps_policy
+        if not policy.enabled or self.guard is None:
+            return
+        if policy.paused(time.time()):
+            if self._pause_logged != policy.paused_until:
+                self._pause_logged = policy.paused_until
+                log.warning("ccmeter: caps paused until %s; not enforcing",
+                            caps.utc_iso(policy.paused_until or 0))
+            return
+        if self._cap_pool is None:
+            self._cap_pool = ThreadPoolExecutor(1, thread_name_prefix="ccmeter-caps")
+        decision = await asyncio.get_running_loop().run_in_executor(
+            self._cap_pool, self._check_caps, policy, call)
+        if not decision.allowed:
+            self._refuse(flow, call, decision.message or "ccmeter: spending cap reached")
+        elif policy.mode == "hard" and decision.headroom and call.attribution.stream:
+            status, room = min(decision.headroom, key=lambda item: item[1])
+            started = datetime.fromtimestamp(call.started_ts, UTC)
+            prices = self.catalog.for_endpoint(call.endpoint.provider, call.endpoint.region_kind)
+            call.limit = caps.StreamLimit(status, room, caps.RunningCost(prices, started),
+                                          policy.tz)
+            if call.endpoint.provider != providers.BEDROCK:  # never touch a signed request
+                flow.request.headers["accept-encoding"] = "identity"  # so a cut can be written
+
+    def _check_caps(self, policy: caps.Policy, call: Call) -> caps.Decision:
+        """Runs on the caps thread: this process's queued rows first, then the check."""
+        if self.writer is not None:
+            self.writer.flush(2.0)  # returns at once when nothing is queued
+        assert self.guard is not None
+        return self.guard.check(policy, call_uid=call.uid, project=call.project,
+                                session_id=call.attribution.session_id,
+                                model=call.attribution.requested_model)
+
+    def _refuse(self, flow: http.HTTPFlow, call: Call, message: str) -> None:
+        flow.response = refusal_response(message, call.endpoint.provider)
+        self.calls.pop(flow.id, None)
+        call.state.error_type, call.state.error_message = "cap_reached", message[:500]
+        self.record(call, status="blocked", flow=flow)
 
     # --- which flows -----------------------------------------------------------------------
 
     def is_api_flow(self, flow: http.HTTPFlow) -> bool:
         """A flow to an Anthropic-compatible API: a known host, or anything in reverse mode."""
-        if flow.request.pretty_host.lower() in self._hosts:
+        host = flow.request.pretty_host.lower()
+        if host in self._hosts or providers.is_cloud_host(host):
             return True
         mode = getattr(flow.client_conn, "proxy_mode", None)
-        return type(mode).__name__ == "ReverseMode"
+        return isinstance(mode, mode_specs.ReverseMode)
 
     def is_metered(self, flow: http.HTTPFlow) -> bool:
-        return self.is_api_flow(flow) and is_messages_call(flow.request.method, flow.request.path)
+        return self.is_api_flow(flow) and self.endpoint_of(flow) is not None
+
+    @staticmethod
+    def endpoint_of(flow: http.HTTPFlow) -> providers.Endpoint | None:
+        """Which billed Claude call this is (Anthropic, Bedrock, Vertex), or None."""
+        request = flow.request
+        return providers.classify(request.method, request.pretty_host, request.path)
 
     # --- hooks -----------------------------------------------------------------------------
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if not self.is_api_flow(flow):
             return
-        if is_messages_call(flow.request.method, flow.request.path):
+        endpoint = self.endpoint_of(flow)
+        if endpoint is not None:
             try:
-                self._start_call(flow)
+                self._start_call(flow, endpoint)
             except Exception:
                 log.exception("ccmeter: could not read a messages request; passed on unmetered")
-            flow.request.headers.pop(attribution.PROJECT_HEADER, None)
+            if endpoint.provider != providers.BEDROCK:  # SigV4 may sign every header
+                flow.request.headers.pop(attribution.PROJECT_HEADER, None)
+            call = self.calls.get(flow.id)
+            if call is not None:
+                try:
+                    await self._enforce_caps(flow, call)
+                except Exception:
+                    log.exception("ccmeter: checking spending caps failed; the call goes on")
         self._route_upstream(flow)
 
     def _route_upstream(self, flow: http.HTTPFlow) -> None:
-        if self._upstream is None or flow.request.pretty_host.lower() != ANTHROPIC_HOST:
+        if self._upstream is None:
+            return
+        original = flow.request.pretty_host.lower()
+        if providers.is_cloud_host(original):
+            # Only the destination changes: path, Host and every signed header stay as sent.
+            scheme, host, port, prefix = self._upstream
+            headers, authority = flow.request.headers.copy(), flow.request.authority
+            flow.request.scheme, flow.request.host, flow.request.port = scheme, host, port
+            flow.request.headers, flow.request.authority = headers, authority
+            flow.request.path = prefix + flow.request.path
+            return
+        if original != ANTHROPIC_HOST:
             return
         scheme, host, port, prefix = self._upstream
         flow.request.scheme = scheme
@@ -264,7 +494,7 @@ class Meter:
         flow.request.path = prefix + flow.request.path
         flow.request.headers["host"] = host if port in (80, 443) else f"{host}:{port}"
 
-    def _start_call(self, flow: http.HTTPFlow) -> None:
+    def _start_call(self, flow: http.HTTPFlow, endpoint: providers.Endpoint) -> None:
         try:
             body = json.loads(flow.request.get_content(strict=False) or b"{}")
         except ValueError:
@@ -272,6 +502,9 @@ class Meter:
         if not isinstance(body, dict):
             body = {}
         who = attribution.attribute(flow.request.headers, body)
+        if endpoint.provider != providers.ANTHROPIC:  # the model and mode are in the URL
+            who = replace(who, requested_model=endpoint.model,
+                          stream=who.stream if endpoint.stream is None else endpoint.stream)
         project = who.project or ctx.options.ccmeter_project
         if not project and who.working_dir:
             project = attribution.project_from_dir(who.working_dir, git_top(who.working_dir))
@@ -281,6 +514,7 @@ class Meter:
             host=flow.request.pretty_host,
             attribution=who,
             project=project,
+            endpoint=endpoint,
         )
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -290,11 +524,16 @@ class Meter:
         try:
             call.columns.update(plan_columns(flow.response.headers))
             content_type = flow.response.headers.get("content-type", "")
-            if content_type.startswith("text/event-stream"):
+            bedrock_stream = call.endpoint.provider == providers.BEDROCK and (
+                content_type.startswith(providers.EVENTSTREAM_CONTENT_TYPE))
+            if content_type.startswith("text/event-stream") or bedrock_stream:
                 encoding = flow.response.headers.get("content-encoding", "").strip().lower()
                 if encoding == "identity":
                     encoding = ""
-                flow.response.stream = StreamTee(self, call, encoding or None)
+                if encoding and call.limit is not None:
+                    log.warning("ccmeter: hard cap cannot cut a %s-encoded stream", encoding)
+                    call.limit = None
+                flow.response.stream = StreamTee(self, call, encoding or None, flow)
         except Exception as exc:
             call.metering_error = f"responseheaders: {type(exc).__name__}: {exc}"[:300]
             log.exception("ccmeter: cannot meter this answer; streaming it through unmetered")
@@ -332,8 +571,17 @@ class Meter:
             if response.status_code < 400:
                 call.metering_error = "answer is neither an event stream nor JSON"
             return
+        provider = call.endpoint.provider
+        if response.status_code >= 400 and provider != providers.ANTHROPIC:
+            kind, text = providers.error_of(provider, response.status_code, response.headers, body)
+            call.state.error_type, call.state.error_message = kind[:100], (text or "")[:500] or None
+            return
         if isinstance(body, dict):
             call.state.apply_message(body)
+        if provider == providers.BEDROCK and call.state.usage is None:
+            counts = providers.usage_from_headers(response.headers)  # x-amzn-bedrock-*-count
+            if counts:
+                call.state.usage = merge_usage(None, counts)
 
     def error(self, flow: http.HTTPFlow) -> None:
         call = self.calls.pop(flow.id, None)
@@ -356,11 +604,32 @@ class Meter:
         if self.writer is None:
             return
         row = self.build_row(call, status=status, flow=flow)
+        if flow is not None:  # the final row: its cap reservation goes with it
+            row[store.RELEASE_RESERVATION] = True
         self.writer.put(row)
         if self.track_run:
             self.final_rows[call.uid] = {
                 k: row.get(k) for k in ("session_id", "cost_picousd", "status", "model")
             }
+
+    def record_started(self, call: Call) -> None:
+        """The row at message_start, queued just after the tee returns (``call_soon``), so
+        building and pricing it never holds back the first event on its way to the client.
+        Skipped if the call has ended meanwhile: its final row says everything."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside mitmproxy's loop (tests): record right away
+            self.record(call, status="incomplete")
+            return
+        loop.call_soon(self._record_started, call)
+
+    def _record_started(self, call: Call) -> None:
+        if self.calls.get(call.uid) is not call:
+            return
+        try:
+            self.record(call, status="incomplete")
+        except Exception:
+            log.exception("ccmeter: recording a started call failed")
 
     def build_row(self, call: Call, *, status: str, flow: http.HTTPFlow | None) -> dict[str, Any]:
         who, state = call.attribution, call.state
@@ -371,9 +640,9 @@ class Meter:
             "call_uid": call.uid,
             "started_at": _iso(call.started_ts),
             "started_ts": call.started_ts,
-            "provider": "anthropic",
+            "provider": call.endpoint.provider,
             "host": call.host,
-            "endpoint": "messages",
+            "endpoint": call.endpoint.kind,
             "session_id": who.session_id,
             "project": call.project,
             "working_dir_name": Path(who.working_dir).name if who.working_dir else None,
@@ -397,7 +666,8 @@ class Meter:
         if flow is not None and flow.response is not None:
             response = flow.response
             row["http_status"] = response.status_code
-            row["request_id"] = response.headers.get("request-id")
+            row["request_id"] = (response.headers.get("request-id")
+                                 or response.headers.get("x-amzn-requestid"))
             if response.timestamp_start:
                 row["ttfb_ms"] = round((response.timestamp_start - call.started_ts) * 1000, 3)
             end = response.timestamp_end or now
@@ -420,6 +690,8 @@ class Meter:
                 hops_json=json.dumps([asdict(h) for h in usage.hops]) if usage.hops else None,
             )
         self._price_into(row, model, usage, call)
+        if status == "blocked":  # refused by a cap: never sent, never billed
+            row.update(cost_picousd=0, pricing_note="refused by a ccmeter spending cap")
         return row
 
     def _price_into(self, row: dict[str, Any], model: str | None, usage: Any, call: Call) -> None:
@@ -433,7 +705,9 @@ class Meter:
 
             usage = Usage()
         try:
-            price = self.catalog.price(model, usage, datetime.fromtimestamp(call.started_ts, UTC))
+            price = self.catalog.price(model, usage, datetime.fromtimestamp(call.started_ts, UTC),
+                                       provider=call.endpoint.provider,
+                                       region_kind=call.endpoint.region_kind)
         except Exception as exc:
             log.exception("ccmeter: pricing failed for model %r", model)
             row.update(cost_picousd=None, pricing_note=f"pricing failed: {exc}"[:200])

@@ -20,6 +20,9 @@ import tomli_w
 
 APP = "ccmeter"
 
+#: Where `ccmeter serve` listens and what `ccmeter env` points at, unless configured.
+DEFAULT_PORT = 8337
+
 
 class CCMeterError(Exception):
     """A problem the user can fix. The CLI prints it as one line, without a traceback."""

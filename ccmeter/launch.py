@@ -27,7 +27,7 @@ from ccmeter.addon import ANTHROPIC_HOST, git_top
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8337
+DEFAULT_PORT = config.DEFAULT_PORT
 
 
 class CommandNotFound(config.CCMeterError):
@@ -173,13 +173,36 @@ def no_proxy_bypasses(env: Mapping[str, str], host: str = ANTHROPIC_HOST) -> boo
 def hosts_from_base_url(env: Mapping[str, str]) -> list[str]:
     """A gateway the user already points Claude Code at is metered too."""
     hosts = []
-    for name in ("ANTHROPIC_BASE_URL",):
+    for name in ("ANTHROPIC_BASE_URL", *CLOUD_BASE_URLS.values()):
         value = env.get(name)
         if value:
             host = urlsplit(value).hostname
             if host and host.lower() != ANTHROPIC_HOST:
                 hosts.append(host.lower())
     return hosts
+
+
+CLOUD_SWITCHES = {"bedrock": "CLAUDE_CODE_USE_BEDROCK", "vertex": "CLAUDE_CODE_USE_VERTEX"}
+CLOUD_BASE_URLS = {"bedrock": "ANTHROPIC_BEDROCK_BASE_URL", "vertex": "ANTHROPIC_VERTEX_BASE_URL"}
+
+
+def cloud_providers(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The clouds the environment points Claude Code at (``CLAUDE_CODE_USE_BEDROCK=1`` …).
+
+    Their runtime hosts in every region are then decrypted and metered: the region variables
+    (``AWS_REGION``, ``ANTHROPIC_SMALL_FAST_MODEL_AWS_REGION``, ``CLOUD_ML_REGION``,
+    ``VERTEX_REGION_*``) may send different models to different regions.
+    """
+    return tuple(name for name, switch in CLOUD_SWITCHES.items()
+                 if env.get(switch, "").strip().lower() in ("1", "true", "yes", "on"))
+
+
+def configured_hosts(cfg: Mapping) -> tuple[str, ...]:
+    """``hosts = [...]`` in the config: more Anthropic-compatible hosts to decrypt and meter."""
+    hosts = cfg.get("hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+        raise config.CCMeterError('"hosts" in the config must be a list of host names')
+    return tuple(h.lower() for h in hosts)
 
 
 def env_lines(*, port: int, reverse: bool, paths: config.Paths) -> list[str]:
@@ -203,6 +226,9 @@ class RunSummary:
     cost_picousd: int
     unpriced_calls: int
     today_picousd: int
+    #: The fullest spending cap, e.g. "daily cap 31 %" (None without caps).
+    cap_note: str | None = None
+    blocked_calls: int = 0
 
     def line(self) -> str:
         def usd(pico: int) -> str:
@@ -213,7 +239,10 @@ class RunSummary:
         run += f"{self.sessions} session{'s' * (self.sessions != 1)})"
         if self.unpriced_calls:
             run += f" + {self.unpriced_calls} unpriced"
-        return f"ccmeter: {run} · today {usd(self.today_picousd)}"
+        line = f"ccmeter: {run} · today {usd(self.today_picousd)}"
+        if self.blocked_calls:
+            line += f" · {self.blocked_calls} refused by caps"
+        return line + (f" · {self.cap_note}" if self.cap_note else "")
 
 
 def _local_midnight_ts(now: float | None = None) -> float:
@@ -224,12 +253,18 @@ def _local_midnight_ts(now: float | None = None) -> float:
 _TODAY_SQL = "SELECT COALESCE(SUM(cost_picousd), 0) AS total FROM api_calls WHERE started_ts >= ?"
 
 
-def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int) -> RunSummary:
+def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, *,
+              cfg: Mapping | None = None, project: str | None = None) -> RunSummary:
     rows = list(meter_rows.values())
     today = 0
+    cap_note = None
     try:
         db = store.connect(db_path)
         today = int(store.query(db, _TODAY_SQL, [_local_midnight_ts()])[0]["total"])
+        if cfg and cfg.get("caps"):
+            from ccmeter import caps
+
+            cap_note = caps.summary_note(caps.cap_statuses(db, cfg), project)
         db.conn.close()
     except Exception:
         log.exception("could not read today's total")
@@ -240,6 +275,8 @@ def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int) 
         cost_picousd=sum(r.get("cost_picousd") or 0 for r in rows),
         unpriced_calls=sum(1 for r in rows if r.get("cost_picousd") is None),
         today_picousd=today,
+        cap_note=cap_note,
+        blocked_calls=sum(1 for r in rows if r.get("status") == "blocked"),
     )
 
 
@@ -249,6 +286,7 @@ def run_wrapped(
     paths: config.Paths,
     project: str | None,
     upstream: str | None,
+    extra_hosts: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> RunSummary:
     """Start the proxy, run ``command`` under it, stop the proxy, and summarise the run."""
@@ -265,7 +303,8 @@ def run_wrapped(
         paths=paths,
         upstream=upstream,
         project=project,
-        extra_hosts=tuple(hosts_from_base_url(env)),
+        extra_hosts=(*hosts_from_base_url(env), *extra_hosts),
+        cloud=cloud_providers(env),
     )
     running = proxy.start(settings)
     running.meter.track_run = True
@@ -276,7 +315,11 @@ def run_wrapped(
     finally:
         rows = dict(running.meter.final_rows)
         running.stop()
-    return summarize(rows, paths.db_file, exit_code)
+    try:
+        cfg = config.load_config(paths)
+    except config.CCMeterError:
+        cfg = {}
+    return summarize(rows, paths.db_file, exit_code, cfg=cfg, project=project)
 
 
 def run_child(argv: Sequence[str], env: Mapping[str, str]) -> int:

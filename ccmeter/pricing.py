@@ -12,6 +12,9 @@ read through ``importlib.resources``. The rules follow Anthropic's pricing page 
   row once the whole prompt (input + cache writes + cache reads) is strictly over the threshold.
 - Fast mode replaces input/output with the fast rates and scales the cache rates with them;
   it never takes a long-context tier.
+- On Amazon Bedrock and Google Vertex AI (``provider=``), regional and multi-region endpoints
+  cost 10 % more than global ones for Sonnet 4.5, Haiku 4.5, Opus 4.5 and later models; the
+  first-party ``inference_geo`` multiplier does not apply there.
 
 Money is ``Decimal`` from the JSON strings to the result; a float never enters. Catalog rates
 have at most three decimals, so a cost is exact at 1e-12 USD (one picodollar) and is stored as
@@ -44,6 +47,10 @@ _BEDROCK_GEO_PREFIXES = ("us.", "eu.", "apac.", "au.", "jp.", "global.")
 _BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$")
 _DISPLAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
 _VERTEX_DATE = re.compile(r"@(\d{8})$")
+FIRST_PARTY = "anthropic"
+#: Cloud endpoint kinds that pay the regional premium. ``None`` (a Bedrock application
+#: inference profile, say) is priced as regional: a cap should over- rather than under-count.
+PREMIUM_REGION_KINDS = frozenset({"regional", "multi-region", None})
 
 
 # --- the result -------------------------------------------------------------------------
@@ -153,6 +160,7 @@ class Model:
     geo_us_multiplier_applies: bool
     periods: tuple[Period, ...]
     note: str | None = None
+    cloud_regional_premium_applies: bool = False
 
     def period_at(self, day: date) -> Period:
         """The period in force on ``day``.
@@ -271,6 +279,7 @@ def _model(raw: Mapping[str, Any]) -> Model:
         geo_us_multiplier_applies=raw.get("geo_us_multiplier_applies") is True,
         periods=periods,
         note=raw.get("note") if isinstance(raw.get("note"), str) else None,
+        cloud_regional_premium_applies=raw.get("cloud_regional_premium_applies") is True,
     )
 
 
@@ -345,6 +354,7 @@ class Catalog:
         web_search_usd_each: Decimal,
         web_fetch_usd_each: Decimal,
         discount_percent: Decimal = Decimal(0),
+        cloud_regional_multiplier: Decimal = Decimal(1),
     ) -> None:
         self.version = version
         self.geo_us_multiplier = geo_us_multiplier
@@ -352,6 +362,7 @@ class Catalog:
         self.web_search_usd_each = web_search_usd_each
         self.web_fetch_usd_each = web_fetch_usd_each
         self.discount_percent = discount_percent
+        self.cloud_regional_multiplier = cloud_regional_multiplier
         self._models = dict(models)
         self._index = _index(self._models)
 
@@ -382,6 +393,7 @@ class Catalog:
             models[model.id] = model
         multipliers = data.get("multipliers") or {}
         tools = data.get("server_tools") or {}
+        cloud = data.get("cloud") or {}
         return cls(
             version=version,
             models=models,
@@ -394,6 +406,9 @@ class Catalog:
             ),
             web_fetch_usd_each=_decimal(
                 tools.get("web_fetch_usd_each", "0"), "server_tools.web_fetch_usd_each"
+            ),
+            cloud_regional_multiplier=_decimal(
+                cloud.get("regional_multiplier", "1"), "cloud.regional_multiplier"
             ),
         )
 
@@ -434,6 +449,7 @@ class Catalog:
             web_search_usd_each=self.web_search_usd_each,
             web_fetch_usd_each=self.web_fetch_usd_each,
             discount_percent=discount,
+            cloud_regional_multiplier=self.cloud_regional_multiplier,
         )
 
     def _override_model(self, name: str, raw: Any) -> Model:
@@ -506,12 +522,22 @@ class Catalog:
 
     # pricing
 
-    def price(self, model: str | None, usage: Usage, at: datetime | date) -> Price:
+    def price(
+        self,
+        model: str | None,
+        usage: Usage,
+        at: datetime | date,
+        *,
+        provider: str = FIRST_PARTY,
+        region_kind: str | None = None,
+    ) -> Price:
         """The cost of one answer served by ``model`` at ``at``.
 
         Order, as on the pricing page: tokens at the (fast / long-context) row, x1.1 for US
-        inference on eligible models, x0.5 for batch, then per-request server-tool fees, then
-        each advisor/fallback hop at its own model's rates, then the user's discount.
+        inference on eligible models (first party) or for a regional/multi-region endpoint of
+        Bedrock or Vertex (``provider``, ``region_kind``: ``global`` / ``multi-region`` /
+        ``regional``), x0.5 for batch, then per-request server-tool fees, then each
+        advisor/fallback hop at its own model's rates, then the user's discount.
         """
         key = self.resolve(model) if model else None
         if key is None:
@@ -521,6 +547,10 @@ class Catalog:
         with localcontext() as ctx:
             ctx.prec = _PRECISION
             cost = self._tokens_cost(key, usage.tokens, day, usage.speed == "fast", notes)
+            if provider == FIRST_PARTY:
+                cost = self._apply_geo(key, usage, cost, notes)
+            else:
+                cost = self._apply_cloud_region(key, provider, region_kind, cost, notes)
             cost = self._apply_modifiers(key, usage, cost, notes)
             for hop in usage.hops:
                 hop_key = self.resolve(hop.model)
@@ -550,11 +580,37 @@ class Catalog:
             return period.long_context.rates.cost(tokens)
         return period.rates.cost(tokens)
 
-    def _apply_modifiers(self, key: str, usage: Usage, cost: Decimal, notes: list[str]) -> Decimal:
-        """Data-residency and batch multipliers, then the flat server-tool fees."""
+    def _apply_geo(self, key: str, usage: Usage, cost: Decimal, notes: list[str]) -> Decimal:
+        """First-party data residency: x1.1 for US-only inference on eligible models."""
         if usage.inference_geo == "us" and self._models[key].geo_us_multiplier_applies:
             cost *= self.geo_us_multiplier
             notes.append(f"us geo x{self.geo_us_multiplier}")
+        return cost
+
+    def _apply_cloud_region(
+        self, key: str, provider: str, region_kind: str | None, cost: Decimal, notes: list[str]
+    ) -> Decimal:
+        """Bedrock/Vertex: regional and multi-region endpoints cost more on eligible models."""
+        if region_kind not in PREMIUM_REGION_KINDS:
+            return cost
+        if not self._models[key].cloud_regional_premium_applies:
+            return cost
+        if self.cloud_regional_multiplier == 1:
+            return cost
+        cost *= self.cloud_regional_multiplier
+        where = region_kind or "unknown (priced as regional)"
+        notes.append(f"{provider} {where} endpoint x{self.cloud_regional_multiplier}")
+        return cost
+
+    def for_endpoint(self, provider: str = FIRST_PARTY, region_kind: str | None = None) -> Any:
+        """This catalog with ``provider`` and ``region_kind`` fixed, for code that calls
+        ``price(model, usage, at)`` (a hard cap's running cost)."""
+        if provider == FIRST_PARTY:
+            return self
+        return _EndpointPrices(self, provider, region_kind)
+
+    def _apply_modifiers(self, key: str, usage: Usage, cost: Decimal, notes: list[str]) -> Decimal:
+        """The batch multiplier, then the flat server-tool fees."""
         if usage.service_tier == "batch":
             cost *= self.batch_multiplier
             notes.append(f"batch x{self.batch_multiplier}")
@@ -572,6 +628,17 @@ def _user_decimal(value: Any, where: str) -> Decimal:
     if isinstance(value, float):
         value = repr(value)
     return _decimal(value, where)
+
+
+@dataclass(frozen=True)
+class _EndpointPrices:
+    catalog: Catalog
+    provider: str
+    region_kind: str | None
+
+    def price(self, model: str | None, usage: Usage, at: datetime | date) -> Price:
+        return self.catalog.price(model, usage, at, provider=self.provider,
+                                  region_kind=self.region_kind)
 
 
 @cache

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ccmeter import config
+from ccmeter import config, providers
 from ccmeter.addon import ANTHROPIC_HOST, Meter
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ class ProxySettings:
     extra_hosts: tuple[str, ...] = ()
     ssl_insecure: bool = False
     upstream_ca: str | None = None
+    #: Clouds whose runtime hosts are decrypted and metered too ("bedrock", "vertex").
+    cloud: tuple[str, ...] = ()
 
     def metered_hosts(self) -> list[str]:
         hosts = [ANTHROPIC_HOST, *self.extra_hosts]
@@ -50,7 +52,10 @@ class ProxySettings:
 
     def intercept_patterns(self) -> list[str]:
         """``allow_hosts`` regexes: decrypt only API hosts; tunnel everything else untouched."""
-        return [rf"^{re.escape(h)}(:\d+)?$" for h in self.metered_hosts()]
+        patterns = [rf"^{re.escape(h)}(:\d+)?$" for h in self.metered_hosts()]
+        for name in self.cloud:
+            patterns += providers.host_patterns(name)
+        return patterns
 
 
 class ProxyStartError(config.CCMeterError):

@@ -34,13 +34,16 @@ class Event:
 class SSEDecoder:
     """Feed it chunks with :meth:`feed`; it returns the events completed by each chunk."""
 
-    __slots__ = ("_buffer", "_pending_cr", "dropped_bytes", "wanted")
+    __slots__ = ("_buffer", "_pending_cr", "_skip", "_skip_for", "dropped_bytes", "wanted")
 
     def __init__(self, wanted: frozenset[str] = USAGE_EVENTS) -> None:
         self._buffer = b""
         self._pending_cr = False
         self.wanted = wanted
         self.dropped_bytes = 0
+        #: ``event: NAME\ndata:`` -> the (immutable) Event of a skipped event: the fast path.
+        self._skip: dict[bytes, Event] = {}
+        self._skip_for = wanted
 
     def feed(self, chunk: bytes) -> list[Event]:
         if not chunk:
@@ -49,7 +52,7 @@ class SSEDecoder:
             # A CR ended the previous chunk: if this one starts with LF they are one CRLF.
             chunk = b"\r" + chunk
             self._pending_cr = False
-        if b"\r" in chunk:
+        if 13 in chunk:  # a CR (an int test: far cheaper than ``b"\r" in chunk``)
             if chunk.endswith(b"\r"):
                 chunk = chunk[:-1]
                 self._pending_cr = True
@@ -79,11 +82,28 @@ class SSEDecoder:
             self._buffer = b""
 
     def _dispatch(self, block: bytes) -> list[Event]:
+        if self._skip_for is not self.wanted:
+            self._skip, self._skip_for = {}, self.wanted
+        skip = self._skip
         events = []
         for raw in block.split(b"\n\n"):
+            # Fast path for the bulk of a stream (text deltas): a known ``event: NAME`` line
+            # of a skipped event, a data line next, and no later ``event`` field: the
+            # answer is the same immutable Event as last time, no parsing needed.
+            nl = raw.find(b"\n")
+            skipped = skip.get(raw[: nl + 6]) if nl > 0 else None
+            if skipped is not None and raw.find(b"\nevent", nl) < 0:
+                events.append(skipped)
+                continue
             event = self._parse_event(raw)
-            if event is not None:
-                events.append(event)
+            if event is None:
+                continue
+            events.append(event)
+            if (event.data is None and nl > 0 and raw[:6] == b"event:"
+                    and raw[nl + 1 : nl + 6] == b"data:" and raw.find(b"\nevent", nl) < 0
+                    and event.name not in self.wanted and event.name != "message"
+                    and len(skip) < 64):
+                skip[raw[: nl + 6]] = event
         return events
 
     def _parse_event(self, raw: bytes) -> Event | None:

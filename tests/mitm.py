@@ -49,7 +49,8 @@ class MitmDump:
         self.confdir = self.home / "ca"
         self.log_path = self.home / f"mitmdump-{self.port}.log"
         args = [
-            str(MITMDUMP), "-q", "-s", str(ADDON), "--mode", mode,
+            str(MITMDUMP), "-s", str(ADDON), "--mode", mode,
+            "--set", "termlog_verbosity=info", "--set", "flow_detail=0",
             "--listen-host", "127.0.0.1", "-p", str(self.port),
             "--set", f"confdir={self.confdir}",
             "--set", f"ccmeter_home={self.home}",
@@ -62,6 +63,18 @@ class MitmDump:
         env = dict(os.environ, CCMETER_HOME=str(self.home))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self._wait_for_addon()
+
+    def _wait_for_addon(self, timeout: float = 30.0) -> None:
+        """mitmproxy loads ``-s`` scripts from a watcher task, so the port may accept
+        connections before the addon exists: wait for the addon's own log line too."""
+        deadline = time.monotonic() + timeout
+        while b"ccmeter: metering into" not in self.log_path.read_bytes():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mitmdump exited early: {self.log_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the ccmeter addon did not load: {self.log_text()[-2000:]}")
+            time.sleep(0.05)
         wait_for_port(self.port, proc=self.proc)
 
     @property

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ccmeter import config, launch, proxy, store
+from ccmeter import config
 
 ProjectOption = Annotated[
     str | None,
@@ -31,7 +31,7 @@ ReverseOption = Annotated[
 ]
 PortOption = Annotated[
     int | None,
-    typer.Option("--port", help=f"Port to listen on (default {launch.DEFAULT_PORT}, or "
+    typer.Option("--port", help=f"Port to listen on (default {config.DEFAULT_PORT}, or "
                  "'port' in the config file).", min=1, max=65535),
 ]
 
@@ -62,6 +62,8 @@ def run(
       ccmeter run -- claude
       ccmeter run --project api-server -- claude -p "fix the failing test"
     """
+    from ccmeter import launch  # lazily: mitmproxy is slow to import
+
     command = list(ctx.args)
     if command and command[0] == "--":
         command = command[1:]
@@ -75,6 +77,7 @@ def run(
         paths=paths,
         project=project or cfg.get("project") or launch.detect_project(),
         upstream=launch.resolve_upstream(upstream, cfg),
+        extra_hosts=launch.configured_hosts(cfg),
     )
     typer.echo(summary.line(), err=True)
     raise typer.Exit(summary.exit_code)
@@ -96,15 +99,18 @@ def serve(
       ccmeter serve
       ccmeter serve --reverse --port 8400
     """
+    from ccmeter import launch, proxy  # lazily: mitmproxy is slow to import
+
     paths = config.paths()
     cfg = config.load_config(paths)
-    port = port or int(cfg.get("port", launch.DEFAULT_PORT))
+    port = port or int(cfg.get("port", config.DEFAULT_PORT))
     launch.setup_file_logging(paths)
     if not reverse:
         launch.ensure_ca(paths)
     settings = proxy.ProxySettings(
         paths=paths, port=port, reverse=reverse, project=project,
         upstream=launch.resolve_upstream(upstream, cfg),
+        extra_hosts=launch.configured_hosts(cfg),
     )
     running = proxy.start(settings)
     typer.echo(f"ccmeter: metering proxy on {running.url} (log: {paths.log_file})", err=True)
@@ -129,9 +135,11 @@ def env(
     Example:
       eval "$(ccmeter env)"
     """
+    from ccmeter import launch  # lazily: mitmproxy is slow to import
+
     paths = config.paths()
     cfg = config.load_config(paths)
-    port = port or int(cfg.get("port", launch.DEFAULT_PORT))
+    port = port or int(cfg.get("port", config.DEFAULT_PORT))
     if not reverse:
         launch.ensure_ca(paths)
     for line in launch.env_lines(port=port, reverse=reverse, paths=paths):
@@ -154,6 +162,8 @@ def cert(
       ccmeter cert
       ccmeter cert --install
     """
+    from ccmeter import launch  # lazily: mitmproxy is slow to import
+
     if install and uninstall:
         raise config.CCMeterError("choose one of --install and --uninstall")
     paths = config.paths()
@@ -182,6 +192,8 @@ def doctor() -> None:
     Example:
       ccmeter doctor
     """
+    from ccmeter import launch, store  # lazily: mitmproxy is slow to import
+
     paths = config.paths()
     problems = 0
 
@@ -218,7 +230,7 @@ def doctor() -> None:
     except Exception as exc:
         report(False, f"CA in {paths.ca_dir}: {exc}",
                f"move {paths.ca_dir} aside; ccmeter creates a new CA on next use")
-    port = int(cfg.get("port", launch.DEFAULT_PORT))
+    port = int(cfg.get("port", config.DEFAULT_PORT))
     report(launch.port_is_free(port), f"port {port} free for `ccmeter serve`",
            "another program uses it: `ccmeter serve --port N` (and `ccmeter env --port N`)")
     claude = shutil.which("claude")

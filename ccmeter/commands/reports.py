@@ -1,0 +1,762 @@
+"""``ccmeter report``, ``sessions``, ``session``, ``watch`` and ``statusline``: reading spend.
+
+Each command resolves paths and options, calls :mod:`ccmeter.reports` and hands the rows to
+:mod:`ccmeter.render`. Heavy imports happen inside the commands, so ``ccmeter statusline``
+(run by Claude Code after every turn) starts quickly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+import typer
+
+from ccmeter import config
+
+FormatOption = Annotated[
+    str,
+    typer.Option("--format", "-f", help="Output format: table (for people), json or csv "
+                 "(stable schemas, see docs/report-formats.md)."),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", "-s", help="Only calls from this time on: a date (2026-11-01, "
+                 "local midnight), a date and time, relative 12h / 7d / 2w / 3m, or "
+                 "today / yesterday / week / month."),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", "-u", help="Only calls before this time (same forms as --since; "
+                 "a bare date includes that whole day)."),
+]
+ProjectOption = Annotated[
+    str | None, typer.Option("--project", "-p", help="Only this project (exact name).")
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Only models whose id contains this text, e.g. opus "
+                 "or claude-sonnet-5."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(report)
+    app.command()(sessions)
+    app.command()(session)
+    app.command()(watch)
+    app.command()(statusline)
+
+
+# --- shared --------------------------------------------------------------------------------
+
+
+def _check_format(fmt: str) -> str:
+    from ccmeter.render import FORMATS
+
+    fmt = fmt.strip().lower()
+    if fmt not in FORMATS:
+        raise config.CCMeterError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _when(value: str | None, *, end: bool = False, now: float | None = None) -> float | None:
+    from ccmeter import reports
+
+    if value is None:
+        return None
+    try:
+        return reports.parse_when(value, now=now, end=end)
+    except ValueError as exc:
+        raise config.CCMeterError(str(exc)) from None
+
+
+def _open_db() -> Any:
+    from ccmeter import store
+
+    paths = config.paths()
+    try:
+        return store.connect(paths.db_file)
+    except Exception as exc:
+        raise config.CCMeterError(f"cannot open {paths.db_file}: {exc}") from exc
+
+
+def _catalog(cfg: Mapping[str, Any]) -> Any:
+    from ccmeter import reports
+
+    try:
+        return reports.current_catalog(cfg)
+    except ValueError as exc:
+        raise config.CCMeterError(f"[prices] in {config.paths().config_file}: {exc}") from None
+
+
+def _iso(ts: float | None) -> str | None:
+    from ccmeter.render import iso_datetime
+
+    return iso_datetime(ts) if ts is not None else None
+
+
+def _local(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    from datetime import datetime
+
+    return "now" if ts is None else datetime.fromtimestamp(ts).strftime(fmt)
+
+
+def _timezone_name() -> str:
+    from datetime import datetime
+
+    return datetime.now().astimezone().tzname() or "local"
+
+
+# --- report --------------------------------------------------------------------------------
+
+_DIM_HEADERS = {"project": "Project", "session": "Session", "model": "Model", "hour": "Hour",
+                "day": "Day", "week": "Week of", "month": "Month"}
+
+
+def report_columns(dims: Sequence[str], fmt: str, rows: Sequence[Mapping[str, Any]],
+                   *, period: bool = False) -> list[Any]:
+    """The columns of a report in ``fmt``: tables merge cache writes and drop empty extras."""
+    from ccmeter.render import Column
+
+    columns = [Column("period", "Period")] if period else []
+    columns += [Column(d, _DIM_HEADERS[d]) for d in dims]
+    if "session" in dims:
+        if "project" not in dims:
+            columns.append(Column("project", "Project"))
+        columns.append(Column("first_call", "Started", "datetime"))
+        if fmt != "table":
+            columns.append(Column("last_call", "Last call", "datetime"))
+    columns.append(Column("calls", "Calls", "int"))
+    columns.append(Column("input_tokens", "Input", "int"))
+    if fmt == "table":
+        columns.append(Column("cache_write_tokens", "Cache write", "int"))
+    else:
+        columns += [Column("cache_write_5m_tokens", "Cache write 5m", "int"),
+                    Column("cache_write_1h_tokens", "Cache write 1h", "int")]
+    columns += [Column("cache_read_tokens", "Cache read", "int"),
+                Column("output_tokens", "Output", "int"),
+                Column("cost", "Cost", "usd")]
+    if fmt != "table" or any(r.get("unpriced_calls") for r in rows):
+        columns.append(Column("unpriced_calls", "Unpriced", "int"))
+    columns.append(Column("cache_savings", "Cache saved", "usd"))
+    if fmt == "table" and any(d in ("hour", "day", "week", "month") for d in dims):
+        columns.append(Column("bar", "", "spark"))
+    return columns
+
+
+def _table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as a table shows them: short session ids, ``(none)`` for a missing name."""
+    from ccmeter.reports import NONE_LABEL, short_id
+
+    shown = []
+    for row in rows:
+        copy = dict(row)
+        for key in ("project", "model"):
+            if key in copy and copy[key] is None:
+                copy[key] = NONE_LABEL
+        if "session" in copy:
+            copy["session"] = short_id(copy["session"]) if copy["session"] else NONE_LABEL
+        shown.append(copy)
+    return shown
+
+
+def _report_meta(rep: Any, now: float) -> dict[str, Any]:
+    flt = rep.filters
+    return {
+        "group_by": list(rep.dimensions),
+        "since": _iso(flt.since),
+        "until": _iso(flt.until),
+        "project": flt.project,
+        "model": flt.model,
+        "timezone": _timezone_name(),
+        "catalog_version": rep.catalog_version,
+        "generated_at": _iso(now),
+    }
+
+
+def _caption(rep: Any, now: float) -> dict[str, Any]:
+    flt = rep.filters
+    since = _local(flt.since) if flt.since is not None else "first call"
+    caption: dict[str, Any] = {"period": f"{since} → {_local(flt.until)} ({_timezone_name()})"}
+    if rep.totals.get("unpriced_calls"):
+        caption["unpriced"] = (f"{rep.totals['unpriced_calls']:,} calls of models without a "
+                               "price (see `ccmeter prices`)")
+    caption["cache saved"] = f"vs. plain input at catalog {rep.catalog_version} rates"
+    return caption
+
+
+def report(
+    by: Annotated[
+        list[str] | None,
+        typer.Option("--by", "-b", help="Group by project, session, model, hour, day, week "
+                     "or month; give it twice for two levels (--by model --by day)."),
+    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    project: ProjectOption = None,
+    model: ModelOption = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """What Claude calls cost, grouped, with tokens, cache savings and totals.
+
+    Without --by or --since: today and this week, by project. Hours, days, weeks and
+    months are local time (weeks start on Monday).
+
+    Examples:
+      ccmeter report
+      ccmeter report --by project --since 30d
+      ccmeter report --by session --project api-server
+      ccmeter report --by model --by day --since 2w --format csv > spend.csv
+    """
+    from ccmeter import render, reports
+
+    fmt = _check_format(fmt)
+    now = time.time()
+    cfg = config.load_config()
+    catalog = _catalog(cfg)
+    db = _open_db()
+    try:
+        if not by and since is None and until is None:
+            _default_report(db, catalog, fmt, now, project, model)
+            return
+        dims = by or ["project"]
+        filters = reports.Filters(since=_when(since, now=now),
+                                  until=_when(until, end=True, now=now),
+                                  project=project, model=model)
+        try:
+            rep = reports.build_report(db, dims, filters, catalog)
+        except ValueError as exc:
+            raise config.CCMeterError(str(exc)) from None
+    finally:
+        db.conn.close()
+    title = "Spend by " + " and ".join(rep.dimensions)
+    if fmt == "table":
+        render.emit(_table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
+                    fmt, title=title, totals=rep.totals, meta=_caption(rep, now))
+    else:
+        render.emit(rep.rows, report_columns(rep.dimensions, fmt, rep.rows), fmt, title=title,
+                    totals=rep.totals, meta=_report_meta(rep, now))
+
+
+def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | None,
+                    model: str | None) -> None:
+    from ccmeter import render, reports
+
+    views = []
+    for period, since in (("today", reports.local_midnight(now)),
+                          ("this week", reports.week_start(now))):
+        filters = reports.Filters(since=since, project=project, model=model)
+        views.append((period, reports.build_report(db, ["project"], filters, catalog)))
+    if fmt == "table":
+        for index, (period, rep) in enumerate(views):
+            if index:
+                sys.stdout.write("\n")
+            render.emit(_table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
+                        fmt, title=f"{period.capitalize()} by project", totals=rep.totals,
+                        meta=_caption(rep, now))
+        return
+    rows = [{"period": period, **row} for period, rep in views for row in rep.rows]
+    week = views[1][1]
+    meta = _report_meta(week, now)
+    meta["periods"] = {period: {"since": _iso(rep.filters.since),
+                                "totals": render.machine_row(
+                                    rep.totals, report_columns(["project"], "json", []))}
+                       for period, rep in views}
+    render.emit(rows, report_columns(["project"], fmt, rows, period=True), fmt,
+                title="Today and this week by project", totals=week.totals, meta=meta)
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+def sessions(
+    since: SinceOption = "7d",
+    until: UntilOption = None,
+    project: ProjectOption = None,
+    model: ModelOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0,
+                     help="Show at most this many sessions (0 = all).")] = 20,
+    fmt: FormatOption = "table",
+) -> None:
+    """Recent Claude Code sessions, most recently active first: models, calls, cost.
+
+    Examples:
+      ccmeter sessions
+      ccmeter sessions --since 30d --project api-server --limit 50
+    """
+    from ccmeter import render, reports
+
+    fmt = _check_format(fmt)
+    now = time.time()
+    filters = reports.Filters(since=_when(since, now=now), until=_when(until, end=True, now=now),
+                              project=project, model=model)
+    db = _open_db()
+    try:
+        found = reports.list_sessions(db, filters, limit)
+    finally:
+        db.conn.close()
+    columns = [
+        render.Column("session", "Session"),
+        render.Column("started", "Started", "datetime"),
+        render.Column("last_call", "Last call", "datetime"),
+        render.Column("project", "Project"),
+        render.Column("models", "Models"),
+        render.Column("calls", "Calls", "int"),
+        render.Column("subagent_calls", "Subagent", "int"),
+        render.Column("cost", "Cost", "usd"),
+        render.Column("unpriced_calls", "Unpriced", "int"),
+    ]
+    rows = [s.as_row() for s in found]
+    if fmt == "table":
+        if not any(r["unpriced_calls"] for r in rows):
+            columns = [c for c in columns if c.key != "unpriced_calls"]
+        rows = _table_rows(rows)
+        caption = {"since": _local(filters.since), "hint": "details: ccmeter session <id>"}
+        render.emit(rows, columns, fmt, title=f"Sessions ({len(rows)} shown)", meta=caption)
+    else:
+        meta = {"since": _iso(filters.since), "until": _iso(filters.until), "project": project,
+                "model": model, "limit": limit, "generated_at": _iso(now)}
+        render.emit(rows, columns, fmt, title="Sessions", meta=meta)
+
+
+def session(
+    session_id: Annotated[str, typer.Argument(help="The session id, or enough of its start "
+                                              "to be unique (see `ccmeter sessions`).")],
+    fmt: FormatOption = "table",
+) -> None:
+    """Every call of one session, in order: agent, model, tokens, cost, latency, status.
+
+    Subagent calls are marked with their agent (└ agent id) and subtotalled per agent.
+
+    Examples:
+      ccmeter session 72292d5c
+      ccmeter session 72292d5c --format json
+    """
+    from ccmeter import render, reports
+
+    fmt = _check_format(fmt)
+    db = _open_db()
+    try:
+        try:
+            full = reports.resolve_session(db, session_id)
+        except ValueError as exc:
+            raise config.CCMeterError(str(exc)) from None
+        detail = reports.session_detail(db, full)
+    finally:
+        db.conn.close()
+    machine = fmt != "table"
+    columns = [
+        render.Column("time", "Time", "datetime") if machine else render.Column("clock", "Time"),
+        render.Column("agent", "Agent"),
+        render.Column("model", "Model"),
+        render.Column("status", "Status"),
+        render.Column("input_tokens", "Input", "int"),
+    ]
+    if machine:
+        columns[1:1] = [render.Column("call_uid", "Call")]
+        columns += [render.Column("agent_id", "Agent id"),
+                    render.Column("parent_agent_id", "Parent agent"),
+                    render.Column("call_kind", "Kind"),
+                    render.Column("cache_write_5m_tokens", "Cache write 5m", "int"),
+                    render.Column("cache_write_1h_tokens", "Cache write 1h", "int")]
+    else:
+        columns.append(render.Column("cache_write_tokens", "Cache write", "int"))
+    columns += [
+        render.Column("cache_read_tokens", "Cache read", "int"),
+        render.Column("output_tokens", "Output", "int"),
+        render.Column("cost", "Cost", "usd"),
+        render.Column("ttfb_ms", "TTFB ms", "int"),
+        render.Column("duration_ms", "Duration ms", "int"),
+    ]
+    agent_columns = [
+        render.Column("agent", "Agent"), render.Column("kind", "Kind"),
+        render.Column("parent_agent_id", "Parent"), render.Column("calls", "Calls", "int"),
+        render.Column("output_tokens", "Output", "int"), render.Column("cost", "Cost", "usd"),
+        render.Column("unpriced_calls", "Unpriced", "int"),
+    ]
+    totals = detail.totals
+    if machine:
+        meta = {
+            "session_id": detail.session_id,
+            "project": totals.get("project"),
+            "first_call": _iso(totals.get("first_call")),
+            "last_call": _iso(totals.get("last_call")),
+            "agents": [render.machine_row(a, agent_columns) for a in detail.agents],
+        }
+        render.emit(detail.calls, columns, fmt, title=f"Session {detail.session_id}",
+                    totals=totals, meta=meta)
+        return
+    rows = []
+    for call in detail.calls:
+        rows.append({**call, "clock": _local(call["time"], "%H:%M:%S"),
+                     "model": reports.short_model(call["model"])})
+    first = _local(totals.get("first_call"))
+    title = (f"Session {detail.session_id} · {totals.get('project') or reports.NONE_LABEL} · "
+             f"{first} · {totals['calls']:,} calls · "
+             f"{render.format_usd(totals['cost'])}")
+    render.emit(rows, columns, fmt, title=title, totals=totals)
+    if len(detail.agents) > 1 or any(a["kind"] != "main" for a in detail.agents):
+        sys.stdout.write("\n")
+        render.emit(detail.agents, agent_columns, fmt, title="By agent")
+
+
+# --- watch ---------------------------------------------------------------------------------
+
+
+def _caps(db: Any, cfg: Mapping[str, Any], now: float, session_id: str | None = None
+          ) -> tuple[list[Any] | None, str | None]:
+    """(cap statuses, or None with why not); per-session caps only for ``session_id``."""
+    try:
+        from ccmeter import caps
+    except ImportError:
+        return None, "caps: not available in this version"
+    try:
+        if session_id:
+            return list(caps.cap_statuses(db, cfg, now, session_id=session_id)), None
+        return list(caps.cap_statuses(db, cfg, now)), None
+    except config.CCMeterError as exc:
+        return None, f"caps: {exc}"
+
+
+def _eta(status: Any, burn: dict[str | None, int], now: float) -> str:
+    """When a cap is reached at the last hour's pace, or why not."""
+    if status.spent_picousd >= status.limit_picousd:
+        return "reached"
+    if status.scope == "global":
+        per_hour = sum(burn.values())
+    elif status.scope.startswith("project:"):
+        per_hour = burn.get(status.scope.removeprefix("project:"), 0)
+    else:
+        return "—"
+    if per_hour <= 0:
+        return "—"
+    at = now + (status.limit_picousd - status.spent_picousd) / per_hour * 3600
+    if status.resets_at is not None and at >= status.resets_at:
+        return "not before reset"
+    return _local(at, "%H:%M" if at - now < 86400 else "%a %H:%M")
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 5:
+        return "just now"
+    if seconds < 60:
+        return f"{int(seconds)}s ago"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m ago"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m ago"
+
+
+def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
+                      active_minutes: int = 15) -> list[Any]:
+    """The parts of one ``watch`` frame (rich renderables), newest figures from ``db``."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from ccmeter import render, reports
+
+    now = time.time() if now is None else now
+    today, unpriced_today = reports.spend_since(db, reports.local_midnight(now))
+    burn = reports.burn_by_project(db, now - 3600)
+    burn_total = sum(burn.values())
+    head = Text(f"ccmeter watch · {_local(now, '%Y-%m-%d %H:%M:%S')}\n", style="bold")
+    head.append(f"today {render.format_usd(today) if today is not None else '$0.00'}",
+                style="bold")
+    if unpriced_today:
+        head.append(f" (+{unpriced_today} unpriced calls)", style="yellow")
+    head.append(f" · burn {render.format_usd(burn_total)}/h over the last hour")
+    parts: list[Any] = [head]
+
+    statuses, why = _caps(db, cfg, now)
+    if statuses is None:
+        parts.append(Text(why or "caps: unavailable", style="dim"))
+    elif not statuses:
+        parts.append(Text("no caps set (ccmeter caps set --daily 20)", style="dim"))
+    else:
+        table = Table(title="Caps", title_justify="left", box=None, pad_edge=False)
+        for header, justify in (("Cap", "left"), ("Spent", "right"), ("Limit", "right"),
+                                ("Used", "right"), ("", "left"), ("Resets", "left"),
+                                ("At this pace", "left")):
+            table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for status in statuses:
+            style = "red" if status.fraction >= 1 else ("yellow" if status.fraction >= 0.8
+                                                        else None)
+            mark = "⛔ " if status.fraction >= 1 else ("⚠ " if status.fraction >= 0.8 else "")
+            table.add_row(
+                mark + getattr(status, "label", f"{status.name} {status.scope}"),
+                render.format_usd(status.spent_picousd),
+                render.format_usd(status.limit_picousd),
+                render.format_percent(status.fraction),
+                render.bar(status.fraction, 10),
+                _local(status.resets_at, "%a %H:%M") if status.resets_at else "—",
+                _eta(status, burn, now),
+                style=style,
+            )
+        parts.append(table)
+
+    agents = reports.active_agents(db, now - active_minutes * 60)
+    if agents:
+        parts.append(_active_table(agents, now, active_minutes))
+    else:
+        parts.append(Text(f"no active sessions (no call in the last {active_minutes} min)",
+                          style="dim"))
+
+    plan = reports.latest_plan(db)
+    if plan is not None:
+        parts.append(Text(plan_line(plan, now, long=True)))
+    return parts
+
+
+def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int) -> Any:
+    from rich.table import Table
+
+    from ccmeter import render, reports
+
+    by_session: dict[str, list[Mapping[str, Any]]] = {}
+    for row in agents:
+        by_session.setdefault(row["session_id"], []).append(row)
+    table = Table(title=f"Active sessions (a call in the last {minutes} min)",
+                  title_justify="left", box=None, pad_edge=False)
+    for header, justify in (("Session", "left"), ("Project", "left"), ("Last call", "left"),
+                            ("Calls", "right"), ("Cost", "right")):
+        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+
+    def total(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int | None, float]:
+        calls = sum(r["calls"] for r in rows)
+        priced = sum(r["priced_calls"] for r in rows)
+        cost = sum(int(r["cost_picousd"] or 0) for r in rows) if priced else None
+        return calls, cost, max(r["last_ts"] for r in rows)
+
+    ordered = sorted(by_session.items(), key=lambda item: -total(item[1])[2])
+    for sid, rows in ordered:
+        calls, cost, last = total(rows)
+        project = next((r["project"] for r in rows if r["project"]), reports.NONE_LABEL)
+        table.add_row(reports.short_id(sid), project, _ago(now - last), f"{calls:,}",
+                      render.format_usd(cost))
+        for row in sorted(rows, key=lambda r: -(r["cost_picousd"] or 0)):
+            if row["call_kind"] != "subagent" and not row["agent_id"]:
+                continue
+            label = f"  └ {reports.short_agent(row['agent_id']) or 'subagent'}"
+            cost = row["cost_picousd"] if row["priced_calls"] else None
+            table.add_row(label, "", _ago(now - row["last_ts"]), f"{row['calls']:,}",
+                          render.format_usd(cost), style="dim")
+    return table
+
+
+def plan_line(plan: Mapping[str, Any], now: float, *, long: bool = False) -> str:
+    """``plan 5h 34% (resets 14:00) · 7d 12% (resets Tue 09:00)`` from the latest headers."""
+    from ccmeter.render import format_percent
+
+    parts = []
+    for window, label in (("5h", "5h"), ("7d", "7d")):
+        used = plan.get(f"plan_{window}_utilization")
+        reset = plan.get(f"plan_{window}_reset")
+        if used is None:
+            continue
+        if reset is not None and reset <= now:
+            parts.append(f"{label} reset" if long else f"{label} –")
+            continue
+        text = f"{label} {format_percent(used)}"
+        if long and reset is not None:
+            text += f" (resets {_local(reset, '%H:%M' if reset - now < 86400 else '%a %H:%M')})"
+        parts.append(text)
+    if not parts:
+        return ""
+    prefix = "plan " if long else ""
+    status = plan.get("plan_status")
+    suffix = f" · status {status}" if long and status else ""
+    seen = f" · seen {_ago(now - plan['started_ts'])}" if long and plan.get("started_ts") else ""
+    return prefix + " · ".join(parts) + suffix + seen
+
+
+def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float | None = None,
+                       *, active_minutes: int = 15, width: int = 100) -> str:
+    """One ``watch`` frame as plain text (no escape codes): for ``--once`` and tests."""
+    from rich.console import Group
+
+    from ccmeter.render import make_console
+
+    buffer = io.StringIO()
+    console = make_console(buffer, width=width)
+    console.print(Group(*watch_renderables(db, cfg or {}, now, active_minutes)))
+    return buffer.getvalue()
+
+
+def watch(
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    active_minutes: Annotated[int, typer.Option(
+        "--active", min=1, help="A session is active if it made a call within this many "
+        "minutes.")] = 15,
+    interval: Annotated[float, typer.Option(
+        "--interval", min=0.2, help="Seconds between checks for new calls.")] = 1.0,
+) -> None:
+    """A live view: today's spend against each cap, burn rate, active sessions, plan usage.
+
+    Refreshes as calls land (a cheap change check each --interval) and at least every 10
+    seconds. Ctrl-C to quit.
+
+    Examples:
+      ccmeter watch
+      ccmeter watch --once --active 60
+    """
+    from rich.console import Group
+    from rich.live import Live
+
+    from ccmeter import store
+    from ccmeter.render import make_console
+
+    cfg = config.load_config()
+    db = _open_db()
+    try:
+        if once or not sys.stdout.isatty():
+            console = make_console(sys.stdout)
+            sys.stdout.write(render_watch_frame(db, cfg, active_minutes=active_minutes,
+                                                width=console.width))
+            return
+        console = make_console(sys.stdout)
+        frame = Group(*watch_renderables(db, cfg, None, active_minutes))
+        version, drawn = store.data_version(db), time.monotonic()
+        with Live(frame, console=console, auto_refresh=False, transient=False) as live:
+            while True:
+                time.sleep(interval)
+                current = store.data_version(db)
+                if current == version and time.monotonic() - drawn < 10:
+                    continue
+                version, drawn = current, time.monotonic()
+                cfg = config.load_config()
+                live.update(Group(*watch_renderables(db, cfg, None, active_minutes)),
+                            refresh=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        db.conn.close()
+
+
+# --- statusline ----------------------------------------------------------------------------
+
+MINIMAL_LINE = "ccmeter"
+STATUSLINE_BUDGET_S = 2
+
+
+def _stdin_plan(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Plan usage from the status-line JSON's ``rate_limits`` (subscribers), if present."""
+    limits = data.get("rate_limits")
+    if not isinstance(limits, Mapping):
+        return None
+    plan: dict[str, Any] = {}
+    for window, names in (("5h", ("five_hour", "5h", "5_hour", "session")),
+                          ("7d", ("seven_day", "7d", "7_day", "weekly"))):
+        for name in names:
+            entry = limits.get(name)
+            if not isinstance(entry, Mapping):
+                continue
+            used = entry.get("used_percentage", entry.get("utilization"))
+            if isinstance(used, int | float) and not isinstance(used, bool):
+                plan[f"plan_{window}_utilization"] = used / 100 if "used_percentage" in entry \
+                    else used
+                reset = entry.get("resets_at")
+                plan[f"plan_{window}_reset"] = reset if isinstance(reset, int | float) else None
+                break
+    return plan or None
+
+
+def _mark(fraction: float) -> str:
+    return "⛔ " if fraction >= 1 else ("⚠ " if fraction >= 0.8 else "")
+
+
+def statusline_text(raw: str, *, now: float | None = None,
+                    cfg: Mapping[str, Any] | None = None) -> str:
+    """The status line for the JSON Claude Code sent (see docs/reports.md).
+
+    ``Opus 4.8 · session $0.09 · today $4.56/$20 (23%) · 5h 34% · 7d 12%``; a ``⚠`` when a cap
+    is at 80 % or more, ``⛔`` when one is reached. Reads only indexed rows.
+    """
+    from ccmeter import render, reports, store
+
+    now = time.time() if now is None else now
+    data = json.loads(raw) if raw.strip() else {}
+    if not isinstance(data, Mapping):
+        data = {}
+    model = data.get("model") if isinstance(data.get("model"), Mapping) else {}
+    name = model.get("display_name") or reports.short_model(
+        str(model.get("id") or "").split("[")[0]) if model else ""
+    parts: list[str] = [str(name)] if name else []
+    paths = config.paths()
+    if not paths.db_file.exists():
+        return " · ".join([*parts, "ccmeter: no calls metered yet"])
+    cfg = config.load_config(paths) if cfg is None else cfg
+    db = store.connect(paths.db_file)
+    try:
+        sid = data.get("session_id")
+        if isinstance(sid, str) and sid:
+            spent = reports.session_spend(db, sid)
+            text = f"session {render.format_usd(spent['cost']) if spent['calls'] else '$0.00'}"
+            if spent["cost"] is None and spent["calls"]:
+                text = "session unpriced"
+            elif spent["unpriced_calls"]:
+                text += "+"
+            parts.append(text)
+        statuses, _ = _caps(db, cfg, now, sid if isinstance(sid, str) and sid else None)
+        project = spent["project"] if sid and isinstance(sid, str) else None
+        mine = [s for s in statuses or [] if s.scope == "global"
+                or (project and s.scope == f"project:{project}")
+                or (sid and s.scope == f"session:{sid}")]
+        daily = next((s for s in mine if s.name == "daily" and s.scope == "global"), None)
+        if daily is not None:
+            parts.append(_mark(daily.fraction) + (
+                f"today {render.format_usd(daily.spent_picousd)}/"
+                f"{render.format_usd(daily.limit_picousd)} "
+                f"({render.format_percent(daily.fraction)})"))
+        else:
+            today, _unpriced = reports.spend_since(db, reports.local_midnight(now))
+            parts.append(f"today {render.format_usd(today or 0)}")
+        others = [s for s in mine if s is not daily and s.fraction >= 0.8]
+        if others:
+            worst = max(others, key=lambda s: s.fraction)
+            scope = "" if worst.scope == "global" else (
+                "session " if worst.scope.startswith("session:") else "project ")
+            parts.append(f"{_mark(worst.fraction)}{scope}{worst.name} "
+                         f"{render.format_percent(worst.fraction)}")
+        plan = reports.latest_plan(db) or _stdin_plan(data)
+        if plan:
+            line = plan_line(plan, now)
+            if line:
+                parts.append(line)
+    finally:
+        db.conn.close()
+    return " · ".join(parts)
+
+
+def statusline() -> None:
+    """Print one short line for Claude Code's status bar, from the JSON it sends on stdin.
+
+    Shows this session's cost, today's spend against the daily cap (⚠ from 80 %), and for
+    subscribers the 5-hour and 7-day plan usage last seen. It never fails: on any problem
+    it prints a minimal line and exits 0. Set it up in ~/.claude/settings.json:
+    {"statusLine": {"type": "command", "command": "ccmeter statusline"}}
+
+    Example:
+      echo '{"session_id": "72292d5c", "model": {"id": "claude-opus-4-8"}}' | ccmeter statusline
+    """
+    import signal
+
+    def give_up(*_: object) -> None:
+        raise TimeoutError("status line took too long")
+
+    alarm = hasattr(signal, "SIGALRM")
+    try:
+        if alarm:
+            signal.signal(signal.SIGALRM, give_up)
+            signal.alarm(STATUSLINE_BUDGET_S)
+        line = statusline_text(sys.stdin.read())
+    except BaseException:
+        line = MINIMAL_LINE
+    finally:
+        if alarm:
+            signal.alarm(0)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

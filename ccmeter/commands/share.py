@@ -1,0 +1,181 @@
+"""``ccmeter push`` and ``ccmeter team report``: the team share (docs/team-share.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ccmeter import config, render, share, store
+from ccmeter.commands.reports import FormatOption
+
+team_app = typer.Typer(
+    name="team",
+    help="Read the whole team's spend from a shared folder that teammates `ccmeter push` to.",
+    no_args_is_help=True,
+)
+
+UserOption = Annotated[
+    str | None,
+    typer.Option("--user", help="Name to push as (default: $CCMETER_USER, else \\[share] user "
+                 "in the config, else login@host)."),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", help="First day, as for `ccmeter report`: 2026-11-01, 7d, 2w, "
+                 "3m, today, week, month; or a month, 2026-11."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(push)
+    app.add_typer(team_app)
+
+
+def push(
+    to: Annotated[Path | None, typer.Option("--to", help="Share folder (a mounted team "
+                  "folder); default: \\[share] path in the config.")] = None,
+    user: UserOption = None,
+    anonymize: Annotated[bool | None, typer.Option("--anonymize/--no-anonymize",
+                         help="Publish a salted hash instead of the user name (needs "
+                         "\\[share] salt in the config).")] = None,
+    hash_projects: Annotated[bool | None, typer.Option("--hash-projects/--no-hash-projects",
+                             help="Publish salted hashes of project names (names mapped "
+                             "under \\[share.project_names] are kept as mapped).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only rewrite the months from "
+                     "this date's month on (default: every month in the database).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the rows that would be "
+                       "pushed, as JSON Lines, and write nothing.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say what was written "
+                       "(quiet on success otherwise, for cron).")] = False,
+) -> None:
+    """Push this user's daily spend summaries to the team share.
+
+    One file per month for this machine, rewritten whole: pushing twice changes nothing.
+    Only counts, tokens and costs per day x project x model leave the laptop.
+    Quiet on success: safe to run from cron, launchd or a systemd timer.
+
+    Examples:
+      ccmeter push --to /mnt/team/ccmeter
+      ccmeter push --anonymize --hash-projects -v
+    """
+    paths = config.paths()
+    settings = share.resolve_settings(
+        config.load_config(paths), os.environ, share=to, user=user,
+        anonymize=anonymize, hash_projects=hash_projects,
+    )
+    since_day = share.parse_day(since) if since else None
+    if not paths.db_file.exists():
+        if verbose or dry_run:
+            typer.echo(f"nothing to push: no database yet at {paths.db_file}", err=True)
+        return
+    db = store.connect(paths.db_file)
+    try:
+        result, plan = share.push(db, paths, settings, since=since_day, dry_run=dry_run)
+    finally:
+        db.conn.close()
+    if dry_run:
+        for path, rows in plan.items():
+            typer.echo(f"# {path}", err=True)
+            typer.echo(share.encode_rows(rows).decode("utf-8"), nl=False)
+        return
+    if verbose:
+        typer.echo(f"pushed {result.rows} rows as {result.user} (machine {result.machine}): "
+                   f"{len(result.written)} files written, {len(result.unchanged)} unchanged")
+        for path in result.written:
+            typer.echo(f"  wrote {path}")
+
+
+BY_HELP = (f"Group by one or two of: {', '.join(share.DIMENSIONS)} "
+           "(repeat the option: --by project --by model). Default: user.")
+
+
+@team_app.command("report")
+def team_report(
+    from_: Annotated[Path | None, typer.Option("--from", help="Share folder to read "
+                     "(default: \\[share] path in the config).")] = None,
+    by: Annotated[list[str] | None, typer.Option("--by", "-b", help=BY_HELP)] = None,
+    since: SinceOption = None,
+    until: Annotated[str | None, typer.Option("--until", help="Last day, included: "
+                     "2026-11-30, 2026-11 (its last day), yesterday, 7d ...")] = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """Report the team's spend from every user's pushed summaries.
+
+    A malformed or cut-short file is skipped with a warning (on stderr) naming it.
+
+    Examples:
+      ccmeter team report --from /mnt/team/ccmeter --by user --since 30d
+      ccmeter team report --by project --by model --format csv
+    """
+    if fmt not in render.FORMATS:
+        raise config.CCMeterError(f"unknown format {fmt!r}; one of {', '.join(render.FORMATS)}")
+    dims = share.check_by(by or [])
+    folder = share.share_folder(config.load_config(), from_)
+    if folder is None:
+        raise config.CCMeterError("no share folder: pass --from PATH or set [share] path in "
+                                  "config.toml")
+    first = share.parse_day(since) if since else None
+    last = share.parse_day(until, end=True) if until else None
+    if first and last and first > last:
+        raise config.CCMeterError(f"--since {since} is after --until {until}")
+    data = share.read_share(folder, since=first, until=last)
+    for warning in data.warnings:
+        typer.secho(f"ccmeter: warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    groups = share.aggregate(data.rows, dims)
+    columns = report_columns(dims, fmt)
+    for group in groups:
+        group["cost"] = group["cost_picousd"]
+        group["cache_write_tokens"] = (group["cache_write_5m_tokens"]
+                                       + group["cache_write_1h_tokens"])
+    total = share.totals(groups, data.rows)
+    total["cost"] = total["cost_picousd"]
+    total["cache_write_tokens"] = total["cache_write_5m_tokens"] + total["cache_write_1h_tokens"]
+    meta: dict[str, object] = {
+        "share": str(folder),
+        "since": first.isoformat() if first else None,
+        "until": last.isoformat() if last else None,
+    }
+    if fmt == "table":
+        meta["cap_hits"] = total["cap_hits"]
+        if data.skipped:
+            meta["skipped_files"] = len(data.skipped)
+        for group in groups:  # say so rather than show an empty cell
+            for dim in dims:
+                if group[dim] is None:
+                    group[dim] = f"(no {dim})"
+    else:
+        meta["files"] = data.files
+        meta["skipped"] = [{"file": str(p), "reason": r} for p, r in data.skipped]
+    render.emit(groups, columns, fmt, title=f"Team spend by {' x '.join(dims)}",
+                totals=total, meta=meta)
+
+
+def report_columns(dims: list[str], fmt: str) -> list[render.Column]:
+    """Every field for machines; a table narrow enough for 120 columns for people."""
+    columns = [render.Column(dim, dim.capitalize()) for dim in dims]
+    if "user" not in dims and (fmt != "table" or len(dims) == 1):
+        columns.append(render.Column("users", "Users", "int"))
+    columns.append(render.Column("calls", "Calls", "int"))
+    if fmt == "table":
+        columns += [
+            render.Column("input_tokens", "Input", "int"),
+            render.Column("cache_write_tokens", "Cache write", "int"),
+            render.Column("cache_read_tokens", "Cache read", "int"),
+            render.Column("output_tokens", "Output", "int"),
+            render.Column("cost", "Cost", "usd"),
+            render.Column("unpriced_calls", "Unpriced", "int"),
+            render.Column("blocked_calls", "Blocked", "int"),
+        ]
+        return columns
+    columns += [render.Column(name, name.removesuffix("_tokens").replace("_", " ").capitalize(),
+                              "int") for name in share.TOKEN_FIELDS]
+    columns += [
+        render.Column("cost", "Cost", "usd"),
+        render.Column("unpriced_calls", "Unpriced calls", "int"),
+        render.Column("blocked_calls", "Blocked calls", "int"),
+        render.Column("cap_hits", "Cap hits", "int"),
+    ]
+    return columns

@@ -1,0 +1,406 @@
+"""Rows out to people (a rich table) or to machines (JSON, CSV): one renderer for every report.
+
+Callers describe their output as plain rows (mappings) plus :class:`Column` descriptors and
+call :func:`emit`; no command formats money or dates itself. Kinds of column value:
+
+========  ===================================  ======================  =====================
+kind      value                                table                   JSON / CSV
+========  ===================================  ======================  =====================
+text      str or None                          as is ("" for None)     string / null
+int       int or None                          ``1,234,567``           integer / null
+usd       int picodollars, None = unpriced     ``$12.34``/"unpriced"   ``KEY_usd`` decimal
+                                                                       string + ``KEY_picousd``
+                                                                       integer; both null
+                                                                       when unpriced
+percent   float fraction (0.25 = 25 %)         ``25%``                 number (the fraction)
+datetime  Unix seconds, datetime or ISO str    local ``YYYY-MM-DD      ISO 8601 with the local
+                                               HH:MM``                 UTC offset
+spark     float fraction of the largest row,   ``█████▌`` (or          left out (presentation
+          or a sequence of numbers             ``▁▃▇`` for a list)     only)
+========  ===================================  ======================  =====================
+
+The JSON document is ``{"title", "meta", "columns", "rows", "totals"}``; CSV is a header of
+field names and one line per row (totals are left out so a spreadsheet's own sums stay
+right). Both are documented as a stable schema in ``docs/report-formats.md``.
+
+Tables respect ``NO_COLOR``, fit the terminal's width (below 110 columns counts become
+``12.3k`` / ``4.56M``, text columns are shortened with an ellipsis, spark columns dropped
+below 70 columns) and carry no escape codes when the output
+is not a terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, TextIO
+
+FORMATS = ("table", "json", "csv")
+KINDS = ("text", "int", "usd", "percent", "datetime", "spark")
+PICO_PER_USD = 10**12
+UNPRICED = "unpriced"
+NARROW = 70  # below this many columns a table drops its spark column
+COMPACT = 110  # below this, token counts are shown as 12.3k / 4.56M
+
+_BARS = " ▏▎▍▌▋▊▉█"
+_SPARKS = "▁▂▃▄▅▆▇█"
+_BAR_WIDTH = 12
+
+
+@dataclass(frozen=True)
+class Column:
+    """One output column: the row key it reads, its table header and its kind of value."""
+
+    key: str
+    header: str
+    kind: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"column {self.key!r}: unknown kind {self.kind!r}; one of {KINDS}")
+
+
+# --- values ------------------------------------------------------------------------------
+
+
+def usd_decimal(picousd: int | None) -> Decimal | None:
+    """Picodollars as an exact Decimal number of dollars (12 decimal places)."""
+    if picousd is None:
+        return None
+    return Decimal(int(picousd)).scaleb(-12)
+
+
+def usd_string(picousd: int | None) -> str | None:
+    """Full-precision decimal string of dollars, e.g. ``"0.093736500000"``; None stays None."""
+    value = usd_decimal(picousd)
+    return None if value is None else f"{value:.12f}"
+
+
+def format_usd(picousd: int | None) -> str:
+    """Dollars for people: cents from $1 up, four decimals below, ``unpriced`` for None."""
+    value = usd_decimal(picousd)
+    if value is None:
+        return UNPRICED
+    places = Decimal("0.01") if abs(value) >= 1 or value == 0 else Decimal("0.0001")
+    rounded = value.quantize(places, rounding=ROUND_HALF_EVEN)
+    if rounded == 0 and value != 0:
+        return "<$0.0001" if value > 0 else "-<$0.0001"
+    sign = "-" if rounded < 0 else ""
+    return f"{sign}${abs(rounded):,}"
+
+
+def format_int(value: Any) -> str:
+    return "" if value is None else f"{int(value):,}"
+
+
+def format_int_compact(value: Any) -> str:
+    """``950``, ``12.3k``, ``4.56M``, ``1.2B``: for narrow terminals."""
+    if value is None:
+        return ""
+    number = int(value)
+    for limit, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if abs(number) >= limit:
+            scaled = number / limit
+            return f"{scaled:.3g}{suffix}" if abs(scaled) < 1000 else f"{scaled:,.0f}{suffix}"
+    return str(number)
+
+
+def format_percent(value: Any) -> str:
+    if value is None:
+        return ""
+    pct = float(value) * 100
+    return f"{pct:.0f}%" if pct >= 10 or pct == 0 else f"{pct:.1f}%"
+
+
+def to_datetime(value: Any) -> datetime | None:
+    """A local, timezone-aware datetime from Unix seconds, a datetime or an ISO string."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    elif isinstance(value, int | float):
+        moment = datetime.fromtimestamp(float(value), UTC)
+    else:
+        text = str(value).strip()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone()
+
+
+def format_datetime(value: Any) -> str:
+    moment = to_datetime(value)
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
+
+
+def iso_datetime(value: Any) -> str | None:
+    moment = to_datetime(value)
+    return None if moment is None else moment.isoformat(timespec="seconds")
+
+
+def bar(fraction: float | None, width: int = _BAR_WIDTH) -> str:
+    """A horizontal bar ``width`` cells wide at most, in eighths of a cell."""
+    if fraction is None or not math.isfinite(fraction) or fraction <= 0:
+        return ""
+    eighths = round(min(fraction, 1.0) * width * 8)
+    full, part = divmod(max(eighths, 1), 8)
+    return "█" * full + (_BARS[part] if part else "")
+
+
+def sparkline(values: Sequence[float | int | None]) -> str:
+    """One character per value, scaled to the largest; None or 0 is the lowest bar."""
+    numbers = [float(v or 0) for v in values]
+    top = max(numbers, default=0.0)
+    if top <= 0:
+        return _SPARKS[0] * len(numbers)
+    return "".join(_SPARKS[min(7, int(v / top * 7.999))] for v in numbers)
+
+
+def format_cell(value: Any, kind: str) -> str:
+    """A value as a table shows it."""
+    if kind == "usd":
+        return format_usd(value)
+    if kind == "int":
+        return format_int(value)
+    if kind == "percent":
+        return format_percent(value)
+    if kind == "datetime":
+        return format_datetime(value)
+    if kind == "spark":
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            return sparkline(value)
+        return bar(value)
+    return "" if value is None else str(value)
+
+
+# --- machine fields ----------------------------------------------------------------------
+
+
+def field_names(columns: Sequence[Column]) -> list[str]:
+    """The JSON / CSV field names of ``columns``, in order (usd columns give two)."""
+    names: list[str] = []
+    for column in columns:
+        if column.kind == "spark":
+            continue
+        if column.kind == "usd":
+            names += [f"{column.key}_usd", f"{column.key}_picousd"]
+        else:
+            names.append(column.key)
+    return names
+
+
+def machine_row(row: Mapping[str, Any], columns: Sequence[Column]) -> dict[str, Any]:
+    """One row as JSON / CSV carry it: exact money twice over, datetimes in ISO 8601."""
+    out: dict[str, Any] = {}
+    for column in columns:
+        value = row.get(column.key)
+        if column.kind == "spark":
+            continue
+        if column.kind == "usd":
+            out[f"{column.key}_usd"] = usd_string(value)
+            out[f"{column.key}_picousd"] = None if value is None else int(value)
+        elif column.kind == "int":
+            out[column.key] = None if value is None else int(value)
+        elif column.kind == "percent":
+            out[column.key] = None if value is None else float(value)
+        elif column.kind == "datetime":
+            out[column.key] = iso_datetime(value)
+        else:
+            out[column.key] = None if value is None else str(value)
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def emit(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    fmt: str,
+    *,
+    title: str | None = None,
+    totals: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    file: TextIO | None = None,
+) -> None:
+    """Write ``rows`` as a table, a JSON document or CSV to ``file`` (default: stdout)."""
+    out = file if file is not None else sys.stdout
+    if fmt == "json":
+        document = {
+            "title": title,
+            "meta": _json_safe(dict(meta or {})),
+            "columns": [
+                {"key": c.key, "header": c.header, "kind": c.kind}
+                for c in columns
+                if c.kind != "spark"
+            ],
+            "rows": [machine_row(row, columns) for row in rows],
+            "totals": None if totals is None else machine_row(totals, columns),
+        }
+        out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        names = field_names(columns)
+        writer.writerow(names)
+        for row in rows:
+            fields = machine_row(row, columns)
+            writer.writerow(["" if fields[n] is None else fields[n] for n in names])
+    elif fmt == "table":
+        console = make_console(out)
+        console.print(render_table(rows, columns, title=title, totals=totals, meta=meta,
+                                   width=console.width))
+    else:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+
+
+def make_console(file: TextIO | None = None, width: int | None = None) -> Any:
+    """A rich Console for ``file``: colour only on a terminal and without ``NO_COLOR``.
+
+    Off a terminal there are never escape codes; the width is ``COLUMNS`` if set, else wide
+    enough that a table written to a file is not folded at 80 columns.
+    """
+    from rich.console import Console
+
+    out = file if file is not None else sys.stdout
+    is_tty = bool(getattr(out, "isatty", lambda: False)())
+    if width is None and not is_tty:
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else 200
+    return Console(
+        file=out,
+        width=width,
+        no_color=bool(os.environ.get("NO_COLOR")) or None,
+        force_terminal=is_tty,
+        color_system="auto" if is_tty else None,
+        highlight=False,
+        emoji=False,
+        soft_wrap=False,
+    )
+
+
+def render_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    *,
+    title: str | None = None,
+    totals: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    width: int = 120,
+) -> Any:
+    """The rich ``Table`` for ``rows`` (used by :func:`emit` and by live views)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    compact = width < COMPACT
+    every = [*rows, *([totals] if totals is not None else [])]
+    shown = _fitting(columns, every, width, compact)
+    caption = _caption(meta)
+    hidden = len([c for c in columns if c not in shown and c.kind != "spark"])
+    if hidden:
+        note = f"{hidden} column{'s' * (hidden > 1)} hidden to fit {width} columns"
+        caption = f"{caption} · {note}" if caption else note
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
+                  caption_justify="left", pad_edge=False, show_edge=False,
+                  collapse_padding=compact)
+    for column in shown:
+        numeric = column.kind in ("int", "usd", "percent")
+        longest = max((len(format_cell(r.get(column.key), column.kind)) for r in every),
+                      default=0)
+        table.add_column(
+            column.header,
+            justify="right" if numeric else "left",
+            # numbers and dates are never cut; long names are shortened with an ellipsis
+            no_wrap=column.kind not in ("text",),
+            overflow="fold" if numeric else "ellipsis",
+            min_width=min(longest, 14) if column.kind == "text" else _min_width(column),
+            style="cyan" if column.kind == "spark" else None,
+        )
+    for row in rows:
+        table.add_row(*(_cell(row.get(c.key), c, Text, compact) for c in shown))
+    if totals is not None:
+        table.add_section()
+        cells = [_cell(totals.get(c.key), c, Text, compact) for c in shown]
+        if shown and shown[0].key not in totals:
+            cells[0] = Text("total")
+        table.add_row(*cells, style="bold")
+    return table
+
+
+def _natural_width(column: Column, rows: Sequence[Mapping[str, Any]], compact: bool) -> int:
+    def text(value: Any) -> str:
+        if compact and column.kind == "int":
+            return format_int_compact(value)
+        return format_cell(value, column.kind)
+
+    cells = [len(text(r.get(column.key))) for r in rows]
+    return max([len(column.header), *cells, _min_width(column) or 0]) + 2
+
+
+def _fitting(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], width: int,
+             compact: bool) -> list[Column]:
+    """The columns that fit ``width``: bars go first, then (right to left) extra counts,
+    then extra money columns; the first column, the first count and the first amount stay."""
+    shown = [c for c in columns if c.kind != "spark" or width >= NARROW]
+    widths = {c.key: _natural_width(c, rows, compact) for c in shown}
+    first_int = next((c for c in shown if c.kind == "int"), None)
+    first_usd = next((c for c in shown if c.kind == "usd"), None)
+    keep = {id(shown[0])} if shown else set()
+    keep |= {id(c) for c in (first_int, first_usd) if c is not None}
+    order = [c for c in shown if c.kind == "spark"]
+    order += [c for c in reversed(shown) if c.kind in ("int", "percent") and id(c) not in keep]
+    order += [c for c in reversed(shown) if c.kind == "datetime" and id(c) not in keep]
+    order += [c for c in reversed(shown) if c.kind == "usd" and id(c) not in keep]
+    for column in order:
+        if sum(widths[c.key] for c in shown) <= width:
+            break
+        shown.remove(column)
+    return shown
+
+
+def _min_width(column: Column) -> int | None:
+    if column.kind == "usd":
+        return 8
+    if column.kind == "datetime":
+        return 16
+    return None
+
+
+def _cell(value: Any, column: Column, text_type: Any, compact: bool = False) -> Any:
+    if compact and column.kind == "int":
+        text = format_int_compact(value)
+    else:
+        text = format_cell(value, column.kind)
+    if column.kind == "usd" and value is None:
+        return text_type(text, style="yellow")
+    return text_type(text)
+
+
+def _caption(meta: Mapping[str, Any] | None) -> str | None:
+    if not meta:
+        return None
+    parts = [
+        f"{key.replace('_', ' ')}: {value}"
+        for key, value in meta.items()
+        if isinstance(value, str | int | float) and not isinstance(value, bool) and value != ""
+    ]
+    return " · ".join(parts) or None

@@ -1,0 +1,688 @@
+"""Team share: privacy-safe daily summaries out to a shared folder, and the team's back in.
+
+Layout (Hive-style partitions, JSON Lines; see docs/team-share.md for every field)::
+
+    <share>/ccmeter/v1/month=2026-11/user=<user>/part-<machine-id>.jsonl
+
+Design notes (the why):
+- One file per user per machine per month, fully rewritten on every push from the local
+  database, so a push is idempotent and two machines of one user never write the same file.
+- Files are written to a dot-named temporary file in the same folder, fsynced, then
+  ``os.replace``-d into place: a reader sees the old file or the new one, never half of
+  one, and globbing readers (``*.jsonl``) skip the dot-named temporaries.
+- Only the fields of :data:`ROW_FIELDS` leave the laptop: counts, tokens and costs per
+  local day x project x model. No prompts, paths, keys, session or request ids.
+- Reading is the standard library only. A file that does not parse, or breaks the schema,
+  is skipped whole (never half-counted) and named in a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import getpass
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from ccmeter import store
+from ccmeter.config import CCMeterError, Paths
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PICO = 10**12
+MACHINE_ID_FILE = "machine-id"
+STALE_TEMP_SECONDS = 3600
+
+TOKEN_FIELDS: tuple[str, ...] = (
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+)
+COUNT_FIELDS: tuple[str, ...] = (
+    "calls",
+    *TOKEN_FIELDS,
+    "unpriced_calls",
+    "blocked_calls",
+    "cap_hits",
+)
+#: Every field of a share row, in file order. Nothing else is ever written.
+ROW_FIELDS: tuple[str, ...] = (
+    "schema_version",
+    "day",
+    "project",
+    "model",
+    "calls",
+    *TOKEN_FIELDS,
+    "cost_usd",
+    "cost_picousd",
+    "unpriced_calls",
+    "blocked_calls",
+    "cap_hits",
+)
+
+DIMENSIONS: tuple[str, ...] = ("user", "project", "model", "day", "week", "month")
+TIME_DIMENSIONS = frozenset({"day", "week", "month"})
+
+# --- SQL (executed through store.query) -----------------------------------------------------
+
+#: Per local day x project x model. ``calls`` are calls sent upstream (every status but
+#: blocked); cost sums priced calls only, and unpriced ones are counted apart, never as $0.
+SUMMARY_SQL = """
+SELECT
+    date(started_ts, 'unixepoch', 'localtime') AS day,
+    project,
+    COALESCE(model, requested_model) AS model,
+    SUM(status != 'blocked') AS calls,
+    SUM(input_tokens) AS input_tokens,
+    SUM(cache_write_5m_tokens) AS cache_write_5m_tokens,
+    SUM(cache_write_1h_tokens) AS cache_write_1h_tokens,
+    SUM(cache_read_tokens) AS cache_read_tokens,
+    SUM(output_tokens) AS output_tokens,
+    SUM(CASE WHEN status != 'blocked' THEN cost_picousd END) AS cost_picousd,
+    SUM(status != 'blocked' AND cost_picousd IS NULL) AS unpriced_calls,
+    SUM(status = 'blocked') AS blocked_calls
+FROM api_calls
+WHERE started_ts >= :since_ts
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
+
+CAP_EVENTS_COLUMNS_SQL = "SELECT name FROM pragma_table_info('cap_events')"
+
+#: Used when the caps feature's ``cap_events`` table exists (columns ts, project, model).
+CAP_EVENTS_SQL = """
+SELECT
+    date(ts, 'unixepoch', 'localtime') AS day,
+    project,
+    model,
+    COUNT(*) AS cap_hits
+FROM cap_events
+WHERE ts >= :since_ts
+GROUP BY 1, 2, 3
+"""
+
+#: Without a cap-events table, every blocked call is a cap hit.
+BLOCKED_AS_CAP_HITS_SQL = """
+SELECT
+    date(started_ts, 'unixepoch', 'localtime') AS day,
+    project,
+    COALESCE(model, requested_model) AS model,
+    COUNT(*) AS cap_hits
+FROM api_calls
+WHERE started_ts >= :since_ts AND status = 'blocked'
+GROUP BY 1, 2, 3
+"""
+
+
+# --- identity and privacy -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShareSettings:
+    """Where to push and how names are shown, resolved from options, env and config."""
+
+    user: str
+    share: Path | None = None
+    anonymize: bool = False
+    hash_projects: bool = False
+    salt: str | None = None
+    project_names: Mapping[str, str] = field(default_factory=dict)
+
+    def public_user(self) -> str:
+        """The user name as it appears in the share (hashed with --anonymize)."""
+        if self.anonymize:
+            return "u-" + _keyed_hash(self._salt("--anonymize"), "user", self.user)[:16]
+        return self.user
+
+    def public_project(self, name: str | None) -> str | None:
+        """The project name as it appears in the share: mapped, hashed or as is."""
+        if name is None or not name.strip():
+            return None
+        name = project_leaf(name)
+        if name in self.project_names:
+            return self.project_names[name]
+        if self.hash_projects:
+            return "p-" + _keyed_hash(self._salt("hashing project names"), "project", name)[:12]
+        return name
+
+    def _salt(self, what: str) -> str:
+        if not self.salt:
+            raise CCMeterError(
+                f"{what} needs a team salt: set salt = \"<a long random string>\" under "
+                "[share] in ccmeter's config.toml, the same value on every teammate's machine"
+            )
+        return self.salt
+
+
+def _keyed_hash(salt: str, kind: str, value: str) -> str:
+    return hmac.new(salt.encode(), f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def project_leaf(name: str) -> str:
+    """A project name never carries a path: keep only its last component."""
+    parts = [p for p in re.split(r"[\\/]+", name.strip()) if p]
+    return parts[-1] if parts else name.strip()
+
+
+def default_user() -> str:
+    try:
+        login = getpass.getuser()
+    except Exception:  # no login name (some containers): still produce something stable
+        login = "user"
+    host = socket.gethostname().split(".")[0] or "host"
+    return f"{login}@{host}"
+
+
+def resolve_settings(
+    cfg: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    share: str | Path | None = None,
+    user: str | None = None,
+    anonymize: bool | None = None,
+    hash_projects: bool | None = None,
+) -> ShareSettings:
+    """Options beat the environment, which beats ``[share]`` in the config, then defaults."""
+    section = cfg.get("share") or {}
+    if not isinstance(section, Mapping):
+        raise CCMeterError("[share] in config.toml must be a table, e.g. [share] path = \"...\"")
+    names = section.get("project_names") or {}
+    if not isinstance(names, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in names.items()
+    ):
+        raise CCMeterError(
+            '[share.project_names] must map names to non-empty names, e.g. "secret" = "Project A"'
+        )
+    chosen_user = user or env.get("CCMETER_USER") or section.get("user") or default_user()
+    salt = section.get("salt")
+    if salt is not None and not isinstance(salt, str):
+        raise CCMeterError("[share] salt must be a string")
+    return ShareSettings(
+        user=check_user(str(chosen_user)),
+        share=share_folder(cfg, share),
+        anonymize=bool(section.get("anonymize", False)) if anonymize is None else anonymize,
+        hash_projects=(bool(section.get("hash_projects", False))
+                       if hash_projects is None else hash_projects),
+        salt=salt or None,
+        project_names=dict(names),
+    )
+
+
+def share_folder(cfg: Mapping[str, Any], option: str | Path | None) -> Path | None:
+    """The share folder: the option, else ``[share] path`` in the config, else None."""
+    section = cfg.get("share") or {}
+    raw = option if option is not None else (
+        section.get("path") if isinstance(section, Mapping) else None)
+    return Path(str(raw)).expanduser() if raw else None
+
+
+def check_user(user: str) -> str:
+    user = user.strip()
+    if not user or len(user) > 200 or any(ord(c) < 32 for c in user) or user in (".", ".."):
+        raise CCMeterError(f"{user!r} is not a usable user name for the share; pass --user NAME")
+    return user
+
+
+def machine_id(paths: Paths) -> str:
+    """A random id for this machine, created once and kept in ccmeter's data folder."""
+    path = paths.data_dir / MACHINE_ID_FILE
+    with contextlib.suppress(FileNotFoundError):
+        existing = path.read_text(encoding="ascii").strip()
+        if re.fullmatch(r"[0-9a-f]{16}", existing):
+            return existing
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    new = secrets.token_hex(8)
+    try:  # O_EXCL: two first pushes at once agree on one id
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        time.sleep(0.05)
+        existing = path.read_text(encoding="ascii").strip()
+        if re.fullmatch(r"[0-9a-f]{16}", existing):
+            return existing
+        raise CCMeterError(f"{path} is damaged; delete it and push again") from None
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(new + "\n")
+    return new
+
+
+# --- summarising the local database ---------------------------------------------------------
+
+
+def usd_string(picousd: int) -> str:
+    """Exact decimal USD from integer picodollars, always 12 decimal places."""
+    sign = "-" if picousd < 0 else ""
+    whole, frac = divmod(abs(picousd), PICO)
+    return f"{sign}{whole}.{frac:012d}"
+
+
+def summarise(
+    db: Any, settings: ShareSettings, *, since_ts: float | None = None
+) -> list[dict[str, Any]]:
+    """Share rows (see :data:`ROW_FIELDS`) for this user's database, names made public."""
+    params = {"since_ts": float("-inf") if since_ts is None else since_ts}
+    merged: dict[tuple[str, str | None, str | None], dict[str, Any]] = {}
+
+    def slot(day: str, project: str | None, model: str | None) -> dict[str, Any]:
+        key = (day, settings.public_project(project), model)
+        if key not in merged:
+            merged[key] = {f: 0 for f in COUNT_FIELDS} | {"cost_picousd": 0}
+        return merged[key]
+
+    for row in store.query(db, SUMMARY_SQL, params):
+        target = slot(row["day"], row["project"], row["model"])
+        for name in ("calls", *TOKEN_FIELDS, "unpriced_calls", "blocked_calls"):
+            target[name] += int(row[name] or 0)
+        target["cost_picousd"] += int(row["cost_picousd"] or 0)
+    cap_columns = {r["name"] for r in store.query(db, CAP_EVENTS_COLUMNS_SQL)}
+    cap_sql = (CAP_EVENTS_SQL if {"ts", "project", "model"} <= cap_columns
+               else BLOCKED_AS_CAP_HITS_SQL)
+    for row in store.query(db, cap_sql, params):
+        slot(row["day"], row["project"], row["model"])["cap_hits"] += int(row["cap_hits"])
+
+    out = []
+    for (day, project, model), sums in sorted(merged.items(), key=_sort_key):
+        cost = sums["cost_picousd"]
+        if sums["calls"] and sums["unpriced_calls"] == sums["calls"]:
+            cost = None
+        out.append({
+            "schema_version": SCHEMA_VERSION,
+            "day": day,
+            "project": project,
+            "model": model,
+            "calls": sums["calls"],
+            **{name: sums[name] for name in TOKEN_FIELDS},
+            "cost_usd": None if cost is None else usd_string(cost),
+            "cost_picousd": cost,
+            "unpriced_calls": sums["unpriced_calls"],
+            "blocked_calls": sums["blocked_calls"],
+            "cap_hits": sums["cap_hits"],
+        })
+    return out
+
+
+def _sort_key(item: tuple[tuple[str, str | None, str | None], Any]) -> tuple:
+    day, project, model = item[0]
+    return (day, project is not None, project or "", model is not None, model or "")
+
+
+# --- writing the share ----------------------------------------------------------------------
+
+
+def share_base(share: Path) -> Path:
+    return share / "ccmeter" / f"v{SCHEMA_VERSION}"
+
+
+def encode_partition(value: str) -> str:
+    """Hive-style escaping of a partition value (DuckDB, Spark and Athena decode it)."""
+    return quote(value, safe="@.+-_~")
+
+
+def part_path(share: Path, month: str, user: str, machine: str) -> Path:
+    return (share_base(share) / f"month={month}" / f"user={encode_partition(user)}"
+            / f"part-{machine}.jsonl")
+
+
+def encode_rows(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    lines = [json.dumps({k: row[k] for k in ROW_FIELDS}, separators=(",", ":"),
+                        ensure_ascii=False) for row in rows]
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+@dataclass
+class PushResult:
+    user: str
+    machine: str
+    rows: int = 0
+    written: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+
+
+def push(
+    db: Any,
+    paths: Paths,
+    settings: ShareSettings,
+    *,
+    since: date | None = None,
+    dry_run: bool = False,
+) -> tuple[PushResult, dict[Path, list[dict[str, Any]]]]:
+    """Rewrite this machine's file for every month the database has (from ``since``'s month).
+
+    Returns what was done and, per file, the rows it holds (for ``--dry-run``).
+    """
+    share = settings.share
+    if share is None:
+        raise CCMeterError("no share folder: pass --to PATH or set [share] path in config.toml")
+    if not dry_run and not share.is_dir():
+        raise CCMeterError(f"share folder {share} does not exist (is it mounted?); "
+                           "ccmeter creates folders inside it but never the share itself")
+    since_ts = None
+    if since is not None:
+        since_ts = datetime(since.year, since.month, 1).timestamp()  # local midnight
+    rows = summarise(db, settings, since_ts=since_ts)
+    user = settings.public_user()
+    machine = machine_id(paths)
+    by_month: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_month.setdefault(row["day"][:7], []).append(row)
+    result = PushResult(user=user, machine=machine, rows=len(rows))
+    plan = {part_path(share, month, user, machine): month_rows
+            for month, month_rows in sorted(by_month.items())}
+    if dry_run:
+        return result, plan
+    for path, month_rows in plan.items():
+        data = encode_rows(month_rows)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _clean_stale_temps(path)
+            with contextlib.suppress(OSError):
+                if path.read_bytes() == data:  # nothing new: leave the file (and mtime) be
+                    result.unchanged.append(path)
+                    continue
+            write_atomic(path, data)
+        except OSError as exc:
+            raise CCMeterError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        result.written.append(path)
+    return result, plan
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same folder (dot-named), fsync, rename over; fsync the folder."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # teammates read it; mkstemp made it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError, AttributeError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _clean_stale_temps(path: Path) -> None:
+    """Remove this machine's own temporaries left by a push that died (never others')."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+
+
+# --- reading the share ----------------------------------------------------------------------
+
+
+@dataclass
+class TeamData:
+    rows: list[dict[str, Any]]
+    files: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"skipped {path}: {reason}" for path, reason in self.skipped]
+
+
+class _BadFile(ValueError):
+    pass
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MONTH_DIR = re.compile(r"month=(\d{4}-\d{2})")
+_PART_NAME = re.compile(r"part-[0-9A-Za-z_-]{1,64}\.jsonl")
+
+
+def read_share(share: Path, *, since: date | None = None, until: date | None = None) -> TeamData:
+    """Every user's rows in [since, until] (days, inclusive); bad files skipped and named."""
+    base = share_base(share)
+    if not base.is_dir():
+        if not share.is_dir():
+            raise CCMeterError(f"share folder {share} does not exist (is it mounted?)")
+        raise CCMeterError(f"{share} holds no ccmeter share yet ({base} is missing); "
+                           f"run `ccmeter push --to {share}` first")
+    lo = since.isoformat() if since else ""
+    hi = until.isoformat() if until else "9999-99-99"
+    data = TeamData(rows=[])
+    for month_entry in sorted(os.scandir(base), key=lambda e: e.name):
+        match = _MONTH_DIR.fullmatch(month_entry.name)
+        if not match or not month_entry.is_dir():
+            continue
+        month = match.group(1)
+        if month < lo[:7] or month > hi[:7]:
+            continue  # partition pruning
+        for user_entry in sorted(os.scandir(month_entry.path), key=lambda e: e.name):
+            if not user_entry.name.startswith("user=") or not user_entry.is_dir():
+                continue
+            user = unquote(user_entry.name[len("user="):])
+            for file_entry in sorted(os.scandir(user_entry.path), key=lambda e: e.name):
+                name = file_entry.name
+                if name.startswith(".") or not name.endswith(".jsonl"):
+                    continue
+                path = Path(file_entry.path)
+                if not _PART_NAME.fullmatch(name):
+                    data.skipped.append((path, "not a ccmeter part file name (a sync "
+                                               "conflict copy?); not counted"))
+                    continue
+                try:
+                    rows = _read_file(path, month)
+                except _BadFile as exc:
+                    data.skipped.append((path, str(exc)))
+                    log.info("skipped %s: %s", path, exc)
+                    continue
+                data.files += 1
+                for row in rows:
+                    if lo <= row["day"] <= hi:
+                        row["user"] = user
+                        data.rows.append(row)
+    return data
+
+
+def _read_file(path: Path, month: str) -> list[dict[str, Any]]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise _BadFile(f"cannot read it ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise _BadFile("not UTF-8 text") from exc
+    if text and not text.endswith("\n"):
+        raise _BadFile("last line is cut short (half-written file?)")
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:  # one decode for the whole file: several times faster than line by line
+        objects = json.loads("[" + ",".join(lines) + "]")
+        if len(objects) != len(lines):
+            raise ValueError("a line holds more than one value")
+    except ValueError:
+        objects = None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if objects is None:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _BadFile(f"line {number} is not JSON ({exc.msg})") from exc
+        else:
+            obj = objects[number - 1]
+        try:
+            rows.append(_check_row(obj, month))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _BadFile(f"line {number}: {exc}") from exc
+    return rows
+
+
+def _check_row(obj: Any, month: str) -> dict[str, Any]:
+    """The row if it keeps to schema version 1 (extra fields are allowed and ignored)."""
+    if type(obj) is not dict:
+        raise ValueError("not a JSON object")
+    version = obj.get("schema_version")
+    if type(version) is not int:
+        raise ValueError("schema_version missing")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {version}, this ccmeter reads {SCHEMA_VERSION}")
+    day = obj.get("day")
+    if type(day) is not str or day[:7] != month or not _is_day(day):
+        raise ValueError(f"day {day!r} is not a date in month {month}")
+    for name in ("project", "model"):
+        value = obj.get(name)
+        if value is not None and type(value) is not str:
+            raise ValueError(f"{name} must be a string or null")
+    for name in COUNT_FIELDS:
+        value = obj.get(name)
+        if type(value) is not int or value < 0:  # type() is int: JSON true is not a count
+            raise ValueError(f"{name} must be a non-negative integer")
+    cost = obj.get("cost_picousd")
+    if cost is not None and type(cost) is not int:
+        raise ValueError("cost_picousd must be an integer or null")
+    obj.setdefault("project", None)
+    obj.setdefault("model", None)
+    obj.setdefault("cost_picousd", None)
+    return obj
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_day(text: str) -> bool:
+    if not _DAY.fullmatch(text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- aggregating ----------------------------------------------------------------------------
+
+
+def dimension_value(row: Mapping[str, Any], dimension: str) -> str | None:
+    if dimension == "day":
+        return row["day"]
+    if dimension == "month":
+        return row["day"][:7]
+    if dimension == "week":
+        return iso_week(row["day"])
+    return row[dimension]
+
+
+@functools.lru_cache(maxsize=4096)
+def iso_week(day: str) -> str:
+    """``2026-11-27`` -> ``2026-W48`` (ISO 8601 week, Monday first)."""
+    year, week, _ = date.fromisoformat(day).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def aggregate(rows: Iterable[Mapping[str, Any]], by: Sequence[str]) -> list[dict[str, Any]]:
+    """Group share rows by one or two dimensions of :data:`DIMENSIONS`.
+
+    ``cost_picousd`` is the exact sum of priced calls; it is None only when every call in the
+    group was unpriced (shown as "unpriced", never $0). Groups are ordered by time when a
+    time dimension is asked for, else by cost, highest first.
+    """
+    by = check_by(by)
+    groups: dict[tuple, dict[str, Any]] = {}
+    users: dict[tuple, set[str]] = {}
+    for row in rows:
+        key = tuple(dimension_value(row, dim) for dim in by)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = dict(zip(by, key, strict=True)) | {f: 0 for f in COUNT_FIELDS}
+            group["cost_picousd"] = 0
+            users[key] = set()
+        for name in COUNT_FIELDS:
+            group[name] += row[name]
+        if row["cost_picousd"] is not None:
+            group["cost_picousd"] += row["cost_picousd"]
+        users[key].add(row["user"])
+    out = []
+    for key, group in groups.items():
+        if group["calls"] and group["unpriced_calls"] == group["calls"]:
+            group["cost_picousd"] = None
+        group["users"] = len(users[key])
+        out.append(group)
+    return sort_groups(out, by)
+
+
+def totals(groups: Sequence[Mapping[str, Any]], rows: Iterable[Mapping[str, Any]]
+           ) -> dict[str, Any]:
+    total: dict[str, Any] = {f: sum(g[f] for g in groups) for f in COUNT_FIELDS}
+    priced = [g["cost_picousd"] for g in groups if g["cost_picousd"] is not None]
+    all_unpriced = total["calls"] and total["unpriced_calls"] == total["calls"]
+    total["cost_picousd"] = None if all_unpriced else sum(priced)
+    total["users"] = len({r["user"] for r in rows})
+    return total
+
+
+def sort_groups(groups: list[dict[str, Any]], by: Sequence[str]) -> list[dict[str, Any]]:
+    def text(value: Any) -> tuple[bool, str]:
+        return (value is None, value or "")
+
+    if any(dim in TIME_DIMENSIONS for dim in by):
+        return sorted(groups, key=lambda g: tuple(text(g[d]) for d in by))
+    return sorted(groups, key=lambda g: (
+        -(g["cost_picousd"] if g["cost_picousd"] is not None else -1),
+        tuple(text(g[d]) for d in by),
+    ))
+
+
+def check_by(by: Sequence[str]) -> list[str]:
+    by = [d.strip().lower() for d in by] or ["user"]
+    unknown = [d for d in by if d not in DIMENSIONS]
+    if unknown:
+        raise CCMeterError(f"cannot group by {unknown[0]!r}; choose from {', '.join(DIMENSIONS)}")
+    if len(by) > 2 or len(set(by)) != len(by):
+        raise CCMeterError("give one or two different --by dimensions, e.g. --by project "
+                           "--by model")
+    return by
+
+
+# --- dates ----------------------------------------------------------------------------------
+
+def parse_day(text: str, *, now: float | None = None, end: bool = False) -> date:
+    """The local day a ``--since`` (or, with ``end``, ``--until``) value falls on.
+
+    Accepts what ``ccmeter report`` accepts (``2026-11-27``, ``7d``, ``2w``, ``3m``,
+    ``today``, ``yesterday``, ``week``, ``month``; see :func:`ccmeter.reports.parse_when`)
+    plus a month, ``2026-11`` (its first day, or its last with ``end``). Share rows are whole
+    days, so a day is in when any part of it is in the range.
+    """
+    from ccmeter.reports import parse_when
+
+    value = text.strip()
+    if re.fullmatch(r"\d{4}-\d{2}", value):
+        try:
+            first = date.fromisoformat(value + "-01")
+        except ValueError:
+            raise CCMeterError(f"{text!r} is not a month; use e.g. 2026-11") from None
+        if not end:
+            return first
+        following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+        return following - timedelta(days=1)
+    try:
+        moment = parse_when(value, now=now, end=end)
+    except ValueError as exc:
+        raise CCMeterError(f"{exc}, or a month (2026-11)") from None
+    if end and re.fullmatch(r"\d{4}-\d{2}-\d{2}|today|yesterday", value.lower()):
+        moment -= 1  # parse_when's end of a day is the next midnight
+    return datetime.fromtimestamp(moment).date()

@@ -1,0 +1,146 @@
+"""``ccmeter caps``: set, show, unset, clear, mode, pause/resume, and user errors."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ccmeter import config, store
+from ccmeter.cli import app
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("CCMETER_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "140")
+    return tmp_path
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["caps", *args])
+
+
+def caps_table(home: Path) -> dict:
+    return tomllib.loads((home / "config.toml").read_text()).get("caps", {})
+
+
+def test_set_writes_exact_amounts_and_show_lists_them(home):
+    result = run("set", "--hourly", "5", "--daily", "20", "--monthly", "300")
+    assert result.exit_code == 0, result.output
+    assert "hourly $5.00, daily $20.00, monthly $300.00" in result.output
+    result = run("set", "--project", "big-refactor", "--daily", "10.125")
+    assert result.exit_code == 0, result.output
+    table = caps_table(home)
+    assert table["daily"] == "20" and table["monthly"] == "300"
+    assert table["projects"]["big-refactor"] == {"daily": "10.125"}
+
+    db = store.connect(home / "ccmeter.db")
+    import time
+    now = time.time()
+    store.upsert_calls(db, [{"call_uid": "c1", "started_at": "x", "started_ts": now - 1,
+                             "status": "ok", "cost_picousd": 4 * 10**12, "project": "big-refactor",
+                             "updated_ts": now}])
+    db.conn.close()
+
+    shown = run()
+    assert shown.exit_code == 0, shown.output
+    assert "project:big-refactor" in shown.output and "$10.13" not in shown.output
+    assert "$4.00" in shown.output and "calendar" in shown.output
+    doc = json.loads(run("--format", "json").output)
+    rows = {(r["cap"], r["scope"]): r for r in doc["rows"]}
+    assert rows[("daily", "global")]["spent_picousd"] == 4 * 10**12
+    assert rows[("daily", "global")]["limit_usd"] == "20.00" or \
+        rows[("daily", "global")]["limit_picousd"] == 20 * 10**12
+    assert rows[("daily", "project:big-refactor")]["used"] == pytest.approx(4 / 10.125)
+    assert rows[("hourly", "global")]["resets"] is not None
+    assert doc["meta"]["mode"] == "soft"
+
+
+def test_unset_clear_mode_and_settings(home):
+    assert run("set", "--daily", "20", "--weekly", "50").exit_code == 0
+    assert run("set", "--per-session", "--total", "3").exit_code == 0
+    assert run("unset", "weekly").exit_code == 0
+    assert "weekly" not in caps_table(home)
+    assert run("mode", "hard").exit_code == 0
+    assert caps_table(home)["mode"] == "hard"
+    assert run("set", "--window", "rolling", "--warn-at", "0.5,0.9", "--on-error", "block",
+               "--timezone", "Europe/Berlin").exit_code == 0
+    table = caps_table(home)
+    assert table["warn_at"] == [0.5, 0.9] and table["on_error"] == "block"
+    assert table["per_session"] == {"total": "3"}
+    assert run("clear").exit_code == 0
+    table = caps_table(home)
+    assert "daily" not in table and "per_session" not in table and table["mode"] == "hard"
+    assert "No spending caps set" in run().output
+
+
+def test_pause_and_resume_are_shown_and_logged(home):
+    assert run("set", "--daily", "20").exit_code == 0
+    result = run("pause", "--for", "30m")
+    assert result.exit_code == 0, result.output
+    assert "paused until" in result.output
+    assert "paused_until" in caps_table(home)
+    assert "PAUSED" in run().output
+    assert "caps paused until" in (home / "logs" / "ccmeter.log").read_text()
+    assert run("resume").exit_code == 0
+    assert "paused_until" not in caps_table(home)
+    assert "PAUSED" not in run().output
+    assert "caps resumed" in (home / "logs" / "ccmeter.log").read_text()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["set", "--daily", "abc"], "'abc' is not a dollar amount"),
+    (["set", "--daily", "-5"], "cannot be negative"),
+    (["set", "--daily", "0.0000000000001"], "more decimals than a picodollar"),
+    (["set"], "nothing to set"),
+    (["set", "--total", "3"], "add --per-session"),
+    (["set", "--project", "p", "--per-session", "--daily", "1"], "choose one of"),
+    (["set", "--mode", "harsh"], "mode must be one of"),
+    (["set", "--timezone", "Mars/Base"], "unknown time zone"),
+    (["set", "--warn-at", "2"], "warn_at"),
+    (["unset", "weekly"], "no weekly cap is set"),
+    (["unset", "yearly"], "unknown cap 'yearly'"),
+    (["mode", "medium"], "mode must be hard or soft"),
+    (["pause", "--for", "soon"], "is not a duration"),
+    (["--format", "xml"], "unknown format"),
+])
+def test_user_errors_are_one_line_and_exit_2(home, args, needle):
+    result = CliRunner().invoke(app, ["caps", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_broken_config_is_reported_not_overwritten(home):
+    (home / "config.toml").write_text("[caps\n")
+    result = run("set", "--daily", "20")
+    assert result.exit_code == 2 and "not valid TOML" in result.output
+    assert (home / "config.toml").read_text() == "[caps\n"
+
+
+def test_every_caps_command_and_option_has_help(home):
+    import typer.main
+
+    group = typer.main.get_command(app).commands["caps"]
+    assert group.help
+    for name, command in group.commands.items():
+        assert command.help, name
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.help, f"caps {name} {param.name}"
+
+
+def test_cap_statuses_for_the_status_line(home):
+    from ccmeter.caps import CapStatus, cap_statuses
+
+    cfg = {"caps": {"daily": "1", "per_session": {"total": "0.5"}}}
+    db = store.connect(config.paths().db_file)
+    statuses = cap_statuses(db, cfg, session_id="abc")
+    assert all(isinstance(s, CapStatus) for s in statuses)
+    assert {(s.name, s.scope, s.window) for s in statuses} == {
+        ("daily", "global", "calendar"), ("total", "session:abc", "total")}
+    assert all(s.fraction == 0 and s.spent_picousd == 0 for s in statuses)

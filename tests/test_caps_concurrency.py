@@ -1,0 +1,214 @@
+"""One cap, several mitmdump processes sharing one CCMETER_HOME, many concurrent clients:
+total spend stays within the documented bound (docs/caps.md, "How far a cap can overshoot").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from capsproxy import mitmdump, post, write_caps
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from standin import StandIn, message_events, sse_reply
+
+from ccmeter import caps, store
+
+CALL_PICO = 485_000_000  # the stand-in's default answer on claude-opus-4-8 ($0.000485)
+PROXIES = 3
+CLIENTS = 8
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("CCMETER_HOME", str(tmp_path))
+    return tmp_path
+
+
+def spend_until_refused(home: Path, estimate: str) -> tuple[int, int, int, int]:
+    """Every client posts until refused. Returns (total spend, ok calls, refusals, upstream)."""
+    limit_calls = 20
+    write_caps(home, {"daily": f"{limit_calls * CALL_PICO / 10**12:.6f}", "estimate": estimate,
+                      "notify": False})
+    with StandIn() as api, contextlib.ExitStack() as stack:
+        # slow answers so that many calls are in flight at once, on every proxy
+        api.default = lambda rec: sse_reply(message_events(), chunk_sizes=64, delay_s=0.01)
+        ports = [stack.enter_context(mitmdump(home, api.url, name=f"p{i}"))
+                 for i in range(PROXIES)]
+        results: list[int] = []
+        lock = threading.Lock()
+
+        def client(n: int) -> None:
+            for attempt in range(200):
+                status = post(ports[(n + attempt) % PROXIES], session=f"s{n}")[0]
+                with lock:
+                    results.append(status)
+                if status == 429:
+                    return
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        upstream = len(api.messages_requests())
+    conn = sqlite3.connect(home / "ccmeter.db")
+    total = conn.execute("SELECT COALESCE(SUM(cost_picousd), 0) FROM api_calls").fetchone()[0]
+    conn.close()
+    return total, results.count(200), results.count(429), upstream
+
+
+def test_spend_stays_within_the_in_flight_bound(home):
+    total, ok, refused, upstream = spend_until_refused(home, estimate="0")
+    limit = 20 * CALL_PICO
+    assert refused == CLIENTS  # every client was stopped
+    assert ok == upstream  # nothing refused reached the API
+    assert total >= limit  # it did not stop early
+    # overshoot <= calls in flight when the cap was crossed x the cost of one call; at most
+    # one call per client can be in flight
+    assert total - limit <= CLIENTS * CALL_PICO, (total, ok)
+
+
+def test_a_full_estimate_bounds_overshoot_to_one_call(home):
+    total, ok, refused, upstream = spend_until_refused(
+        home, estimate=f"{CALL_PICO / 10**12:.6f}")
+    limit = 20 * CALL_PICO
+    assert refused == CLIENTS and ok == upstream
+    assert limit <= total < limit + CALL_PICO, (total, ok)
+
+
+# --- the store side of the check: correct sums, index use, speed -------------------------
+
+def _row(uid: str, ts: float, cost: int | None, project: str | None, session: str | None):
+    return {"call_uid": uid, "started_at": "x", "started_ts": ts, "status": "ok",
+            "cost_picousd": cost, "project": project, "session_id": session, "updated_ts": ts}
+
+
+def _truth(db, start: float, project=None, session=None) -> int:
+    sql = "SELECT COALESCE(SUM(cost_picousd), 0) FROM api_calls WHERE started_ts >= ?"
+    args: list = [start]
+    if project is not None:
+        sql += " AND project = ?"
+        args.append(project)
+    if session is not None:
+        sql += " AND session_id = ?"
+        args.append(session)
+    return db.execute(sql, args).fetchone()[0]
+
+
+ops = st.lists(st.tuples(
+    st.integers(0, 9), st.floats(0, 20_000), st.one_of(st.none(), st.integers(0, 10**9)),
+    st.sampled_from([None, "a", "b"]), st.sampled_from([None, "s1", "s2"]), st.booleans()),
+    max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=ops, start=st.floats(0, 20_000))
+def test_bucket_sums_always_equal_a_plain_sum(tmp_path_factory, ops, start):
+    db = store.connect(tmp_path_factory.mktemp("db") / "c.db")
+    base = 1_800_000_000.0
+    for uid, offset, cost, project, session, delete in ops:
+        if delete:
+            db.execute("DELETE FROM api_calls WHERE call_uid = ?", [f"c{uid}"])
+        else:
+            store.upsert_calls(db, [_row(f"c{uid}", base + offset, cost, project, session)])
+    now = base + 30_000
+    for project, session in ((None, None), ("a", None), ("b", None), (None, "s1")):
+        window = store.SpendWindow(base + start, project, session)
+        assert store.cap_spent(db, window, now) == _truth(db, base + start, project, session)
+    db.conn.close()
+
+
+def test_upgrade_backfills_buckets_from_existing_rows(tmp_path):
+    import sqlite3
+
+    import sqlite_utils
+
+    conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for number, step in enumerate(store.MIGRATIONS[:2], start=1):  # the schema before caps
+        step(db)
+        db.execute(f"PRAGMA user_version={number}")
+    now = time.time()
+    for i in range(50):
+        db.execute("INSERT INTO api_calls (call_uid, started_at, started_ts, status, "
+                   "cost_picousd, project, session_id, updated_ts) VALUES (?,?,?,?,?,?,?,?)",
+                   [f"c{i}", "x", now - i * 600, "ok", 10**9 + i, f"p{i % 3}", f"s{i % 4}", now])
+    conn.close()
+    db = store.connect(tmp_path / "c.db")
+    for start in (now - 3600, now - 86400, 0):
+        for project in (None, "p1"):
+            assert store.cap_spent(db, store.SpendWindow(start, project), now) == \
+                _truth(db, start, project)
+    db.conn.close()
+
+
+def test_reservations_count_until_released_or_expired(tmp_path):
+    db = store.connect(tmp_path / "c.db")
+    now = time.time()
+    window = store.SpendWindow(now - 60)
+    reserve = store.Reservation("c1", now, 5 * 10**9, now + 900, "p", "s")
+    spent, allowed = store.cap_check_and_reserve(db, [window], now, lambda s: True, reserve)
+    assert spent == [0] and allowed
+    assert store.cap_spent(db, window, now) == 5 * 10**9
+    # the row's cost so far (message_start) replaces part of the estimate, never adds to it
+    store.upsert_calls(db, [_row("c1", now, 2 * 10**9, "p", "s")])
+    assert store.cap_spent(db, window, now) == 5 * 10**9
+    final = _row("c1", now, 7 * 10**9, "p", "s") | {store.RELEASE_RESERVATION: True}
+    store.upsert_calls(db, [final])
+    assert store.cap_reservations(db) == []
+    assert store.cap_spent(db, window, now) == 7 * 10**9
+    # a reservation left by a process that died stops counting when it expires
+    store.cap_check_and_reserve(db, [window], now, lambda s: True,
+                                store.Reservation("c2", now, 10**9, now + 1))
+    assert store.cap_spent(db, window, now) == 8 * 10**9
+    assert store.cap_spent(db, window, now + 2) == 7 * 10**9
+    db.conn.close()
+
+
+def test_check_queries_use_indexes(tmp_path):
+    db = store.connect(tmp_path / "c.db")
+    plans = [" ".join(str(r[-1]) for r in db.execute("EXPLAIN QUERY PLAN " + sql, params))
+             for sql, params in [
+                 (store._BUCKETS_SQL, ["", 0]),
+                 *((s, {"key": "x", "start": 0, "edge": 1, "first": 0})
+                   for s in store._EDGE_SQL.values())]]
+    assert "USING PRIMARY KEY (scope=? AND bucket>?)" in plans[0]
+    assert "api_calls_started_ts" in plans[1]
+    assert "api_calls_project" in plans[2]
+    assert "api_calls_session" in plans[3]
+    db.conn.close()
+
+
+def test_check_latency(tmp_path):
+    """A smaller stand-in for the 1,000,000-row measurement in docs/caps.md (bench there)."""
+    path = tmp_path / "c.db"
+    db = store.connect(path)
+    rng = random.Random(7)
+    now = time.time()
+    cols = ("call_uid", "started_at", "started_ts", "status", "cost_picousd", "project",
+            "session_id", "updated_ts")
+    store.bulk_insert_calls(db, ((f"c{i}", "x", now - rng.random() * 90 * 86400, "ok",
+                                  rng.randint(10**8, 10**11), f"p{i % 20}", f"s{i // 50}", now)
+                                 for i in range(100_000)), cols)
+    policy = caps.parse_policy({"caps": {
+        "hourly": "1000000", "daily": "1000000", "weekly": "1000000", "monthly": "1000000",
+        "projects": {"p3": {"daily": "1000000"}}, "per_session": {"total": "1000000"}}})
+    guard = caps.Guard(path)
+    latencies = []
+    for i in range(600):
+        started = time.perf_counter()
+        decision = guard.check(policy, call_uid=f"n{i}", project="p3", session_id="s77",
+                               model="claude-opus-4-8")
+        latencies.append(time.perf_counter() - started)
+        store.cap_release(db, f"n{i}")
+        assert decision.allowed
+    latencies.sort()
+    guard.close()
+    db.conn.close()
+    assert latencies[len(latencies) // 2] < 0.002  # p50 well under 1 ms on a normal laptop

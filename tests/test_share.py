@@ -1,0 +1,594 @@
+"""Team share: summaries, the files on the share, identity/privacy, reading them back.
+
+Every expectation is computed independently from the raw call rows the test wrote, never
+from ccmeter's own summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from collections import Counter
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ccmeter import share, store
+from ccmeter.config import CCMeterError, Paths
+
+PICO = 10**12
+MODELS = ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5")
+PROJECTS = ("api-server", "web", None, "/home/someone/SECRET-PATH/infra")
+FIRST_DAY = date(2026, 10, 12)  # 40 days: crosses the October/November month boundary
+DAYS = 40
+SECRETS = ("SECRET-PATH", "sk-ant-", "session-", "msg_", "req_", "prompt")
+
+
+def local_ts(day: date, hour: int, minute: int = 0) -> float:
+    return datetime(day.year, day.month, day.day, hour, minute).timestamp()
+
+
+def make_rows(user: str, seed: int, *, days: int = DAYS, first: date = FIRST_DAY) -> list[dict]:
+    """Realistic call rows: ok, unpriced, blocked and upstream errors across days."""
+    rng = random.Random(seed)
+    rows = []
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        for n in range(rng.randint(0, 6)):
+            kind = rng.choices(["ok", "unpriced", "blocked", "error"], [75, 10, 10, 5])[0]
+            model = rng.choice(MODELS)
+            project = rng.choice(PROJECTS)
+            row = {
+                "call_uid": f"{user}-{offset}-{n}",
+                "started_at": "ignored",
+                "started_ts": local_ts(day, rng.randint(0, 23), rng.randint(0, 59)),
+                "session_id": f"session-{user}-{offset}",
+                "project": project,
+                "working_dir_name": "/home/someone/SECRET-PATH",
+                "request_id": f"req_{user}{offset}{n}",
+                "message_id": f"msg_{user}{offset}{n}",
+                "hops_json": json.dumps({"prompt": "sk-ant-secret"}),
+                "requested_model": model,
+                "model": model,
+                "status": "ok",
+                "input_tokens": rng.randint(1, 5000),
+                "cache_write_5m_tokens": rng.randint(0, 20000),
+                "cache_write_1h_tokens": rng.choice([0, 0, rng.randint(1, 9000)]),
+                "cache_read_tokens": rng.randint(0, 200000),
+                "output_tokens": rng.randint(1, 8000),
+                "cost_picousd": rng.randint(10**9, 3 * PICO),
+                "updated_ts": 0.0,
+            }
+            if kind == "unpriced":
+                row.update(model="claude-future-9", requested_model="claude-future-9",
+                           cost_picousd=None)
+            elif kind == "blocked":
+                row.update(status="blocked", model=None, cost_picousd=None, input_tokens=0,
+                           cache_write_5m_tokens=0, cache_write_1h_tokens=0,
+                           cache_read_tokens=0, output_tokens=0)
+            elif kind == "error":
+                row.update(status="upstream_error", http_status=529, cost_picousd=0,
+                           input_tokens=0, cache_write_5m_tokens=0, cache_write_1h_tokens=0,
+                           cache_read_tokens=0, output_tokens=0)
+            rows.append(row)
+    return rows
+
+
+def fill_home(home: Path, rows: list[dict]) -> Paths:
+    paths = Paths(config_dir=home, data_dir=home)
+    db = store.connect(paths.db_file)
+    store.upsert_calls(db, rows)
+    db.conn.close()
+    return paths
+
+
+def expected_totals(rows: list[dict]) -> dict:
+    """A user's totals straight from the raw rows, by the documented definitions."""
+    sent = [r for r in rows if r["status"] != "blocked"]
+    out = {
+        "calls": len(sent),
+        "unpriced_calls": sum(r["cost_picousd"] is None for r in sent),
+        "blocked_calls": len(rows) - len(sent),
+        "cap_hits": len(rows) - len(sent),
+        "cost_picousd": sum(r["cost_picousd"] or 0 for r in sent),
+    }
+    for name in share.TOKEN_FIELDS:
+        out[name] = sum(r[name] for r in rows)
+    return out
+
+
+def push_user(paths: Paths, share_dir: Path, user: str, **settings) -> share.PushResult:
+    db = store.connect(paths.db_file)
+    try:
+        result, _ = share.push(db, paths, share.ShareSettings(user=user, share=share_dir,
+                                                              **settings))
+    finally:
+        db.conn.close()
+    return result
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def share_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "team-share"
+    path.mkdir()
+    return path
+
+
+# --- summaries ------------------------------------------------------------------------------
+
+
+def test_summary_rows_match_the_raw_calls(tmp_path):
+    rows = make_rows("alice", 1)
+    paths = fill_home(tmp_path / "alice", rows)
+    db = store.connect(paths.db_file)
+    summary = share.summarise(db, share.ShareSettings(user="alice"))
+
+    expected: dict[tuple, list[dict]] = {}
+    for r in rows:
+        day = datetime.fromtimestamp(r["started_ts"]).date().isoformat()
+        project = None if r["project"] is None else r["project"].rsplit("/", 1)[-1]
+        expected.setdefault((day, project, r["model"] or r["requested_model"]), []).append(r)
+    assert [(s["day"], s["project"], s["model"]) for s in summary] == sorted(
+        expected, key=lambda k: (k[0], k[1] is not None, k[1] or "", k[2]))
+    for s in summary:
+        want = expected_totals(expected[(s["day"], s["project"], s["model"])])
+        assert list(s) == list(share.ROW_FIELDS)
+        assert s["schema_version"] == 1
+        for name in ("calls", *share.TOKEN_FIELDS, "unpriced_calls", "blocked_calls",
+                     "cap_hits"):
+            assert s[name] == want[name], name
+        if want["calls"] and want["unpriced_calls"] == want["calls"]:
+            assert s["cost_picousd"] is None and s["cost_usd"] is None  # never $0
+        else:
+            assert s["cost_picousd"] == want["cost_picousd"]
+            whole, frac = divmod(want["cost_picousd"], PICO)
+            assert s["cost_usd"] == f"{whole}.{frac:012d}"
+
+
+def test_all_unpriced_group_is_null_and_blocked_only_group_costs_zero(tmp_path):
+    day = date(2026, 11, 3)
+    base = {"started_at": "x", "updated_ts": 0.0, "project": "p", "input_tokens": 10}
+    paths = fill_home(tmp_path, [
+        base | {"call_uid": "a", "started_ts": local_ts(day, 9), "model": "new-model",
+                "status": "ok", "cost_picousd": None},
+        base | {"call_uid": "b", "started_ts": local_ts(day, 10), "requested_model": "m",
+                "status": "blocked", "input_tokens": 0},
+    ])
+    db = store.connect(paths.db_file)
+    by_model = {r["model"]: r for r in share.summarise(db, share.ShareSettings(user="u"))}
+    assert by_model["new-model"]["cost_usd"] is None
+    assert by_model["new-model"]["unpriced_calls"] == 1
+    assert (by_model["m"]["calls"], by_model["m"]["blocked_calls"], by_model["m"]["cap_hits"],
+            by_model["m"]["cost_picousd"], by_model["m"]["cost_usd"]) == (
+        0, 1, 1, 0, "0.000000000000")
+
+
+def test_cap_hits_come_from_a_cap_events_table_when_there_is_one(tmp_path):
+    day = date(2026, 11, 3)
+    paths = fill_home(tmp_path, [
+        {"call_uid": "b", "started_at": "x", "started_ts": local_ts(day, 10), "updated_ts": 0.0,
+         "project": "p", "model": "m", "status": "blocked"},
+    ])
+    db = store.connect(paths.db_file)
+    db.execute("CREATE TABLE cap_events (ts REAL, project TEXT, model TEXT, cap TEXT)")
+    for hour in (9, 11, 12):
+        db.execute("INSERT INTO cap_events VALUES (?, 'p', 'm', 'daily')", [local_ts(day, hour)])
+    [row] = share.summarise(db, share.ShareSettings(user="u"))
+    assert (row["blocked_calls"], row["cap_hits"]) == (1, 3)
+
+
+def test_no_prompt_path_key_or_id_leaves_the_laptop(tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 2))
+    push_user(paths, share_dir, "alice")
+    files = list(share_dir.rglob("*.jsonl"))
+    assert files
+    for path in files:
+        text = path.read_text()
+        for secret in SECRETS:
+            assert secret not in text
+        for line in text.splitlines():
+            assert set(json.loads(line)) == set(share.ROW_FIELDS)
+    projects = {json.loads(line)["project"] for p in files for line in p.read_text().splitlines()}
+    assert projects == {"api-server", "web", None, "infra"}
+
+
+# --- the files on the share -----------------------------------------------------------------
+
+
+def test_push_writes_hive_partitions_per_month_user_and_machine(tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 3))
+    result = push_user(paths, share_dir, "alice@laptop")
+    machine = (tmp_path / "h" / "machine-id").read_text().strip()
+    assert len(machine) == 16 and result.machine == machine
+    assert sorted(str(p.relative_to(share_dir)) for p in share_dir.rglob("*.jsonl")) == [
+        f"ccmeter/v1/month=2026-10/user=alice@laptop/part-{machine}.jsonl",
+        f"ccmeter/v1/month=2026-11/user=alice@laptop/part-{machine}.jsonl",
+    ]
+    assert not [p for p in share_dir.rglob(".*")]  # no temporaries left behind
+    for path in share_dir.rglob("*.jsonl"):
+        month = path.parent.parent.name.removeprefix("month=")
+        assert all(json.loads(line)["day"].startswith(month)
+                   for line in path.read_text().splitlines())
+        assert path.stat().st_mode & 0o044 == 0o044  # teammates can read it
+
+
+def test_push_twice_changes_nothing_and_new_calls_rewrite_only_that_month(tmp_path, share_dir):
+    rows = make_rows("alice", 4)
+    paths = fill_home(tmp_path / "h", rows)
+    push_user(paths, share_dir, "alice")
+    before = snapshot(share_dir)
+    again = push_user(paths, share_dir, "alice")
+    assert snapshot(share_dir) == before  # same bytes, same mtimes
+    assert again.written == [] and len(again.unchanged) == 2
+
+    late = dict(rows[-1], call_uid="late-one", started_ts=local_ts(date(2026, 11, 20), 9))
+    fill_home(tmp_path / "h", [late])
+    third = push_user(paths, share_dir, "alice")
+    after = snapshot(share_dir)
+    assert [p.parent.parent.name for p in third.written] == ["month=2026-11"]
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert len(changed) == 1 and "month=2026-11" in changed.pop()
+
+
+def test_push_never_creates_the_share_itself(tmp_path):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 5))
+    with pytest.raises(CCMeterError, match="does not exist"):
+        push_user(paths, tmp_path / "not-mounted", "alice")
+    assert not (tmp_path / "not-mounted").exists()
+
+
+def test_push_never_touches_other_users_files(tmp_path, share_dir):
+    bob = fill_home(tmp_path / "bob", make_rows("bob", 6))
+    push_user(bob, share_dir, "bob")
+    stray = share_dir / "ccmeter/v1/month=2026-11/user=bob/notes.txt"
+    stray.write_text("bob's")
+    bobs = snapshot(share_dir)
+    alice = fill_home(tmp_path / "alice", make_rows("alice", 7))
+    push_user(alice, share_dir, "alice")
+    push_user(alice, share_dir, "alice")
+    after = snapshot(share_dir)
+    assert {k: after[k] for k in bobs} == bobs
+
+
+def test_concurrent_pushes_from_many_users_and_two_machines_of_one(tmp_path, share_dir):
+    users = {f"user{i}": make_rows(f"user{i}", 100 + i) for i in range(6)}
+    homes = {name: fill_home(tmp_path / name, rows) for name, rows in users.items()}
+    # carol works on two machines: two homes (two machine ids), one user name
+    carol_rows = {"m1": make_rows("carol-m1", 201), "m2": make_rows("carol-m2", 202)}
+    carol_homes = [fill_home(tmp_path / f"carol-{m}", rows) for m, rows in carol_rows.items()]
+    jobs = [(paths, name) for name, paths in homes.items()]
+    jobs += [(paths, "carol") for paths in carol_homes]
+    jobs *= 3  # every machine pushes three times, all at once
+    barrier = threading.Barrier(len(jobs))
+    errors: list[BaseException] = []
+
+    def run(paths: Paths, user: str) -> None:
+        try:
+            barrier.wait()
+            push_user(paths, share_dir, user)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert not list(share_dir.rglob(".*.tmp"))
+
+    data = share.read_share(share_dir)
+    assert data.skipped == []
+    got = {g["user"]: g for g in share.aggregate(data.rows, ["user"])}
+    users["carol"] = carol_rows["m1"] + carol_rows["m2"]
+    assert set(got) == set(users)
+    for name, rows in users.items():
+        want = expected_totals(rows)
+        assert {k: got[name][k] for k in want} == want, name
+    carol_parts = {p.name for p in share_dir.rglob("part-*.jsonl") if "user=carol" in str(p)}
+    assert len(carol_parts) == 2  # one file per machine, per month
+    team = share.totals(share.aggregate(data.rows, ["user"]), data.rows)
+    assert team["cost_picousd"] == sum(expected_totals(r)["cost_picousd"]
+                                       for r in users.values())
+
+
+def test_write_atomic_leaves_old_or_new_never_half(tmp_path, monkeypatch):
+    target = tmp_path / "part-x.jsonl"
+    share.write_atomic(target, b"old\n")
+
+    def boom(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(share.os, "replace", boom)
+    with pytest.raises(OSError):
+        share.write_atomic(target, b"new\n" * 1000)
+    assert target.read_bytes() == b"old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-x.jsonl"]
+
+
+def test_stale_temporaries_of_this_machine_are_cleaned_others_kept(tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 8))
+    push_user(paths, share_dir, "alice")
+    [part] = [p for p in share_dir.rglob("part-*.jsonl") if "2026-11" in str(p)]
+    stale = part.parent / f".{part.name}.abc.tmp"
+    fresh = part.parent / f".{part.name}.def.tmp"
+    other = part.parent / ".part-othermachine.jsonl.ghi.tmp"
+    for tmp in (stale, fresh, other):
+        tmp.write_text('{"half')
+    os.utime(stale, (1, 1))
+    os.utime(other, (1, 1))
+    push_user(paths, share_dir, "alice")
+    assert not stale.exists() and fresh.exists() and other.exists()
+    assert share.read_share(share_dir).skipped == []  # readers never see temporaries
+
+
+# --- reading the share back -----------------------------------------------------------------
+
+
+def _two_users(tmp_path: Path, share_dir: Path) -> dict[str, list[dict]]:
+    users = {"alice": make_rows("alice", 11), "bob": make_rows("bob", 12)}
+    for name, rows in users.items():
+        push_user(fill_home(tmp_path / name, rows), share_dir, name)
+    return users
+
+
+def test_corrupt_and_half_written_files_are_skipped_by_name(tmp_path, share_dir):
+    users = _two_users(tmp_path, share_dir)
+    month = share_dir / "ccmeter/v1/month=2026-11"
+    half = month / "user=mallory/part-0000000000000001.jsonl"
+    half.parent.mkdir()
+    half.write_text('{"schema_version":1,"day":"2026-11-02","project":"x","model":"m","ca')
+    junk = month / "user=trent/part-0000000000000002.jsonl"
+    junk.parent.mkdir()
+    junk.write_bytes(b"\x00\xff not json at all\n")
+    wrong = month / "user=eve/part-0000000000000003.jsonl"
+    wrong.parent.mkdir()
+    good_line = (share_dir / "ccmeter/v1/month=2026-11/user=alice").glob("*.jsonl")
+    line = json.loads(next(good_line).read_text().splitlines()[0])
+    wrong.write_text(json.dumps(line) + "\n" + json.dumps(line | {"calls": "12"}) + "\n")
+    future = month / "user=zed/part-0000000000000004.jsonl"
+    future.parent.mkdir()
+    future.write_text(json.dumps(line | {"schema_version": 2}) + "\n")
+
+    conflict = next((share_dir / "ccmeter/v1/month=2026-10/user=bob").glob("*.jsonl"))
+    conflict = conflict.with_name(conflict.stem + " (conflicted copy).jsonl")
+    conflict.write_text(json.dumps(line | {"day": "2026-10-20"}) + "\n")
+
+    data = share.read_share(share_dir)
+    skipped = {path: reason for path, reason in data.skipped}
+    assert set(skipped) == {half, junk, wrong, future, conflict}
+    assert "conflict" in skipped[conflict]
+    assert "cut short" in skipped[half]
+    assert "calls" in skipped[wrong] and "line 2" in skipped[wrong]
+    assert "schema_version 2" in skipped[future]
+    assert all(str(path) in warning for path, warning in zip(skipped, data.warnings,
+                                                              strict=True))
+    got = {g["user"]: g for g in share.aggregate(data.rows, ["user"])}
+    assert set(got) == {"alice", "bob"}  # eve's good first line is not half-counted
+    for name, rows in users.items():
+        assert got[name]["cost_picousd"] == expected_totals(rows)["cost_picousd"]
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"day": "2026-11-31"}, "day"),
+    ({"day": "2026-10-30"}, "month 2026-11"),
+    ({"calls": True}, "calls"),
+    ({"output_tokens": -1}, "output_tokens"),
+    ({"cost_picousd": 1.5}, "cost_picousd"),
+    ({"project": 7}, "project"),
+    ({"schema_version": None}, "schema_version"),
+])
+def test_each_schema_rule_skips_the_file(share_dir, change, reason):
+    good = {"schema_version": 1, "day": "2026-11-02", "project": "p", "model": "m",
+            "calls": 1, **dict.fromkeys(share.TOKEN_FIELDS, 1), "cost_usd": "0.000000000001",
+            "cost_picousd": 1, "unpriced_calls": 0, "blocked_calls": 0, "cap_hits": 0,
+            "added_in_a_later_v1": "ignored"}
+    folder = share_dir / "ccmeter/v1/month=2026-11/user=u"
+    folder.mkdir(parents=True)
+    (folder / "part-a.jsonl").write_text(json.dumps(good) + "\n")
+    (folder / "part-b.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(good | change)
+                                         + "\n")
+    data = share.read_share(share_dir)
+    assert [(p.name, reason in why) for p, why in data.skipped] == [("part-b.jsonl", True)]
+    assert len(data.rows) == 1 and data.rows[0]["user"] == "u"
+    assert share.aggregate(data.rows, ["week"])[0]["week"] == "2026-W45"
+
+
+def test_since_until_and_dimensions(tmp_path, share_dir):
+    users = _two_users(tmp_path, share_dir)
+    since, until = date(2026, 10, 25), date(2026, 11, 5)
+    data = share.read_share(share_dir, since=since, until=until)
+
+    def day_of(r):
+        return datetime.fromtimestamp(r["started_ts"]).date()
+
+    inside = [r for rows in users.values() for r in rows if since <= day_of(r) <= until]
+    groups = share.aggregate(data.rows, ["week"])
+    assert [g["week"] for g in groups] == sorted({
+        f"{day_of(r).isocalendar()[0]}-W{day_of(r).isocalendar()[1]:02d}" for r in inside})
+    assert sum(g["calls"] for g in groups) == expected_totals(inside)["calls"]
+    by_month = share.aggregate(data.rows, ["month", "user"])
+    assert {(g["month"], g["user"]) for g in by_month} == {
+        (m, u) for m in ("2026-10", "2026-11") for u in ("alice", "bob")}
+    for g in by_month:
+        mine = [r for r in users[g["user"]] if since <= day_of(r) <= until
+                and day_of(r).isoformat()[:7] == g["month"]]
+        assert g["cost_picousd"] == expected_totals(mine)["cost_picousd"]
+    models = share.aggregate(data.rows, ["project", "model"])
+    costs = [g["cost_picousd"] for g in models if g["cost_picousd"] is not None]
+    assert costs == sorted(costs, reverse=True)
+    assert any(g["model"] == "claude-future-9" and g["cost_picousd"] is None for g in models)
+    with pytest.raises(CCMeterError):
+        share.aggregate(data.rows, ["user", "project", "model"])
+    with pytest.raises(CCMeterError, match="session"):
+        share.aggregate(data.rows, ["session"])
+
+
+def test_read_back_with_the_standard_library_alone(tmp_path, share_dir):
+    """What a teammate without ccmeter does: glob, parse the path, json.loads each line."""
+    users = _two_users(tmp_path, share_dir)
+    from decimal import Decimal
+    from urllib.parse import unquote
+
+    totals: Counter = Counter()
+    dollars: dict[str, Decimal] = {}
+    for path in share_dir.glob("ccmeter/v1/month=*/user=*/*.jsonl"):
+        user = unquote(path.parent.name.split("=", 1)[1])
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            totals[user] += row["cost_picousd"] or 0
+            dollars[user] = dollars.get(user, Decimal(0)) + Decimal(row["cost_usd"] or "0")
+    for name, rows in users.items():
+        want = expected_totals(rows)["cost_picousd"]
+        assert totals[name] == want
+        assert dollars[name] == Decimal(want) / PICO
+
+
+def test_read_back_with_duckdb(tmp_path, share_dir):
+    duckdb = pytest.importorskip("duckdb")
+    users = _two_users(tmp_path, share_dir)
+    push_user(fill_home(tmp_path / "odd", make_rows("o", 13)), share_dir, "o'd d/y@x")
+    users["o'd d/y@x"] = make_rows("o", 13)
+    # a half-written temporary next to the files must not trip the engine
+    tmp = next(share_dir.rglob("part-*.jsonl")).parent / ".part-zz.jsonl.1.tmp"
+    tmp.write_text('{"schema_versi')
+    glob = str(share_dir / "ccmeter/v1/*/*/*.jsonl")
+    result = duckdb.sql(f"""
+        SELECT user, SUM(calls)::BIGINT, SUM(cost_picousd)::HUGEINT,
+               SUM(cost_usd::DECIMAL(38, 12)), SUM(blocked_calls)::BIGINT, COUNT(DISTINCT month)
+        FROM read_json_auto('{glob}', hive_partitioning = true)
+        GROUP BY user ORDER BY user
+    """).fetchall()
+    assert [r[0] for r in result] == sorted(users)
+    from decimal import Decimal
+    for user, calls, picousd, usd, blocked, months in result:
+        want = expected_totals(users[user])
+        assert (calls, picousd, blocked, months) == (
+            want["calls"], want["cost_picousd"], want["blocked_calls"], 2)
+        assert usd == Decimal(want["cost_picousd"]) / PICO
+
+
+# --- identity and privacy -------------------------------------------------------------------
+
+
+def test_user_is_option_then_env_then_config_then_login_at_host(monkeypatch):
+    cfg = {"share": {"user": "from-config", "path": "~/team"}}
+    env = {"CCMETER_USER": "from-env"}
+    assert share.resolve_settings(cfg, env, user="from-option").user == "from-option"
+    assert share.resolve_settings(cfg, env).user == "from-env"
+    assert share.resolve_settings(cfg, {}).user == "from-config"
+    monkeypatch.setattr(share.getpass, "getuser", lambda: "ana")
+    monkeypatch.setattr(share.socket, "gethostname", lambda: "laptop.corp.example")
+    assert share.resolve_settings({}, {}).user == "ana@laptop"
+    assert share.resolve_settings(cfg, {}).share == Path("~/team").expanduser()
+    assert share.resolve_settings(cfg, {}, share="/x").share == Path("/x")
+    with pytest.raises(CCMeterError):
+        share.resolve_settings({}, {}, user="  ")
+
+
+def test_anonymize_needs_a_salt_and_is_stable_across_machines(tmp_path, share_dir):
+    with pytest.raises(CCMeterError, match="salt"):
+        share.resolve_settings({}, {}, user="alice", anonymize=True).public_user()
+    cfg = {"share": {"salt": "team-salt-123", "anonymize": True}}
+    one = share.resolve_settings(cfg, {}, user="alice").public_user()
+    assert one == share.resolve_settings(cfg, {}, user="alice").public_user()
+    assert one.startswith("u-") and len(one) == 18 and "alice" not in one
+    assert one != share.resolve_settings(cfg, {}, user="bob").public_user()
+    other_salt = {"share": {"salt": "another", "anonymize": True}}
+    assert one != share.resolve_settings(other_salt, {}, user="alice").public_user()
+    assert share.resolve_settings(cfg, {}, user="alice", anonymize=False).public_user() == "alice"
+
+    for machine in ("m1", "m2"):
+        paths = fill_home(tmp_path / machine, make_rows(machine, 21))
+        push_user(paths, share_dir, "alice", anonymize=True, salt="team-salt-123")
+    users = {p.parent.name for p in share_dir.rglob("*.jsonl")}
+    assert users == {f"user={one}"}
+    assert "alice" not in "".join(str(p) + p.read_text() for p in share_dir.rglob("*.jsonl"))
+
+
+def test_projects_hashed_or_mapped(tmp_path):
+    settings = share.ShareSettings(user="u", hash_projects=True, salt="s",
+                                   project_names={"secret-proj": "Project A", "web": "Web"})
+    assert settings.public_project("secret-proj") == "Project A"
+    assert settings.public_project("/Users/x/code/secret-proj") == "Project A"
+    hashed = settings.public_project("api-server")
+    assert hashed.startswith("p-") and len(hashed) == 14 and "api" not in hashed
+    assert hashed == settings.public_project("api-server")
+    assert settings.public_project(None) is None
+    assert share.ShareSettings(user="u").public_project("C:\\work\\thing") == "thing"
+    with pytest.raises(CCMeterError, match="salt"):
+        share.ShareSettings(user="u", hash_projects=True).public_project("x")
+
+    # two local projects mapped to one public name merge into one row
+    day = date(2026, 11, 4)
+    base = {"started_at": "x", "updated_ts": 0.0, "model": "m", "status": "ok"}
+    paths = fill_home(tmp_path, [
+        base | {"call_uid": "1", "started_ts": local_ts(day, 9), "project": "a",
+                "cost_picousd": 5, "input_tokens": 1},
+        base | {"call_uid": "2", "started_ts": local_ts(day, 10), "project": "b",
+                "cost_picousd": 7, "input_tokens": 2},
+    ])
+    db = store.connect(paths.db_file)
+    cfg = {"share": {"project_names": {"a": "AB", "b": "AB"}}}
+    [row] = share.summarise(db, share.resolve_settings(cfg, {}, user="u"))
+    assert (row["project"], row["calls"], row["cost_picousd"], row["input_tokens"]) == (
+        "AB", 2, 12, 3)
+
+
+def test_bad_share_config_is_a_user_error():
+    with pytest.raises(CCMeterError, match="project_names"):
+        share.resolve_settings({"share": {"project_names": {"a": 3}}}, {}, user="u")
+    with pytest.raises(CCMeterError, match="table"):
+        share.resolve_settings({"share": "oops"}, {}, user="u")
+
+
+def test_machine_id_is_created_once(tmp_path):
+    paths = Paths(config_dir=tmp_path, data_dir=tmp_path)
+    ids = set()
+    threads = [threading.Thread(target=lambda: ids.add(share.machine_id(paths)))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ids) == 1 and ids == {share.machine_id(paths)}
+
+
+# --- dates ----------------------------------------------------------------------------------
+
+
+NOW = datetime(2026, 11, 27, 15, 30).timestamp()  # a Friday afternoon, local time
+
+
+@pytest.mark.parametrize(("text", "end", "want"), [
+    ("2026-11-27", False, date(2026, 11, 27)),
+    ("2026-11-27", True, date(2026, 11, 27)),
+    ("2026-11", False, date(2026, 11, 1)),
+    ("2026-11", True, date(2026, 11, 30)),
+    ("2026-02", True, date(2026, 2, 28)),
+    ("7d", False, date(2026, 11, 20)),
+    ("2w", False, date(2026, 11, 13)),
+    ("30d", False, date(2026, 10, 28)),
+    ("1m", False, date(2026, 10, 27)),
+    ("today", False, date(2026, 11, 27)),
+    ("today", True, date(2026, 11, 27)),
+    ("yesterday", True, date(2026, 11, 26)),
+    ("week", False, date(2026, 11, 23)),
+    ("month", False, date(2026, 11, 1)),
+])
+def test_parse_day_matches_report_semantics(text, end, want):
+    assert share.parse_day(text, now=NOW, end=end) == want
+
+
+@pytest.mark.parametrize("text", ["yesterday-ish", "2026-13", "7x", ""])
+def test_parse_day_rejects(text):
+    with pytest.raises(CCMeterError):
+        share.parse_day(text, now=NOW)
