@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from realclients import claude_bin, sdk_python
 from standin import Recorded, StandIn, message_events, sse_reply
 from typer.testing import CliRunner
 
+from ccmeter import store
 from ccmeter.cli import app
 
 CCMETER = [sys.executable, "-m", "ccmeter.cli"]
@@ -152,6 +155,35 @@ def test_real_claude_code_with_its_own_gateway_base_url_is_metered(tmp_path, iso
     rows = db_rows(isolated_home, expect=sent)
     assert sent >= 1 and len(rows) == sent
     assert {r["project"] for r in rows} == {"gw"} and rows[0]["host"] == "127.0.0.1"
+
+
+@pytest.mark.realclient
+def test_real_claude_code_meets_a_reached_cap_at_once(tmp_path, project_dir, isolated_home):
+    claude = claude_bin()
+    home = Path(isolated_home)
+    (home / "config.toml").write_text('[caps]\ndaily = "20"\nnotify = false\n')
+    db = store.connect(home / "ccmeter.db")
+    now = time.time()
+    store.upsert_calls(db, [{"call_uid": "earlier", "started_at": "earlier",
+                             "started_ts": now - 60, "status": "ok", "model": "claude-opus-4-8",
+                             "cost_picousd": 20_070_000 * 10**6, "updated_ts": now}])
+    db.conn.close()
+    with StandIn() as standin:
+        started = time.monotonic()
+        result = ccmeter("run", "--upstream", standin.url, "--", claude, "-p", "hello",
+                         env=claude_env(tmp_path), cwd=project_dir)
+        elapsed = time.monotonic() - started
+        reached = standin.messages_requests()
+    shown = result.stdout + result.stderr
+    assert reached == []  # nothing was sent upstream, not even once
+    assert re.search(r"API Error: Request rejected \(429\) · ccmeter: daily cap \$20\.00 reached "
+                     r"\(\$20\.07 spent\); resets 00:00 \(in \d+h\d+m\)\. "
+                     r"Raise it with: ccmeter caps set --daily N", shown), shown
+    assert result.returncode != 0
+    assert elapsed < 60  # shown at once: no minutes of retrying
+    blocked = db_rows(home, "SELECT * FROM api_calls WHERE status = 'blocked'", expect=1)
+    assert len(blocked) >= 1 and all(r["cost_picousd"] == 0 for r in blocked)
+    assert f"· {len(blocked)} refused by caps" in result.stderr
 
 
 # --- the official anthropic SDK through `ccmeter serve` ------------------------------------
