@@ -346,6 +346,7 @@ def refusal(provider: str, message: str) -> Refusal:
     and Vertex clients built on them) check it before the status code.
     """
     token = uuid.uuid4()
+    body: dict[str, Any]
     if provider == BEDROCK:
         body = {"message": message}
         headers = {

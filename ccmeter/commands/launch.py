@@ -111,6 +111,7 @@ def serve(
         paths=paths, port=port, reverse=reverse, project=project,
         upstream=launch.resolve_upstream(upstream, cfg),
         extra_hosts=launch.configured_hosts(cfg),
+        cloud=launch.cloud_providers(os.environ),
     )
     running = proxy.start(settings)
     typer.echo(f"ccmeter: metering proxy on {running.url} (log: {paths.log_file})", err=True)

@@ -114,8 +114,9 @@ def _timezone_name() -> str:
 
 # --- report --------------------------------------------------------------------------------
 
-_DIM_HEADERS = {"project": "Project", "session": "Session", "model": "Model", "hour": "Hour",
-                "day": "Day", "week": "Week of", "month": "Month"}
+_DIM_HEADERS = {"project": "Project", "session": "Session", "model": "Model",
+                "provider": "Provider", "hour": "Hour", "day": "Day", "week": "Week of",
+                "month": "Month"}
 
 
 def report_columns(dims: Sequence[str], fmt: str, rows: Sequence[Mapping[str, Any]],
@@ -193,8 +194,8 @@ def _caption(rep: Any, now: float) -> dict[str, Any]:
 def report(
     by: Annotated[
         list[str] | None,
-        typer.Option("--by", "-b", help="Group by project, session, model, hour, day, week "
-                     "or month; give it twice for two levels (--by model --by day)."),
+        typer.Option("--by", "-b", help="Group by project, session, model, provider, hour, "
+                     "day, week or month; give it twice for two levels (--by model --by day)."),
     ] = None,
     since: SinceOption = None,
     until: UntilOption = None,
