@@ -298,6 +298,10 @@ def test_report_cli_human_and_json(home):
     assert "This week by project" in result.output
     result = runner.invoke(app, ["report", "-f", "json"])
     assert {r["period"] for r in json.loads(result.output)["rows"]} <= {"today", "this week"}
+    result = runner.invoke(app, ["report", "--by", "provider", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert {r["provider"] for r in json.loads(result.output)["rows"]} == {"anthropic"}
+    assert "Provider" in runner.invoke(app, ["report", "--by", "provider"]).output
     result = runner.invoke(app, ["report", "--by", "colour"])
     assert result.exit_code != 0
     result = runner.invoke(app, ["report", "--since", "someday"])
