@@ -277,6 +277,7 @@ class Meter:
         #: When set (by ``ccmeter run``), the latest row of every call, for the exit summary.
         self.track_run = False
         self.final_rows: dict[str, dict[str, Any]] = {}
+        self._projects_by_session: dict[str, str] = {}
         self._db_path: Path | None = None
         self._hosts: frozenset[str] = frozenset({ANTHROPIC_HOST})
         self._upstream: tuple[str, str, int, str] | None = None
@@ -403,10 +404,18 @@ class Meter:
                 log.warning("ccmeter: caps paused until %s; not enforcing",
                             caps.utc_iso(policy.paused_until or 0))
             return
-        if self._cap_pool is None:
-            self._cap_pool = ThreadPoolExecutor(1, thread_name_prefix="ccmeter-caps")
-        decision = await asyncio.get_running_loop().run_in_executor(
-            self._cap_pool, self._check_caps, policy, call)
+        decision = None
+        if self.writer is None or self.writer.idle:
+            # Usually the check is a ~0.1 ms transaction: do it right here, unless it would
+            # wait for a lock (another proxy writing) — then it moves off the event loop.
+            decision = self.guard.check(policy, call_uid=call.uid, project=call.project,
+                                        session_id=call.attribution.session_id,
+                                        model=call.attribution.requested_model, wait=False)
+        if decision is None:
+            if self._cap_pool is None:
+                self._cap_pool = ThreadPoolExecutor(1, thread_name_prefix="ccmeter-caps")
+            decision = await asyncio.get_running_loop().run_in_executor(
+                self._cap_pool, self._check_caps, policy, call)
         if not decision.allowed:
             self._refuse(flow, call, decision.message or "ccmeter: spending cap reached")
         elif policy.mode == "hard" and decision.headroom and call.attribution.stream:
@@ -423,9 +432,11 @@ class Meter:
         if self.writer is not None:
             self.writer.flush(2.0)  # returns at once when nothing is queued
         assert self.guard is not None
-        return self.guard.check(policy, call_uid=call.uid, project=call.project,
-                                session_id=call.attribution.session_id,
-                                model=call.attribution.requested_model)
+        decision = self.guard.check(policy, call_uid=call.uid, project=call.project,
+                                    session_id=call.attribution.session_id,
+                                    model=call.attribution.requested_model)
+        assert decision is not None  # a waiting check always decides
+        return decision
 
     def _refuse(self, flow: http.HTTPFlow, call: Call, message: str) -> None:
         flow.response = refusal_response(message, call.endpoint.provider)
@@ -508,6 +519,7 @@ class Meter:
         project = who.project or ctx.options.ccmeter_project
         if not project and who.working_dir:
             project = attribution.project_from_dir(who.working_dir, git_top(who.working_dir))
+        project = self._session_project(who.session_id, project)
         self.calls[flow.id] = Call(
             uid=flow.id,
             started_ts=flow.request.timestamp_start,
@@ -516,6 +528,18 @@ class Meter:
             project=project,
             endpoint=endpoint,
         )
+
+    def _session_project(self, session_id: str | None, project: str | None) -> str | None:
+        """Calls without a working directory in their prompt (title and quota calls) take
+        the project their session's other calls named."""
+        if session_id is None:
+            return project
+        if project:
+            self._projects_by_session[session_id] = project
+            if len(self._projects_by_session) > 10_000:  # forget the oldest sessions
+                del self._projects_by_session[next(iter(self._projects_by_session))]
+            return project
+        return self._projects_by_session.get(session_id)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call = self.calls.get(flow.id)

@@ -625,8 +625,9 @@ def _applescript(text: str) -> str:
 
 
 class Guard:
-    """Check-and-reserve for one process: one SQLite connection, used from one thread at a
-    time (the addon calls it through a single-worker executor)."""
+    """Check-and-reserve for one process: one SQLite connection, used by one thread at a
+    time (the proxy's event loop when the check need not wait, else a single-worker
+    executor)."""
 
     def __init__(self, db_path: Path | str, notify: Any = _notify) -> None:
         self.db_path = Path(db_path)
@@ -652,9 +653,13 @@ class Guard:
 
     def check(
         self, policy: Policy, *, call_uid: str, project: str | None, session_id: str | None,
-        model: str | None, now: float | None = None,
-    ) -> Decision:
-        """Check every applicable cap and reserve for the call, in one write transaction."""
+        model: str | None, now: float | None = None, wait: bool = True,
+    ) -> Decision | None:
+        """Check every applicable cap and reserve for the call, in one write transaction.
+
+        With ``wait=False`` (the proxy's event loop) it returns None instead of waiting for
+        this guard's other user or for another process's write lock.
+        """
         from ccmeter import store
 
         now = time.time() if now is None else now
@@ -669,14 +674,18 @@ class Guard:
         reservation = store.Reservation(call_uid, now, estimate, now + policy.reservation_ttl_s,
                                         project, session_id)
         windows = [store.SpendWindow(c.start, c.project, c.session_id) for c in checks]
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             try:
                 spents, allowed = store.cap_check_and_reserve(
                     self._conn(), windows, now,
                     lambda spent: all(s < c.cap.limit_picousd for s, c in zip(spent, checks,
                                                                                strict=True)),
-                    reservation,
+                    reservation, wait=wait,
                 )
+            except store.WouldBlock:
+                return None
             except Exception as exc:
                 self._drop_conn()
                 return self._on_error(policy, exc)
@@ -690,6 +699,8 @@ class Guard:
                 log.warning("ccmeter: refused a call: %s", message)
                 return Decision(False, message, statuses, reason="cap")
             self._warn(policy, statuses, now)
+        finally:
+            self._lock.release()
         headroom = [(s, s.limit_picousd - s.spent_picousd) for s in statuses]
         return Decision(True, None, statuses, headroom, reserved=True)
 

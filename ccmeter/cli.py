@@ -6,6 +6,8 @@ line on stderr with what to do next, and the process exits non-zero without a tr
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import sys
 from typing import Annotated
 
@@ -65,6 +67,12 @@ def main() -> None:
     except CCMeterError as exc:
         typer.secho(f"ccmeter: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(exc.exit_code)
+    except (OSError, sqlite3.Error) as exc:
+        # The machine said no (a read-only folder, a full disk, a locked database): one line
+        # that names it; the traceback goes to the log for the curious.
+        logging.getLogger(__name__).debug("command failed", exc_info=True)
+        typer.secho(f"ccmeter: {type(exc).__name__}: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

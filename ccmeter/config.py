@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class Paths:
         return self.log_dir / "ccmeter.log"
 
 
-def paths(env: dict[str, str] | None = None) -> Paths:
+def paths(env: Mapping[str, str] | None = None) -> Paths:
     env = os.environ if env is None else env
     home = env.get("CCMETER_HOME")
     if home:
@@ -112,3 +113,19 @@ def save_config(config: dict[str, Any], p: Paths | None = None) -> Path:
     tmp.write_text(tomli_w.dumps(config), encoding="utf-8")
     os.replace(tmp, p.config_file)
     return p.config_file
+
+
+def config_port(cfg: Mapping[str, Any]) -> int:
+    """``port`` from the config (default :data:`DEFAULT_PORT`), checked."""
+    port = cfg.get("port", DEFAULT_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise CCMeterError(f"port in the config must be a number from 1 to 65535, got {port!r}")
+    return port
+
+
+def config_text(cfg: Mapping[str, Any], key: str) -> str | None:
+    """An optional text setting (``project``, ``upstream``), checked."""
+    value = cfg.get(key)
+    if value is not None and not (isinstance(value, str) and value.strip()):
+        raise CCMeterError(f"{key} in the config must be a non-empty string, got {value!r}")
+    return value

@@ -45,7 +45,7 @@ def detect_project(cwd: Path | None = None) -> str:
 
 
 def resolve_upstream(cli_value: str | None, cfg: Mapping) -> str | None:
-    value = cli_value or cfg.get("upstream")
+    value = cli_value or config.config_text(cfg, "upstream")
     if value is None:
         return None
     parts = urlsplit(value)
@@ -92,11 +92,18 @@ def ensure_ca(paths: config.Paths) -> CertInfo:
     config.ensure_private_dir(paths.ca_dir)
     key_path = paths.ca_dir / "mitmproxy-ca.pem"
     created = not key_path.exists()
-    certs.CertStore.from_store(str(paths.ca_dir), "mitmproxy", 2048)
-    for secret in (key_path, paths.ca_dir / "mitmproxy-ca.p12"):
-        if secret.exists():
-            secret.chmod(0o600)
-    return CertInfo(paths.ca_cert, key_path, cert_fingerprint(paths.ca_cert), created)
+    broken = (f"ccmeter's CA in {paths.ca_dir} is incomplete or damaged; move that folder "
+              "aside and ccmeter makes a new CA on next use (run `ccmeter cert --install` "
+              "again if you had installed the old one)")
+    try:
+        certs.CertStore.from_store(str(paths.ca_dir), "mitmproxy", 2048)
+        for secret in (key_path, paths.ca_dir / "mitmproxy-ca.p12"):
+            if secret.exists():
+                secret.chmod(0o600)
+        fingerprint = cert_fingerprint(paths.ca_cert)
+    except (OSError, ValueError) as exc:
+        raise config.CCMeterError(f"{broken} ({type(exc).__name__})") from exc
+    return CertInfo(paths.ca_cert, key_path, fingerprint, created)
 
 
 def cert_fingerprint(cert_path: Path) -> str:
@@ -150,24 +157,43 @@ def ca_bundle_for_child(paths: config.Paths, env: Mapping[str, str]) -> Path:
     return bundle
 
 
-def child_env(proxy_url: str, ca_file: Path, env: Mapping[str, str]) -> dict[str, str]:
+def child_env(proxy_url: str, ca_file: Path, env: Mapping[str, str],
+              metered_hosts: Sequence[str] = (ANTHROPIC_HOST,)) -> dict[str, str]:
+    """The wrapped command's environment: our proxy and CA, and a NO_PROXY that no longer
+    sends the metered hosts around the meter."""
     out = dict(env)
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         out[name] = proxy_url
     out["NODE_EXTRA_CA_CERTS"] = str(ca_file)
+    for name in ("NO_PROXY", "no_proxy"):
+        if out.get(name):
+            kept = [item for item in _no_proxy_items(out[name])
+                    if not any(_no_proxy_matches(item, host) for host in metered_hosts)]
+            if len(kept) != len(_no_proxy_items(out[name])):
+                log.warning("%s covered a metered host; it was taken out for the wrapped "
+                            "command (was %r)", name, out[name])
+            out[name] = ",".join(kept)
     return out
+
+
+def _no_proxy_items(raw: str) -> list[str]:
+    return [item for item in raw.replace(",", " ").split() if item]
+
+
+def _no_proxy_matches(item: str, host: str) -> bool:
+    """Does one NO_PROXY entry (``*``, ``host``, ``.domain``, ``*.domain``, ``host:port``)
+    cover ``host``?"""
+    item = item.strip().lower()
+    if item == "*":
+        return True
+    item = item.split(":", 1)[0].lstrip("*").lstrip(".")
+    return bool(item) and (host == item or host.endswith("." + item))
 
 
 def no_proxy_bypasses(env: Mapping[str, str], host: str = ANTHROPIC_HOST) -> bool:
     """Would NO_PROXY send ``host`` around the proxy (unmetered)?"""
     raw = env.get("NO_PROXY") or env.get("no_proxy") or ""
-    for item in raw.replace(",", " ").split():
-        item = item.strip().lower().lstrip("*")
-        if item == "":
-            continue
-        if item == "*" or host == item.lstrip(".") or host.endswith("." + item.lstrip(".")):
-            return True
-    return raw.strip() == "*"
+    return any(_no_proxy_matches(item, host) for item in _no_proxy_items(raw))
 
 
 def hosts_from_base_url(env: Mapping[str, str]) -> list[str]:
@@ -296,8 +322,6 @@ def run_wrapped(
         raise CommandNotFound(
             f"command not found: {command[0]} (is it installed and on your PATH?)"
         )
-    if no_proxy_bypasses(env):
-        log.warning("NO_PROXY covers %s: those calls will not be metered", ANTHROPIC_HOST)
     ensure_ca(paths)
     settings = proxy.ProxySettings(
         paths=paths,
@@ -311,7 +335,8 @@ def run_wrapped(
     exit_code = 1
     try:
         exit_code = run_child([executable, *command[1:]],
-                              child_env(running.url, ca_bundle_for_child(paths, env), env))
+                              child_env(running.url, ca_bundle_for_child(paths, env), env,
+                                        settings.metered_hosts()))
     finally:
         rows = dict(running.meter.final_rows)
         running.stop()

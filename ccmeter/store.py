@@ -29,6 +29,9 @@ import sqlite_utils
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 15_000
+#: The longest a cap check waits for another process's write lock before the caps'
+#: ``on_error`` policy decides: a call must never hang behind a locked database.
+CAP_CHECK_WAIT_MS = 2_000
 PICO = 10**12
 
 #: Columns of ``api_calls`` a writer may set, in schema order. ``call_uid`` is the key.
@@ -461,6 +464,11 @@ class CallWriter:
                 done.wait(remaining)
         return True
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being written: the database already holds every row we had."""
+        return self._queue.unfinished_tasks == 0
+
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
         self._queue.put(None)
@@ -706,6 +714,7 @@ def connect_cap_checker(path: Path | str) -> sqlite_utils.Database:
     writer's connection and the CLI's keep checkpointing as usual."""
     db = connect(path)
     db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute(f"PRAGMA busy_timeout={CAP_CHECK_WAIT_MS}")
     return db
 
 
@@ -715,32 +724,57 @@ def cap_check_and_reserve(
     now: float,
     decide: Callable[[list[int]], bool],
     reservation: Reservation | None,
+    *,
+    wait: bool = True,
 ) -> tuple[list[int], bool]:
     """In one ``BEGIN IMMEDIATE`` transaction: drop expired reservations, sum each window's
     spend, ask ``decide`` (spends -> allowed?), and if allowed record ``reservation``.
 
     Because the write lock is held from the first read to the reservation, two proxies can
     never both admit a call on the same remaining headroom. Returns (spends, allowed);
-    spends exclude the new reservation.
+    spends exclude the new reservation. With ``wait=False`` it never waits for another
+    writer: it raises :class:`WouldBlock` instead (the proxy then retries off its loop).
     """
+    if wait:  # one attempt, bounded by the connection's busy timeout (CAP_CHECK_WAIT_MS)
+        return _check_and_reserve_once(db, windows, now, decide, reservation)
+    db.execute("PRAGMA busy_timeout=0")
+    try:
+        return _check_and_reserve_once(db, windows, now, decide, reservation)
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise WouldBlock(str(exc)) from exc
+        raise
+    finally:
+        db.execute(f"PRAGMA busy_timeout={CAP_CHECK_WAIT_MS}")
 
-    def txn() -> tuple[list[int], bool]:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute(_EXPIRE_SQL, [now])
-            spent = [cap_spent(db, w, now) for w in windows]
-            allowed = decide(spent)
-            if allowed and reservation is not None:
-                r = reservation
-                db.execute(_RESERVE_SQL, [r.call_uid, r.created_ts, r.estimate_picousd,
-                                          r.expires_ts, r.project, r.session_id])
-            db.execute("COMMIT")
-        except BaseException:
+
+class WouldBlock(Exception):
+    """Another process holds the write lock; a non-waiting cap check gives up at once."""
+
+
+def _check_and_reserve_once(
+    db: sqlite_utils.Database,
+    windows: Sequence[SpendWindow],
+    now: float,
+    decide: Callable[[list[int]], bool],
+    reservation: Reservation | None,
+) -> tuple[list[int], bool]:
+
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(_EXPIRE_SQL, [now])
+        spent = [cap_spent(db, w, now) for w in windows]
+        allowed = decide(spent)
+        if allowed and reservation is not None:
+            r = reservation
+            db.execute(_RESERVE_SQL, [r.call_uid, r.created_ts, r.estimate_picousd,
+                                      r.expires_ts, r.project, r.session_id])
+        db.execute("COMMIT")
+    except BaseException:
+        if db.conn.in_transaction:
             db.execute("ROLLBACK")
-            raise
-        return spent, allowed
-
-    return _retry_locked(txn)
+        raise
+    return spent, allowed
 
 
 def cap_release(db: sqlite_utils.Database, call_uid: str) -> None:

@@ -43,13 +43,13 @@ class MitmDump:
     """
 
     def __init__(self, home: Path, mode: str = "regular", *, sets: dict[str, Any] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, script: Path | str = ADDON) -> None:
         self.home = Path(home)
         self.port = port or free_port()
         self.confdir = self.home / "ca"
         self.log_path = self.home / f"mitmdump-{self.port}.log"
         args = [
-            str(MITMDUMP), "-s", str(ADDON), "--mode", mode,
+            str(MITMDUMP), "-s", str(script), "--mode", mode,
             "--set", "termlog_verbosity=info", "--set", "flow_detail=0",
             "--listen-host", "127.0.0.1", "-p", str(self.port),
             "--set", f"confdir={self.confdir}",

@@ -166,6 +166,26 @@ def test_on_error_when_the_database_cannot_be_read(home, api, on_error, expected
         assert api.messages_requests() == []
 
 
+@pytest.mark.parametrize(("on_error", "expected"), [("allow", 200), ("block", 429)])
+def test_a_locked_database_never_hangs_a_call(home, api, on_error, expected):
+    """Another process holding the write lock: the check gives up after ~2 s, on_error decides."""
+    write_caps(home, {"daily": "20", "on_error": on_error, "notify": False})
+    store.connect(home / "ccmeter.db").conn.close()
+    with mitmdump(home, api.url) as port:
+        locker = sqlite3.connect(home / "ccmeter.db", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            started = time.monotonic()
+            status, _, _ = post(port)
+            waited = time.monotonic() - started
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+    assert status == expected
+    assert waited < 6, waited  # before the fix: until the lock was released (minutes)
+    assert "cannot check caps" in proxy_log(home)
+
+
 def test_warning_once_per_window(home, api):
     write_caps(home, {"daily": "0.001", "warn_at": [0.5], "notify": False})
     seed_spend(home, "0.0006")

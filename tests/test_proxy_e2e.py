@@ -266,6 +266,17 @@ def test_attribution_headers_project_tag_and_git_top(standin, reverse_proxy, iso
     assert all("x-ccmeter-project" not in r.headers for r in standin.requests)
 
 
+def test_calls_without_a_working_directory_take_their_sessions_project(
+        standin, reverse_proxy, isolated_home):
+    post(reverse_proxy, body=request_body(cwd="/srv/checkout/billing"))
+    title_call = json.loads(request_body())
+    del title_call["system"], title_call["tools"]
+    post(reverse_proxy, body=json.dumps(title_call).encode())
+    rows = db_rows(isolated_home, expect=2)
+    assert [r["project"] for r in rows] == ["billing", "billing"]
+    assert rows[1]["call_kind"] == "auxiliary"
+
+
 def test_no_secret_or_prompt_text_lands_on_disk(standin, reverse_proxy, isolated_home):
     post(reverse_proxy)
     post(reverse_proxy, headers={"x-api-key": "", "authorization": "Bearer sk-ant-oat01-TOKEN"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -15,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from mitm import db_rows, free_port, wait_for_port
+from mitm import MitmDump, db_rows, free_port, wait_for_port
 from realclients import claude_bin, sdk_python
 from standin import Recorded, StandIn, message_events, sse_reply
 from typer.testing import CliRunner
@@ -286,6 +287,63 @@ def test_ctrl_c_goes_to_the_child_and_ccmeter_waits_for_it(tmp_path):
     assert proc.returncode == 3
     assert out == "child got SIGINT\n"
     assert err.startswith("ccmeter: this run") and "Traceback" not in err
+
+
+def test_the_command_keeps_its_own_options_even_without_the_double_dash():
+    script = "import sys, json; print(json.dumps(sys.argv[1:]))"
+    result = ccmeter("run", sys.executable, "-c", script, "-p", "fix it", "--help")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == ["-p", "fix it", "--help"]
+
+
+def test_no_proxy_cannot_send_the_api_around_the_meter():
+    script = "import os; print(os.environ['NO_PROXY'], os.environ['no_proxy'], sep='|')"
+    env = dict(os.environ, NO_PROXY="localhost,.anthropic.com,example.org",
+               no_proxy="*")
+    result = ccmeter("run", "--", sys.executable, "-c", script, env=env)
+    assert result.stdout.strip() == "localhost,example.org|"
+
+
+def test_a_typo_in_caps_stops_run_and_serve_instead_of_switching_caps_off(isolated_home):
+    (Path(isolated_home) / "config.toml").write_text('[caps]\ndaily = "5"\nmode = "hrad"\n')
+    for args in (["run", "--", "true"], ["serve", "--port", "18999"]):
+        result = ccmeter(*args, timeout=60)
+        assert result.returncode == 2, args
+        assert "mode" in result.stderr and "hrad" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    doctor = CliRunner().invoke(app, ["doctor"])
+    assert doctor.exit_code == 1 and "FAIL [caps]" in doctor.output
+
+
+def test_bad_config_values_and_a_damaged_ca_are_one_line_errors(isolated_home):
+    home = Path(isolated_home)
+    (home / "config.toml").write_text('port = "x"\n')
+    for args in (["env"], ["serve"]):
+        result = ccmeter(*args, timeout=60)
+        assert result.returncode == 2 and "port in the config" in result.stderr, args
+    (home / "config.toml").write_text("upstream = 5\n")
+    result = ccmeter("run", "--", "true")
+    assert result.returncode == 2 and "upstream in the config" in result.stderr
+    (home / "config.toml").unlink()
+    assert ccmeter("cert").returncode == 0
+    (home / "ca" / "mitmproxy-ca-cert.pem").write_text("garbage")
+    for args in (["cert"], ["env"], ["run", "--", "true"]):
+        result = ccmeter(*args)
+        assert result.returncode == 2, args
+        assert "incomplete or damaged" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mitmdump_runs_the_installed_addon(tmp_path, isolated_home):
+    path = ccmeter("addon").stdout.strip()
+    assert path.endswith("ccmeter_addon.py") and Path(path).exists()
+    with StandIn() as standin, MitmDump(isolated_home, f"reverse:{standin.url}",
+                                        script=path) as proxy:
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+        conn.request("POST", "/v1/messages", body=json.dumps(
+            {"model": "claude-opus-4-8", "stream": True, "messages": []}),
+            headers={"content-type": "application/json"})
+        assert conn.getresponse().read()
+    assert db_rows(isolated_home, expect=1)[0]["model"] == "claude-opus-4-8"
 
 
 def test_unknown_command_is_one_clear_line():

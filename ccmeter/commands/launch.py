@@ -15,7 +15,7 @@ from ccmeter import config
 
 ProjectOption = Annotated[
     str | None,
-    typer.Option("--project", "-p", help="Tag every call with this project name "
+    typer.Option("--project", help="Tag every call with this project name "
                  "(default: the git repository's folder name, else the current folder's)."),
 ]
 UpstreamOption = Annotated[
@@ -38,13 +38,32 @@ PortOption = Annotated[
 
 def register(app: typer.Typer) -> None:
     app.command(
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        # Everything from the first word of the command on belongs to the command, so
+        # `ccmeter run claude -p "…"` works with or without the `--`.
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                          "allow_interspersed_args": False},
+        options_metavar="[OPTIONS] [--] COMMAND [ARGS]...",
         no_args_is_help=True,
     )(run)
     app.command()(serve)
     app.command()(env)
     app.command()(cert)
     app.command()(doctor)
+    app.command()(addon)
+
+
+def checked_config(paths: config.Paths) -> dict:
+    """The config, with everything a proxy relies on checked before it starts: a typo in
+    ``[caps]`` must stop the start with one line, not switch the caps off silently."""
+    from ccmeter import caps
+
+    cfg = config.load_config(paths)
+    config.config_port(cfg)
+    config.config_text(cfg, "project")
+    config.config_text(cfg, "upstream")
+    if "caps" in cfg:
+        caps.parse_policy(cfg)
+    return cfg
 
 
 def run(
@@ -70,12 +89,12 @@ def run(
     if not command:
         raise config.CCMeterError("nothing to run; usage: ccmeter run -- claude")
     paths = config.paths()
-    cfg = config.load_config(paths)
+    cfg = checked_config(paths)
     launch.setup_file_logging(paths)
     summary = launch.run_wrapped(
         command,
         paths=paths,
-        project=project or cfg.get("project") or launch.detect_project(),
+        project=project or config.config_text(cfg, "project") or launch.detect_project(),
         upstream=launch.resolve_upstream(upstream, cfg),
         extra_hosts=launch.configured_hosts(cfg),
     )
@@ -102,8 +121,8 @@ def serve(
     from ccmeter import launch, proxy  # lazily: mitmproxy is slow to import
 
     paths = config.paths()
-    cfg = config.load_config(paths)
-    port = port or int(cfg.get("port", config.DEFAULT_PORT))
+    cfg = checked_config(paths)
+    port = port or config.config_port(cfg)
     launch.setup_file_logging(paths)
     if not reverse:
         launch.ensure_ca(paths)
@@ -140,7 +159,7 @@ def env(
 
     paths = config.paths()
     cfg = config.load_config(paths)
-    port = port or int(cfg.get("port", config.DEFAULT_PORT))
+    port = port or config.config_port(cfg)
     if not reverse:
         launch.ensure_ca(paths)
     for line in launch.env_lines(port=port, reverse=reverse, paths=paths):
@@ -205,6 +224,9 @@ def doctor() -> None:
         typer.echo(f"{mark} {what}" + ("" if ok or not fix else f"\n     fix: {fix}"))
         problems += not ok
 
+    def note(what: str) -> None:
+        typer.echo(typer.style("note", fg=typer.colors.YELLOW) + f" {what}")
+
     typer.echo(f"home: config {paths.config_dir}, data {paths.data_dir}")
     cfg: dict = {}
     try:
@@ -231,9 +253,24 @@ def doctor() -> None:
     except Exception as exc:
         report(False, f"CA in {paths.ca_dir}: {exc}",
                f"move {paths.ca_dir} aside; ccmeter creates a new CA on next use")
-    port = int(cfg.get("port", config.DEFAULT_PORT))
-    report(launch.port_is_free(port), f"port {port} free for `ccmeter serve`",
-           "another program uses it: `ccmeter serve --port N` (and `ccmeter env --port N`)")
+    try:
+        port = config.config_port(cfg)
+    except config.CCMeterError as exc:
+        report(False, str(exc), f"edit {paths.config_file}")
+        port = config.DEFAULT_PORT
+    if launch.port_is_free(port):
+        report(True, f"port {port} free for `ccmeter serve`")
+    else:
+        note(f"port {port} is in use: fine if that is your `ccmeter serve`; otherwise use "
+             "`ccmeter serve --port N` and `ccmeter env --port N`")
+    if "caps" in cfg:
+        from ccmeter import caps
+
+        try:
+            caps.parse_policy(cfg)
+            report(True, "[caps] settings")
+        except config.CCMeterError as exc:
+            report(False, f"[caps]: {exc}", "`ccmeter caps set …` or edit the config file")
     claude = shutil.which("claude")
     if claude:
         try:
@@ -252,3 +289,14 @@ def doctor() -> None:
         typer.echo(f"{problems} problem{'s' * (problems != 1)} found", err=True)
         raise typer.Exit(1)
     typer.echo("all good")
+
+
+def addon() -> None:
+    """Print the path of the mitmproxy script, for running the meter under your own mitmproxy.
+
+    Example:
+      mitmdump -s "$(ccmeter addon)" --allow-hosts '^api\\.anthropic\\.com:443$'
+    """
+    from importlib import resources
+
+    typer.echo(resources.files("ccmeter.mitmdump_script") / "ccmeter_addon.py")
