@@ -36,6 +36,8 @@ from ccmeter.usage import MessageState, merge_usage
 log = logging.getLogger(__name__)
 
 ANTHROPIC_HOST = "api.anthropic.com"
+#: How long after forwarding a request its JSON is read (when caps do not need it sooner).
+READ_REQUEST_DELAY_S = 0.005
 PLAN_HEADER_PREFIX = "anthropic-ratelimit-unified-"
 
 
@@ -141,6 +143,8 @@ class Call:
     metering_error: str | None = None
     limit: caps.StreamLimit | None = None  # hard mode: where this stream is cut
     endpoint: providers.Endpoint = providers.MESSAGES  # Anthropic, Bedrock or Vertex
+    #: The request, until its JSON has been read into ``attribution`` and ``project``.
+    pending: http.Request | None = None
 
 
 class StreamTee:
@@ -246,7 +250,7 @@ class StreamTee:
         tail: list[bytes] = []
         try:
             message = limit.message(time.time())
-            log.warning("ccmeter: hard cap: cut a stream: %s", message)
+            log.warning("ccmeter: hard cap: cut a stream: %s", message.removeprefix("ccmeter: "))
             state = self.call.state
             state.error_type, state.error_message = "cap_cut", message[:500]
             if state.usage is not None:  # bill what was streamed: estimated output tokens
@@ -470,10 +474,12 @@ class Meter:
             return
         endpoint = self.endpoint_of(flow)
         if endpoint is not None:
+            self._reload_caps()
             try:
                 self._start_call(flow, endpoint)
             except Exception:
                 log.exception("ccmeter: could not read a messages request; passed on unmetered")
+                self.calls.pop(flow.id, None)
             if endpoint.provider != providers.BEDROCK:  # SigV4 may sign every header
                 flow.request.headers.pop(attribution.PROJECT_HEADER, None)
             call = self.calls.get(flow.id)
@@ -505,29 +511,63 @@ class Meter:
         flow.request.path = prefix + flow.request.path
         flow.request.headers["host"] = host if port in (80, 443) else f"{host}:{port}"
 
-    def _start_call(self, flow: http.HTTPFlow, endpoint: providers.Endpoint) -> None:
+    def _start_call(self, flow: http.HTTPFlow, endpoint: providers.Endpoint) -> Call:
+        """Keep a Call for this flow. Reading the request JSON (100–500 KB from Claude Code)
+        is put off until the request is on its way, unless the caps need what is in it."""
+        tag = flow.request.headers.get(attribution.PROJECT_HEADER, "").strip()
+        call = Call(
+            uid=flow.id,
+            started_ts=flow.request.timestamp_start,
+            host=flow.request.pretty_host,
+            attribution=attribution.Attribution(),
+            project=tag[:200] or None,
+            endpoint=endpoint,
+            pending=flow.request,
+        )
+        self.calls[flow.id] = call
+        if self._caps_need_request_body():
+            self._read_request(call)
+        else:
+            # Read it while the API thinks (its first byte takes a second or more). If the
+            # answer comes sooner, the first row reads it, after the first chunk is sent on.
+            asyncio.get_running_loop().call_later(
+                READ_REQUEST_DELAY_S, self._read_request_quietly, call)
+        return call
+
+    def _caps_need_request_body(self) -> bool:
+        """Only per-project, per-session and per-model cap rules and hard mode read the
+        request's contents before it is forwarded; global caps need nothing from it."""
+        policy = self.caps_policy
+        return policy.enabled and policy.needs_request_details
+
+    def _read_request_quietly(self, call: Call) -> None:
         try:
-            body = json.loads(flow.request.get_content(strict=False) or b"{}")
+            self._read_request(call)
+        except Exception:
+            log.exception("ccmeter: could not read a messages request")
+
+    def _read_request(self, call: Call) -> None:
+        """Fill in the call's attribution from its request (once; idempotent)."""
+        request, call.pending = call.pending, None
+        if request is None:
+            return
+        try:
+            body = json.loads(request.get_content(strict=False) or b"{}")
         except ValueError:
             body = {}
         if not isinstance(body, dict):
             body = {}
-        who = attribution.attribute(flow.request.headers, body)
+        who = attribution.attribute(request.headers, body)
+        endpoint = call.endpoint
         if endpoint.provider != providers.ANTHROPIC:  # the model and mode are in the URL
             who = replace(who, requested_model=endpoint.model,
                           stream=who.stream if endpoint.stream is None else endpoint.stream)
-        project = who.project or ctx.options.ccmeter_project
+        # The launcher's tag header was read (and removed from the request) up front.
+        project = call.project or who.project or ctx.options.ccmeter_project
         if not project and who.working_dir:
             project = attribution.project_from_dir(who.working_dir, git_top(who.working_dir))
-        project = self._session_project(who.session_id, project)
-        self.calls[flow.id] = Call(
-            uid=flow.id,
-            started_ts=flow.request.timestamp_start,
-            host=flow.request.pretty_host,
-            attribution=who,
-            project=project,
-            endpoint=endpoint,
-        )
+        call.attribution = who
+        call.project = self._session_project(who.session_id, project)
 
     def _session_project(self, session_id: str | None, project: str | None) -> str | None:
         """Calls without a working directory in their prompt (title and quota calls) take
@@ -656,6 +696,8 @@ class Meter:
             log.exception("ccmeter: recording a started call failed")
 
     def build_row(self, call: Call, *, status: str, flow: http.HTTPFlow | None) -> dict[str, Any]:
+        if call.pending is not None:
+            self._read_request(call)
         who, state = call.attribution, call.state
         usage = state.usage
         model = state.model or who.requested_model

@@ -100,6 +100,20 @@ def decimals_for(pico: int) -> int:
     return max(2, -int(exponent)) if isinstance(exponent, int) else 2
 
 
+def format_spend(spent: int, limit: int) -> str:
+    """A spend shown beside its cap: at the cap's precision (so ``$20.07`` of ``$20.00``),
+    with more decimals only where flooring would show a spend above the cap as equal to it
+    or below it (``$0.0026`` past a ``$0.002`` cap, ``$20.004`` past ``$20.00``)."""
+    places = decimals_for(limit)
+    while spent > limit and places < 12:
+        shown = Decimal(spent).scaleb(-12).quantize(Decimal(1).scaleb(-places),
+                                                    rounding=ROUND_FLOOR)
+        if shown > Decimal(limit).scaleb(-12):
+            break
+        places += 1
+    return format_usd(spent, places)
+
+
 def parse_duration(text: str) -> float:
     """``30m``, ``2h``, ``1h30m``, ``1d``, ``45s`` -> seconds."""
     match = _DURATION.match(text.strip().lower())
@@ -221,6 +235,14 @@ class Policy:
     @property
     def tz(self) -> tzinfo | None:
         return zone(self.timezone)
+
+    @property
+    def needs_request_details(self) -> bool:
+        """Does a check need what only the request's JSON says (project, session, model,
+        streaming)? Global caps in soft mode with one flat estimate do not, so the proxy can
+        forward the request before reading it."""
+        return (self.mode == "hard" or bool(self.estimates)
+                or any(cap.scope != "global" for cap in self.caps))
 
     def paused(self, now: float) -> bool:
         return self.paused_until is not None and now < self.paused_until
@@ -459,9 +481,10 @@ def refusal_message(status: CapStatus, now: float, tz: tzinfo | None = None) -> 
     """The text Claude Code shows: ``ccmeter: daily cap $20.00 reached ($20.07 spent);
     resets 00:00 (in 3h12m). Raise it with: ccmeter caps set --daily N``."""
     places = decimals_for(status.limit_picousd)
+    spent = format_spend(status.spent_picousd, status.limit_picousd)
     return (
         f"ccmeter: {status.label} {format_usd(status.limit_picousd, places)} reached "
-        f"({format_usd(status.spent_picousd, places)} spent); {reset_phrase(status, now, tz)}. "
+        f"({spent} spent); {reset_phrase(status, now, tz)}. "
         f"Raise it with: {raise_command(status)}"
     )
 
@@ -478,7 +501,7 @@ def warning_message(status: CapStatus, threshold: float, now: float,
     places = decimals_for(status.limit_picousd)
     return (
         f"{status.label} at {status.fraction:.0%} (warning at {threshold:.0%}): "
-        f"{format_usd(status.spent_picousd, places)} of "
+        f"{format_spend(status.spent_picousd, status.limit_picousd)} of "
         f"{format_usd(status.limit_picousd, places)}; {reset_phrase(status, now, tz)}"
     )
 
@@ -696,7 +719,7 @@ class Guard:
                 worst = most_constraining([s for s in statuses if s.reached])
                 assert worst is not None
                 message = refusal_message(worst, now, policy.tz)
-                log.warning("ccmeter: refused a call: %s", message)
+                log.warning("ccmeter: refused a call: %s", message.removeprefix("ccmeter: "))
                 return Decision(False, message, statuses, reason="cap")
             self._warn(policy, statuses, now)
         finally:

@@ -516,8 +516,18 @@ class Group:
 
     @property
     def cost_picousd(self) -> int | None:
-        """Sum of the priced calls; None when no call in the group is priced."""
-        return self.cost_sum if self.priced_calls else None
+        """Sum of the priced calls; None when the group has calls and none is priced.
+
+        A group without calls (an idle bucket, an empty database) costs 0, not "unpriced".
+        """
+        return self.cost_sum if self.priced_calls or not self.calls else None
+
+    @property
+    def saved_picousd(self) -> int | None:
+        """What caching saved; 0 without calls, None when no call's model has a price."""
+        if self.saved is None:
+            return None if self.calls else 0
+        return _to_pico(self.saved)
 
     @property
     def unpriced_calls(self) -> int:
@@ -530,7 +540,7 @@ class Group:
             "cache_write_tokens": self.cache_write_5m_tokens + self.cache_write_1h_tokens,
             "cost": self.cost_picousd,
             "unpriced_calls": self.unpriced_calls,
-            "cache_savings": _to_pico(self.saved),
+            "cache_savings": self.saved_picousd,
             "first_call": self.first_ts,
             "last_call": self.last_ts,
         }
@@ -693,7 +703,7 @@ def _fill_gaps(
     until = filters.until
     if until is None:
         until = max(time.time(), max(ends, default=since) + 1)
-    labels = []
+    labels: list[str] = []
     current = bucket_start(since, unit)
     while current.timestamp() < until:
         if len(labels) >= MAX_FILLED_BUCKETS:

@@ -29,9 +29,10 @@ import os
 import re
 import secrets
 import socket
+import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 PICO = 10**12
 MACHINE_ID_FILE = "machine-id"
+PUSH_LOCK_FILE = "push.lock"
+PUSH_LOCK_TIMEOUT = 120.0
 STALE_TEMP_SECONDS = 3600
 
 TOKEN_FIELDS: tuple[str, ...] = (
@@ -352,6 +355,40 @@ class PushResult:
     rows: int = 0
     written: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
+    #: This machine's files under another user name (the user was renamed), per old name:
+    #: removed, or with ``--dry-run`` to be removed.
+    removed: dict[str, list[Path]] = field(default_factory=dict)
+
+
+def other_user_copies(share: Path, month: str, user: str, machine: str) -> dict[str, Path]:
+    """This machine's part file of ``month`` under every user folder but ``user``'s.
+
+    A machine id belongs to one data folder, hence one database: such a file is an older
+    push of the same calls under a former user name, and would count them twice.
+    """
+    folder = share_base(share) / f"month={month}"
+    mine = f"user={encode_partition(user)}"
+    found: dict[str, Path] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if not entry.name.startswith("user=") or entry.name == mine:
+                continue
+            path = Path(entry.path) / f"part-{machine}.jsonl"
+            if path.is_file():
+                found[unquote(entry.name[len("user="):])] = path
+    return found
+
+
+def remove_part(path: Path) -> bool:
+    """Withdraw a part file with one unlink: readers see it whole or not at all. False if
+    it was already gone."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    with contextlib.suppress(OSError):
+        _fsync_dir(path.parent)
+    return True
 
 
 def push(
@@ -385,21 +422,100 @@ def push(
     plan = {part_path(share, month, user, machine): month_rows
             for month, month_rows in sorted(by_month.items())}
     if dry_run:
+        for month in sorted(by_month):
+            for old_user, old in other_user_copies(share, month, user, machine).items():
+                result.removed.setdefault(old_user, []).append(old)
         return result, plan
-    for path, month_rows in plan.items():
-        data = encode_rows(month_rows)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _clean_stale_temps(path)
-            with contextlib.suppress(OSError):
-                if path.read_bytes() == data:  # nothing new: leave the file (and mtime) be
+    with _machine_lock(paths):
+        for month, month_rows in sorted(by_month.items()):
+            path = part_path(share, month, user, machine)
+            data = encode_rows(month_rows)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _clean_stale_temps(path)
+                unchanged = False
+                with contextlib.suppress(OSError):
+                    unchanged = path.read_bytes() == data  # then leave the file (and mtime)
+                if unchanged:
                     result.unchanged.append(path)
-                    continue
-            write_atomic(path, data)
-        except OSError as exc:
-            raise CCMeterError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        result.written.append(path)
+                else:
+                    write_atomic(path, data)
+                    result.written.append(path)
+            except OSError as exc:
+                raise CCMeterError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            # Only once this month's file is in place: a reader may see both copies for a
+            # moment, never neither.
+            for old_user, old in other_user_copies(share, month, user, machine).items():
+                try:
+                    gone = remove_part(old)
+                except OSError as exc:
+                    raise CCMeterError(f"cannot remove {old} (this machine's copy under "
+                                       f"{old_user}, counted twice until it goes): "
+                                       f"{exc.strerror or exc}") from exc
+                if gone:
+                    log.info("removed %s: this machine now pushes as %s", old, user)
+                    result.removed.setdefault(old_user, []).append(old)
     return result, plan
+
+
+@contextlib.contextmanager
+def _machine_lock(paths: Paths, timeout: float = PUSH_LOCK_TIMEOUT) -> Iterator[None]:
+    """One push at a time from one data folder (one machine id), so that two pushes under
+    two user names cannot each remove the other's fresh file. The lock file lives in the
+    local data folder, never on the share; the OS releases it if the process dies."""
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with open(paths.data_dir / PUSH_LOCK_FILE, "a+b") as handle:
+        while not _try_lock(handle):
+            if time.monotonic() > deadline:
+                raise CCMeterError(f"another `ccmeter push` from this machine has held "
+                                   f"{paths.data_dir / PUSH_LOCK_FILE} for over "
+                                   f"{timeout:.0f} s; try again when it is done")
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            _unlock(handle)
+
+
+def _try_lock(handle: Any) -> bool:
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        import msvcrt
+
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(handle: Any) -> None:
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -416,12 +532,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError, AttributeError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    _fsync_dir(path.parent)
 
 
 def _clean_stale_temps(path: Path) -> None:

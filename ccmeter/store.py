@@ -760,13 +760,18 @@ def _check_and_reserve_once(
     reservation: Reservation | None,
 ) -> tuple[list[int], bool]:
 
-    db.execute("BEGIN IMMEDIATE")
+    # A reservation of $0 (the default estimate) would change no one's sum: then the check
+    # is a plain read, which under WAL never waits for another process's writes.
+    reserving = reservation is not None and reservation.estimate_picousd > 0
+    db.execute("BEGIN IMMEDIATE" if reserving else "BEGIN")
     try:
-        db.execute(_EXPIRE_SQL, [now])
+        if reserving:
+            db.execute(_EXPIRE_SQL, [now])
         spent = [cap_spent(db, w, now) for w in windows]
         allowed = decide(spent)
-        if allowed and reservation is not None:
+        if allowed and reserving:
             r = reservation
+            assert r is not None
             db.execute(_RESERVE_SQL, [r.call_uid, r.created_ts, r.estimate_picousd,
                                       r.expires_ts, r.project, r.session_id])
         db.execute("COMMIT")

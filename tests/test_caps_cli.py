@@ -144,3 +144,34 @@ def test_cap_statuses_for_the_status_line(home):
     assert {(s.name, s.scope, s.window) for s in statuses} == {
         ("daily", "global", "calendar"), ("total", "session:abc", "total")}
     assert all(s.fraction == 0 and s.spent_picousd == 0 for s in statuses)
+
+
+def test_show_session_takes_the_short_id_that_sessions_prints(home):
+    import time
+
+    now = time.time()
+    spend = {"72292d5c-0d7e-4a51-9d7b-5f3c8c1a2b3c": 30, "7229aaaa-1111-4a51-9d7b-000000000001": 7,
+             "0b1e2f3a-2222-4a51-9d7b-000000000002": 5}
+    db = store.connect(home / "ccmeter.db")
+    store.upsert_calls(db, [
+        {"call_uid": f"c-{sid}", "started_at": "x", "started_ts": now - 5, "status": "ok",
+         "cost_picousd": cents * 10**10, "session_id": sid, "updated_ts": now}
+        for sid, cents in spend.items()])
+    db.conn.close()
+    assert run("set", "--per-session", "--total", "1").exit_code == 0
+
+    listed = CliRunner().invoke(app, ["sessions"])
+    assert "72292d5c " in listed.output  # the short form a user copies from `ccmeter sessions`
+    doc = json.loads(run("--session", "72292d5c", "--format", "json").output)
+    [row] = [r for r in doc["rows"] if r["scope"].startswith("session:")]
+    assert row["scope"] == "session:72292d5c-0d7e-4a51-9d7b-5f3c8c1a2b3c"
+    assert row["spent_picousd"] == 30 * 10**10 and row["used"] == pytest.approx(0.30)
+    full = run("--session", "72292d5c-0d7e-4a51-9d7b-5f3c8c1a2b3c", "--format", "json")
+    assert json.loads(full.output)["rows"] == doc["rows"]
+
+    ambiguous = run("--session", "7229")
+    assert ambiguous.exit_code == 2 and len(ambiguous.output.strip().splitlines()) == 1
+    assert "matches 2 sessions" in ambiguous.output
+    assert "72292d5c-0d7e" in ambiguous.output and "7229aaaa-1111" in ambiguous.output
+    unknown = run("--session", "ffff")
+    assert unknown.exit_code == 2 and "no session starts with 'ffff'" in unknown.output

@@ -315,3 +315,60 @@ def test_desktop_notification_never_raises_or_waits(monkeypatch):
     calls.clear()
     caps._notify("nothing to run")
     assert calls == []
+
+
+@pytest.mark.parametrize(("limit", "spent", "shown"), [
+    ("0.002", "0.0026", "$0.002 reached ($0.0026 spent)"),  # not "$0.002 spent"
+    ("0.002", "0.0020001", "$0.002 reached ($0.0020001 spent)"),
+    ("20", "20.004", "$20.00 reached ($20.004 spent)"),  # not "$20.00 spent"
+    ("20", "20.07", "$20.00 reached ($20.07 spent)"),  # the documented format, unchanged
+    ("20", "20", "$20.00 reached ($20.00 spent)"),
+    ("0.0001", "0.0004", "$0.0001 reached ($0.0004 spent)"),
+    ("1000", "1000.000000000001", "$1,000.00 reached ($1,000.000000000001 spent)"),
+])
+def test_refusal_message_never_shows_a_spend_past_the_cap_as_the_cap(limit, spent, shown):
+    status = caps.CapStatus("daily", "global", caps.parse_usd(limit), caps.parse_usd(spent),
+                            None, 1.0, "calendar")
+    assert f"daily cap {shown}; " in caps.refusal_message(status, 0.0, BERLIN)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 10**15), st.integers(0, 10**6))
+def test_shown_spend_is_above_the_shown_cap_whenever_it_is_above_the_cap(limit, over):
+    from decimal import Decimal
+
+    spent = caps.format_spend(limit + over, limit)
+    shown = Decimal(spent.removeprefix("$").replace(",", ""))
+    cap = Decimal(caps.format_usd(limit, caps.decimals_for(limit)).removeprefix("$")
+                  .replace(",", ""))
+    assert (shown > cap) if over else (shown == cap)
+    assert shown * 10**12 <= limit + over  # floored: never shown above what was spent
+
+
+def test_warning_shows_a_small_spend_beside_its_cap():
+    status = caps.CapStatus("daily", "global", caps.parse_usd("0.002"),
+                            caps.parse_usd("0.0017"), None, 0.85, "calendar")
+    assert "$0.001 of $0.002" in caps.warning_message(status, 0.8, 0.0, BERLIN)
+
+
+def test_a_refusal_is_logged_with_one_ccmeter_prefix(tmp_path, caplog):
+    import time
+
+    from ccmeter import store
+
+    db = store.connect(tmp_path / "c.db")
+    now = time.time()
+    store.upsert_calls(db, [{"call_uid": "c1", "started_at": "x", "started_ts": now - 1,
+                             "status": "ok", "cost_picousd": 2_600_000_000, "updated_ts": now}])
+    db.conn.close()
+    guard = caps.Guard(tmp_path / "c.db")
+    policy = caps.parse_policy({"caps": {"daily": "0.002", "notify": False}})
+    with caplog.at_level("WARNING", logger="ccmeter.caps"):
+        decision = guard.check(policy, call_uid="c2", project=None, session_id=None,
+                               model="claude-opus-4-8", now=now)
+    guard.close()
+    assert decision is not None and not decision.allowed
+    assert decision.message.startswith("ccmeter: daily cap $0.002 reached ($0.0026 spent); ")
+    [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert line.startswith("ccmeter: refused a call: daily cap $0.002 reached ($0.0026 spent)")
+    assert line.count("ccmeter:") == 1

@@ -363,3 +363,76 @@ def test_report_through_the_real_proxy(home):
     assert rep.totals["calls"] == 3
     # opus-4-8: input 5, write 6.25, read 0.5 $/MTok -> read saves 4.5, write costs 1.25 extra
     assert rep.totals["cache_savings"] == (83_000 * 4_500_000 - 5_000 * 1_250_000)
+
+
+def test_an_empty_report_costs_zero_not_unpriced(home):
+    db = fill(home, [])
+    rep = reports.build_report(db, ["project"], reports.Filters(), CATALOG)
+    db.conn.close()
+    assert rep.rows == []
+    assert rep.totals["calls"] == 0 and rep.totals["cost"] == 0
+    assert rep.totals["cache_savings"] == 0
+    runner = CliRunner()
+    for args in (["report", "--by", "project", "--since", "30d"], ["report"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "unpriced" not in result.output
+        totals = [line.split() for line in result.output.splitlines()
+                  if line.startswith("total")]
+        assert totals and all(total == ["total", "0", "0", "0", "0", "0", "$0.00", "$0.00"]
+                              for total in totals)
+    doc = json.loads(runner.invoke(app, ["report", "--since", "30d", "-f", "json"]).output)
+    assert doc["totals"]["cost_picousd"] == 0 and doc["totals"]["cost_usd"] == "0.000000000000"
+    assert doc["totals"]["cache_savings_picousd"] == 0
+
+
+def test_idle_buckets_cost_zero_and_unpriced_stays_none(home, utc):
+    ts = datetime(2026, 11, 2, 12, tzinfo=UTC).timestamp()
+    db = fill(home, [{"call_uid": "a", "started_at": "x", "started_ts": ts, "status": "ok",
+                      "model": "claude-unknown-7", "cost_picousd": None, "updated_ts": ts}])
+    rep = reports.build_report(db, ["day"], reports.Filters(
+        since=datetime(2026, 11, 1, tzinfo=UTC).timestamp(),
+        until=datetime(2026, 11, 3, tzinfo=UTC).timestamp()), CATALOG)
+    assert [(r["day"], r["cost"], r["cache_savings"]) for r in rep.rows] == [
+        ("2026-11-01", 0, 0), ("2026-11-02", None, None)]
+    assert rep.totals["cost"] is None  # calls, none priced: unknown, never $0
+
+
+@pytest.mark.parametrize("args", [
+    ["--since", "2026-12-01", "--until", "2026-11-01"],
+    ["--by", "day", "--since", "2026-11-02T10:00", "--until", "2026-11-02T10:00"],
+])
+def test_an_inverted_range_is_a_one_line_error(home, args):
+    result = CliRunner().invoke(app, ["report", *args])
+    assert result.stdout == ""
+    assert isinstance(result.exception, config.CCMeterError)  # cli.main: one line, exit 2
+    message = str(result.exception)
+    assert "\n" not in message
+    assert message.startswith(f"--since {args[-3]} is not before --until {args[-1]}")
+
+
+def test_local_calls_count_refused_calls_as_documented_and_team_calls_do_not(home, tmp_path):
+    """`calls` differ by design (docs/reports.md, docs/team-share.md): locally every metered
+    call including those a cap refused (blocked, $0); in the team share only calls sent."""
+    from pathlib import Path
+
+    from ccmeter import share
+
+    now = time.time()
+    base = {"started_at": "x", "started_ts": now - 60, "model": "claude-opus-4-8",
+            "project": "web", "updated_ts": now}
+    rows = [base | {"call_uid": "ok", "status": "ok", "cost_picousd": 7 * 10**9},
+            base | {"call_uid": "err", "status": "upstream_error", "cost_picousd": 0},
+            base | {"call_uid": "b1", "status": "blocked", "cost_picousd": 0},
+            base | {"call_uid": "b2", "status": "blocked", "cost_picousd": 0}]
+    db = fill(home, rows)
+    local = reports.build_report(db, ["project"], reports.Filters(), CATALOG).totals
+    [team] = share.summarise(db, share.ShareSettings(user="ana"))
+    db.conn.close()
+    assert local["calls"] == 4 and local["unpriced_calls"] == 0 and local["cost"] == 7 * 10**9
+    assert (team["calls"], team["blocked_calls"]) == (2, 2)
+    assert local["calls"] == team["calls"] + team["blocked_calls"]
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    for name in ("reports.md", "team-share.md"):
+        text = " ".join((docs / name).read_text().split())
+        assert "refused by a cap" in text and "calls + blocked_calls" in text, name

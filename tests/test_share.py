@@ -258,6 +258,99 @@ def test_push_never_touches_other_users_files(tmp_path, share_dir):
     assert {k: after[k] for k in bobs} == bobs
 
 
+def test_a_rename_withdraws_this_machines_copy_under_the_old_name(tmp_path, share_dir):
+    rows = make_rows("alice", 21)
+    paths = fill_home(tmp_path / "laptop", rows)
+    first = push_user(paths, share_dir, "alice")
+    machine = first.machine
+    desk = fill_home(tmp_path / "desk", make_rows("alice-desk", 22))  # alice's other machine
+    desk_id = push_user(desk, share_dir, "alice").machine
+    old_dir = share_dir / "ccmeter/v1/month=2026-11/user=alice"
+    kept = [old_dir / f"part-{machine}.jsonl.bak", old_dir / f"part-{machine}-copy.jsonl",
+            old_dir / f".part-{machine}.jsonl.x.tmp"]  # not exactly this machine's name
+    for path in kept:
+        path.write_text("{}\n")
+
+    renamed = push_user(paths, share_dir, "bob")
+    mine = sorted(share_dir.rglob(f"part-{machine}.jsonl"))
+    assert [p.parent.name for p in mine] == ["user=bob", "user=bob"]
+    assert renamed.removed == {"alice": [
+        share_dir / f"ccmeter/v1/month={m}/user=alice/part-{machine}.jsonl"
+        for m in ("2026-10", "2026-11")]}
+    assert len(list(share_dir.rglob(f"part-{desk_id}.jsonl"))) == 2  # other machines stay
+    assert all(p.exists() for p in kept)
+
+    data = share.read_share(share_dir)
+    got = {g["user"]: g for g in share.aggregate(data.rows, ["user"])}
+    want = expected_totals(rows)
+    assert {k: got["bob"][k] for k in want} == want  # counted once, not twice
+    assert got["alice"]["calls"] == expected_totals(make_rows("alice-desk", 22))["calls"]
+    assert push_user(paths, share_dir, "bob").removed == {}  # nothing left to withdraw
+
+
+def test_a_rename_with_since_withdraws_only_the_months_it_rewrites(tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 23))
+    push_user(paths, share_dir, "alice")
+    db = store.connect(paths.db_file)
+    try:
+        result, _ = share.push(db, paths, share.ShareSettings(user="bob", share=share_dir),
+                               since=date(2026, 11, 1))
+    finally:
+        db.conn.close()
+    assert [p.parent.parent.name for p in result.removed["alice"]] == ["month=2026-11"]
+    users = {(p.parent.parent.name, p.parent.name) for p in share_dir.rglob("part-*.jsonl")}
+    assert users == {("month=2026-10", "user=alice"), ("month=2026-11", "user=bob")}
+
+
+def test_dry_run_lists_the_copies_a_rename_would_withdraw(tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 24))
+    push_user(paths, share_dir, "alice@laptop")
+    before = snapshot(share_dir)
+    db = store.connect(paths.db_file)
+    try:
+        result, _ = share.push(db, paths, share.ShareSettings(user="bob", share=share_dir),
+                               dry_run=True)
+    finally:
+        db.conn.close()
+    assert list(result.removed) == ["alice@laptop"] and len(result.removed["alice@laptop"]) == 2
+    assert snapshot(share_dir) == before
+
+
+def test_two_names_pushing_at_once_from_one_machine_leave_one_copy(tmp_path, share_dir):
+    rows = make_rows("alice", 26)
+    paths = fill_home(tmp_path / "h", rows)
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def run(user: str) -> None:
+        try:
+            barrier.wait()
+            push_user(paths, share_dir, user)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(u,)) for u in ("alice", "bob") * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    months = Counter(p.parent.parent.name for p in share_dir.rglob("part-*.jsonl"))
+    assert months == {"month=2026-10": 1, "month=2026-11": 1}
+    data = share.read_share(share_dir)
+    assert share.totals(share.aggregate(data.rows, ["user"]), data.rows)["calls"] == \
+        expected_totals(rows)["calls"]
+
+
+def test_pushes_of_one_machine_take_turns(tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 25))
+    busy = pytest.raises(CCMeterError, match="another `ccmeter push` from this machine")
+    with share._machine_lock(paths), busy, share._machine_lock(paths, timeout=0.2):
+        pass
+    with share._machine_lock(paths, timeout=0.2):  # released
+        pass
+
+
 def test_concurrent_pushes_from_many_users_and_two_machines_of_one(tmp_path, share_dir):
     users = {f"user{i}": make_rows(f"user{i}", 100 + i) for i in range(6)}
     homes = {name: fill_home(tmp_path / name, rows) for name, rows in users.items()}

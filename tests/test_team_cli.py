@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import click
@@ -222,3 +223,54 @@ def test_every_share_command_and_option_has_help():
                 assert param.help, (path, param.name)
     assert "Example" in command.get_command(ctx, "push").help
     assert "Example" in command.get_command(ctx, "team").get_command(ctx, "report").help
+
+
+def test_pushing_under_a_new_name_withdraws_the_old_copy_and_says_so(tmp_path):
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    home = tmp_path / "home"
+    rows = make_rows("ana", 31)
+    fill_home(home, rows)
+    first = start_push(home, "--to", str(share_dir), "--user", "alice")
+    assert first.communicate(timeout=60) == ("", "") and first.returncode == 0
+    renamed = start_push(home, "--to", str(share_dir), "-v", CCMETER_USER="bob")
+    out, err = renamed.communicate(timeout=60)
+    assert (renamed.returncode, err) == (0, "")
+    lines = out.splitlines()
+    assert "removed alice's copy from this machine: renamed to bob" in lines
+    assert sum(line.startswith("  removed ") and "user=alice" in line for line in lines) == 2
+    assert not list(share_dir.rglob("user=alice/*.jsonl"))
+    doc = json.loads(report("--from", str(share_dir), "--format", "json").stdout)
+    assert [r["user"] for r in doc["rows"]] == ["bob"]
+    want = expected_totals(rows)
+    assert {k: doc["totals"][k] for k in ("calls", "blocked_calls", "unpriced_calls")} == {
+        k: want[k] for k in ("calls", "blocked_calls", "unpriced_calls")}
+    assert doc["totals"]["cost_picousd"] == want["cost_picousd"]
+
+
+def test_dry_run_names_the_copies_a_new_name_would_withdraw(tmp_path):
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    fill_home(Path(os.environ["CCMETER_HOME"]), make_rows("ana", 32))
+    runner.invoke(app, ["push", "--to", str(share_dir), "--user", "alice"],
+                  catch_exceptions=False)
+    result = runner.invoke(app, ["push", "--to", str(share_dir), "--user", "bob", "--dry-run"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0
+    assert result.stderr.count("# would remove ") == 2
+    assert "alice's copy from this machine: renamed to bob" in result.stderr
+    assert len(list(share_dir.rglob("user=alice/*.jsonl"))) == 2
+
+
+def test_verbose_push_counts_in_the_singular_and_plural(tmp_path):
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    fill_home(Path(os.environ["CCMETER_HOME"]), make_rows("ana", 33, days=5,
+                                                          first=date(2026, 11, 3)))
+    args = ["push", "--to", str(share_dir), "--user", "ana", "-v"]
+    first = runner.invoke(app, args, catch_exceptions=False)
+    assert first.exit_code == 0
+    assert ": 1 file written, 0 unchanged" in first.stdout
+    assert "1 files" not in first.stdout
+    second = runner.invoke(app, args, catch_exceptions=False)
+    assert ": 0 files written, 1 unchanged" in second.stdout

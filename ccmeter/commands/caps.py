@@ -113,7 +113,8 @@ def caps_root(
     ctx: typer.Context,
     fmt: FormatOption = "table",
     session: Annotated[str | None, typer.Option(
-        "--session", help="Also show per-session caps for this session id.")] = None,
+        "--session", help="Also show per-session caps for this session: its id, or enough "
+        "of its start to be unique (as `ccmeter sessions` shows it).")] = None,
 ) -> None:
     """Spending caps: show them (no subcommand), or set, unset, pause and resume them.
 
@@ -135,6 +136,8 @@ def _show(fmt: str, session: str | None) -> None:
     now = datetime.now().timestamp()
     db = store.connect(paths.db_file)
     try:
+        if session is not None:
+            session = _resolve_session(db, session)
         statuses = caps.cap_statuses(db, cfg, now, session_id=session)
     finally:
         db.conn.close()
@@ -171,6 +174,16 @@ def _show(fmt: str, session: str | None) -> None:
     ]
     title = "Spending caps" + (" — PAUSED" if paused is not None else "")
     render.emit(rows, columns, fmt, title=title, meta=meta)
+
+
+def _resolve_session(db: Any, prefix: str) -> str:
+    """The full id of the one session starting with ``prefix`` (as ``ccmeter session``)."""
+    from ccmeter import reports
+
+    try:
+        return reports.resolve_session(db, prefix)
+    except ValueError as exc:
+        raise config.CCMeterError(str(exc)) from None
 
 
 @caps_app.command("set")

@@ -75,6 +75,15 @@ def _when(value: str | None, *, end: bool = False, now: float | None = None) -> 
         raise config.CCMeterError(str(exc)) from None
 
 
+def _range(since: str | None, until: str | None, now: float) -> tuple[float | None, float | None]:
+    """``--since`` / ``--until`` as Unix seconds; a range with nothing in it is a user error."""
+    start, end = _when(since, now=now), _when(until, end=True, now=now)
+    if start is not None and end is not None and start >= end:
+        raise config.CCMeterError(f"--since {since} is not before --until {until}: nothing "
+                                  "can fall between them; swap them or widen the range")
+    return start, end
+
+
 def _open_db() -> Any:
     from ccmeter import store
 
@@ -226,9 +235,8 @@ def report(
             _default_report(db, catalog, fmt, now, project, model)
             return
         dims = by or ["project"]
-        filters = reports.Filters(since=_when(since, now=now),
-                                  until=_when(until, end=True, now=now),
-                                  project=project, model=model)
+        start, end = _range(since, until, now)
+        filters = reports.Filters(since=start, until=end, project=project, model=model)
         try:
             rep = reports.build_report(db, dims, filters, catalog)
         except ValueError as exc:

@@ -80,12 +80,26 @@ def push(
         for path, rows in plan.items():
             typer.echo(f"# {path}", err=True)
             typer.echo(share.encode_rows(rows).decode("utf-8"), nl=False)
+        for old_user, old_paths in result.removed.items():
+            for old in old_paths:
+                typer.echo(f"# would remove {old} ({old_user}'s copy from this machine: "
+                           f"renamed to {result.user})", err=True)
         return
     if verbose:
-        typer.echo(f"pushed {result.rows} rows as {result.user} (machine {result.machine}): "
-                   f"{len(result.written)} files written, {len(result.unchanged)} unchanged")
+        typer.echo(f"pushed {plural(result.rows, 'row')} as {result.user} (machine "
+                   f"{result.machine}): {plural(len(result.written), 'file')} written, "
+                   f"{len(result.unchanged)} unchanged")
         for path in result.written:
             typer.echo(f"  wrote {path}")
+        for old_user, old_paths in result.removed.items():
+            typer.echo(f"removed {old_user}'s copy from this machine: renamed to {result.user}")
+            for old in old_paths:
+                typer.echo(f"  removed {old}")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``, ``0 files``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 BY_HELP = (f"Group by one or two of: {', '.join(share.DIMENSIONS)} "
