@@ -289,6 +289,32 @@ def test_ctrl_c_goes_to_the_child_and_ccmeter_waits_for_it(tmp_path):
     assert err.startswith("ccmeter: this run") and "Traceback" not in err
 
 
+def test_only_api_hosts_are_decrypted_everything_else_is_tunnelled(isolated_home):
+    """Through `ccmeter serve`, another TLS host keeps its own certificate end to end."""
+    import ssl
+
+    proc, port = start_serve(env=dict(os.environ))
+    try:
+        with StandIn(tls=True) as other:
+            def fetch(cafile: str) -> int:
+                context = ssl.create_default_context(cafile=cafile)
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context,
+                                                   timeout=10)
+                conn.set_tunnel("localhost", other.port)
+                conn.request("GET", "/anything")
+                return conn.getresponse().status
+
+            assert fetch(other.ca_path) == 200  # the stand-in's own cert reached us
+            ours = str(Path(isolated_home) / "ca" / "mitmproxy-ca-cert.pem")
+            with pytest.raises(ssl.SSLCertVerificationError):
+                fetch(ours)  # ...and nothing was signed by ccmeter's CA
+            assert other.requests[0].path == "/anything"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    assert db_rows(isolated_home) == []
+
+
 def test_the_command_keeps_its_own_options_even_without_the_double_dash():
     script = "import sys, json; print(json.dumps(sys.argv[1:]))"
     result = ccmeter("run", sys.executable, "-c", script, "-p", "fix it", "--help")
@@ -425,15 +451,15 @@ def claude_bin_or_none() -> str | None:
         return None
 
 
-def test_every_command_and_option_has_help():
+def test_every_command_and_option_has_help_with_an_example():
     import typer.main
 
     root = typer.main.get_command(app)
     for name, command in root.commands.items():
-        assert command.help, name
+        assert command.help and "Example" in command.help, name
         commands = getattr(command, "commands", None) or {name: command}
         for sub_name, sub in commands.items():
-            assert sub.help, sub_name
+            assert sub.help and "Example" in sub.help, sub_name
             for param in sub.params:
                 if param.param_type_name == "option" and param.name != "help":
                     assert param.help, f"{name} {sub_name} --{param.name}"

@@ -15,12 +15,7 @@ import typer
 
 from ccmeter import caps, config, render, store
 
-caps_app = typer.Typer(
-    name="caps",
-    help="Spending caps that stop a runaway session before the money is spent.\n\n"
-    "Without a subcommand: each cap's spend, what remains and when it resets.",
-    invoke_without_command=True,
-)
+caps_app = typer.Typer(name="caps", invoke_without_command=True)  # help: the callback's
 
 FormatOption = Annotated[
     str,
@@ -116,7 +111,9 @@ def caps_root(
         "--session", help="Also show per-session caps for this session: its id, or enough "
         "of its start to be unique (as `ccmeter sessions` shows it).")] = None,
 ) -> None:
-    """Spending caps: show them (no subcommand), or set, unset, pause and resume them.
+    """Spending caps that stop a runaway session before the money is spent.
+
+    Without a subcommand: each cap's spend, what remains and when it resets.
 
     Examples:
       ccmeter caps

@@ -39,10 +39,7 @@ DERIVED_MULTIPLIERS = {"cache_write_5m": Decimal("1.25"), "cache_write_1h": Deci
                        "cache_read": Decimal("0.1")}
 _BEDROCK_PREFIXES = ("us.", "eu.", "apac.", "au.", "jp.", "global.")
 
-prices_app = typer.Typer(
-    help="The model prices ccmeter uses; import LiteLLM's price file as overrides.",
-    no_args_is_help=False,
-)
+prices_app = typer.Typer(no_args_is_help=False)  # help: the callback's docstring
 
 
 def register(app: typer.Typer) -> None:

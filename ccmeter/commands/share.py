@@ -13,7 +13,8 @@ from ccmeter.commands.reports import FormatOption
 
 team_app = typer.Typer(
     name="team",
-    help="Read the whole team's spend from a shared folder that teammates `ccmeter push` to.",
+    help="Read the whole team's spend from a shared folder that teammates `ccmeter push` to."
+    "\n\nExample: ccmeter team report --from /mnt/team/ccmeter --by user --since 30d",
     no_args_is_help=True,
 )
 
