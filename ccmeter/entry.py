@@ -11,7 +11,7 @@ import sys
 
 def main() -> None:
     if sys.argv[1:] == ["statusline"]:
-        from ccmeter.commands.reports import statusline
+        from ccmeter.statusline import main as statusline
 
         statusline()
         return

@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +316,8 @@ def connect(path: Path | str) -> sqlite_utils.Database:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
                            isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    import sqlite_utils  # here, not at import: the status line never needs it
+
     db = sqlite_utils.Database(conn)
     if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         _retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
@@ -414,9 +417,27 @@ def get_call(db: sqlite_utils.Database, call_uid: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def query(db: sqlite_utils.Database, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-    """Run a read query (SQL kept as a named constant by the caller) and return dict rows."""
-    return list(db.query(sql, params))
+def query(db: sqlite_utils.Database | sqlite3.Connection, sql: str,
+          params: Any = ()) -> list[dict[str, Any]]:
+    """Run a read query (SQL kept as a named constant by the caller) and return dict rows.
+
+    ``db`` may also be a plain connection from :func:`connect_reader`.
+    """
+    conn = db if isinstance(db, sqlite3.Connection) else db.conn
+    cursor = conn.execute(sql, params)
+    names = [column[0] for column in cursor.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def connect_reader(path: Path | str) -> sqlite3.Connection:
+    """A plain read-only connection, for the status line: it runs after every Claude Code
+    turn, so it skips sqlite-utils (and its plugin scan) and migrations. It fails if the
+    file is missing or too old to hold the expected tables; the caller shows a minimal line.
+    """
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                           timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.execute("PRAGMA query_only=1")
+    return conn
 
 
 class CallWriter:

@@ -8,7 +8,6 @@ Each command resolves paths and options, calls :mod:`ccmeter.reports` and hands 
 from __future__ import annotations
 
 import io
-import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from ccmeter import config
+from ccmeter.statusline import _ago, _caps, _local, plan_line, statusline_text  # noqa: F401
 
 FormatOption = Annotated[
     str,
@@ -107,12 +107,6 @@ def _iso(ts: float | None) -> str | None:
     from ccmeter.render import iso_datetime
 
     return iso_datetime(ts) if ts is not None else None
-
-
-def _local(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    from datetime import datetime
-
-    return "now" if ts is None else datetime.fromtimestamp(ts).strftime(fmt)
 
 
 def _timezone_name() -> str:
@@ -417,21 +411,6 @@ def session(
 # --- watch ---------------------------------------------------------------------------------
 
 
-def _caps(db: Any, cfg: Mapping[str, Any], now: float, session_id: str | None = None
-          ) -> tuple[list[Any] | None, str | None]:
-    """(cap statuses, or None with why not); per-session caps only for ``session_id``."""
-    try:
-        from ccmeter import caps
-    except ImportError:
-        return None, "caps: not available in this version"
-    try:
-        if session_id:
-            return list(caps.cap_statuses(db, cfg, now, session_id=session_id)), None
-        return list(caps.cap_statuses(db, cfg, now)), None
-    except config.CCMeterError as exc:
-        return None, f"caps: {exc}"
-
-
 def _eta(status: Any, burn: dict[str | None, int], now: float) -> str:
     """When a cap is reached at the last hour's pace, or why not."""
     if status.spent_picousd >= status.limit_picousd:
@@ -448,16 +427,6 @@ def _eta(status: Any, burn: dict[str | None, int], now: float) -> str:
     if status.resets_at is not None and at >= status.resets_at:
         return "not before reset"
     return _local(at, "%H:%M" if at - now < 86400 else "%a %H:%M")
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 5:
-        return "just now"
-    if seconds < 60:
-        return f"{int(seconds)}s ago"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m ago"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m ago"
 
 
 def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
@@ -556,32 +525,6 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int)
     return table
 
 
-def plan_line(plan: Mapping[str, Any], now: float, *, long: bool = False) -> str:
-    """``plan 5h 34% (resets 14:00) · 7d 12% (resets Tue 09:00)`` from the latest headers."""
-    from ccmeter.render import format_percent
-
-    parts = []
-    for window, label in (("5h", "5h"), ("7d", "7d")):
-        used = plan.get(f"plan_{window}_utilization")
-        reset = plan.get(f"plan_{window}_reset")
-        if used is None:
-            continue
-        if reset is not None and reset <= now:
-            parts.append(f"{label} reset" if long else f"{label} –")
-            continue
-        text = f"{label} {format_percent(used)}"
-        if long and reset is not None:
-            text += f" (resets {_local(reset, '%H:%M' if reset - now < 86400 else '%a %H:%M')})"
-        parts.append(text)
-    if not parts:
-        return ""
-    prefix = "plan " if long else ""
-    status = plan.get("plan_status")
-    suffix = f" · status {status}" if long and status else ""
-    seen = f" · seen {_ago(now - plan['started_ts'])}" if long and plan.get("started_ts") else ""
-    return prefix + " · ".join(parts) + suffix + seen
-
-
 def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float | None = None,
                        *, active_minutes: int = 15, width: int = 100) -> str:
     """One ``watch`` frame as plain text (no escape codes): for ``--once`` and tests."""
@@ -646,98 +589,7 @@ def watch(
 
 
 # --- statusline ----------------------------------------------------------------------------
-
-MINIMAL_LINE = "ccmeter"
-STATUSLINE_BUDGET_S = 2
-
-
-def _stdin_plan(data: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Plan usage from the status-line JSON's ``rate_limits`` (subscribers), if present."""
-    limits = data.get("rate_limits")
-    if not isinstance(limits, Mapping):
-        return None
-    plan: dict[str, Any] = {}
-    for window, names in (("5h", ("five_hour", "5h", "5_hour", "session")),
-                          ("7d", ("seven_day", "7d", "7_day", "weekly"))):
-        for name in names:
-            entry = limits.get(name)
-            if not isinstance(entry, Mapping):
-                continue
-            used = entry.get("used_percentage", entry.get("utilization"))
-            if isinstance(used, int | float) and not isinstance(used, bool):
-                plan[f"plan_{window}_utilization"] = used / 100 if "used_percentage" in entry \
-                    else used
-                reset = entry.get("resets_at")
-                plan[f"plan_{window}_reset"] = reset if isinstance(reset, int | float) else None
-                break
-    return plan or None
-
-
-def _mark(fraction: float) -> str:
-    return "⛔ " if fraction >= 1 else ("⚠ " if fraction >= 0.8 else "")
-
-
-def statusline_text(raw: str, *, now: float | None = None,
-                    cfg: Mapping[str, Any] | None = None) -> str:
-    """The status line for the JSON Claude Code sent (see docs/reports.md).
-
-    ``Opus 4.8 · session $0.09 · today $4.56/$20 (23%) · 5h 34% · 7d 12%``; a ``⚠`` when a cap
-    is at 80 % or more, ``⛔`` when one is reached. Reads only indexed rows.
-    """
-    from ccmeter import render, reports, store
-
-    now = time.time() if now is None else now
-    data = json.loads(raw) if raw.strip() else {}
-    if not isinstance(data, Mapping):
-        data = {}
-    model = data.get("model") if isinstance(data.get("model"), Mapping) else {}
-    name = model.get("display_name") or reports.short_model(
-        str(model.get("id") or "").split("[")[0]) if model else ""
-    parts: list[str] = [str(name)] if name else []
-    paths = config.paths()
-    if not paths.db_file.exists():
-        return " · ".join([*parts, "ccmeter: no calls metered yet"])
-    cfg = config.load_config(paths) if cfg is None else cfg
-    db = store.connect(paths.db_file)
-    try:
-        sid = data.get("session_id")
-        if isinstance(sid, str) and sid:
-            spent = reports.session_spend(db, sid)
-            text = f"session {render.format_usd(spent['cost']) if spent['calls'] else '$0.00'}"
-            if spent["cost"] is None and spent["calls"]:
-                text = "session unpriced"
-            elif spent["unpriced_calls"]:
-                text += "+"
-            parts.append(text)
-        statuses, _ = _caps(db, cfg, now, sid if isinstance(sid, str) and sid else None)
-        project = spent["project"] if sid and isinstance(sid, str) else None
-        mine = [s for s in statuses or [] if s.scope == "global"
-                or (project and s.scope == f"project:{project}")
-                or (sid and s.scope == f"session:{sid}")]
-        daily = next((s for s in mine if s.name == "daily" and s.scope == "global"), None)
-        if daily is not None:
-            parts.append(_mark(daily.fraction) + (
-                f"today {render.format_usd(daily.spent_picousd)}/"
-                f"{render.format_usd(daily.limit_picousd)} "
-                f"({render.format_percent(daily.fraction)})"))
-        else:
-            today, _unpriced = reports.spend_since(db, reports.local_midnight(now))
-            parts.append(f"today {render.format_usd(today or 0)}")
-        others = [s for s in mine if s is not daily and s.fraction >= 0.8]
-        if others:
-            worst = max(others, key=lambda s: s.fraction)
-            scope = "" if worst.scope == "global" else (
-                "session " if worst.scope.startswith("session:") else "project ")
-            parts.append(f"{_mark(worst.fraction)}{scope}{worst.name} "
-                         f"{render.format_percent(worst.fraction)}")
-        plan = reports.latest_plan(db) or _stdin_plan(data)
-        if plan:
-            line = plan_line(plan, now)
-            if line:
-                parts.append(line)
-    finally:
-        db.conn.close()
-    return " · ".join(parts)
+# The work is in ccmeter.statusline (no Typer there: it runs after every Claude Code turn).
 
 
 def statusline() -> None:
@@ -751,21 +603,6 @@ def statusline() -> None:
     Example:
       echo '{"session_id": "72292d5c", "model": {"id": "claude-opus-4-8"}}' | ccmeter statusline
     """
-    import signal
+    from ccmeter import statusline as line
 
-    def give_up(*_: object) -> None:
-        raise TimeoutError("status line took too long")
-
-    alarm = hasattr(signal, "SIGALRM")
-    try:
-        if alarm:
-            signal.signal(signal.SIGALRM, give_up)
-            signal.alarm(STATUSLINE_BUDGET_S)
-        line = statusline_text(sys.stdin.read())
-    except BaseException:
-        line = MINIMAL_LINE
-    finally:
-        if alarm:
-            signal.alarm(0)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    line.main()
