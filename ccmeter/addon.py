@@ -172,13 +172,7 @@ class StreamTee:
     def __call__(self, chunk: bytes) -> bytes | list[bytes]:
         if self.call.limit is not None:
             return self._limited(chunk)
-        if not self.failed:
-            try:
-                self._consume(chunk)
-            except Exception as exc:
-                self.failed = True
-                self.call.metering_error = f"stream parse failed: {type(exc).__name__}: {exc}"[:300]
-                log.exception("ccmeter: metering a stream failed; bytes pass through unchanged")
+        self._meter_quietly(chunk)
         return chunk
 
     def _consume(self, chunk: bytes) -> None:
@@ -235,6 +229,8 @@ class StreamTee:
         return out
 
     def _meter_quietly(self, chunk: bytes) -> None:
+        """Meter a copy of ``chunk``; the first failure stops metering (the row is marked),
+        never the bytes."""
         if self.failed:
             return
         try:

@@ -166,30 +166,8 @@ def test_on_error_when_the_database_cannot_be_read(home, api, on_error, expected
         assert api.messages_requests() == []
 
 
-@pytest.mark.parametrize(("on_error", "expected"), [("allow", 200), ("block", 429)])
-def test_a_locked_database_never_hangs_a_call(home, api, on_error, expected):
-    """Another process holding the write lock: a check that must reserve gives up after
-    ~2 s and on_error decides (with the default $0 estimate it only reads: see below)."""
-    write_caps(home, {"daily": "20", "on_error": on_error, "notify": False,
-                      "estimate": "0.05"})
-    store.connect(home / "ccmeter.db").conn.close()
-    with mitmdump(home, api.url) as port:
-        locker = sqlite3.connect(home / "ccmeter.db", isolation_level=None)
-        locker.execute("BEGIN EXCLUSIVE")
-        try:
-            started = time.monotonic()
-            status, _, _ = post(port)
-            waited = time.monotonic() - started
-        finally:
-            locker.execute("ROLLBACK")
-            locker.close()
-    assert status == expected
-    assert waited < 6, waited  # before the fix: until the lock was released (minutes)
-    assert "cannot check caps" in proxy_log(home)
-
-
-def test_with_no_reservation_the_check_only_reads_and_ignores_a_writer(home, api):
-    write_caps(home, {"daily": "20", "on_error": "block", "notify": False})
+def post_while_another_process_writes(home: Path, api: StandIn) -> tuple[int, float]:
+    """POST one call while another connection holds the database's write lock."""
     store.connect(home / "ccmeter.db").conn.close()
     with mitmdump(home, api.url) as port:
         locker = sqlite3.connect(home / "ccmeter.db", isolation_level=None)
@@ -197,10 +175,27 @@ def test_with_no_reservation_the_check_only_reads_and_ignores_a_writer(home, api
         try:
             started = time.monotonic()
             status, _, _ = post(port)
-            waited = time.monotonic() - started
+            return status, time.monotonic() - started
         finally:
             locker.execute("ROLLBACK")
             locker.close()
+
+
+@pytest.mark.parametrize(("on_error", "expected"), [("allow", 200), ("block", 429)])
+def test_a_locked_database_never_hangs_a_call(home, api, on_error, expected):
+    """Another process holding the write lock: a check that must reserve gives up after
+    ~2 s and on_error decides (with the default $0 estimate it only reads: see below)."""
+    write_caps(home, {"daily": "20", "on_error": on_error, "notify": False,
+                      "estimate": "0.05"})
+    status, waited = post_while_another_process_writes(home, api)
+    assert status == expected
+    assert waited < 6, waited  # before the fix: until the lock was released (minutes)
+    assert "cannot check caps" in proxy_log(home)
+
+
+def test_with_no_reservation_the_check_only_reads_and_ignores_a_writer(home, api):
+    write_caps(home, {"daily": "20", "on_error": "block", "notify": False})
+    status, waited = post_while_another_process_writes(home, api)
     assert status == 200 and waited < 1.5, waited
     assert "cannot check caps" not in proxy_log(home)
 
