@@ -153,8 +153,8 @@ class StreamTee:
     mitmproxy calls it outside its hook error guard, so nothing may escape from here.
     """
 
-    __slots__ = ("_bedrock", "_cut", "_decoder", "_decompress", "_flow", "_held", "_meter",
-                 "_on_start", "call", "failed")
+    __slots__ = ("_backlog", "_bedrock", "_cut", "_decoder", "_decompress", "_first", "_flow",
+                 "_held", "_meter", "_on_start", "call", "failed")
 
     def __init__(self, meter: Meter, call: Call, encoding: str | None,
                  flow: http.HTTPFlow | None = None) -> None:
@@ -168,12 +168,36 @@ class StreamTee:
         self.failed = False
         self._on_start = True
         self._flow, self._held, self._cut = flow, b"", False
+        self._first, self._backlog = True, None
 
     def __call__(self, chunk: bytes) -> bytes | list[bytes]:
         if self.call.limit is not None:
             return self._limited(chunk)
+        if self._backlog is not None:  # the first chunk is still to be metered: keep order
+            self._backlog.append(chunk)
+            if not chunk:
+                self.drain()
+            return chunk
+        if self._first and chunk:
+            # The first chunk goes on to the client before the meter reads it (its
+            # message_start is the one event decoded before the first byte otherwise).
+            self._first = False
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # outside mitmproxy's loop (unit tests): meter it now
+                loop = None
+            if loop is not None:
+                self._backlog = [chunk]
+                loop.call_soon(self.drain)
+                return chunk
         self._meter_quietly(chunk)
         return chunk
+
+    def drain(self) -> None:
+        """Meter what was held back; the response and error hooks call it before the row."""
+        backlog, self._backlog = self._backlog, None
+        for chunk in backlog or ():
+            self._meter_quietly(chunk)
 
     def _consume(self, chunk: bytes) -> None:
         if not chunk:  # end of the body (may come twice on HTTP/2 with mitmproxy 11)
@@ -604,7 +628,9 @@ class Meter:
         if call is None or flow.response is None:
             return
         try:
-            if not isinstance(flow.response.stream, StreamTee):
+            if isinstance(flow.response.stream, StreamTee):
+                flow.response.stream.drain()
+            else:
                 self._read_json_body(call, flow.response)
             state = call.state
             if flow.response.status_code >= 400 or state.error_type:
@@ -648,6 +674,8 @@ class Meter:
         if call is None:
             return
         try:
+            if flow.response is not None and isinstance(flow.response.stream, StreamTee):
+                flow.response.stream.drain()
             state = call.state
             status = "incomplete" if state.started else "upstream_error"
             if not state.error_type:

@@ -155,6 +155,16 @@ def test_compressed_event_stream_is_metered_and_passed_through_compressed(
     assert row["cost_picousd"] == usd("0.0035") and row["status"] == "ok"
 
 
+def test_a_whole_stream_in_one_chunk_is_metered(standin, reverse_proxy, isolated_home):
+    """The first chunk is metered just after it is forwarded; here it is also the last."""
+    events = message_events("claude-opus-4-8", input_tokens=70, output_tokens=30)
+    standin.enqueue(sse_reply(events, chunk_sizes=1_000_000))
+    _, _, data = post(reverse_proxy)
+    assert data == serialize_events(events)
+    row = db_rows(isolated_home, expect=1)[0]
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 70, 30)
+
+
 def test_crlf_stream_with_tool_use(standin, reverse_proxy, isolated_home):
     events = message_events("claude-opus-4-8", input_tokens=10, output_tokens=20,
                             tool_use={"name": "Read", "input": {"file_path": "/etc/hosts"}})
