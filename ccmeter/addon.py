@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -380,6 +381,9 @@ class Meter:
         # proxy: keep it out of the garbage collector's scans, which otherwise land in the
         # latency tail of whichever call is in flight.
         gc.freeze()
+        # The row writer and the caps thread run Python too; hand the GIL back to the event
+        # loop (the user's bytes) after 0.5 ms instead of the default 5 ms.
+        sys.setswitchinterval(0.0005)
 
     def done(self) -> None:
         self._close_writer()
