@@ -19,7 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -334,17 +334,29 @@ def migrate(db: sqlite_utils.Database) -> int:
     """Apply pending migrations; safe when several processes start at once."""
     if schema_version(db) >= len(MIGRATIONS):
         return schema_version(db)
-    _retry_locked(lambda: db.execute("BEGIN IMMEDIATE"))
+    def upgrade() -> None:
+        with _transaction(db):
+            current = schema_version(db)  # another process may have migrated meanwhile
+            for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
+                step(db)
+                db.execute(f"PRAGMA user_version={number}")
+
+    _retry_locked(upgrade)
+    return schema_version(db)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite_utils.Database, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """``begin`` … COMMIT, or ROLLBACK on any exception. IMMEDIATE takes the write lock up
+    front, so a transaction never fails half-way for want of it."""
+    db.execute(begin)
     try:
-        current = schema_version(db)
-        for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
-            step(db)
-            db.execute(f"PRAGMA user_version={number}")
+        yield
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
         raise
-    return schema_version(db)
 
 
 def _retry_locked(action: Callable[[], Any], attempts: int = 40) -> Any:
@@ -396,17 +408,12 @@ def upsert_calls(db: sqlite_utils.Database, rows: Iterable[Mapping[str, Any]]) -
         return 0
 
     def write() -> None:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             for row in rows:
                 cols = [c for c in CALL_COLUMNS if c in row]
                 db.execute(_upsert_sql(cols), [row[c] for c in cols])
                 if row.get(RELEASE_RESERVATION):
                     db.execute(_RELEASE_SQL, [row["call_uid"]])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     _retry_locked(write)
     return len(rows)
@@ -587,8 +594,7 @@ def reprice_calls(db: sqlite_utils.Database, changes: Iterable[Mapping[str, Any]
     now = time.time()
 
     def write() -> None:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             db.conn.executemany(_HISTORY_INSERT, [
                 (c["call_uid"], now, c["old_cost_picousd"], c["old_catalog_version"],
                  c["old_pricing_note"], c["cost_picousd"], c["catalog_version"])
@@ -598,10 +604,6 @@ def reprice_calls(db: sqlite_utils.Database, changes: Iterable[Mapping[str, Any]
                 (c["cost_picousd"], c["catalog_version"], c["pricing_note"], now, c["call_uid"])
                 for c in changes
             ])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     _retry_locked(write)
     return len(changes)
@@ -627,13 +629,8 @@ def bulk_insert_calls(db: sqlite_utils.Database, rows: Iterable[Sequence[Any]],
     if unknown:
         raise ValueError(f"unknown call column(s): {', '.join(unknown)}")
     sql = f"INSERT INTO api_calls ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db):
         cursor = db.conn.executemany(sql, rows)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     return cursor.rowcount
 
 
@@ -784,8 +781,7 @@ def _check_and_reserve_once(
     # A reservation of $0 (the default estimate) would change no one's sum: then the check
     # is a plain read, which under WAL never waits for another process's writes.
     reserving = reservation is not None and reservation.estimate_picousd > 0
-    db.execute("BEGIN IMMEDIATE" if reserving else "BEGIN")
-    try:
+    with _transaction(db, "BEGIN IMMEDIATE" if reserving else "BEGIN"):
         if reserving:
             db.execute(_EXPIRE_SQL, [now])
         spent = [cap_spent(db, w, now) for w in windows]
@@ -795,11 +791,6 @@ def _check_and_reserve_once(
             assert r is not None
             db.execute(_RESERVE_SQL, [r.call_uid, r.created_ts, r.estimate_picousd,
                                       r.expires_ts, r.project, r.session_id])
-        db.execute("COMMIT")
-    except BaseException:
-        if db.conn.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     return spent, allowed
 
 
