@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -16,3 +18,9 @@ def isolated_home(tmp_path_factory, monkeypatch):
                  "no_proxy", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture
+def home(isolated_home) -> Path:
+    """This test's CCMETER_HOME, under the name most tests use for it."""
+    return Path(isolated_home)

@@ -14,10 +14,9 @@ from ccmeter.cli import app
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("CCMETER_HOME", str(tmp_path))
-    monkeypatch.setenv("COLUMNS", "140")
-    return tmp_path
+def home(home, monkeypatch) -> Path:
+    monkeypatch.setenv("COLUMNS", "140")  # the caps table is wide
+    return home
 
 
 def run(*args: str):

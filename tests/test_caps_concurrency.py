@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from capsproxy import mitmdump, post, write_caps
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,11 +22,6 @@ CALL_PICO = 485_000_000  # the stand-in's default answer on claude-opus-4-8 ($0.
 PROXIES = 3
 CLIENTS = 8
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("CCMETER_HOME", str(tmp_path))
-    return tmp_path
 
 
 def spend_until_refused(home: Path, estimate: str) -> tuple[int, int, int, int]:

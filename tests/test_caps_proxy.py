@@ -15,12 +15,6 @@ from ccmeter import caps, store
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("CCMETER_HOME", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
 def api():
     with StandIn() as server:
         yield server

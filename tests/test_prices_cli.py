@@ -43,11 +43,6 @@ LITELLM = {
 }
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CCMETER_HOME", str(tmp_path))
-    return tmp_path
-
 
 @pytest.fixture
 def litellm_file(tmp_path):

@@ -29,10 +29,6 @@ ROWS = [
 TOTALS = {"calls": 1237, "cost": 93_736_500_000}
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CCMETER_HOME", str(tmp_path))
-
 
 def run(fmt: str, **kwargs) -> str:
     out = io.StringIO()

@@ -31,11 +31,6 @@ VARIANTS = [
 ]
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CCMETER_HOME", str(tmp_path))
-    return tmp_path
-
 
 @pytest.fixture
 def utc(monkeypatch):

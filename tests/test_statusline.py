@@ -17,11 +17,6 @@ SAMPLE = Path(__file__).parent / "fixtures" / "statusline-sample.json"
 SESSION = json.loads(SAMPLE.read_text())["session_id"]
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CCMETER_HOME", str(tmp_path))
-    return tmp_path
-
 
 def call(uid: str, ts: float, cost: int | None, **extra) -> dict:
     return {"call_uid": uid, "started_at": "x", "started_ts": ts, "status": "ok",
