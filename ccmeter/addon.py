@@ -489,9 +489,6 @@ class Meter:
         mode = getattr(flow.client_conn, "proxy_mode", None)
         return isinstance(mode, mode_specs.ReverseMode)
 
-    def is_metered(self, flow: http.HTTPFlow) -> bool:
-        return self.is_api_flow(flow) and self.endpoint_of(flow) is not None
-
     @staticmethod
     def endpoint_of(flow: http.HTTPFlow) -> providers.Endpoint | None:
         """Which billed Claude call this is (Anthropic, Bedrock, Vertex), or None."""

@@ -15,14 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ccmeter import config, proxy, store
+from ccmeter import config, proxy, reports, store
 from ccmeter.addon import ANTHROPIC_HOST, git_top
 
 log = logging.getLogger(__name__)
@@ -271,14 +269,6 @@ class RunSummary:
         return line + (f" · {self.cap_note}" if self.cap_note else "")
 
 
-def _local_midnight_ts(now: float | None = None) -> float:
-    moment = datetime.fromtimestamp(now or time.time()).astimezone()
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-
-
-_TODAY_SQL = "SELECT COALESCE(SUM(cost_picousd), 0) AS total FROM api_calls WHERE started_ts >= ?"
-
-
 def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, *,
               cfg: Mapping | None = None, project: str | None = None) -> RunSummary:
     rows = list(meter_rows.values())
@@ -286,7 +276,7 @@ def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, 
     cap_note = None
     try:
         db = store.connect(db_path)
-        today = int(store.query(db, _TODAY_SQL, [_local_midnight_ts()])[0]["total"])
+        today = reports.spend_since(db, reports.local_midnight())[0] or 0
         if cfg and cfg.get("caps"):
             from ccmeter import caps
 
