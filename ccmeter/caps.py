@@ -17,6 +17,7 @@ or 25 hours long when the clocks change. ``window = "rolling"`` makes them the l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -648,31 +649,29 @@ def _applescript(text: str) -> str:
 
 
 class Guard:
-    """Check-and-reserve for one process: one SQLite connection, used by one thread at a
-    time (the proxy's event loop when the check need not wait, else a single-worker
-    executor)."""
+    """Check-and-reserve for one process, one check at a time: on the proxy's event loop
+    when the check need not wait (a connection that never waits for a lock), else on a
+    single-worker executor (a connection that waits up to ``CAP_CHECK_WAIT_MS``)."""
 
     def __init__(self, db_path: Path | str, notify: Any = _notify) -> None:
         self.db_path = Path(db_path)
-        self._db: Any = None
+        self._dbs: dict[bool, Any] = {}  # wait? -> connection
         self._lock = threading.Lock()
         self._warned: set[tuple[str, float, float]] = set()
         self._notify = notify
 
-    def _conn(self) -> Any:
+    def _conn(self, wait: bool = True) -> Any:
         from ccmeter import store
 
-        if self._db is None:
-            self._db = store.connect_cap_checker(self.db_path)
-        return self._db
+        db = self._dbs.get(wait)
+        if db is None:
+            db = self._dbs[wait] = store.connect_cap_checker(
+                self.db_path, wait_ms=store.CAP_CHECK_WAIT_MS if wait else 0)
+        return db
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                try:
-                    self._db.conn.close()
-                finally:
-                    self._db = None
+            self._drop_conn()
 
     def check(
         self, policy: Policy, *, call_uid: str, project: str | None, session_id: str | None,
@@ -702,7 +701,7 @@ class Guard:
         try:
             try:
                 spents, allowed = store.cap_check_and_reserve(
-                    self._conn(), windows, now,
+                    self._conn(wait), windows, now,
                     lambda spent: all(s < c.cap.limit_picousd for s, c in zip(spent, checks,
                                                                                strict=True)),
                     reservation, wait=wait,
@@ -712,7 +711,7 @@ class Guard:
             except Exception as exc:
                 self._drop_conn()
                 return self._on_error(policy, exc)
-            conn = self._conn()
+            conn = self._conn(wait)
             statuses = [_measured(conn, policy, c, s, now)
                         for c, s in zip(checks, spents, strict=True)]
             if not allowed:
@@ -728,12 +727,10 @@ class Guard:
         return Decision(True, None, statuses, headroom, reserved=True)
 
     def _drop_conn(self) -> None:
-        try:
-            if self._db is not None:
-                self._db.conn.close()
-        except Exception:
-            pass
-        self._db = None
+        dbs, self._dbs = self._dbs, {}
+        for db in dbs.values():
+            with contextlib.suppress(Exception):
+                db.conn.close()
 
     def _on_error(self, policy: Policy, exc: Exception) -> Decision:
         reason = f"database error: {type(exc).__name__}: {exc}"[:200]

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -647,31 +648,40 @@ _RESERVE_SQL = (
     "(call_uid, created_ts, estimate_picousd, expires_ts, project, session_id) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-# Whole 15-minute buckets from the first full one on (the primary key is the index) ...
-_BUCKETS_SQL = (
-    "SELECT COALESCE(SUM(cost_picousd), 0) FROM cap_spend WHERE scope = ? AND bucket >= ?"
-)
+# A window's spend is the sum of three parts, each one indexed lookup:
+# whole 15-minute buckets from the first full one on (the primary key is the index) ...
+_BUCKETS_SQL = ("SELECT COALESCE(SUM(cost_picousd), 0) FROM cap_spend "
+                "WHERE scope = :scope{i} AND bucket >= :first{i}")
 # ... plus the rows of the partial bucket at the window's start, through the started_ts
-# indexes (api_calls_started_ts / api_calls_project / api_calls_session).
-_EDGE_SQL = {
-    "": "SELECT COALESCE(SUM(cost_picousd), 0) FROM api_calls "
-        "WHERE started_ts >= :start AND started_ts < :edge "
-        "AND CAST(started_ts / 900 AS INTEGER) < :first",
-    "p": "SELECT COALESCE(SUM(cost_picousd), 0) FROM api_calls "
-         "WHERE project = :key AND started_ts >= :start AND started_ts < :edge "
-         "AND CAST(started_ts / 900 AS INTEGER) < :first",
-    "s": "SELECT COALESCE(SUM(cost_picousd), 0) FROM api_calls "
-         "WHERE session_id = :key AND started_ts >= :start AND started_ts < :edge "
-         "AND CAST(started_ts / 900 AS INTEGER) < :first",
-}
-# In-flight calls count at their reservation's estimate, less what their row already shows.
+# indexes (api_calls_started_ts / api_calls_project / api_calls_session) ...
+_EDGE_WHERE = {"": "", "p": "project = :key{i} AND ", "s": "session_id = :key{i} AND "}
+_EDGE_SQL = (
+    "SELECT COALESCE(SUM(cost_picousd), 0) FROM api_calls WHERE {where}started_ts >= :start{i} "
+    "AND started_ts < :edge{i} AND CAST(started_ts / 900 AS INTEGER) < :first{i}"
+)
+# ... plus in-flight calls, at their reservation's estimate less what their row already shows.
 _RESERVED_SQL = (
     "SELECT COALESCE(SUM(MAX(r.estimate_picousd - COALESCE(c.cost_picousd, 0), 0)), 0) "
     "FROM cap_reservations r LEFT JOIN api_calls c ON c.call_uid = r.call_uid "
-    "WHERE r.expires_ts > :now AND r.created_ts >= :start "
-    "AND (:project IS NULL OR r.project = :project) "
-    "AND (:session IS NULL OR r.session_id = :session)"
+    "WHERE r.expires_ts > :now AND r.created_ts >= :start{i} "
+    "AND (:project{i} IS NULL OR r.project = :project{i}) "
+    "AND (:session{i} IS NULL OR r.session_id = :session{i})"
 )
+
+
+@lru_cache(maxsize=64)
+def _spends_sql(kinds: tuple[str, ...]) -> str:
+    """One SELECT giving every window's spend, a column each. One statement is one read
+    snapshot (no BEGIN/COMMIT needed) and one trip into SQLite: the cap check sits in front
+    of every call's first byte, and each statement costs microseconds of its own."""
+    columns = [
+        f"({_BUCKETS_SQL}) + ({_EDGE_SQL}) + ({_RESERVED_SQL})".format(
+            i=i, where=_EDGE_WHERE[kind].format(i=i))
+        for i, kind in enumerate(kinds)
+    ]
+    return "SELECT " + ", ".join(columns)
+
+
 _ROLLING_SQL = {
     kind: "SELECT started_ts FROM (SELECT started_ts, SUM(COALESCE(cost_picousd, 0)) OVER "
           "(ORDER BY started_ts ROWS UNBOUNDED PRECEDING) AS running FROM api_calls "
@@ -713,26 +723,35 @@ class Reservation:
 
 def cap_spent(db: sqlite_utils.Database, window: SpendWindow, now: float) -> int:
     """Spend in the window: priced rows plus in-flight calls' outstanding reservations."""
-    kind, key = window.kind_key
-    first = math.ceil(window.start / CAP_BUCKET_S)
-    scope = f"{kind}:{key}" if kind else ""
-    total = db.execute(_BUCKETS_SQL, [scope, first]).fetchone()[0]
-    total += db.execute(_EDGE_SQL[kind], {"key": key, "start": window.start,
-                                          "edge": first * CAP_BUCKET_S + 1,
-                                          "first": first}).fetchone()[0]
-    total += db.execute(_RESERVED_SQL, {"now": now, "start": window.start,
-                                        "project": window.project,
-                                        "session": window.session_id}).fetchone()[0]
-    return int(total)
+    return cap_spends(db, [window], now)[0]
 
 
-def connect_cap_checker(path: Path | str) -> sqlite_utils.Database:
-    """A connection for the latency-sensitive cap check: it never runs WAL checkpoints
-    itself (an auto-checkpoint syncs the file, milliseconds on a large database); the call
-    writer's connection and the CLI's keep checkpointing as usual."""
+def cap_spends(db: sqlite_utils.Database, windows: Sequence[SpendWindow],
+               now: float) -> list[int]:
+    """:func:`cap_spent` of several windows, in one statement."""
+    params: dict[str, Any] = {"now": now}
+    for i, window in enumerate(windows):
+        kind, key = window.kind_key
+        first = math.ceil(window.start / CAP_BUCKET_S)
+        params.update({
+            f"scope{i}": f"{kind}:{key}" if kind else "", f"first{i}": first,
+            f"key{i}": key, f"start{i}": window.start, f"edge{i}": first * CAP_BUCKET_S + 1,
+            f"project{i}": window.project, f"session{i}": window.session_id,
+        })
+    sql = _spends_sql(tuple(w.kind_key[0] for w in windows))
+    conn = getattr(db, "conn", db)  # the status line passes a plain sqlite3 connection
+    return [int(total) for total in conn.execute(sql, params).fetchone()]
+
+
+def connect_cap_checker(path: Path | str, *, wait_ms: int = CAP_CHECK_WAIT_MS
+                        ) -> sqlite_utils.Database:
+    """A connection for the latency-sensitive cap check. It never runs WAL checkpoints
+    itself (an auto-checkpoint syncs the file, milliseconds on a large database; the call
+    writer's connection and the CLI's keep checkpointing as usual), and waits at most
+    ``wait_ms`` for another writer's lock (0 for the proxy's event loop)."""
     db = connect(path)
     db.execute("PRAGMA wal_autocheckpoint=0")
-    db.execute(f"PRAGMA busy_timeout={CAP_CHECK_WAIT_MS}")
+    db.execute(f"PRAGMA busy_timeout={wait_ms}")
     return db
 
 
@@ -745,53 +764,40 @@ def cap_check_and_reserve(
     *,
     wait: bool = True,
 ) -> tuple[list[int], bool]:
-    """In one ``BEGIN IMMEDIATE`` transaction: drop expired reservations, sum each window's
-    spend, ask ``decide`` (spends -> allowed?), and if allowed record ``reservation``.
+    """Sum each window's spend, ask ``decide`` (spends -> allowed?), and if allowed record
+    ``reservation``; returns (spends, allowed), spends without the new reservation.
 
-    Because the write lock is held from the first read to the reservation, two proxies can
-    never both admit a call on the same remaining headroom. Returns (spends, allowed);
-    spends exclude the new reservation. With ``wait=False`` it never waits for another
-    writer: it raises :class:`WouldBlock` instead (the proxy then retries off its loop).
+    A reservation is made in one ``BEGIN IMMEDIATE`` transaction that also drops expired
+    ones: the write lock is held from the first read to the reservation, so two proxies can
+    never both admit a call on the same remaining headroom. A reservation of $0 (the default
+    estimate) would change no one's sum, so then the check is one read statement, which
+    under WAL never waits for a writer.
+
+    A lock wait is bounded by the connection's busy timeout. With ``wait=False`` (``db``
+    from ``connect_cap_checker(wait_ms=0)``) a lock held elsewhere raises
+    :class:`WouldBlock` at once, and the proxy retries off its event loop.
     """
-    if wait:  # one attempt, bounded by the connection's busy timeout (CAP_CHECK_WAIT_MS)
-        return _check_and_reserve_once(db, windows, now, decide, reservation)
-    db.execute("PRAGMA busy_timeout=0")
     try:
-        return _check_and_reserve_once(db, windows, now, decide, reservation)
+        if reservation is None or reservation.estimate_picousd <= 0:
+            spent = cap_spends(db, windows, now)
+            return spent, decide(spent)
+        with _transaction(db, "BEGIN IMMEDIATE"):
+            db.execute(_EXPIRE_SQL, [now])
+            spent = cap_spends(db, windows, now)
+            allowed = decide(spent)
+            if allowed:
+                r = reservation
+                db.execute(_RESERVE_SQL, [r.call_uid, r.created_ts, r.estimate_picousd,
+                                          r.expires_ts, r.project, r.session_id])
+        return spent, allowed
     except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if not wait and ("locked" in str(exc) or "busy" in str(exc)):
             raise WouldBlock(str(exc)) from exc
         raise
-    finally:
-        db.execute(f"PRAGMA busy_timeout={CAP_CHECK_WAIT_MS}")
 
 
 class WouldBlock(Exception):
-    """Another process holds the write lock; a non-waiting cap check gives up at once."""
-
-
-def _check_and_reserve_once(
-    db: sqlite_utils.Database,
-    windows: Sequence[SpendWindow],
-    now: float,
-    decide: Callable[[list[int]], bool],
-    reservation: Reservation | None,
-) -> tuple[list[int], bool]:
-
-    # A reservation of $0 (the default estimate) would change no one's sum: then the check
-    # is a plain read, which under WAL never waits for another process's writes.
-    reserving = reservation is not None and reservation.estimate_picousd > 0
-    with _transaction(db, "BEGIN IMMEDIATE" if reserving else "BEGIN"):
-        if reserving:
-            db.execute(_EXPIRE_SQL, [now])
-        spent = [cap_spent(db, w, now) for w in windows]
-        allowed = decide(spent)
-        if allowed and reserving:
-            r = reservation
-            assert r is not None
-            db.execute(_RESERVE_SQL, [r.call_uid, r.created_ts, r.estimate_picousd,
-                                      r.expires_ts, r.project, r.session_id])
-    return spent, allowed
+    """Another connection holds the lock; a non-waiting cap check gives up at once."""
 
 
 def cap_release(db: sqlite_utils.Database, call_uid: str) -> None:

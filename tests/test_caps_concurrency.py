@@ -166,16 +166,22 @@ def test_reservations_count_until_released_or_expired(tmp_path):
 
 
 def test_check_queries_use_indexes(tmp_path):
+    """The one statement of a check with a global, a project and a session window: each
+    part is an index search; only the (small) reservations table is scanned."""
     db = store.connect(tmp_path / "c.db")
-    plans = [" ".join(str(r[-1]) for r in db.execute("EXPLAIN QUERY PLAN " + sql, params))
-             for sql, params in [
-                 (store._BUCKETS_SQL, ["", 0]),
-                 *((s, {"key": "x", "start": 0, "edge": 1, "first": 0})
-                   for s in store._EDGE_SQL.values())]]
-    assert "USING PRIMARY KEY (scope=? AND bucket>?)" in plans[0]
-    assert "api_calls_started_ts" in plans[1]
-    assert "api_calls_project" in plans[2]
-    assert "api_calls_session" in plans[3]
+    params: dict = {"now": 0}
+    for i in range(3):
+        params.update({f"scope{i}": "", f"first{i}": 0, f"key{i}": "x", f"start{i}": 0,
+                       f"edge{i}": 1, f"project{i}": None, f"session{i}": None})
+    plan = [str(r[-1]) for r in
+            db.execute("EXPLAIN QUERY PLAN " + store._spends_sql(("", "p", "s")), params)]
+    searches = [step for step in plan if step.startswith("SEARCH")]
+    assert sum("cap_spend USING PRIMARY KEY (scope=? AND bucket>?)" in s for s in searches) == 3
+    assert any("api_calls USING INDEX api_calls_started_ts" in s for s in searches)
+    assert any("api_calls USING INDEX api_calls_project" in s for s in searches)
+    assert any("api_calls USING INDEX api_calls_session" in s for s in searches)
+    scans = [s for s in plan if s.startswith("SCAN")]
+    assert set(scans) <= {"SCAN r", "SCAN CONSTANT ROW"}
     db.conn.close()
 
 
@@ -206,3 +212,39 @@ def test_check_latency(tmp_path):
     guard.close()
     db.conn.close()
     assert latencies[len(latencies) // 2] < 0.002  # p50 well under 1 ms on a normal laptop
+
+
+def test_a_check_on_the_event_loop_never_waits_for_a_lock(tmp_path):
+    """Another process in a write transaction: a non-waiting check that must reserve gives
+    up at once (the proxy then retries on its caps thread), a waiting one waits its bounded
+    time, and a $0 check, a plain read, decides at once."""
+    path = tmp_path / "c.db"
+    store.connect(path).conn.close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    guard = caps.Guard(path)
+    reserving = caps.parse_policy({"caps": {"daily": "10", "estimate": "0.01"}})
+    free = caps.parse_policy({"caps": {"daily": "10"}})
+    try:
+        started = time.perf_counter()
+        assert guard.check(reserving, call_uid="a", project=None, session_id=None,
+                           model=None, wait=False) is None
+        assert time.perf_counter() - started < 0.1
+
+        started = time.perf_counter()
+        decision = guard.check(free, call_uid="b", project=None, session_id=None,
+                               model=None, wait=False)
+        assert decision is not None and decision.allowed
+        assert time.perf_counter() - started < 0.1
+
+        started = time.perf_counter()
+        waited = guard.check(reserving, call_uid="c", project=None, session_id=None, model=None)
+        assert waited is not None and waited.reason == "db_error"  # on_error = allow
+        assert time.perf_counter() - started >= store.CAP_CHECK_WAIT_MS / 1000 * 0.9
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    decision = guard.check(reserving, call_uid="d", project=None, session_id=None, model=None,
+                           wait=False)
+    assert decision is not None and decision.allowed and decision.reserved
+    guard.close()
