@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -82,7 +82,8 @@ def plan_columns(headers: http.Headers) -> dict[str, Any]:
 
     Absent headers give an empty dict; unknown ones are kept (in JSON) for later reports.
     """
-    found = {k.lower(): v for k, v in headers.items() if k.lower().startswith(PLAN_HEADER_PREFIX)}
+    found = {k.lower(): v for k, v in _raw_items(headers)
+             if k.lower().startswith(PLAN_HEADER_PREFIX)}
     if not found:
         return {}
 
@@ -99,6 +100,25 @@ def plan_columns(headers: http.Headers) -> dict[str, Any]:
         "plan_overage_status": get("overage-status"),
         "plan_headers_json": json.dumps(found, sort_keys=True),
     }
+
+
+def _raw_items(headers: http.Headers) -> Iterator[tuple[str, str]]:
+    """Every header field as sent. ``Headers.get`` and ``items`` scan all fields for each
+    name they look up; on the way to a call's first byte one pass is what we can afford."""
+    for name, value in headers.fields:
+        yield name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")
+
+
+def body_kind(headers: http.Headers) -> tuple[str, str]:
+    """(content-type, content-encoding lower-cased, "" for identity), in one pass."""
+    content_type = encoding = ""
+    for name, value in headers.fields:
+        lowered = name.lower()
+        if lowered == b"content-type" and not content_type:
+            content_type = value.decode("utf-8", "surrogateescape")
+        elif lowered == b"content-encoding" and not encoding:
+            encoding = value.decode("utf-8", "surrogateescape").strip().lower()
+    return content_type, "" if encoding == "identity" else encoding
 
 
 def refusal_response(message: str, provider: str = providers.ANTHROPIC) -> http.Response:
@@ -147,6 +167,8 @@ class Call:
     endpoint: providers.Endpoint = providers.MESSAGES  # Anthropic, Bedrock or Vertex
     #: The request, until its JSON has been read into ``attribution`` and ``project``.
     pending: http.Request | None = None
+    #: The answer's headers, until their plan columns have been read into ``columns``.
+    response_headers: http.Headers | None = None
 
 
 class StreamTee:
@@ -429,7 +451,6 @@ class Meter:
 
     async def _enforce_caps(self, flow: http.HTTPFlow, call: Call) -> None:
         """Refuse the call here if a cap is reached; else reserve for it (off the loop)."""
-        self._reload_caps()
         policy = self.caps_policy
         if not policy.enabled or self.guard is None:
             return
@@ -481,47 +502,43 @@ class Meter:
 
     # --- which flows -----------------------------------------------------------------------
 
-    def is_api_flow(self, flow: http.HTTPFlow) -> bool:
-        """A flow to an Anthropic-compatible API: a known host, or anything in reverse mode."""
-        host = flow.request.pretty_host.lower()
+    def is_api_flow(self, flow: http.HTTPFlow, host: str) -> bool:
+        """A flow to an Anthropic-compatible API: a known host, or anything in reverse mode.
+        ``host`` is the request's ``pretty_host``, lower-cased."""
         if host in self._hosts or providers.is_cloud_host(host):
             return True
         mode = getattr(flow.client_conn, "proxy_mode", None)
         return isinstance(mode, mode_specs.ReverseMode)
 
-    @staticmethod
-    def endpoint_of(flow: http.HTTPFlow) -> providers.Endpoint | None:
-        """Which billed Claude call this is (Anthropic, Bedrock, Vertex), or None."""
-        request = flow.request
-        return providers.classify(request.method, request.pretty_host, request.path)
-
     # --- hooks -----------------------------------------------------------------------------
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if not self.is_api_flow(flow):
+        request = flow.request
+        host = request.pretty_host.lower()  # parsed anew on every access: read it once
+        if not self.is_api_flow(flow, host):
             return
-        endpoint = self.endpoint_of(flow)
+        endpoint = providers.classify(request.method, host, request.path)
         if endpoint is not None:
             self._reload_caps()
+            tag = request.headers.get(attribution.PROJECT_HEADER)
+            if tag is not None and endpoint.provider != providers.BEDROCK:
+                del request.headers[attribution.PROJECT_HEADER]  # SigV4 may sign it
             try:
-                self._start_call(flow, endpoint)
+                self._start_call(flow, endpoint, host, tag)
             except Exception:
                 log.exception("ccmeter: could not read a messages request; passed on unmetered")
                 self.calls.pop(flow.id, None)
-            if endpoint.provider != providers.BEDROCK:  # SigV4 may sign every header
-                flow.request.headers.pop(attribution.PROJECT_HEADER, None)
             call = self.calls.get(flow.id)
             if call is not None:
                 try:
                     await self._enforce_caps(flow, call)
                 except Exception:
                     log.exception("ccmeter: checking spending caps failed; the call goes on")
-        self._route_upstream(flow)
+        self._route_upstream(flow, host)
 
-    def _route_upstream(self, flow: http.HTTPFlow) -> None:
+    def _route_upstream(self, flow: http.HTTPFlow, original: str) -> None:
         if self._upstream is None:
             return
-        original = flow.request.pretty_host.lower()
         if providers.is_cloud_host(original):
             # Only the destination changes: path, Host and every signed header stay as sent.
             scheme, host, port, prefix = self._upstream
@@ -539,14 +556,16 @@ class Meter:
         flow.request.path = prefix + flow.request.path
         flow.request.headers["host"] = host if port in (80, 443) else f"{host}:{port}"
 
-    def _start_call(self, flow: http.HTTPFlow, endpoint: providers.Endpoint) -> Call:
+    def _start_call(self, flow: http.HTTPFlow, endpoint: providers.Endpoint, host: str,
+                    tag: str | None) -> Call:
         """Keep a Call for this flow. Reading the request JSON (100–500 KB from Claude Code)
-        is put off until the request is on its way, unless the caps need what is in it."""
-        tag = flow.request.headers.get(attribution.PROJECT_HEADER, "").strip()
+        is put off until the request is on its way, unless the caps need what is in it.
+        ``tag`` is the launcher's project header, if the request had one."""
+        tag = (tag or "").strip()
         call = Call(
             uid=flow.id,
             started_ts=flow.request.timestamp_start,
-            host=flow.request.pretty_host,
+            host=host,
             attribution=attribution.Attribution(),
             project=tag[:200] or None,
             endpoint=endpoint,
@@ -614,14 +633,12 @@ class Meter:
         if call is None or flow.response is None:
             return
         try:
-            call.columns.update(plan_columns(flow.response.headers))
-            content_type = flow.response.headers.get("content-type", "")
+            # The plan headers are read with the row, after the first byte is on its way.
+            call.response_headers = flow.response.headers
+            content_type, encoding = body_kind(flow.response.headers)
             bedrock_stream = call.endpoint.provider == providers.BEDROCK and (
                 content_type.startswith(providers.EVENTSTREAM_CONTENT_TYPE))
             if content_type.startswith("text/event-stream") or bedrock_stream:
-                encoding = flow.response.headers.get("content-encoding", "").strip().lower()
-                if encoding == "identity":
-                    encoding = ""
                 if encoding and call.limit is not None:
                     log.warning("ccmeter: hard cap cannot cut a %s-encoded stream", encoding)
                     call.limit = None
@@ -730,6 +747,9 @@ class Meter:
     def build_row(self, call: Call, *, status: str, flow: http.HTTPFlow | None) -> dict[str, Any]:
         if call.pending is not None:
             self._read_request(call)
+        if call.response_headers is not None:
+            call.columns.update(plan_columns(call.response_headers))
+            call.response_headers = None
         who, state = call.attribution, call.state
         usage = state.usage
         model = state.model or who.requested_model

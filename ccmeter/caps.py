@@ -648,6 +648,17 @@ def _applescript(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A Guard's checks for one (policy, project, session), valid in [valid_from, until)."""
+
+    policy: Policy
+    checks: tuple[Check, ...]
+    windows: tuple[Any, ...]  # store.SpendWindow
+    valid_from: float
+    until: float
+
+
 class Guard:
     """Check-and-reserve for one process, one check at a time: on the proxy's event loop
     when the check need not wait (a connection that never waits for a lock), else on a
@@ -659,6 +670,7 @@ class Guard:
         self._lock = threading.Lock()
         self._warned: set[tuple[str, float, float]] = set()
         self._notify = notify
+        self._plans: dict[tuple[int, str | None, str | None], _Plan] = {}
 
     def _conn(self, wait: bool = True) -> Any:
         from ccmeter import store
@@ -689,13 +701,12 @@ class Guard:
             return Decision(True, reason="off")
         if policy.paused(now):
             return Decision(True, reason="paused")
-        checks = checks_for(policy, now, project=project, session_id=session_id)
+        checks, windows = self._plan(policy, now, project, session_id)
         if not checks:
             return Decision(True, reason="off")
         estimate = policy.estimate_for(model)
         reservation = store.Reservation(call_uid, now, estimate, now + policy.reservation_ttl_s,
-                                        project, session_id)
-        windows = [store.SpendWindow(c.start, c.project, c.session_id) for c in checks]
+                                        project, session_id) if estimate > 0 else None
         if not self._lock.acquire(blocking=wait):
             return None
         try:
@@ -725,6 +736,27 @@ class Guard:
             self._lock.release()
         headroom = [(s, s.limit_picousd - s.spent_picousd) for s in statuses]
         return Decision(True, None, statuses, headroom, reserved=True)
+
+    def _plan(self, policy: Policy, now: float, project: str | None,
+              session_id: str | None) -> tuple[tuple[Check, ...], tuple[Any, ...]]:
+        """:func:`checks_for` and the windows they sum, worked out once per window: calendar
+        bounds hold until the window ends (rolling ones move with every call)."""
+        from ccmeter import store
+
+        key = (id(policy), project, session_id)
+        plan = self._plans.get(key)
+        if plan is not None and plan.policy is policy and plan.valid_from <= now < plan.until:
+            return plan.checks, plan.windows
+        checks = tuple(checks_for(policy, now, project=project, session_id=session_id))
+        windows = tuple(store.SpendWindow(c.start, c.project, c.session_id) for c in checks)
+        if policy.window == "calendar" or all(c.cap.name == "total" for c in checks):
+            if len(self._plans) >= 1024:  # per-session caps: one plan per session
+                self._plans.clear()
+            self._plans[key] = _Plan(policy, checks, windows, max((c.start for c in checks),
+                                     default=0.0),
+                                     min((c.end for c in checks if c.end is not None),
+                                         default=math.inf))
+        return checks, windows
 
     def _drop_conn(self) -> None:
         dbs, self._dbs = self._dbs, {}

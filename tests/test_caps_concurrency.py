@@ -9,7 +9,9 @@ import random
 import sqlite3
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from capsproxy import mitmdump, post, write_caps
 from hypothesis import given, settings
@@ -247,4 +249,35 @@ def test_a_check_on_the_event_loop_never_waits_for_a_lock(tmp_path):
     decision = guard.check(reserving, call_uid="d", project=None, session_id=None, model=None,
                            wait=False)
     assert decision is not None and decision.allowed and decision.reserved
+    guard.close()
+
+
+def test_a_guard_moves_to_the_next_window_at_midnight(tmp_path):
+    """The Guard works each window out once and reuses it until the window ends: a call a
+    second before midnight sees the day's spend, one a second after sees a new day."""
+    path = tmp_path / "c.db"
+    db = store.connect(path)
+    tz = ZoneInfo("Europe/Paris")
+    midnight = datetime(2026, 3, 29, tzinfo=tz).timestamp()  # the night clocks go forward
+    store.bulk_insert_calls(db, [("a", "x", midnight - 3600, "ok", 3 * 10**12, None, "s", 0)],
+                            ("call_uid", "started_at", "started_ts", "status", "cost_picousd",
+                             "project", "session_id", "updated_ts"))
+    db.conn.close()
+    guard = caps.Guard(path)
+    policy = caps.parse_policy({"caps": {"daily": "2", "per_session": {"total": "5"},
+                                         "timezone": "Europe/Paris", "notify": False}})
+
+    def check(now: float) -> caps.Decision:
+        decision = guard.check(policy, call_uid=f"c{now}", project=None, session_id="s",
+                               model=None, now=now, wait=False)
+        assert decision is not None
+        return decision
+
+    for now in (midnight - 1800, midnight - 1, midnight + 1, midnight + 7200, midnight - 1):
+        decision = check(now)
+        daily = next(s for s in decision.statuses if s.name == "daily")
+        assert decision.allowed is (now >= midnight)
+        assert daily.spent_picousd == (3 * 10**12 if now < midnight else 0)
+        assert daily.window_start == (midnight if now >= midnight else
+                                      datetime(2026, 3, 28, tzinfo=tz).timestamp())
     guard.close()
