@@ -665,6 +665,9 @@ class Guard:
     single-worker executor (a connection that waits up to ``CAP_CHECK_WAIT_MS``)."""
 
     def __init__(self, db_path: Path | str, notify: Any = _notify) -> None:
+        from ccmeter import store
+
+        self._store = store  # imported once here, not in each check: it is on the hot path
         self.db_path = Path(db_path)
         self._dbs: dict[bool, Any] = {}  # wait? -> connection
         self._lock = threading.Lock()
@@ -673,8 +676,7 @@ class Guard:
         self._plans: dict[tuple[int, str | None, str | None], _Plan] = {}
 
     def _conn(self, wait: bool = True) -> Any:
-        from ccmeter import store
-
+        store = self._store
         db = self._dbs.get(wait)
         if db is None:
             db = self._dbs[wait] = store.connect_cap_checker(
@@ -694,8 +696,7 @@ class Guard:
         With ``wait=False`` (the proxy's event loop) it returns None instead of waiting for
         this guard's other user or for another process's write lock.
         """
-        from ccmeter import store
-
+        store = self._store
         now = time.time() if now is None else now
         if not policy.enabled:
             return Decision(True, reason="off")
@@ -741,8 +742,7 @@ class Guard:
               session_id: str | None) -> tuple[tuple[Check, ...], tuple[Any, ...]]:
         """:func:`checks_for` and the windows they sum, worked out once per window: calendar
         bounds hold until the window ends (rolling ones move with every call)."""
-        from ccmeter import store
-
+        store = self._store
         key = (id(policy), project, session_id)
         plan = self._plans.get(key)
         if plan is not None and plan.policy is policy and plan.valid_from <= now < plan.until:
@@ -773,8 +773,7 @@ class Guard:
         return Decision(True, reason="db_error")
 
     def _warn(self, policy: Policy, statuses: Sequence[CapStatus], now: float) -> None:
-        from ccmeter import store
-
+        store = self._store
         for status in statuses:
             passed = [t for t in policy.warn_at if status.fraction >= t]
             if not passed:
@@ -801,10 +800,10 @@ class Guard:
 def _measured(conn: Any, policy: Policy, check: Check, spent: int, now: float) -> CapStatus:
     """``status_of``, with a rolling cap's reset time looked up when it is reached: the
     moment enough of the oldest spend has left the window."""
-    from ccmeter import store
-
     resets_at = None
     if check.end is None and check.cap.name != "total" and spent >= check.cap.limit_picousd:
+        from ccmeter import store
+
         excess = spent - check.cap.limit_picousd + 1
         oldest = store.cap_rolling_release_ts(
             conn, store.SpendWindow(check.start, check.project, check.session_id), excess)
