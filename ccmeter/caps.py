@@ -248,6 +248,12 @@ class Policy:
     def paused(self, now: float) -> bool:
         return self.paused_until is not None and now < self.paused_until
 
+    @property
+    def reserves(self) -> bool:
+        """Do calls reserve an estimate while in flight? With none (the default) an
+        in-flight call counts $0 until its row is written."""
+        return self.estimate_picousd > 0 or any(pico > 0 for _, pico in self.estimates)
+
     def estimate_for(self, model: str | None) -> int:
         """Picodollars reserved for an in-flight call of ``model`` (longest prefix match)."""
         best, best_len = self.estimate_picousd, -1
@@ -716,7 +722,7 @@ class Guard:
                     self._conn(wait), windows, now,
                     lambda spent: all(s < c.cap.limit_picousd for s, c in zip(spent, checks,
                                                                                strict=True)),
-                    reservation, wait=wait,
+                    reservation, wait=wait, reservations=policy.reserves,
                 )
             except store.WouldBlock:
                 return None

@@ -648,18 +648,20 @@ _RESERVE_SQL = (
     "(call_uid, created_ts, estimate_picousd, expires_ts, project, session_id) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-# A window's spend is the sum of three parts, each one indexed lookup:
+# A window's spend is the sum of up to three parts, each one indexed lookup:
 # whole 15-minute buckets from the first full one on (the primary key is the index) ...
 _BUCKETS_SQL = ("SELECT COALESCE(SUM(cost_picousd), 0) FROM cap_spend "
                 "WHERE scope = :scope{i} AND bucket >= :first{i}")
 # ... plus the rows of the partial bucket at the window's start, through the started_ts
-# indexes (api_calls_started_ts / api_calls_project / api_calls_session) ...
+# indexes (api_calls_started_ts / api_calls_project / api_calls_session), when it starts
+# inside a bucket (a rolling window; a calendar window starts at a bucket's edge) ...
 _EDGE_WHERE = {"": "", "p": "project = :key{i} AND ", "s": "session_id = :key{i} AND "}
 _EDGE_SQL = (
     "SELECT COALESCE(SUM(cost_picousd), 0) FROM api_calls WHERE {where}started_ts >= :start{i} "
     "AND started_ts < :edge{i} AND CAST(started_ts / 900 AS INTEGER) < :first{i}"
 )
-# ... plus in-flight calls, at their reservation's estimate less what their row already shows.
+# ... plus in-flight calls, at their reservation's estimate less what their row already shows
+# (left out when the caps reserve nothing: then an in-flight call counts $0 until its row).
 _RESERVED_SQL = (
     "SELECT COALESCE(SUM(MAX(r.estimate_picousd - COALESCE(c.cost_picousd, 0), 0)), 0) "
     "FROM cap_reservations r LEFT JOIN api_calls c ON c.call_uid = r.call_uid "
@@ -670,15 +672,17 @@ _RESERVED_SQL = (
 
 
 @lru_cache(maxsize=64)
-def _spends_sql(kinds: tuple[str, ...]) -> str:
-    """One SELECT giving every window's spend, a column each. One statement is one read
+def _spends_sql(parts: tuple[tuple[str, bool, bool], ...]) -> str:
+    """One SELECT giving every window's spend, a column each; ``parts`` says per window its
+    kind and whether it needs the edge and the reservations. One statement is one read
     snapshot (no BEGIN/COMMIT needed) and one trip into SQLite: the cap check sits in front
-    of every call's first byte, and each statement costs microseconds of its own."""
-    columns = [
-        f"({_BUCKETS_SQL}) + ({_EDGE_SQL}) + ({_RESERVED_SQL})".format(
-            i=i, where=_EDGE_WHERE[kind].format(i=i))
-        for i, kind in enumerate(kinds)
-    ]
+    of every call's first byte, and every statement and b-tree it touches costs time there."""
+    columns = []
+    for i, (kind, edge, reserved) in enumerate(parts):
+        terms = [_BUCKETS_SQL, *([_EDGE_SQL] if edge else []),
+                 *([_RESERVED_SQL] if reserved else [])]
+        columns.append(" + ".join(f"({term})" for term in terms).format(
+            i=i, where=_EDGE_WHERE[kind].format(i=i)))
     return "SELECT " + ", ".join(columns)
 
 
@@ -726,19 +730,23 @@ def cap_spent(db: sqlite_utils.Database, window: SpendWindow, now: float) -> int
     return cap_spends(db, [window], now)[0]
 
 
-def cap_spends(db: sqlite_utils.Database, windows: Sequence[SpendWindow],
-               now: float) -> list[int]:
-    """:func:`cap_spent` of several windows, in one statement."""
+def cap_spends(db: sqlite_utils.Database, windows: Sequence[SpendWindow], now: float, *,
+               reservations: bool = True) -> list[int]:
+    """:func:`cap_spent` of several windows, in one statement; ``reservations=False`` leaves
+    in-flight calls' reservations out (for caps that make none)."""
     params: dict[str, Any] = {"now": now}
+    parts = []
     for i, window in enumerate(windows):
         kind, key = window.kind_key
         first = math.ceil(window.start / CAP_BUCKET_S)
+        edge = first * CAP_BUCKET_S != window.start
+        parts.append((kind, edge, reservations))
         params.update({
             f"scope{i}": f"{kind}:{key}" if kind else "", f"first{i}": first,
             f"key{i}": key, f"start{i}": window.start, f"edge{i}": first * CAP_BUCKET_S + 1,
             f"project{i}": window.project, f"session{i}": window.session_id,
         })
-    sql = _spends_sql(tuple(w.kind_key[0] for w in windows))
+    sql = _spends_sql(tuple(parts))
     conn = getattr(db, "conn", db)  # the status line passes a plain sqlite3 connection
     return [int(total) for total in conn.execute(sql, params).fetchone()]
 
@@ -763,9 +771,11 @@ def cap_check_and_reserve(
     reservation: Reservation | None,
     *,
     wait: bool = True,
+    reservations: bool = True,
 ) -> tuple[list[int], bool]:
     """Sum each window's spend, ask ``decide`` (spends -> allowed?), and if allowed record
     ``reservation``; returns (spends, allowed), spends without the new reservation.
+    ``reservations=False``: the caps make none, so other calls' are not summed either.
 
     A reservation is made in one ``BEGIN IMMEDIATE`` transaction that also drops expired
     ones: the write lock is held from the first read to the reservation, so two proxies can
@@ -779,7 +789,7 @@ def cap_check_and_reserve(
     """
     try:
         if reservation is None or reservation.estimate_picousd <= 0:
-            spent = cap_spends(db, windows, now)
+            spent = cap_spends(db, windows, now, reservations=reservations)
             return spent, decide(spent)
         with _transaction(db, "BEGIN IMMEDIATE"):
             db.execute(_EXPIRE_SQL, [now])

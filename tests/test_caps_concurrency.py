@@ -104,7 +104,8 @@ ops = st.lists(st.tuples(
 
 
 @settings(max_examples=60, deadline=None)
-@given(ops=ops, start=st.floats(0, 20_000))
+@given(ops=ops, start=st.one_of(st.floats(0, 20_000),  # a rolling window's start, or
+                                st.integers(0, 22).map(lambda k: k * 900.0)))  # a calendar one
 def test_bucket_sums_always_equal_a_plain_sum(tmp_path_factory, ops, start):
     db = store.connect(tmp_path_factory.mktemp("db") / "c.db")
     base = 1_800_000_000.0
@@ -114,9 +115,14 @@ def test_bucket_sums_always_equal_a_plain_sum(tmp_path_factory, ops, start):
         else:
             store.upsert_calls(db, [_row(f"c{uid}", base + offset, cost, project, session)])
     now = base + 30_000
+    windows, truths = [], []
     for project, session in ((None, None), ("a", None), ("b", None), (None, "s1")):
         window = store.SpendWindow(base + start, project, session)
-        assert store.cap_spent(db, window, now) == _truth(db, base + start, project, session)
+        windows.append(window)
+        truths.append(_truth(db, base + start, project, session))
+        assert store.cap_spent(db, window, now) == truths[-1]
+    assert store.cap_spends(db, windows, now) == truths
+    assert store.cap_spends(db, windows, now, reservations=False) == truths
     db.conn.close()
 
 
@@ -175,8 +181,9 @@ def test_check_queries_use_indexes(tmp_path):
     for i in range(3):
         params.update({f"scope{i}": "", f"first{i}": 0, f"key{i}": "x", f"start{i}": 0,
                        f"edge{i}": 1, f"project{i}": None, f"session{i}": None})
+    every_part = tuple((kind, True, True) for kind in ("", "p", "s"))
     plan = [str(r[-1]) for r in
-            db.execute("EXPLAIN QUERY PLAN " + store._spends_sql(("", "p", "s")), params)]
+            db.execute("EXPLAIN QUERY PLAN " + store._spends_sql(every_part), params)]
     searches = [step for step in plan if step.startswith("SEARCH")]
     assert sum("cap_spend USING PRIMARY KEY (scope=? AND bucket>?)" in s for s in searches) == 3
     assert any("api_calls USING INDEX api_calls_started_ts" in s for s in searches)
@@ -280,4 +287,25 @@ def test_a_guard_moves_to_the_next_window_at_midnight(tmp_path):
         assert daily.spent_picousd == (3 * 10**12 if now < midnight else 0)
         assert daily.window_start == (midnight if now >= midnight else
                                       datetime(2026, 3, 28, tzinfo=tz).timestamp())
+    guard.close()
+
+
+def test_in_flight_reservations_count_only_under_caps_that_reserve(tmp_path):
+    """Another call holds a $3 reservation. Caps with an estimate count it; caps without one
+    (the default) count in-flight calls at $0 until their rows, as documented."""
+    path = tmp_path / "c.db"
+    db = store.connect(path)
+    now = time.time()
+    store.cap_check_and_reserve(db, [store.SpendWindow(0.0)], now, lambda spent: True,
+                                store.Reservation("other", now, 3 * 10**12, now + 600))
+    db.conn.close()
+    guard = caps.Guard(path)
+    for table, counted in (({"daily": "5"}, 0),
+                           ({"daily": "5", "estimates": {"claude-opus": "1"}}, 3 * 10**12),
+                           ({"daily": "5", "estimate": "0.5"}, 3 * 10**12)):
+        decision = guard.check(caps.parse_policy({"caps": {**table, "notify": False}}),
+                               call_uid="mine", project=None, session_id=None,
+                               model="claude-haiku-4-5", now=now, wait=False)
+        assert decision is not None and decision.allowed
+        assert decision.statuses[0].spent_picousd == counted, table
     guard.close()
