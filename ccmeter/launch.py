@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ccmeter import config, proxy, reports, store
@@ -352,7 +353,7 @@ def run_child(argv: Sequence[str], env: Mapping[str, str]) -> int:
     def ignore(_signum: int, _frame: object) -> None:
         return None
 
-    previous = {}
+    previous: dict[signal.Signals, Any] = {}
     wanted = {signal.SIGINT: ignore, signal.SIGTERM: forward}
     if hasattr(signal, "SIGHUP"):
         wanted[signal.SIGHUP] = forward
@@ -368,8 +369,8 @@ def run_child(argv: Sequence[str], env: Mapping[str, str]) -> int:
             except InterruptedError:
                 continue
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
     return 128 - code if code < 0 else code
 
 

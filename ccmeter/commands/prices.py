@@ -464,12 +464,13 @@ def reprice(
     if since is None and not all_calls:
         raise config.CCMeterError("say which calls: --since 30d (or a date), or --all")
     now = time.time()
-    start = _when(since, now=now) if since else float("-inf")
-    end = _when(until, end=True, now=now) if until else float("inf")
+    start = _when(since, now=now) if since else None
+    end = _when(until, end=True, now=now) if until else None
     catalog = _catalog(config.load_config())
     db = _open_db()
     try:
-        summary = reprice_rows(db, catalog, since=start, until=end, project=project,
+        summary = reprice_rows(db, catalog, since=float("-inf") if start is None else start,
+                               until=float("inf") if end is None else end, project=project,
                                model=model, dry_run=dry_run)
     finally:
         db.conn.close()
