@@ -214,7 +214,8 @@ class StreamTee:
         self.failed = False
         self._on_start = True
         self._flow, self._held, self._cut = flow, b"", False
-        self._first, self._backlog = True, None
+        self._first = True
+        self._backlog: list[bytes] | None = None
 
     def __call__(self, chunk: bytes) -> bytes | list[bytes]:
         if self.call.limit is not None:

@@ -660,7 +660,8 @@ class _Plan:
 
     policy: Policy
     checks: tuple[Check, ...]
-    windows: tuple[Any, ...]  # store.SpendWindow
+    query: Any  # store.SpendQuery, summing every check's window
+    limits: tuple[int, ...]
     valid_from: float
     until: float
 
@@ -708,7 +709,8 @@ class Guard:
             return Decision(True, reason="off")
         if policy.paused(now):
             return Decision(True, reason="paused")
-        checks, windows = self._plan(policy, now, project, session_id)
+        plan = self._plan(policy, now, project, session_id)
+        checks = plan.checks
         if not checks:
             return Decision(True, reason="off")
         estimate = policy.estimate_for(model)
@@ -719,10 +721,9 @@ class Guard:
         try:
             try:
                 spents, allowed = store.cap_check_and_reserve(
-                    self._conn(wait), windows, now,
-                    lambda spent: all(s < c.cap.limit_picousd for s, c in zip(spent, checks,
-                                                                               strict=True)),
-                    reservation, wait=wait, reservations=policy.reserves,
+                    self._conn(wait), plan.query, now,
+                    lambda spent: all(s < lim for s, lim in zip(spent, plan.limits, strict=True)),
+                    reservation, wait=wait,
                 )
             except store.WouldBlock:
                 return None
@@ -745,24 +746,25 @@ class Guard:
         return Decision(True, None, statuses, headroom, reserved=True)
 
     def _plan(self, policy: Policy, now: float, project: str | None,
-              session_id: str | None) -> tuple[tuple[Check, ...], tuple[Any, ...]]:
-        """:func:`checks_for` and the windows they sum, worked out once per window: calendar
-        bounds hold until the window ends (rolling ones move with every call)."""
+              session_id: str | None) -> _Plan:
+        """:func:`checks_for` and the query that sums their windows, worked out once per
+        window: calendar bounds hold until the window ends (rolling ones move every call)."""
         store = self._store
         key = (id(policy), project, session_id)
         plan = self._plans.get(key)
         if plan is not None and plan.policy is policy and plan.valid_from <= now < plan.until:
-            return plan.checks, plan.windows
+            return plan
         checks = tuple(checks_for(policy, now, project=project, session_id=session_id))
-        windows = tuple(store.SpendWindow(c.start, c.project, c.session_id) for c in checks)
+        query = store.spend_query([store.SpendWindow(c.start, c.project, c.session_id)
+                                   for c in checks], reservations=policy.reserves)
+        plan = _Plan(policy, checks, query, tuple(c.cap.limit_picousd for c in checks),
+                     max((c.start for c in checks), default=0.0),
+                     min((c.end for c in checks if c.end is not None), default=math.inf))
         if policy.window == "calendar" or all(c.cap.name == "total" for c in checks):
             if len(self._plans) >= 1024:  # per-session caps: one plan per session
                 self._plans.clear()
-            self._plans[key] = _Plan(policy, checks, windows, max((c.start for c in checks),
-                                     default=0.0),
-                                     min((c.end for c in checks if c.end is not None),
-                                         default=math.inf))
-        return checks, windows
+            self._plans[key] = plan
+        return plan
 
     def _drop_conn(self) -> None:
         dbs, self._dbs = self._dbs, {}

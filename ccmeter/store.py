@@ -734,7 +734,21 @@ def cap_spends(db: sqlite_utils.Database, windows: Sequence[SpendWindow], now: f
                reservations: bool = True) -> list[int]:
     """:func:`cap_spent` of several windows, in one statement; ``reservations=False`` leaves
     in-flight calls' reservations out (for caps that make none)."""
-    params: dict[str, Any] = {"now": now}
+    return run_spend_query(db, spend_query(windows, reservations=reservations), now)
+
+
+@dataclass(frozen=True)
+class SpendQuery:
+    """The one statement that sums some windows' spends. A proxy builds it once per window
+    (``caps.Guard`` keeps it until the window ends) and runs it before every call."""
+
+    sql: str
+    params: dict[str, Any]  # all but ``now``
+    reservations: bool
+
+
+def spend_query(windows: Sequence[SpendWindow], *, reservations: bool = True) -> SpendQuery:
+    params: dict[str, Any] = {}
     parts = []
     for i, window in enumerate(windows):
         kind, key = window.kind_key
@@ -746,9 +760,13 @@ def cap_spends(db: sqlite_utils.Database, windows: Sequence[SpendWindow], now: f
             f"key{i}": key, f"start{i}": window.start, f"edge{i}": first * CAP_BUCKET_S + 1,
             f"project{i}": window.project, f"session{i}": window.session_id,
         })
-    sql = _spends_sql(tuple(parts))
+    return SpendQuery(_spends_sql(tuple(parts)), params, reservations)
+
+
+def run_spend_query(db: sqlite_utils.Database, query: SpendQuery, now: float) -> list[int]:
+    params = {**query.params, "now": now} if query.reservations else query.params
     conn = getattr(db, "conn", db)  # the status line passes a plain sqlite3 connection
-    return [int(total) for total in conn.execute(sql, params).fetchone()]
+    return [int(total) for total in conn.execute(query.sql, params).fetchone()]
 
 
 def connect_cap_checker(path: Path | str, *, wait_ms: int = CAP_CHECK_WAIT_MS
@@ -765,17 +783,16 @@ def connect_cap_checker(path: Path | str, *, wait_ms: int = CAP_CHECK_WAIT_MS
 
 def cap_check_and_reserve(
     db: sqlite_utils.Database,
-    windows: Sequence[SpendWindow],
+    spends: SpendQuery,
     now: float,
     decide: Callable[[list[int]], bool],
     reservation: Reservation | None,
     *,
     wait: bool = True,
-    reservations: bool = True,
 ) -> tuple[list[int], bool]:
-    """Sum each window's spend, ask ``decide`` (spends -> allowed?), and if allowed record
-    ``reservation``; returns (spends, allowed), spends without the new reservation.
-    ``reservations=False``: the caps make none, so other calls' are not summed either.
+    """Sum each window's spend (``spends``), ask ``decide`` (spends -> allowed?), and if
+    allowed record ``reservation``; returns (spends, allowed), spends without the new
+    reservation. A query without reservations is for caps that make none.
 
     A reservation is made in one ``BEGIN IMMEDIATE`` transaction that also drops expired
     ones: the write lock is held from the first read to the reservation, so two proxies can
@@ -789,11 +806,13 @@ def cap_check_and_reserve(
     """
     try:
         if reservation is None or reservation.estimate_picousd <= 0:
-            spent = cap_spends(db, windows, now, reservations=reservations)
+            spent = run_spend_query(db, spends, now)
             return spent, decide(spent)
+        if not spends.reservations:
+            raise ValueError("a check that reserves must count the other reservations too")
         with _transaction(db, "BEGIN IMMEDIATE"):
             db.execute(_EXPIRE_SQL, [now])
-            spent = cap_spends(db, windows, now)
+            spent = run_spend_query(db, spends, now)
             allowed = decide(spent)
             if allowed:
                 r = reservation

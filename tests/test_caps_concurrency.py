@@ -155,7 +155,8 @@ def test_reservations_count_until_released_or_expired(tmp_path):
     now = time.time()
     window = store.SpendWindow(now - 60)
     reserve = store.Reservation("c1", now, 5 * 10**9, now + 900, "p", "s")
-    spent, allowed = store.cap_check_and_reserve(db, [window], now, lambda s: True, reserve)
+    query = store.spend_query([window])
+    spent, allowed = store.cap_check_and_reserve(db, query, now, lambda s: True, reserve)
     assert spent == [0] and allowed
     assert store.cap_spent(db, window, now) == 5 * 10**9
     # the row's cost so far (message_start) replaces part of the estimate, never adds to it
@@ -166,7 +167,7 @@ def test_reservations_count_until_released_or_expired(tmp_path):
     assert store.cap_reservations(db) == []
     assert store.cap_spent(db, window, now) == 7 * 10**9
     # a reservation left by a process that died stops counting when it expires
-    store.cap_check_and_reserve(db, [window], now, lambda s: True,
+    store.cap_check_and_reserve(db, store.spend_query([window]), now, lambda s: True,
                                 store.Reservation("c2", now, 10**9, now + 1))
     assert store.cap_spent(db, window, now) == 8 * 10**9
     assert store.cap_spent(db, window, now + 2) == 7 * 10**9
@@ -296,7 +297,8 @@ def test_in_flight_reservations_count_only_under_caps_that_reserve(tmp_path):
     path = tmp_path / "c.db"
     db = store.connect(path)
     now = time.time()
-    store.cap_check_and_reserve(db, [store.SpendWindow(0.0)], now, lambda spent: True,
+    store.cap_check_and_reserve(db, store.spend_query([store.SpendWindow(0.0)]), now,
+                                lambda spent: True,
                                 store.Reservation("other", now, 3 * 10**12, now + 600))
     db.conn.close()
     guard = caps.Guard(path)
