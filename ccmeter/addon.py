@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 ANTHROPIC_HOST = "api.anthropic.com"
 #: How long after forwarding a request its JSON is read (when caps do not need it sooner).
 READ_REQUEST_DELAY_S = 0.005
+#: How long after message_start a still-running call's first row is written.
+STARTED_ROW_DELAY_S = 0.5
 PLAN_HEADER_PREFIX = "anthropic-ratelimit-unified-"
 
 
@@ -170,6 +172,24 @@ def _attribute_request(request: http.Request) -> attribution.Attribution:
     return attribution.attribute(request.headers, body if isinstance(body, dict) else {})
 
 
+class RequestTee:
+    """The ``flow.request.stream`` callable of a metered call: each chunk of the body goes
+    upstream as it arrives, and a copy is kept for reading the request's JSON afterwards.
+    Called outside mitmproxy's hook error guard, so nothing may escape from here."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def __call__(self, chunk: bytes) -> bytes:
+        self._chunks.append(chunk)
+        return chunk
+
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
+
+
 _EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
 
 
@@ -191,6 +211,8 @@ class Call:
     pending: http.Request | None = None
     #: The answer's headers, until their plan columns have been read into ``columns``.
     response_headers: http.Headers | None = None
+    #: Refused by a cap before its body arrived; recorded when the body is in.
+    blocked: bool = False
 
 
 class StreamTee:
@@ -518,9 +540,14 @@ class Meter:
         return decision
 
     def _refuse(self, flow: http.HTTPFlow, call: Call, message: str) -> None:
+        """Answer the call ourselves. Refused as its headers came, it is recorded once its
+        body is in (``request``); mitmproxy then sends this answer instead of the request."""
         flow.response = refusal_response(message, call.endpoint.provider)
-        self.calls.pop(flow.id, None)
         call.state.error_type, call.state.error_message = "cap_reached", message[:500]
+        if flow.request.raw_content is None:  # only the headers so far
+            call.blocked = True
+            return
+        self.calls.pop(flow.id, None)
         self.record(call, status="blocked", flow=flow)
 
     # --- which flows -----------------------------------------------------------------------
@@ -535,7 +562,12 @@ class Meter:
 
     # --- hooks -----------------------------------------------------------------------------
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """A metered call starts as its headers arrive. When the caps need nothing from its
+        body (no caps, or only global ones) they are checked right here, and the body then
+        streams upstream as it arrives, a copy kept for the meter: the call leaves as soon
+        as bare mitmproxy would send it. Otherwise the body is buffered and the caps are
+        checked in :meth:`request`, with the request's project, session and model."""
         request = flow.request
         host = request.pretty_host.lower()  # parsed anew on every access: read it once
         if not self.is_api_flow(flow, host):
@@ -547,17 +579,47 @@ class Meter:
             if tag is not None and endpoint.provider != providers.BEDROCK:
                 del request.headers[attribution.PROJECT_HEADER]  # SigV4 may sign it
             try:
-                self._start_call(flow, endpoint, host, tag)
+                call: Call | None = self._start_call(flow, endpoint, host, tag)
             except Exception:
                 log.exception("ccmeter: could not read a messages request; passed on unmetered")
-                self.calls.pop(flow.id, None)
-            call = self.calls.get(flow.id)
-            if call is not None:
+                call = self.calls.pop(flow.id, None)
+            if call is not None and not self._caps_need_request_body():
                 try:
                     await self._enforce_caps(flow, call)
                 except Exception:
                     log.exception("ccmeter: checking spending caps failed; the call goes on")
+                if flow.response is None:  # not refused: send the body on as it comes
+                    request.stream = RequestTee()
         self._route_upstream(flow, host)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        """The whole request is here (and, when it streamed, already upstream)."""
+        call = self.calls.get(flow.id)
+        if call is None:
+            return
+        request = flow.request
+        if isinstance(request.stream, RequestTee):
+            # The body has gone upstream; the meter reads its copy while the API thinks
+            # (a first byte takes a second or more). If the answer comes sooner, the first
+            # row reads it, after the first chunk is sent on.
+            request.raw_content = request.stream.body()
+            call.pending = request
+            asyncio.get_running_loop().call_later(
+                READ_REQUEST_DELAY_S, self._read_request_quietly, call)
+            return
+        call.pending = request
+        if call.blocked:  # refused as its headers came: the row gets the body's details
+            self.calls.pop(flow.id, None)
+            self.record(call, status="blocked", flow=flow)
+            return
+        try:  # buffered, because the caps need the request's details before it may go
+            self._read_request(call)
+        except Exception:
+            log.exception("ccmeter: could not read a messages request")
+        try:
+            await self._enforce_caps(flow, call)
+        except Exception:
+            log.exception("ccmeter: checking spending caps failed; the call goes on")
 
     def _route_upstream(self, flow: http.HTTPFlow, original: str) -> None:
         if self._upstream is None:
@@ -581,9 +643,8 @@ class Meter:
 
     def _start_call(self, flow: http.HTTPFlow, endpoint: providers.Endpoint, host: str,
                     tag: str | None) -> Call:
-        """Keep a Call for this flow. Reading the request JSON (100–500 KB from Claude Code)
-        is put off until the request is on its way, unless the caps need what is in it.
-        ``tag`` is the launcher's project header, if the request had one."""
+        """Keep a Call for this flow; ``tag`` is the launcher's project header, if the
+        request had one. Its body (100–500 KB from Claude Code) is read in ``request``."""
         tag = (tag or "").strip()
         call = Call(
             uid=flow.id,
@@ -592,16 +653,8 @@ class Meter:
             attribution=attribution.Attribution(),
             project=tag[:200] or None,
             endpoint=endpoint,
-            pending=flow.request,
         )
         self.calls[flow.id] = call
-        if self._caps_need_request_body():
-            self._read_request(call)
-        else:
-            # Read it while the API thinks (its first byte takes a second or more). If the
-            # answer comes sooner, the first row reads it, after the first chunk is sent on.
-            asyncio.get_running_loop().call_later(
-                READ_REQUEST_DELAY_S, self._read_request_quietly, call)
         return call
 
     def _caps_need_request_body(self) -> bool:
@@ -719,6 +772,9 @@ class Meter:
             if flow.response is not None and isinstance(flow.response.stream, StreamTee):
                 flow.response.stream.drain()
             state = call.state
+            if call.blocked:  # refused; the client went away before sending its body
+                self.record(call, status="blocked", flow=flow)
+                return
             status = "incomplete" if state.started else "upstream_error"
             if not state.error_type:
                 state.error_type = "connection" if flow.response is None else "stream_cut"
@@ -743,15 +799,19 @@ class Meter:
             }
 
     def record_started(self, call: Call) -> None:
-        """The row at message_start, queued just after the tee returns (``call_soon``), so
-        building and pricing it never holds back the first event on its way to the client.
-        Skipped if the call has ended meanwhile: its final row says everything."""
+        """The row at message_start (its input tokens are known, and priced), so that a
+        stream still running is on record — for the caps of other calls, for ``watch`` and
+        the status line, and in case the proxy dies mid-stream. Written half a second later,
+        and only if the call is still running: a shorter call's final row says everything,
+        and the moments after a first byte belong to the client that is waiting for it
+        (on a busy machine the writer's work then held the first byte back from the client
+        by a millisecond or more)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside mitmproxy's loop (tests): record right away
             self.record(call, status="incomplete")
             return
-        loop.call_soon(self._record_started, call)
+        loop.call_later(STARTED_ROW_DELAY_S, self._record_started, call)
 
     def _record_started(self, call: Call) -> None:
         if self.calls.get(call.uid) is not call:

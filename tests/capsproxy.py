@@ -95,6 +95,21 @@ def dechunk(body: bytes) -> tuple[list[bytes], bool]:
     return pieces, False
 
 
+def seed_spend(home: Path, usd: str, *, project: str | None = None, session: str = "old",
+               uid: str = "seed") -> None:
+    """A call already in the database, spending ``usd`` five seconds ago."""
+    from ccmeter import caps, store
+
+    db = store.connect(home / "ccmeter.db")
+    now = time.time()
+    store.upsert_calls(db, [{
+        "call_uid": uid, "started_at": "seeded", "started_ts": now - 5, "status": "ok",
+        "cost_picousd": caps.parse_usd(usd), "project": project, "session_id": session,
+        "model": "claude-opus-4-8", "updated_ts": now,
+    }])
+    db.conn.close()
+
+
 def wait_rows(db_file: Path, where: str, count: int, timeout: float = 15) -> list[dict]:
     """Poll the database until ``count`` rows match ``where``."""
     import sqlite3

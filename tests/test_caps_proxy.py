@@ -8,28 +8,25 @@ import time
 from pathlib import Path
 
 import pytest
-from capsproxy import dechunk, mitmdump, post, raw_post, request_body, wait_rows, write_caps
+from capsproxy import (
+    dechunk,
+    mitmdump,
+    post,
+    raw_post,
+    request_body,
+    seed_spend,
+    wait_rows,
+    write_caps,
+)
 from standin import StandIn, message_events, parse_sse, sse_reply
 
-from ccmeter import caps, store
+from ccmeter import store
 
 
 @pytest.fixture
 def api():
     with StandIn() as server:
         yield server
-
-
-def seed_spend(home: Path, usd: str, *, project: str | None = None, session: str = "old",
-               uid: str = "seed") -> None:
-    db = store.connect(home / "ccmeter.db")
-    now = time.time()
-    store.upsert_calls(db, [{
-        "call_uid": uid, "started_at": "seeded", "started_ts": now - 5, "status": "ok",
-        "cost_picousd": caps.parse_usd(usd), "project": project, "session_id": session,
-        "model": "claude-opus-4-8", "updated_ts": now,
-    }])
-    db.conn.close()
 
 
 def proxy_log(home: Path) -> str:
