@@ -186,8 +186,10 @@ class RequestTee:
         self._chunks.append(chunk)
         return chunk
 
-    def body(self) -> bytes:
-        return b"".join(self._chunks)
+    def take(self) -> bytes:
+        """The whole body, once (the copy is then the request's content alone)."""
+        body, self._chunks = b"".join(self._chunks), []
+        return body
 
 
 _EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
@@ -582,7 +584,8 @@ class Meter:
                 call: Call | None = self._start_call(flow, endpoint, host, tag)
             except Exception:
                 log.exception("ccmeter: could not read a messages request; passed on unmetered")
-                call = self.calls.pop(flow.id, None)
+                self.calls.pop(flow.id, None)
+                call = None
             if call is not None and not self._caps_need_request_body():
                 try:
                     await self._enforce_caps(flow, call)
@@ -602,7 +605,7 @@ class Meter:
             # The body has gone upstream; the meter reads its copy while the API thinks
             # (a first byte takes a second or more). If the answer comes sooner, the first
             # row reads it, after the first chunk is sent on.
-            request.raw_content = request.stream.body()
+            request.raw_content = request.stream.take()
             call.pending = request
             asyncio.get_running_loop().call_later(
                 READ_REQUEST_DELAY_S, self._read_request_quietly, call)
