@@ -601,11 +601,10 @@ class Meter:
         if call is None:
             return
         request = flow.request
-        if isinstance(request.stream, RequestTee):
+        if self._take_streamed_body(request):
             # The body has gone upstream; the meter reads its copy while the API thinks
             # (a first byte takes a second or more). If the answer comes sooner, the first
             # row reads it, after the first chunk is sent on.
-            request.raw_content = request.stream.take()
             call.pending = request
             asyncio.get_running_loop().call_later(
                 READ_REQUEST_DELAY_S, self._read_request_quietly, call)
@@ -623,6 +622,24 @@ class Meter:
             await self._enforce_caps(flow, call)
         except Exception:
             log.exception("ccmeter: checking spending caps failed; the call goes on")
+
+    def _before_request_hook(self, call: Call, flow: http.HTTPFlow) -> None:
+        """A call that ends before its ``request`` hook (upstream unreachable, an answer
+        before the whole body went, the client gone mid-upload) is recorded with what there
+        is: the headers, and the body if all of it arrived."""
+        if call.pending is None and call.attribution == attribution.Attribution():
+            self._take_streamed_body(flow.request)
+            call.pending = flow.request
+
+    @staticmethod
+    def _take_streamed_body(request: http.Request) -> bool:
+        """Give a streamed request its body (the tee's copy), as a buffered one has it."""
+        if not isinstance(request.stream, RequestTee):
+            return False
+        body = request.stream.take()
+        if request.raw_content is None:
+            request.raw_content = body
+        return True
 
     def _route_upstream(self, flow: http.HTTPFlow, original: str) -> None:
         if self._upstream is None:
@@ -726,6 +743,7 @@ class Meter:
         if call is None or flow.response is None:
             return
         try:
+            self._before_request_hook(call, flow)
             if isinstance(flow.response.stream, StreamTee):
                 flow.response.stream.drain()
             else:
@@ -775,6 +793,7 @@ class Meter:
             if flow.response is not None and isinstance(flow.response.stream, StreamTee):
                 flow.response.stream.drain()
             state = call.state
+            self._before_request_hook(call, flow)
             if call.blocked:  # refused; the client went away before sending its body
                 self.record(call, status="blocked", flow=flow)
                 return
@@ -901,6 +920,9 @@ class Meter:
             # Nothing billed yet (an error before message_start): zero if the model is known.
             from ccmeter.usage import Usage
 
+            if model is None:  # not even the model: the call ended before its body was read
+                row.update(cost_picousd=0, pricing_note="no usage: nothing was billed")
+                return
             usage = Usage()
         try:
             price = self.catalog.price(model, usage, datetime.fromtimestamp(call.started_ts, UTC),

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from capsproxy import mitmdump, request_body, seed_spend, wait_rows, write_caps
+from capsproxy import mitmdump, post, request_body, seed_spend, wait_rows, write_caps
 from standin import message_events, sse_reply
 
 PAUSE_S = 0.6  # between the two halves of the request body
@@ -125,3 +125,48 @@ def test_a_call_refused_before_its_body_came_is_recorded_with_the_body_s_details
     (row,) = rows
     assert row["model"] == "claude-opus-4-8" and row["project"] == "shop-api"
     assert row["session_id"] == "sess-s" and row["error_type"] == "cap_reached"
+
+
+def test_a_call_whose_upstream_is_unreachable_is_recorded_at_no_cost(home):
+    """The upstream refuses the connection before any of the body went: the row keeps
+    what the headers say and costs $0 (nothing was billed), not "unpriced"."""
+    closed = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    with mitmdump(home, url) as port:
+        status, _, _ = post(port, session="sess-u")
+        rows = wait_rows(home / "ccmeter.db", "1 = 1", 1)
+    assert status == 502
+    (row,) = rows
+    assert row["status"] == "upstream_error" and row["error_type"] == "connection"
+    assert row["session_id"] == "sess-u" and row["cost_picousd"] == 0
+
+
+def test_an_early_answer_before_the_body_is_in_keeps_the_body_s_details(home):
+    """The upstream answers (413) after the first half of a slowly sent body: the meter
+    reads the copy it has (here the whole first half is not valid JSON, so the headers'
+    details stay) and the call costs $0."""
+    upstream_sock = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{upstream_sock.getsockname()[1]}"
+
+    def answer_early() -> None:
+        conn, _ = upstream_sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n"
+                         b"connection: close\r\ncontent-length: 2\r\n\r\n{}")
+    threading.Thread(target=answer_early, daemon=True).start()
+    body = body_with_working_dir()
+    head = (b"POST /v1/messages?beta=true HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\nx-api-key: sk-ant-test\r\n"
+            b"x-claude-code-session-id: sess-e\r\ncontent-length: %d\r\n\r\n" % len(body))
+    with mitmdump(home, url) as port, \
+            socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+        answer = sock.recv(65536)
+        rows = wait_rows(home / "ccmeter.db", "1 = 1", 1)
+    assert b" 413 " in answer.split(b"\r\n", 1)[0] or answer == b"", answer[:100]
+    (row,) = rows
+    assert row["session_id"] == "sess-e" and row["cost_picousd"] == 0
+    assert row["status"] in ("upstream_error", "incomplete")
+    upstream_sock.close()
