@@ -739,7 +739,7 @@ class Guard:
                 message = refusal_message(worst, now, policy.tz)
                 log.warning("ccmeter: refused a call: %s", message.removeprefix("ccmeter: "))
                 return Decision(False, message, statuses, reason="cap")
-            self._warn(policy, statuses, now)
+            self._warn(policy, statuses, now, wait)
         finally:
             self._lock.release()
         headroom = [(s, s.limit_picousd - s.spent_picousd) for s in statuses]
@@ -780,7 +780,11 @@ class Guard:
         log.error("ccmeter: cannot check caps (%s); allowing (on_error = allow)", reason)
         return Decision(True, reason="db_error")
 
-    def _warn(self, policy: Policy, statuses: Sequence[CapStatus], now: float) -> None:
+    def _warn(self, policy: Policy, statuses: Sequence[CapStatus], now: float,
+              wait: bool = True) -> None:
+        """Warn once per cap, window and threshold, across processes (``cap_warnings``).
+        On the event loop (``wait=False``) a locked database is not waited for: the warning
+        is given, at the risk of another process giving it too."""
         store = self._store
         for status in statuses:
             passed = [t for t in policy.warn_at if status.fraction >= t]
@@ -794,9 +798,10 @@ class Guard:
                 continue
             self._warned.add(memo)
             try:
-                first = store.cap_mark_warned(self._conn(), memo[0], window_key, threshold, now)
-            except Exception:
-                log.exception("ccmeter: could not record a cap warning")
+                first = store.cap_mark_warned(self._conn(wait), memo[0], window_key, threshold,
+                                              now, wait=wait)
+            except Exception as exc:
+                log.warning("ccmeter: could not record a cap warning (%s); giving it anyway", exc)
                 first = True
             if first:
                 text = warning_message(status, threshold, now, policy.tz)

@@ -848,8 +848,10 @@ def cap_rolling_release_ts(db: sqlite_utils.Database, window: SpendWindow,
 
 
 def cap_mark_warned(db: sqlite_utils.Database, cap_key: str, window_start: float,
-                    threshold: float, now: float) -> bool:
-    """Record that a warning was given; True only for the first process to do so."""
-    cursor = _retry_locked(lambda: db.execute(_WARNED_SQL, [cap_key, window_start, threshold,
-                                                            now]))
+                    threshold: float, now: float, *, wait: bool = True) -> bool:
+    """Record that a warning was given; True only for the first process to do so.
+    ``wait=False``: one attempt, and a locked database raises at once (the event loop)."""
+    def mark() -> Any:
+        return db.execute(_WARNED_SQL, [cap_key, window_start, threshold, now])
+    cursor = _retry_locked(mark) if wait else mark()
     return bool(cursor.rowcount)

@@ -311,3 +311,33 @@ def test_in_flight_reservations_count_only_under_caps_that_reserve(tmp_path):
         assert decision is not None and decision.allowed
         assert decision.statuses[0].spent_picousd == counted, table
     guard.close()
+
+
+def test_a_warning_on_the_event_loop_does_not_wait_for_a_locked_database(tmp_path):
+    """Crossing a warning threshold records it in cap_warnings; on the event loop a lock
+    held by another process is not waited for: the warning is still given, at once."""
+    path = tmp_path / "c.db"
+    db = store.connect(path)
+    now = time.time()
+    store.bulk_insert_calls(db, [("a", "x", now - 60, "ok", 9 * 10**12, None, "s", now)],
+                            ("call_uid", "started_at", "started_ts", "status", "cost_picousd",
+                             "project", "session_id", "updated_ts"))
+    db.conn.close()
+    given: list[str] = []
+    guard = caps.Guard(path, notify=given.append)
+    policy = caps.parse_policy({"caps": {"daily": "10", "warn_at": [0.8]}})
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.perf_counter()
+        decision = guard.check(policy, call_uid="c", project=None, session_id=None,
+                               model=None, now=now, wait=False)
+        assert time.perf_counter() - started < 0.2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert decision is not None and decision.allowed
+    assert len(given) == 1 and "daily" in given[0]
+    guard.check(policy, call_uid="d", project=None, session_id=None, model=None, now=now)
+    assert len(given) == 1  # once per cap, window and threshold
+    guard.close()
