@@ -360,13 +360,18 @@ def _transaction(db: sqlite_utils.Database, begin: str = "BEGIN IMMEDIATE") -> I
         raise
 
 
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY / SQLITE_LOCKED)."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _retry_locked(action: Callable[[], Any], attempts: int = 40) -> Any:
     """Run ``action``, retrying while another process holds the write lock."""
     for attempt in range(attempts):
         try:
             return action()
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _is_lock_error(exc):
                 raise
             if attempt == attempts - 1:
                 raise
@@ -820,7 +825,7 @@ def cap_check_and_reserve(
                                           r.expires_ts, r.project, r.session_id])
         return spent, allowed
     except sqlite3.OperationalError as exc:
-        if not wait and ("locked" in str(exc) or "busy" in str(exc)):
+        if not wait and _is_lock_error(exc):
             raise WouldBlock(str(exc)) from exc
         raise
 
