@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -84,8 +84,7 @@ def plan_columns(headers: http.Headers) -> dict[str, Any]:
 
     Absent headers give an empty dict; unknown ones are kept (in JSON) for later reports.
     """
-    found = {k.lower(): v for k, v in _raw_items(headers)
-             if k.lower().startswith(PLAN_HEADER_PREFIX)}
+    found = {k.lower(): v for k, v in headers.items() if k.lower().startswith(PLAN_HEADER_PREFIX)}
     if not found:
         return {}
 
@@ -104,15 +103,10 @@ def plan_columns(headers: http.Headers) -> dict[str, Any]:
     }
 
 
-def _raw_items(headers: http.Headers) -> Iterator[tuple[str, str]]:
-    """Every header field as sent. ``Headers.get`` and ``items`` scan all fields for each
-    name they look up; on the way to a call's first byte one pass is what we can afford."""
-    for name, value in headers.fields:
-        yield name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")
-
-
 def body_kind(headers: http.Headers) -> tuple[str, str]:
-    """(content-type, content-encoding lower-cased, "" for identity), in one pass."""
+    """(content-type, content-encoding lower-cased, "" for identity), in one pass over the
+    raw fields: ``Headers.get`` scans every field for each name, and this runs before a
+    call's first byte."""
     content_type = encoding = ""
     for name, value in headers.fields:
         lowered = name.lower()
@@ -600,16 +594,14 @@ class Meter:
         call = self.calls.get(flow.id)
         if call is None:
             return
-        request = flow.request
+        request = call.pending = flow.request
         if self._take_streamed_body(request):
             # The body has gone upstream; the meter reads its copy while the API thinks
             # (a first byte takes a second or more). If the answer comes sooner, the first
             # row reads it, after the first chunk is sent on.
-            call.pending = request
             asyncio.get_running_loop().call_later(
                 READ_REQUEST_DELAY_S, self._read_request_quietly, call)
             return
-        call.pending = request
         if call.blocked:  # refused as its headers came: the row gets the body's details
             self.calls.pop(flow.id, None)
             self.record(call, status="blocked", flow=flow)
@@ -626,8 +618,9 @@ class Meter:
     def _before_request_hook(self, call: Call, flow: http.HTTPFlow) -> None:
         """A call that ends before its ``request`` hook (upstream unreachable, an answer
         before the whole body went, the client gone mid-upload) is recorded with what there
-        is: the headers, and the body if all of it arrived."""
-        if call.pending is None and call.attribution == attribution.Attribution():
+        is: the headers, and the body if all of it arrived. (mitmproxy stamps
+        ``timestamp_end`` just before the ``request`` hook.)"""
+        if flow.request.timestamp_end is None:
             self._take_streamed_body(flow.request)
             call.pending = flow.request
 
