@@ -698,7 +698,8 @@ class Guard:
         self, policy: Policy, *, call_uid: str, project: str | None, session_id: str | None,
         model: str | None, now: float | None = None, wait: bool = True,
     ) -> Decision | None:
-        """Check every applicable cap and reserve for the call, in one write transaction.
+        """Check every applicable cap and, when the policy has an estimate for the model,
+        reserve for the call (see :func:`ccmeter.store.cap_check_and_reserve`).
 
         With ``wait=False`` (the proxy's event loop) it returns None instead of waiting for
         this guard's other user or for another process's write lock.
@@ -720,8 +721,9 @@ class Guard:
             return None
         try:
             try:
+                conn = self._conn(wait)
                 spents, allowed = store.cap_check_and_reserve(
-                    self._conn(wait), plan.query, now,
+                    conn, plan.query, now,
                     lambda spent: all(s < lim for s, lim in zip(spent, plan.limits, strict=True)),
                     reservation, wait=wait,
                 )
@@ -730,7 +732,6 @@ class Guard:
             except Exception as exc:
                 self._drop_conn()
                 return self._on_error(policy, exc)
-            conn = self._conn(wait)
             statuses = [_measured(conn, policy, c, s, now)
                         for c, s in zip(checks, spents, strict=True)]
             if not allowed:
