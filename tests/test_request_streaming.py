@@ -53,13 +53,19 @@ class RawUpstream:
         return max((n for t, n in self.arrivals if t <= moment), default=0)
 
 
+def post_head(body: bytes, session: str) -> bytes:
+    """The request line and headers of a Messages call with ``body``."""
+    return (b"POST /v1/messages?beta=true HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\nx-api-key: sk-ant-test\r\n"
+            b"x-claude-code-session-id: %s\r\ncontent-length: %d\r\n\r\n"
+            % (session.encode(), len(body)))
+
+
 @contextlib.contextmanager
 def slow_post(port: int, body: bytes) -> Iterator[float]:
     """Send the headers and the first half of the body, pause, send the rest; yields the
     moment just before the second half went out, and reads the answer to its end."""
-    head = (b"POST /v1/messages?beta=true HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"content-type: application/json\r\nx-api-key: sk-ant-test\r\n"
-            b"x-claude-code-session-id: sess-s\r\ncontent-length: %d\r\n\r\n" % len(body))
+    head = post_head(body, "sess-s")
     half = len(body) // 2
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(head + body[:half])
@@ -107,9 +113,7 @@ def test_a_call_refused_before_its_body_came_is_recorded_with_the_body_s_details
     seed_spend(home, "1")
     upstream = RawUpstream()
     body = body_with_working_dir()
-    head = (b"POST /v1/messages?beta=true HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"content-type: application/json\r\nx-api-key: sk-ant-test\r\n"
-            b"x-claude-code-session-id: sess-s\r\ncontent-length: %d\r\n\r\n" % len(body))
+    head = post_head(body, "sess-s")
     with mitmdump(home, upstream.url) as port, \
             socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(head + body)
@@ -157,9 +161,7 @@ def test_an_early_answer_before_the_body_is_in_keeps_the_body_s_details(home):
                          b"connection: close\r\ncontent-length: 2\r\n\r\n{}")
     threading.Thread(target=answer_early, daemon=True).start()
     body = body_with_working_dir()
-    head = (b"POST /v1/messages?beta=true HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"content-type: application/json\r\nx-api-key: sk-ant-test\r\n"
-            b"x-claude-code-session-id: sess-e\r\ncontent-length: %d\r\n\r\n" % len(body))
+    head = post_head(body, "sess-e")
     with mitmdump(home, url) as port, \
             socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(head + body[: len(body) // 2])
