@@ -1,4 +1,13 @@
-"""Every test runs in its own CCMETER_HOME, with a fixed terminal width and no colour."""
+"""Every test runs in a user's own layout: a fresh ``HOME`` and nothing else.
+
+The default (autouse) is what a newcomer has after ``pip install``: ``HOME`` set, no
+``CCMETER_HOME``, no ``XDG_*`` variables, so ccmeter uses the platform folders
+(``~/.config/ccmeter`` for the config, ``~/.local/share/ccmeter`` for the data on Linux). The
+``user_dirs`` fixture names those folders for a test to look into.
+
+``home`` (and its older name ``isolated_home``) opts a test into the one-folder layout of
+``CCMETER_HOME`` instead; prefer the default for new tests.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +15,40 @@ from pathlib import Path
 
 import pytest
 
+from ccmeter import config
+
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy",
+               "ANTHROPIC_BASE_URL")
+_LAYOUT_VARS = ("CCMETER_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
+                "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "CCMETER_USER")
+
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory, monkeypatch):
-    home = tmp_path_factory.mktemp("ccmeter-home")
-    monkeypatch.setenv("CCMETER_HOME", str(home))
+def user_home(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh ``HOME`` with no ccmeter or XDG variables: the layout users have."""
+    home = tmp_path_factory.mktemp("user-home")
+    monkeypatch.setenv("HOME", str(home))
+    for name in _LAYOUT_VARS + _PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.delenv("CCMETER_USER", raising=False)
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
-                 "no_proxy", "ANTHROPIC_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture
+def user_dirs(user_home) -> config.Paths:
+    """The platform folders ccmeter uses under this test's ``HOME``."""
+    where = config.paths()
+    assert where.config_dir != where.data_dir or where.config_dir.is_relative_to(user_home)
+    return where
+
+
+@pytest.fixture
+def isolated_home(user_home, tmp_path_factory, monkeypatch) -> Path:
+    """Opt-in one-folder layout: ``CCMETER_HOME`` set to a fresh folder."""
+    root = tmp_path_factory.mktemp("ccmeter-home")
+    monkeypatch.setenv("CCMETER_HOME", str(root))
+    return root
 
 
 @pytest.fixture

@@ -147,10 +147,11 @@ def test_bad_files_are_named_on_stderr_and_the_report_still_comes_out(team):
     assert doc["meta"]["skipped"][0]["file"] == str(broken)
 
 
-def test_push_twice_from_the_cli_changes_nothing_and_verbose_says_so(tmp_path, monkeypatch):
+def test_push_twice_from_the_cli_changes_nothing_and_verbose_says_so(tmp_path, user_dirs,
+                                                                      monkeypatch):
     share_dir = tmp_path / "share"
     share_dir.mkdir()
-    fill_home(Path(os.environ["CCMETER_HOME"]), make_rows("ana", 1))
+    fill_home(user_dirs.data_dir, make_rows("ana", 1))
     config.save_config({"share": {"path": str(share_dir), "user": "ana"}})
     first = runner.invoke(app, ["push"], catch_exceptions=False)
     assert (first.exit_code, first.output) == (0, "")
@@ -163,10 +164,10 @@ def test_push_twice_from_the_cli_changes_nothing_and_verbose_says_so(tmp_path, m
     assert [r["user"] for r in json.loads(from_config.stdout)["rows"]] == ["ana"]
 
 
-def test_dry_run_prints_rows_and_writes_nothing(tmp_path):
+def test_dry_run_prints_rows_and_writes_nothing(tmp_path, user_dirs):
     share_dir = tmp_path / "share"
     share_dir.mkdir()
-    fill_home(Path(os.environ["CCMETER_HOME"]), make_rows("ana", 2))
+    fill_home(user_dirs.data_dir, make_rows("ana", 2))
     result = runner.invoke(app, ["push", "--to", str(share_dir), "--user", "ana",
                                  "--dry-run"], catch_exceptions=False)
     assert result.exit_code == 0
@@ -248,10 +249,10 @@ def test_pushing_under_a_new_name_withdraws_the_old_copy_and_says_so(tmp_path):
     assert doc["totals"]["cost_picousd"] == want["cost_picousd"]
 
 
-def test_dry_run_names_the_copies_a_new_name_would_withdraw(tmp_path):
+def test_dry_run_names_the_copies_a_new_name_would_withdraw(tmp_path, user_dirs):
     share_dir = tmp_path / "share"
     share_dir.mkdir()
-    fill_home(Path(os.environ["CCMETER_HOME"]), make_rows("ana", 32))
+    fill_home(user_dirs.data_dir, make_rows("ana", 32))
     runner.invoke(app, ["push", "--to", str(share_dir), "--user", "alice"],
                   catch_exceptions=False)
     result = runner.invoke(app, ["push", "--to", str(share_dir), "--user", "bob", "--dry-run"],
@@ -262,10 +263,10 @@ def test_dry_run_names_the_copies_a_new_name_would_withdraw(tmp_path):
     assert len(list(share_dir.rglob("user=alice/*.jsonl"))) == 2
 
 
-def test_verbose_push_counts_in_the_singular_and_plural(tmp_path):
+def test_verbose_push_counts_in_the_singular_and_plural(tmp_path, user_dirs):
     share_dir = tmp_path / "share"
     share_dir.mkdir()
-    fill_home(Path(os.environ["CCMETER_HOME"]), make_rows("ana", 33, days=5,
+    fill_home(user_dirs.data_dir, make_rows("ana", 33, days=5,
                                                           first=date(2026, 11, 3)))
     args = ["push", "--to", str(share_dir), "--user", "ana", "-v"]
     first = runner.invoke(app, args, catch_exceptions=False)
