@@ -11,17 +11,8 @@ Design notes (the why):
   prompt caching saved is computed with the rates that were in force, exactly (``Decimal``).
 - Money stays in integer picodollars. A group with no priced call has cost ``None``
   ("unpriced"), never 0; a group with some unpriced calls carries their count.
-
-What caching saved, per call group, with the current catalog's rates for each model, period,
-speed (fast), long-context tier, US-geo and batch multipliers and the user's discount::
-
-    saved = cache_read_tokens     x (input_rate - cache_read_rate)
-          - cache_write_5m_tokens x (cache_write_5m_rate - input_rate)
-          - cache_write_1h_tokens x (cache_write_1h_rate - input_rate)
-
-i.e. what the cached tokens would have cost as plain input, minus what they cost. It can be
-negative (writes that were never read back). Advisor hops are not counted. Models the catalog
-does not know add nothing; a group with none it knows has ``None``.
+- What caching saved is computed by :mod:`ccmeter.savings`; sessions and live figures are
+  in :mod:`ccmeter.sessions`.
 """
 
 from __future__ import annotations
@@ -32,11 +23,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import Decimal
 from typing import Any
 
 from ccmeter import store
-from ccmeter.pricing import Catalog, Rates
+from ccmeter.pricing import Catalog
+from ccmeter.savings import SavingsCalculator, long_context_thresholds, to_pico
 
 PICO_PER_USD = 10**12
 TIME_DIMENSIONS = ("hour", "day", "week", "month")
@@ -51,7 +43,6 @@ TOKEN_FIELDS = (
 MAX_FILLED_BUCKETS = 2000
 NONE_LABEL = "(none)"
 
-_PICO_PER_TOKEN = Decimal(10**6)  # USD per MTok -> picodollars per token
 _RELATIVE = re.compile(r"^(\d+)\s*(h|d|w|m|y)$")
 
 # --- SQL -----------------------------------------------------------------------------------
@@ -104,79 +95,6 @@ FROM api_calls
 GROUP BY 1, 2, 3, 4, 5, 6, 7{session_group}
 """
 _OVER_THRESHOLD = "(" + _PROMPT_TOKENS_SQL + " > :lc{i})"
-
-SESSIONS_SQL = """
-SELECT session_id, model,
-    COUNT(*) AS calls,
-    SUM(cost_picousd) AS cost_picousd,
-    COUNT(cost_picousd) AS priced_calls,
-    SUM(input_tokens + cache_write_5m_tokens + cache_write_1h_tokens + cache_read_tokens)
-        AS prompt_tokens,
-    SUM(output_tokens) AS output_tokens,
-    SUM(call_kind = 'subagent') AS subagent_calls,
-    MIN(started_ts) AS first_ts,
-    MAX(started_ts) AS last_ts,
-    MAX(project) AS project
-FROM api_calls
-{where}
-GROUP BY session_id, model
-"""
-
-SESSION_PREFIX_SQL = """
-SELECT session_id FROM api_calls
-WHERE session_id >= :low AND session_id < :high
-GROUP BY session_id
-LIMIT :limit
-"""
-
-SESSION_CALLS_SQL = """
-SELECT call_uid, started_ts, ttfb_ms, duration_ms, project, agent_id, parent_agent_id,
-    call_kind, model, requested_model, status, http_status, stop_reason, error_type,
-    input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
-    output_tokens, cost_picousd, pricing_note
-FROM api_calls
-WHERE session_id = :session
-ORDER BY started_ts, call_uid
-"""
-
-SPEND_SINCE_SQL = """
-SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls
-FROM api_calls WHERE started_ts >= :since
-"""
-
-SESSION_SPEND_SQL = """
-SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls,
-    MAX(project) AS project
-FROM api_calls WHERE session_id = :session
-"""
-
-#: Served by the partial index ``api_calls_plan`` (migration 2): instant at any size.
-LATEST_PLAN_SQL = """
-SELECT started_ts, plan_status, plan_5h_utilization, plan_5h_reset, plan_7d_utilization,
-    plan_7d_reset, plan_binding_window, plan_overage_status
-FROM api_calls
-WHERE plan_5h_utilization IS NOT NULL
-ORDER BY started_ts DESC
-LIMIT 1
-"""
-
-RECENT_BY_AGENT_SQL = """
-SELECT session_id, agent_id, call_kind, project,
-    COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls,
-    MIN(started_ts) AS first_ts, MAX(started_ts) AS last_ts
-FROM api_calls
-WHERE session_id IN (
-    SELECT DISTINCT session_id FROM api_calls
-    WHERE started_ts >= :active_since AND session_id IS NOT NULL
-)
-GROUP BY session_id, agent_id, call_kind
-"""
-
-BURN_SQL = """
-SELECT project, SUM(cost_picousd) AS cost_picousd
-FROM api_calls WHERE started_ts >= :since
-GROUP BY project
-"""
 
 
 # --- time ----------------------------------------------------------------------------------
@@ -322,122 +240,6 @@ def current_catalog(cfg: Mapping[str, Any]) -> Catalog:
     return catalog
 
 
-@dataclass(frozen=True)
-class _SavingRates:
-    """Picodollars saved per cache-read token and premium per cache-write token."""
-
-    read_saving: Decimal
-    write_5m_premium: Decimal
-    write_1h_premium: Decimal
-
-    def saved(self, read: int, write_5m: int, write_1h: int) -> Decimal:
-        return (read * self.read_saving - write_5m * self.write_5m_premium
-                - write_1h * self.write_1h_premium)
-
-
-@dataclass(frozen=True)
-class _SavingPlan:
-    """Rates for one (model, UTC day, speed, tier, geo): base, and long-context if any."""
-
-    base: _SavingRates
-    long_context: _SavingRates | None = None
-    threshold_index: int = -1
-
-
-class SavingsCalculator:
-    """What prompt caching saved (see the module docstring), exactly, with ``catalog``."""
-
-    def __init__(self, catalog: Catalog, thresholds: Sequence[int]) -> None:
-        self.catalog = catalog
-        self.thresholds = tuple(thresholds)
-        self._cache: dict[tuple[Any, ...], _SavingPlan | None] = {}
-
-    def plan(self, model: str | None, utc_day: date, speed: str | None, tier: str | None,
-             geo: str | None) -> _SavingPlan | None:
-        key = (model, utc_day, speed, tier, geo)
-        if key not in self._cache:
-            self._cache[key] = self._compute(*key)
-        return self._cache[key]
-
-    def _compute(self, model: str | None, utc_day: date, speed: str | None, tier: str | None,
-                 geo: str | None) -> _SavingPlan | None:
-        catalog = self.catalog
-        resolved = catalog.resolve(model) if model else None
-        if resolved is None:
-            return None
-        entry = catalog.model(resolved)
-        period = entry.period_at(utc_day)
-        with localcontext() as ctx:
-            ctx.prec = 60
-            factor = Decimal(1)
-            if geo == "us" and entry.geo_us_multiplier_applies:
-                factor *= catalog.geo_us_multiplier
-            if tier == "batch":
-                factor *= catalog.batch_multiplier
-            if catalog.discount_percent:
-                factor *= 1 - catalog.discount_percent / 100
-            scale = _PICO_PER_TOKEN * factor
-
-            def per_token(rates: Rates) -> _SavingRates:
-                return _SavingRates(
-                    read_saving=(rates.input - rates.cache_read) * scale,
-                    write_5m_premium=(rates.cache_write_5m - rates.input) * scale,
-                    write_1h_premium=(rates.cache_write_1h - rates.input) * scale,
-                )
-
-            if speed == "fast" and period.fast is not None:
-                # Fast mode never takes a long-context tier (as in Catalog.price).
-                return _SavingPlan(per_token(period.rates.at_fast(period.fast)))
-            lc = period.long_context
-            if lc is not None and lc.threshold_tokens in self.thresholds:
-                return _SavingPlan(per_token(period.rates), per_token(lc.rates),
-                                   self.thresholds.index(lc.threshold_tokens))
-            return _SavingPlan(per_token(period.rates))
-
-    def saved(self, row: Mapping[str, Any], utc_day: date,
-              long_rows: Sequence[Mapping[str, Any]] = ()) -> Decimal | None:
-        """Exact picodollars caching saved for one aggregate row; None if unpriced.
-
-        ``long_rows`` are the LONG_CONTEXT_SQL rows of the same group.
-        """
-        plan = self.plan(row["model_name"], utc_day, row["speed"], row["service_tier"],
-                         row["inference_geo"])
-        if plan is None:
-            return None
-        read = int(row["cache_read_tokens"] or 0)
-        write_5m = int(row["cache_write_5m_tokens"] or 0)
-        write_1h = int(row["cache_write_1h_tokens"] or 0)
-        with localcontext() as ctx:
-            ctx.prec = 60
-            if plan.long_context is None:
-                return plan.base.saved(read, write_5m, write_1h)
-            over = [r for r in long_rows if int(r["lc_bucket"]) > plan.threshold_index]
-            lc_read = sum(int(r["cache_read_tokens"] or 0) for r in over)
-            lc_5m = sum(int(r["cache_write_5m_tokens"] or 0) for r in over)
-            lc_1h = sum(int(r["cache_write_1h_tokens"] or 0) for r in over)
-            return (plan.base.saved(read - lc_read, write_5m - lc_5m, write_1h - lc_1h)
-                    + plan.long_context.saved(lc_read, lc_5m, lc_1h))
-
-
-def long_context_thresholds(catalog: Catalog) -> list[int]:
-    """Every distinct long-context threshold in the catalog, ascending."""
-    found = set()
-    for row in catalog.models(date.min):
-        key = catalog.resolve(row.id)
-        if key is None:
-            continue
-        for period in catalog.model(key).periods:
-            if period.long_context is not None:
-                found.add(period.long_context.threshold_tokens)
-    return sorted(found)
-
-
-def _to_pico(value: Decimal | None) -> int | None:
-    if value is None:
-        return None
-    return int(value.to_integral_value(ROUND_HALF_EVEN))
-
-
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -527,7 +329,7 @@ class Group:
         """What caching saved; 0 without calls, None when no call's model has a price."""
         if self.saved is None:
             return None if self.calls else 0
-        return _to_pico(self.saved)
+        return to_pico(self.saved)
 
     @property
     def unpriced_calls(self) -> int:
@@ -744,212 +546,3 @@ def _ordered_rows(dims: Sequence[str], groups: Mapping[tuple[Any, ...], Group]) 
             row["project"] = group.project
         rows.append(row)
     return rows
-
-
-# --- sessions ------------------------------------------------------------------------------
-
-
-@dataclass
-class SessionSummary:
-    session_id: str | None
-    project: str | None
-    first_ts: float
-    last_ts: float
-    calls: int
-    cost_picousd: int | None
-    unpriced_calls: int
-    subagent_calls: int
-    models: dict[str, int]
-
-    def model_mix(self) -> str:
-        """``opus-4-8 x12, haiku-4-5 x3``: models by calls, 'claude-' dropped."""
-        parts = sorted(self.models.items(), key=lambda item: (-item[1], item[0]))
-        text = ", ".join(f"{short_model(name)} ×{count}" for name, count in parts[:3])
-        return text + (f", +{len(parts) - 3} more" if len(parts) > 3 else "")
-
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "session": self.session_id,
-            "started": self.first_ts,
-            "last_call": self.last_ts,
-            "project": self.project,
-            "models": self.model_mix(),
-            "model_calls": dict(self.models),
-            "calls": self.calls,
-            "subagent_calls": self.subagent_calls,
-            "cost": self.cost_picousd,
-            "unpriced_calls": self.unpriced_calls,
-        }
-
-
-def short_model(name: str | None) -> str:
-    if not name:
-        return "?"
-    return name.removeprefix("claude-")
-
-
-def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSummary]:
-    """Sessions with calls matching ``filters``, most recently active first."""
-    where, params = filters.where()
-    rows = store.query(db, SESSIONS_SQL.format(where=where), params)
-    sessions: dict[str | None, SessionSummary] = {}
-    costs: dict[str | None, int] = {}
-    priced: dict[str | None, int] = {}
-    for row in rows:
-        sid = row["session_id"]
-        summary = sessions.get(sid)
-        if summary is None:
-            summary = sessions[sid] = SessionSummary(
-                sid, row["project"], row["first_ts"], row["last_ts"], 0, None, 0, 0, {}
-            )
-        summary.first_ts = min(summary.first_ts, row["first_ts"])
-        summary.last_ts = max(summary.last_ts, row["last_ts"])
-        summary.project = summary.project or row["project"]
-        summary.calls += row["calls"]
-        summary.subagent_calls += int(row["subagent_calls"] or 0)
-        summary.unpriced_calls += row["calls"] - row["priced_calls"]
-        name = row["model"] or "?"
-        summary.models[name] = summary.models.get(name, 0) + row["calls"]
-        costs[sid] = costs.get(sid, 0) + int(row["cost_picousd"] or 0)
-        priced[sid] = priced.get(sid, 0) + row["priced_calls"]
-    for sid, summary in sessions.items():
-        summary.cost_picousd = costs[sid] if priced[sid] else None
-    ordered = sorted(sessions.values(), key=lambda s: -s.last_ts)
-    return ordered[:limit] if limit else ordered
-
-
-def resolve_session(db: Any, prefix: str) -> str:
-    """The one session id starting with ``prefix``; ValueError lists candidates otherwise."""
-    prefix = prefix.strip()
-    if not prefix:
-        raise ValueError("give a session id or the start of one (see `ccmeter sessions`)")
-    found = [
-        row["session_id"]
-        for row in store.query(
-            db, SESSION_PREFIX_SQL, {"low": prefix, "high": prefix + "\U0010ffff", "limit": 11}
-        )
-    ]
-    if prefix in found:
-        return prefix
-    if not found:
-        raise ValueError(f"no session starts with {prefix!r}; list them with `ccmeter sessions`")
-    if len(found) > 1:
-        shown = ", ".join(found[:10]) + (", …" if len(found) > 10 else "")
-        raise ValueError(f"{prefix!r} matches {len(found)} sessions: {shown}; "
-                         "give more characters")
-    return found[0]
-
-
-@dataclass
-class SessionDetail:
-    session_id: str
-    calls: list[dict[str, Any]]
-    agents: list[dict[str, Any]]
-    totals: dict[str, Any]
-
-
-def session_detail(db: Any, session_id: str) -> SessionDetail:
-    """Every call of a session in order, marked by agent, with per-agent subtotals."""
-    rows = store.query(db, SESSION_CALLS_SQL, {"session": session_id})
-    calls: list[dict[str, Any]] = []
-    agents: dict[str | None, Group] = {}
-    agent_meta: dict[str | None, dict[str, Any]] = {}
-    total = Group()
-    for row in rows:
-        agent = row["agent_id"] if row["call_kind"] == "subagent" or row["agent_id"] else None
-        kind = row["call_kind"] or "main"
-        label = "main" if agent is None and kind != "auxiliary" else (
-            "auxiliary" if agent is None else f"└ {short_agent(agent)}")
-        calls.append({
-            "time": row["started_ts"],
-            "call_uid": row["call_uid"],
-            "agent": label,
-            "agent_id": row["agent_id"],
-            "parent_agent_id": row["parent_agent_id"],
-            "call_kind": kind,
-            "model": row["model"],
-            "status": row["status"] + (f" {row['http_status']}" if row["status"] ==
-                                       "upstream_error" and row["http_status"] else ""),
-            **{name: row[name] for name in TOKEN_FIELDS},
-            "cache_write_tokens": row["cache_write_5m_tokens"] + row["cache_write_1h_tokens"],
-            "cost": row["cost_picousd"],
-            "ttfb_ms": None if row["ttfb_ms"] is None else round(row["ttfb_ms"]),
-            "duration_ms": None if row["duration_ms"] is None else round(row["duration_ms"]),
-        })
-        single = {
-            "calls": 1, **{name: row[name] for name in TOKEN_FIELDS},
-            "priced_calls": 0 if row["cost_picousd"] is None else 1,
-            "cost_picousd": row["cost_picousd"], "first_ts": row["started_ts"],
-            "last_ts": row["started_ts"], "project": row["project"],
-        }
-        agent_key = agent if agent is not None else ("(auxiliary)" if kind == "auxiliary"
-                                                     else None)
-        agents.setdefault(agent_key, Group()).add(single, None)
-        agent_meta.setdefault(agent_key, {"parent": row["parent_agent_id"], "kind": kind})
-        total.add(single, None)
-    agent_rows = []
-
-    def agent_order(key: str | None) -> tuple[int, float]:
-        rank = 0 if key is None else (1 if key == "(auxiliary)" else 2)
-        return rank, agents[key].first_ts or 0.0
-
-    for key in sorted(agents, key=agent_order):
-        group = agents[key]
-        agent_rows.append({
-            "agent": "main" if key is None else key,
-            "kind": agent_meta[key]["kind"],
-            "parent_agent_id": agent_meta[key]["parent"],
-            **group.as_dict(),
-        })
-    totals = total.as_dict()
-    totals["project"] = total.project
-    return SessionDetail(session_id, calls, agent_rows, totals)
-
-
-def short_id(value: str | None, length: int = 8) -> str:
-    return "" if value is None else value[:length]
-
-
-def short_agent(value: str | None) -> str:
-    """An agent id short enough for a table column, still telling agents apart."""
-    if value is None:
-        return ""
-    return value if len(value) <= 16 else value[:12] + "…"
-
-
-# --- live figures (watch, statusline) ------------------------------------------------------
-
-
-def spend_since(db: Any, since: float) -> tuple[int | None, int]:
-    """(picodollars of priced calls since ``since`` or None if none priced, unpriced calls)."""
-    row = store.query(db, SPEND_SINCE_SQL, {"since": since})[0]
-    cost = int(row["cost_picousd"] or 0) if row["priced_calls"] else None
-    return cost, int(row["calls"] or 0) - int(row["priced_calls"] or 0)
-
-
-def session_spend(db: Any, session_id: str) -> dict[str, Any]:
-    row = store.query(db, SESSION_SPEND_SQL, {"session": session_id})[0]
-    return {
-        "calls": int(row["calls"] or 0),
-        "cost": int(row["cost_picousd"] or 0) if row["priced_calls"] else None,
-        "unpriced_calls": int(row["calls"] or 0) - int(row["priced_calls"] or 0),
-        "project": row["project"],
-    }
-
-
-def latest_plan(db: Any) -> dict[str, Any] | None:
-    """The most recent subscription-plan utilization the API reported, if any."""
-    rows = store.query(db, LATEST_PLAN_SQL)
-    return rows[0] if rows else None
-
-
-def burn_by_project(db: Any, since: float) -> dict[str | None, int]:
-    return {
-        row["project"]: int(row["cost_picousd"] or 0)
-        for row in store.query(db, BURN_SQL, {"since": since})
-    }
-
-
-def active_agents(db: Any, active_since: float) -> list[dict[str, Any]]:
-    """Per (session, agent) totals for sessions with a call since ``active_since``."""
-    return store.query(db, RECENT_BY_AGENT_SQL, {"active_since": active_since})

@@ -107,14 +107,14 @@ def statusline_text(raw: str, *, now: float | None = None,
     ``Opus 4.8 · session $0.09 · today $4.56/$20 (23%) · 5h 34% · 7d 12%``; a ``⚠`` when a cap
     is at 80 % or more, ``⛔`` when one is reached. Reads only indexed rows.
     """
-    from ccmeter import render, reports, store
+    from ccmeter import render, reports, sessions, store
 
     now = time.time() if now is None else now
     data = json.loads(raw) if raw.strip() else {}
     if not isinstance(data, Mapping):
         data = {}
     model = data.get("model") if isinstance(data.get("model"), Mapping) else {}
-    name = model.get("display_name") or reports.short_model(
+    name = model.get("display_name") or sessions.short_model(
         str(model.get("id") or "").split("[")[0]) if model else ""
     parts: list[str] = [str(name)] if name else []
     paths = config.paths()
@@ -125,7 +125,7 @@ def statusline_text(raw: str, *, now: float | None = None,
     try:
         sid = data.get("session_id")
         if isinstance(sid, str) and sid:
-            spent = reports.session_spend(db, sid)
+            spent = sessions.session_spend(db, sid)
             text = f"session {render.format_usd(spent['cost']) if spent['calls'] else '$0.00'}"
             if spent["cost"] is None and spent["calls"]:
                 text = "session unpriced"
@@ -144,7 +144,7 @@ def statusline_text(raw: str, *, now: float | None = None,
                 f"{render.format_usd(daily.limit_picousd)} "
                 f"({render.format_percent(daily.fraction)})"))
         else:
-            today, _unpriced = reports.spend_since(db, reports.local_midnight(now))
+            today, _unpriced = sessions.spend_since(db, reports.local_midnight(now))
             parts.append(f"today {render.format_usd(today or 0)}")
         others = [s for s in mine if s is not daily and s.fraction >= 0.8]
         if others:
@@ -153,7 +153,7 @@ def statusline_text(raw: str, *, now: float | None = None,
                 "session " if worst.scope.startswith("session:") else "project ")
             parts.append(f"{_mark(worst.fraction)}{scope}{worst.name} "
                          f"{render.format_percent(worst.fraction)}")
-        plan = reports.latest_plan(db) or _stdin_plan(data)
+        plan = sessions.latest_plan(db) or _stdin_plan(data)
         if plan:
             line = plan_line(plan, now)
             if line:

@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 from typer.testing import CliRunner
 
-from ccmeter import config, reports, store
+from ccmeter import config, reports, sessions, store
 from ccmeter.cli import app
 from ccmeter.pricing import Catalog
 from ccmeter.usage import Usage
@@ -244,16 +244,16 @@ def test_sessions_and_prefixes(home):
     now = time.time()
     rows = make_rows(120, now - 3 * 86400, 3 * 86400, seed=5)
     db = fill(home, rows)
-    found = reports.list_sessions(db, reports.Filters(since=now - 7 * 86400), limit=0)
+    found = sessions.list_sessions(db, reports.Filters(since=now - 7 * 86400), limit=0)
     assert sum(s.calls for s in found) == 120
     assert [s.last_ts for s in found] == sorted((s.last_ts for s in found), reverse=True)
     target = found[0].session_id
-    assert reports.resolve_session(db, target[:7] + target[7:]) == target
+    assert sessions.resolve_session(db, target[:7] + target[7:]) == target
     with pytest.raises(ValueError, match="matches"):
-        reports.resolve_session(db, "sess-0")
+        sessions.resolve_session(db, "sess-0")
     with pytest.raises(ValueError, match="no session"):
-        reports.resolve_session(db, "nope")
-    detail = reports.session_detail(db, target)
+        sessions.resolve_session(db, "nope")
+    detail = sessions.session_detail(db, target)
     mine = [r for r in rows if r["session_id"] == target]
     assert [c["call_uid"] for c in detail.calls] == [
         r["call_uid"] for r in sorted(mine, key=lambda r: r["started_ts"])]

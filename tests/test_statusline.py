@@ -87,13 +87,13 @@ def test_cli_with_the_sample(home):
 
 
 def test_statusline_queries_use_indexes(home):
-    from ccmeter import reports
+    from ccmeter import sessions
 
     fill([call("a", time.time(), 1, session_id=SESSION)])
     db = store.connect(config.paths().db_file)
-    for sql, params in ((reports.SESSION_SPEND_SQL, {"session": SESSION}),
-                        (reports.SPEND_SINCE_SQL, {"since": 0}),
-                        (reports.LATEST_PLAN_SQL, {})):
+    for sql, params in ((sessions.SESSION_SPEND_SQL, {"session": SESSION}),
+                        (sessions.SPEND_SINCE_SQL, {"since": 0}),
+                        (sessions.LATEST_PLAN_SQL, {})):
         plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params))
         assert "USING" in plan and "INDEX" in plan, (sql, plan)
 

@@ -175,10 +175,10 @@ def _show(fmt: str, session: str | None) -> None:
 
 def _resolve_session(db: Any, prefix: str) -> str:
     """The full id of the one session starting with ``prefix`` (as ``ccmeter session``)."""
-    from ccmeter import reports
+    from ccmeter import sessions
 
     try:
-        return reports.resolve_session(db, prefix)
+        return sessions.resolve_session(db, prefix)
     except ValueError as exc:
         raise config.CCMeterError(str(exc)) from None
 

@@ -155,7 +155,8 @@ def report_columns(dims: Sequence[str], fmt: str, rows: Sequence[Mapping[str, An
 
 def _table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows as a table shows them: short session ids, ``(none)`` for a missing name."""
-    from ccmeter.reports import NONE_LABEL, short_id
+    from ccmeter.reports import NONE_LABEL
+    from ccmeter.sessions import short_id
 
     shown = []
     for row in rows:
@@ -293,6 +294,7 @@ def sessions(
       ccmeter sessions --since 30d --project api-server --limit 50
     """
     from ccmeter import render, reports
+    from ccmeter.sessions import list_sessions
 
     fmt = _check_format(fmt)
     now = time.time()
@@ -300,7 +302,7 @@ def sessions(
                               project=project, model=model)
     db = _open_db()
     try:
-        found = reports.list_sessions(db, filters, limit)
+        found = list_sessions(db, filters, limit)
     finally:
         db.conn.close()
     columns = [
@@ -341,15 +343,16 @@ def session(
       ccmeter session 72292d5c --format json
     """
     from ccmeter import render, reports
+    from ccmeter.sessions import resolve_session, session_detail, short_model
 
     fmt = _check_format(fmt)
     db = _open_db()
     try:
         try:
-            full = reports.resolve_session(db, session_id)
+            full = resolve_session(db, session_id)
         except ValueError as exc:
             raise config.CCMeterError(str(exc)) from None
-        detail = reports.session_detail(db, full)
+        detail = session_detail(db, full)
     finally:
         db.conn.close()
     machine = fmt != "table"
@@ -397,7 +400,7 @@ def session(
     rows = []
     for call in detail.calls:
         rows.append({**call, "clock": _local(call["time"], "%H:%M:%S"),
-                     "model": reports.short_model(call["model"])})
+                     "model": short_model(call["model"])})
     first = _local(totals.get("first_call"))
     title = (f"Session {detail.session_id} · {totals.get('project') or reports.NONE_LABEL} · "
              f"{first} · {totals['calls']:,} calls · "
@@ -436,10 +439,11 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
     from rich.text import Text
 
     from ccmeter import render, reports
+    from ccmeter.sessions import active_agents, burn_by_project, latest_plan, spend_since
 
     now = time.time() if now is None else now
-    today, unpriced_today = reports.spend_since(db, reports.local_midnight(now))
-    burn = reports.burn_by_project(db, now - 3600)
+    today, unpriced_today = spend_since(db, reports.local_midnight(now))
+    burn = burn_by_project(db, now - 3600)
     burn_total = sum(burn.values())
     head = Text(f"ccmeter watch · {_local(now, '%Y-%m-%d %H:%M:%S')}\n", style="bold")
     head.append(f"today {render.format_usd(today) if today is not None else '$0.00'}",
@@ -476,14 +480,14 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
             )
         parts.append(table)
 
-    agents = reports.active_agents(db, now - active_minutes * 60)
+    agents = active_agents(db, now - active_minutes * 60)
     if agents:
         parts.append(_active_table(agents, now, active_minutes))
     else:
         parts.append(Text(f"no active sessions (no call in the last {active_minutes} min)",
                           style="dim"))
 
-    plan = reports.latest_plan(db)
+    plan = latest_plan(db)
     if plan is not None:
         parts.append(Text(plan_line(plan, now, long=True)))
     return parts
@@ -493,6 +497,7 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int)
     from rich.table import Table
 
     from ccmeter import render, reports
+    from ccmeter.sessions import short_agent, short_id
 
     by_session: dict[str, list[Mapping[str, Any]]] = {}
     for row in agents:
@@ -513,12 +518,12 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int)
     for sid, rows in ordered:
         calls, cost, last = total(rows)
         project = next((r["project"] for r in rows if r["project"]), reports.NONE_LABEL)
-        table.add_row(reports.short_id(sid), project, _ago(now - last), f"{calls:,}",
+        table.add_row(short_id(sid), project, _ago(now - last), f"{calls:,}",
                       render.format_usd(cost))
         for row in sorted(rows, key=lambda r: -(r["cost_picousd"] or 0)):
             if row["call_kind"] != "subagent" and not row["agent_id"]:
                 continue
-            label = f"  └ {reports.short_agent(row['agent_id']) or 'subagent'}"
+            label = f"  └ {short_agent(row['agent_id']) or 'subagent'}"
             cost = row["cost_picousd"] if row["priced_calls"] else None
             table.add_row(label, "", _ago(now - row["last_ts"]), f"{row['calls']:,}",
                           render.format_usd(cost), style="dim")

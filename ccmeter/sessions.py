@@ -1,0 +1,291 @@
+"""Sessions and live figures: what a session did, call by call and agent by agent, and the
+small queries ``watch`` and the status line run (spend since a moment, a session's spend, the
+latest plan utilization, burn per project, active agents). No rendering here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ccmeter import store
+from ccmeter.reports import TOKEN_FIELDS, Filters, Group
+
+SESSIONS_SQL = """
+SELECT session_id, model,
+    COUNT(*) AS calls,
+    SUM(cost_picousd) AS cost_picousd,
+    COUNT(cost_picousd) AS priced_calls,
+    SUM(input_tokens + cache_write_5m_tokens + cache_write_1h_tokens + cache_read_tokens)
+        AS prompt_tokens,
+    SUM(output_tokens) AS output_tokens,
+    SUM(call_kind = 'subagent') AS subagent_calls,
+    MIN(started_ts) AS first_ts,
+    MAX(started_ts) AS last_ts,
+    MAX(project) AS project
+FROM api_calls
+{where}
+GROUP BY session_id, model
+"""
+
+SESSION_PREFIX_SQL = """
+SELECT session_id FROM api_calls
+WHERE session_id >= :low AND session_id < :high
+GROUP BY session_id
+LIMIT :limit
+"""
+
+SESSION_CALLS_SQL = """
+SELECT call_uid, started_ts, ttfb_ms, duration_ms, project, agent_id, parent_agent_id,
+    call_kind, model, requested_model, status, http_status, stop_reason, error_type,
+    input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
+    output_tokens, cost_picousd, pricing_note
+FROM api_calls
+WHERE session_id = :session
+ORDER BY started_ts, call_uid
+"""
+
+SPEND_SINCE_SQL = """
+SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls
+FROM api_calls WHERE started_ts >= :since
+"""
+
+SESSION_SPEND_SQL = """
+SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls,
+    MAX(project) AS project
+FROM api_calls WHERE session_id = :session
+"""
+
+#: Served by the partial index ``api_calls_plan`` (migration 2): instant at any size.
+LATEST_PLAN_SQL = """
+SELECT started_ts, plan_status, plan_5h_utilization, plan_5h_reset, plan_7d_utilization,
+    plan_7d_reset, plan_binding_window, plan_overage_status
+FROM api_calls
+WHERE plan_5h_utilization IS NOT NULL
+ORDER BY started_ts DESC
+LIMIT 1
+"""
+
+RECENT_BY_AGENT_SQL = """
+SELECT session_id, agent_id, call_kind, project,
+    COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls,
+    MIN(started_ts) AS first_ts, MAX(started_ts) AS last_ts
+FROM api_calls
+WHERE session_id IN (
+    SELECT DISTINCT session_id FROM api_calls
+    WHERE started_ts >= :active_since AND session_id IS NOT NULL
+)
+GROUP BY session_id, agent_id, call_kind
+"""
+
+BURN_SQL = """
+SELECT project, SUM(cost_picousd) AS cost_picousd
+FROM api_calls WHERE started_ts >= :since
+GROUP BY project
+"""
+
+
+@dataclass
+class SessionSummary:
+    session_id: str | None
+    project: str | None
+    first_ts: float
+    last_ts: float
+    calls: int
+    cost_picousd: int | None
+    unpriced_calls: int
+    subagent_calls: int
+    models: dict[str, int]
+
+    def model_mix(self) -> str:
+        """``opus-4-8 x12, haiku-4-5 x3``: models by calls, 'claude-' dropped."""
+        parts = sorted(self.models.items(), key=lambda item: (-item[1], item[0]))
+        text = ", ".join(f"{short_model(name)} ×{count}" for name, count in parts[:3])
+        return text + (f", +{len(parts) - 3} more" if len(parts) > 3 else "")
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "session": self.session_id,
+            "started": self.first_ts,
+            "last_call": self.last_ts,
+            "project": self.project,
+            "models": self.model_mix(),
+            "model_calls": dict(self.models),
+            "calls": self.calls,
+            "subagent_calls": self.subagent_calls,
+            "cost": self.cost_picousd,
+            "unpriced_calls": self.unpriced_calls,
+        }
+
+
+def short_model(name: str | None) -> str:
+    if not name:
+        return "?"
+    return name.removeprefix("claude-")
+
+
+def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSummary]:
+    """Sessions with calls matching ``filters``, most recently active first."""
+    where, params = filters.where()
+    rows = store.query(db, SESSIONS_SQL.format(where=where), params)
+    sessions: dict[str | None, SessionSummary] = {}
+    costs: dict[str | None, int] = {}
+    priced: dict[str | None, int] = {}
+    for row in rows:
+        sid = row["session_id"]
+        summary = sessions.get(sid)
+        if summary is None:
+            summary = sessions[sid] = SessionSummary(
+                sid, row["project"], row["first_ts"], row["last_ts"], 0, None, 0, 0, {}
+            )
+        summary.first_ts = min(summary.first_ts, row["first_ts"])
+        summary.last_ts = max(summary.last_ts, row["last_ts"])
+        summary.project = summary.project or row["project"]
+        summary.calls += row["calls"]
+        summary.subagent_calls += int(row["subagent_calls"] or 0)
+        summary.unpriced_calls += row["calls"] - row["priced_calls"]
+        name = row["model"] or "?"
+        summary.models[name] = summary.models.get(name, 0) + row["calls"]
+        costs[sid] = costs.get(sid, 0) + int(row["cost_picousd"] or 0)
+        priced[sid] = priced.get(sid, 0) + row["priced_calls"]
+    for sid, summary in sessions.items():
+        summary.cost_picousd = costs[sid] if priced[sid] else None
+    ordered = sorted(sessions.values(), key=lambda s: -s.last_ts)
+    return ordered[:limit] if limit else ordered
+
+
+def resolve_session(db: Any, prefix: str) -> str:
+    """The one session id starting with ``prefix``; ValueError lists candidates otherwise."""
+    prefix = prefix.strip()
+    if not prefix:
+        raise ValueError("give a session id or the start of one (see `ccmeter sessions`)")
+    found = [
+        row["session_id"]
+        for row in store.query(
+            db, SESSION_PREFIX_SQL, {"low": prefix, "high": prefix + "\U0010ffff", "limit": 11}
+        )
+    ]
+    if prefix in found:
+        return prefix
+    if not found:
+        raise ValueError(f"no session starts with {prefix!r}; list them with `ccmeter sessions`")
+    if len(found) > 1:
+        shown = ", ".join(found[:10]) + (", …" if len(found) > 10 else "")
+        raise ValueError(f"{prefix!r} matches {len(found)} sessions: {shown}; "
+                         "give more characters")
+    return found[0]
+
+
+@dataclass
+class SessionDetail:
+    session_id: str
+    calls: list[dict[str, Any]]
+    agents: list[dict[str, Any]]
+    totals: dict[str, Any]
+
+
+def session_detail(db: Any, session_id: str) -> SessionDetail:
+    """Every call of a session in order, marked by agent, with per-agent subtotals."""
+    rows = store.query(db, SESSION_CALLS_SQL, {"session": session_id})
+    calls: list[dict[str, Any]] = []
+    agents: dict[str | None, Group] = {}
+    agent_meta: dict[str | None, dict[str, Any]] = {}
+    total = Group()
+    for row in rows:
+        agent = row["agent_id"] if row["call_kind"] == "subagent" or row["agent_id"] else None
+        kind = row["call_kind"] or "main"
+        label = "main" if agent is None and kind != "auxiliary" else (
+            "auxiliary" if agent is None else f"└ {short_agent(agent)}")
+        calls.append({
+            "time": row["started_ts"],
+            "call_uid": row["call_uid"],
+            "agent": label,
+            "agent_id": row["agent_id"],
+            "parent_agent_id": row["parent_agent_id"],
+            "call_kind": kind,
+            "model": row["model"],
+            "status": row["status"] + (f" {row['http_status']}" if row["status"] ==
+                                       "upstream_error" and row["http_status"] else ""),
+            **{name: row[name] for name in TOKEN_FIELDS},
+            "cache_write_tokens": row["cache_write_5m_tokens"] + row["cache_write_1h_tokens"],
+            "cost": row["cost_picousd"],
+            "ttfb_ms": None if row["ttfb_ms"] is None else round(row["ttfb_ms"]),
+            "duration_ms": None if row["duration_ms"] is None else round(row["duration_ms"]),
+        })
+        single = {
+            "calls": 1, **{name: row[name] for name in TOKEN_FIELDS},
+            "priced_calls": 0 if row["cost_picousd"] is None else 1,
+            "cost_picousd": row["cost_picousd"], "first_ts": row["started_ts"],
+            "last_ts": row["started_ts"], "project": row["project"],
+        }
+        agent_key = agent if agent is not None else ("(auxiliary)" if kind == "auxiliary"
+                                                     else None)
+        agents.setdefault(agent_key, Group()).add(single, None)
+        agent_meta.setdefault(agent_key, {"parent": row["parent_agent_id"], "kind": kind})
+        total.add(single, None)
+    agent_rows = []
+
+    def agent_order(key: str | None) -> tuple[int, float]:
+        rank = 0 if key is None else (1 if key == "(auxiliary)" else 2)
+        return rank, agents[key].first_ts or 0.0
+
+    for key in sorted(agents, key=agent_order):
+        group = agents[key]
+        agent_rows.append({
+            "agent": "main" if key is None else key,
+            "kind": agent_meta[key]["kind"],
+            "parent_agent_id": agent_meta[key]["parent"],
+            **group.as_dict(),
+        })
+    totals = total.as_dict()
+    totals["project"] = total.project
+    return SessionDetail(session_id, calls, agent_rows, totals)
+
+
+def short_id(value: str | None, length: int = 8) -> str:
+    return "" if value is None else value[:length]
+
+
+def short_agent(value: str | None) -> str:
+    """An agent id short enough for a table column, still telling agents apart."""
+    if value is None:
+        return ""
+    return value if len(value) <= 16 else value[:12] + "…"
+
+
+# --- live figures (watch, statusline) ------------------------------------------------------
+
+
+def spend_since(db: Any, since: float) -> tuple[int | None, int]:
+    """(picodollars of priced calls since ``since`` or None if none priced, unpriced calls)."""
+    row = store.query(db, SPEND_SINCE_SQL, {"since": since})[0]
+    cost = int(row["cost_picousd"] or 0) if row["priced_calls"] else None
+    return cost, int(row["calls"] or 0) - int(row["priced_calls"] or 0)
+
+
+def session_spend(db: Any, session_id: str) -> dict[str, Any]:
+    row = store.query(db, SESSION_SPEND_SQL, {"session": session_id})[0]
+    return {
+        "calls": int(row["calls"] or 0),
+        "cost": int(row["cost_picousd"] or 0) if row["priced_calls"] else None,
+        "unpriced_calls": int(row["calls"] or 0) - int(row["priced_calls"] or 0),
+        "project": row["project"],
+    }
+
+
+def latest_plan(db: Any) -> dict[str, Any] | None:
+    """The most recent subscription-plan utilization the API reported, if any."""
+    rows = store.query(db, LATEST_PLAN_SQL)
+    return rows[0] if rows else None
+
+
+def burn_by_project(db: Any, since: float) -> dict[str | None, int]:
+    return {
+        row["project"]: int(row["cost_picousd"] or 0)
+        for row in store.query(db, BURN_SQL, {"since": since})
+    }
+
+
+def active_agents(db: Any, active_since: float) -> list[dict[str, Any]]:
+    """Per (session, agent) totals for sessions with a call since ``active_since``."""
+    return store.query(db, RECENT_BY_AGENT_SQL, {"active_since": active_since})
