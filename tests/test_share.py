@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ccmeter import share, store
+from ccmeter import share, store, team
 from ccmeter.config import CCMeterError, Paths
 
 PICO = 10**12
@@ -280,8 +280,8 @@ def test_a_rename_withdraws_this_machines_copy_under_the_old_name(tmp_path, shar
     assert len(list(share_dir.rglob(f"part-{desk_id}.jsonl"))) == 2  # other machines stay
     assert all(p.exists() for p in kept)
 
-    data = share.read_share(share_dir)
-    got = {g["user"]: g for g in share.aggregate(data.rows, ["user"])}
+    data = team.read_share(share_dir)
+    got = {g["user"]: g for g in team.aggregate(data.rows, ["user"])}
     want = expected_totals(rows)
     assert {k: got["bob"][k] for k in want} == want  # counted once, not twice
     assert got["alice"]["calls"] == expected_totals(make_rows("alice-desk", 22))["calls"]
@@ -337,8 +337,8 @@ def test_two_names_pushing_at_once_from_one_machine_leave_one_copy(tmp_path, sha
     assert errors == []
     months = Counter(p.parent.parent.name for p in share_dir.rglob("part-*.jsonl"))
     assert months == {"month=2026-10": 1, "month=2026-11": 1}
-    data = share.read_share(share_dir)
-    assert share.totals(share.aggregate(data.rows, ["user"]), data.rows)["calls"] == \
+    data = team.read_share(share_dir)
+    assert team.totals(team.aggregate(data.rows, ["user"]), data.rows)["calls"] == \
         expected_totals(rows)["calls"]
 
 
@@ -378,9 +378,9 @@ def test_concurrent_pushes_from_many_users_and_two_machines_of_one(tmp_path, sha
     assert errors == []
     assert not list(share_dir.rglob(".*.tmp"))
 
-    data = share.read_share(share_dir)
+    data = team.read_share(share_dir)
     assert data.skipped == []
-    got = {g["user"]: g for g in share.aggregate(data.rows, ["user"])}
+    got = {g["user"]: g for g in team.aggregate(data.rows, ["user"])}
     users["carol"] = carol_rows["m1"] + carol_rows["m2"]
     assert set(got) == set(users)
     for name, rows in users.items():
@@ -388,8 +388,8 @@ def test_concurrent_pushes_from_many_users_and_two_machines_of_one(tmp_path, sha
         assert {k: got[name][k] for k in want} == want, name
     carol_parts = {p.name for p in share_dir.rglob("part-*.jsonl") if "user=carol" in str(p)}
     assert len(carol_parts) == 2  # one file per machine, per month
-    team = share.totals(share.aggregate(data.rows, ["user"]), data.rows)
-    assert team["cost_picousd"] == sum(expected_totals(r)["cost_picousd"]
+    whole = team.totals(team.aggregate(data.rows, ["user"]), data.rows)
+    assert whole["cost_picousd"] == sum(expected_totals(r)["cost_picousd"]
                                        for r in users.values())
 
 
@@ -420,7 +420,7 @@ def test_stale_temporaries_of_this_machine_are_cleaned_others_kept(tmp_path, sha
     os.utime(other, (1, 1))
     push_user(paths, share_dir, "alice")
     assert not stale.exists() and fresh.exists() and other.exists()
-    assert share.read_share(share_dir).skipped == []  # readers never see temporaries
+    assert team.read_share(share_dir).skipped == []  # readers never see temporaries
 
 
 # --- reading the share back -----------------------------------------------------------------
@@ -455,7 +455,7 @@ def test_corrupt_and_half_written_files_are_skipped_by_name(tmp_path, share_dir)
     conflict = conflict.with_name(conflict.stem + " (conflicted copy).jsonl")
     conflict.write_text(json.dumps(line | {"day": "2026-10-20"}) + "\n")
 
-    data = share.read_share(share_dir)
+    data = team.read_share(share_dir)
     skipped = {path: reason for path, reason in data.skipped}
     assert set(skipped) == {half, junk, wrong, future, conflict}
     assert "conflict" in skipped[conflict]
@@ -464,7 +464,7 @@ def test_corrupt_and_half_written_files_are_skipped_by_name(tmp_path, share_dir)
     assert "schema_version 2" in skipped[future]
     assert all(str(path) in warning for path, warning in zip(skipped, data.warnings,
                                                               strict=True))
-    got = {g["user"]: g for g in share.aggregate(data.rows, ["user"])}
+    got = {g["user"]: g for g in team.aggregate(data.rows, ["user"])}
     assert set(got) == {"alice", "bob"}  # eve's good first line is not half-counted
     for name, rows in users.items():
         assert got[name]["cost_picousd"] == expected_totals(rows)["cost_picousd"]
@@ -489,40 +489,40 @@ def test_each_schema_rule_skips_the_file(share_dir, change, reason):
     (folder / "part-a.jsonl").write_text(json.dumps(good) + "\n")
     (folder / "part-b.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(good | change)
                                          + "\n")
-    data = share.read_share(share_dir)
+    data = team.read_share(share_dir)
     assert [(p.name, reason in why) for p, why in data.skipped] == [("part-b.jsonl", True)]
     assert len(data.rows) == 1 and data.rows[0]["user"] == "u"
-    assert share.aggregate(data.rows, ["week"])[0]["week"] == "2026-W45"
+    assert team.aggregate(data.rows, ["week"])[0]["week"] == "2026-W45"
 
 
 def test_since_until_and_dimensions(tmp_path, share_dir):
     users = _two_users(tmp_path, share_dir)
     since, until = date(2026, 10, 25), date(2026, 11, 5)
-    data = share.read_share(share_dir, since=since, until=until)
+    data = team.read_share(share_dir, since=since, until=until)
 
     def day_of(r):
         return datetime.fromtimestamp(r["started_ts"]).date()
 
     inside = [r for rows in users.values() for r in rows if since <= day_of(r) <= until]
-    groups = share.aggregate(data.rows, ["week"])
+    groups = team.aggregate(data.rows, ["week"])
     assert [g["week"] for g in groups] == sorted({
         f"{day_of(r).isocalendar()[0]}-W{day_of(r).isocalendar()[1]:02d}" for r in inside})
     assert sum(g["calls"] for g in groups) == expected_totals(inside)["calls"]
-    by_month = share.aggregate(data.rows, ["month", "user"])
+    by_month = team.aggregate(data.rows, ["month", "user"])
     assert {(g["month"], g["user"]) for g in by_month} == {
         (m, u) for m in ("2026-10", "2026-11") for u in ("alice", "bob")}
     for g in by_month:
         mine = [r for r in users[g["user"]] if since <= day_of(r) <= until
                 and day_of(r).isoformat()[:7] == g["month"]]
         assert g["cost_picousd"] == expected_totals(mine)["cost_picousd"]
-    models = share.aggregate(data.rows, ["project", "model"])
+    models = team.aggregate(data.rows, ["project", "model"])
     costs = [g["cost_picousd"] for g in models if g["cost_picousd"] is not None]
     assert costs == sorted(costs, reverse=True)
     assert any(g["model"] == "claude-future-9" and g["cost_picousd"] is None for g in models)
     with pytest.raises(CCMeterError):
-        share.aggregate(data.rows, ["user", "project", "model"])
+        team.aggregate(data.rows, ["user", "project", "model"])
     with pytest.raises(CCMeterError, match="session"):
-        share.aggregate(data.rows, ["session"])
+        team.aggregate(data.rows, ["session"])
 
 
 def test_read_back_with_the_standard_library_alone(tmp_path, share_dir):
@@ -678,10 +678,10 @@ NOW = datetime(2026, 11, 27, 15, 30).timestamp()  # a Friday afternoon, local ti
     ("month", False, date(2026, 11, 1)),
 ])
 def test_parse_day_matches_report_semantics(text, end, want):
-    assert share.parse_day(text, now=NOW, end=end) == want
+    assert team.parse_day(text, now=NOW, end=end) == want
 
 
 @pytest.mark.parametrize("text", ["yesterday-ish", "2026-13", "7x", ""])
 def test_parse_day_rejects(text):
     with pytest.raises(CCMeterError):
-        share.parse_day(text, now=NOW)
+        team.parse_day(text, now=NOW)

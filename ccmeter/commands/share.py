@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ccmeter import config, render, share, store
+from ccmeter import config, render, share, store, team
 from ccmeter.commands.reports import FormatOption
 
 team_app = typer.Typer(
@@ -67,7 +67,7 @@ def push(
         config.load_config(paths), os.environ, share=to, user=user,
         anonymize=anonymize, hash_projects=hash_projects,
     )
-    since_day = share.parse_day(since) if since else None
+    since_day = team.parse_day(since) if since else None
     if not paths.db_file.exists():
         if verbose or dry_run:
             typer.echo(f"nothing to push: no database yet at {paths.db_file}", err=True)
@@ -103,7 +103,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-BY_HELP = (f"Group by one or two of: {', '.join(share.DIMENSIONS)} "
+BY_HELP = (f"Group by one or two of: {', '.join(team.DIMENSIONS)} "
            "(repeat the option: --by project --by model). Default: user.")
 
 
@@ -127,25 +127,25 @@ def team_report(
     """
     if fmt not in render.FORMATS:
         raise config.CCMeterError(f"unknown format {fmt!r}; one of {', '.join(render.FORMATS)}")
-    dims = share.check_by(by or [])
+    dims = team.check_by(by or [])
     folder = share.share_folder(config.load_config(), from_)
     if folder is None:
         raise config.CCMeterError("no share folder: pass --from PATH or set [share] path in "
                                   "config.toml")
-    first = share.parse_day(since) if since else None
-    last = share.parse_day(until, end=True) if until else None
+    first = team.parse_day(since) if since else None
+    last = team.parse_day(until, end=True) if until else None
     if first and last and first > last:
         raise config.CCMeterError(f"--since {since} is after --until {until}")
-    data = share.read_share(folder, since=first, until=last)
+    data = team.read_share(folder, since=first, until=last)
     for warning in data.warnings:
         typer.secho(f"ccmeter: warning: {warning}", err=True, fg=typer.colors.YELLOW)
-    groups = share.aggregate(data.rows, dims)
+    groups = team.aggregate(data.rows, dims)
     columns = report_columns(dims, fmt)
     for group in groups:
         group["cost"] = group["cost_picousd"]
         group["cache_write_tokens"] = (group["cache_write_5m_tokens"]
                                        + group["cache_write_1h_tokens"])
-    total = share.totals(groups, data.rows)
+    total = team.totals(groups, data.rows)
     total["cost"] = total["cost_picousd"]
     total["cache_write_tokens"] = total["cache_write_5m_tokens"] + total["cache_write_1h_tokens"]
     meta: dict[str, object] = {
