@@ -1,0 +1,121 @@
+"""Opening the database, its transactions, and waiting out another process's lock.
+
+- WAL mode and a generous busy timeout let any number of proxy processes and CLI readers
+  share one file; writers retry on ``database is locked`` instead of losing a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ccmeter.store.migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+BUSY_TIMEOUT_MS = 15_000
+PICO = 10**12
+
+
+def connect(path: Path | str) -> sqlite_utils.Database:
+    """Open (creating if needed) the database, in WAL mode, migrated to the latest schema."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                           isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    import sqlite_utils  # here, not at import: the status line never needs it
+
+    db = sqlite_utils.Database(conn)
+    if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
+    db.execute("PRAGMA synchronous=NORMAL")
+    migrate(db)
+    return db
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Apply pending migrations; safe when several processes start at once."""
+    if schema_version(db) >= len(MIGRATIONS):
+        return schema_version(db)
+    def upgrade() -> None:
+        with transaction(db):
+            current = schema_version(db)  # another process may have migrated meanwhile
+            for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
+                step(db)
+                db.execute(f"PRAGMA user_version={number}")
+
+    retry_locked(upgrade)
+    return schema_version(db)
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite_utils.Database, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """``begin`` … COMMIT, or ROLLBACK on any exception. IMMEDIATE takes the write lock up
+    front, so a transaction never fails half-way for want of it."""
+    db.execute(begin)
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY / SQLITE_LOCKED)."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def retry_locked(action: Callable[[], Any], attempts: int = 40) -> Any:
+    """Run ``action``, retrying while another process holds the write lock."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if not is_lock_error(exc):
+                raise
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(0.05 * (attempt + 1), 0.5))
+    return None
+
+
+
+def query(db: sqlite_utils.Database | sqlite3.Connection, sql: str,
+          params: Any = ()) -> list[dict[str, Any]]:
+    """Run a read query (SQL kept as a named constant by the caller) and return dict rows.
+
+    ``db`` may also be a plain connection from :func:`connect_reader`.
+    """
+    conn = db if isinstance(db, sqlite3.Connection) else db.conn
+    cursor = conn.execute(sql, params)
+    names = [column[0] for column in cursor.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def connect_reader(path: Path | str) -> sqlite3.Connection:
+    """A plain read-only connection, for the status line: it runs after every Claude Code
+    turn, so it skips sqlite-utils (and its plugin scan) and migrations. It fails if the
+    file is missing or too old to hold the expected tables; the caller shows a minimal line.
+    """
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                           timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+
+def data_version(db: sqlite_utils.Database) -> int:
+    """Changes whenever another connection commits: a cheap "did rows land?" poll."""
+    return int(db.execute("PRAGMA data_version").fetchone()[0])

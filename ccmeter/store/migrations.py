@@ -1,0 +1,228 @@
+"""The schema, as an ordered list of migrations.
+
+A shipped migration is never edited: add a new function at the end of :data:`MIGRATIONS`
+(``ccmeter.store.db.migrate`` applies the ones a database has not seen, in order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+
+def _m001_calls(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE api_calls (
+            call_uid TEXT PRIMARY KEY,
+            started_at TEXT NOT NULL,          -- ISO 8601 UTC, e.g. 2026-11-27T09:15:02.123Z
+            started_ts REAL NOT NULL,          -- the same instant as Unix seconds (for ranges)
+            ttfb_ms REAL,
+            duration_ms REAL,
+            provider TEXT NOT NULL DEFAULT 'anthropic',
+            host TEXT,
+            endpoint TEXT NOT NULL DEFAULT 'messages',
+            session_id TEXT,
+            project TEXT,
+            working_dir_name TEXT,
+            agent_id TEXT,
+            parent_agent_id TEXT,
+            call_kind TEXT,
+            client_name TEXT,
+            client_version TEXT,
+            auth_kind TEXT,
+            requested_model TEXT,
+            model TEXT,
+            stream INTEGER,
+            status TEXT NOT NULL,
+            http_status INTEGER,
+            stop_reason TEXT,
+            error_type TEXT,
+            request_id TEXT,
+            message_id TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_5m_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            thinking_tokens INTEGER,
+            web_search_requests INTEGER NOT NULL DEFAULT 0,
+            web_fetch_requests INTEGER NOT NULL DEFAULT 0,
+            service_tier TEXT,
+            inference_geo TEXT,
+            speed TEXT,
+            hops_json TEXT,
+            cost_picousd INTEGER,              -- exact cost in 1e-12 USD; NULL = unpriced
+            cost_basis TEXT,                   -- 'api' or 'subscription_list_equivalent'
+            catalog_version TEXT,
+            pricing_note TEXT,
+            plan_status TEXT,
+            plan_5h_utilization REAL,
+            plan_5h_reset INTEGER,
+            plan_7d_utilization REAL,
+            plan_7d_reset INTEGER,
+            plan_binding_window TEXT,
+            plan_overage_status TEXT,
+            plan_headers_json TEXT,
+            metering_error TEXT,
+            updated_ts REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX api_calls_started_ts ON api_calls (started_ts)")
+    db.execute("CREATE INDEX api_calls_session ON api_calls (session_id, started_ts)")
+    db.execute("CREATE INDEX api_calls_project ON api_calls (project, started_ts)")
+    db.execute(
+        """
+        CREATE VIEW calls AS
+        SELECT
+            call_uid, started_at, session_id, project, model, input_tokens,
+            cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
+            cost_picousd / 1e12 AS cost_usd, cost_picousd, status,
+            provider, endpoint, call_kind, agent_id, parent_agent_id, requested_model,
+            stop_reason, error_type, http_status, request_id, message_id,
+            ttfb_ms, duration_ms, web_search_requests, web_fetch_requests,
+            service_tier, inference_geo, speed, cost_basis, catalog_version, pricing_note,
+            auth_kind, client_name, client_version,
+            plan_status, plan_5h_utilization, plan_7d_utilization
+        FROM api_calls
+        """
+    )
+
+
+def _m002_cost_history(db: sqlite_utils.Database) -> None:
+    """``ccmeter reprice`` keeps each replaced cost here; a partial index for plan figures."""
+    db.execute(
+        """
+        CREATE TABLE cost_history (
+            id INTEGER PRIMARY KEY,
+            call_uid TEXT NOT NULL,
+            repriced_ts REAL NOT NULL,         -- when the cost was replaced (Unix seconds)
+            old_cost_picousd INTEGER,          -- NULL = it was unpriced
+            old_catalog_version TEXT,
+            old_pricing_note TEXT,
+            new_cost_picousd INTEGER,
+            new_catalog_version TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX cost_history_call ON cost_history (call_uid, repriced_ts)")
+    # The status line and `watch` read the latest plan utilization; without this index that
+    # is a scan of every row when no call ever carried plan headers.
+    db.execute(
+        "CREATE INDEX api_calls_plan ON api_calls (started_ts) "
+        "WHERE plan_5h_utilization IS NOT NULL"
+    )
+
+
+def _m003_caps(db: sqlite_utils.Database) -> None:
+    """Spending caps: in-flight reservations, once-per-window warnings, and 15-minute spend
+    buckets kept by triggers so a cap check sums a few thousand buckets, not every row."""
+    db.execute(
+        """
+        CREATE TABLE cap_reservations (
+            call_uid TEXT PRIMARY KEY,
+            created_ts REAL NOT NULL,
+            estimate_picousd INTEGER NOT NULL DEFAULT 0,
+            expires_ts REAL NOT NULL,          -- a process that died leaves these behind
+            project TEXT,
+            session_id TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE cap_warnings (
+            cap_key TEXT NOT NULL,             -- e.g. 'global/daily', 'project:api/weekly'
+            window_start REAL NOT NULL,
+            threshold REAL NOT NULL,
+            warned_ts REAL NOT NULL,
+            PRIMARY KEY (cap_key, window_start, threshold)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE cap_spend (
+            scope TEXT NOT NULL,               -- '' (all), 'p:' || project, 's:' || session_id
+            bucket INTEGER NOT NULL,           -- CAST(started_ts / 900 AS INTEGER)
+            cost_picousd INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (scope, bucket)
+        ) WITHOUT ROWID
+        """
+    )
+    for sql in _CAP_SPEND_TRIGGERS:
+        db.execute(sql)
+    for scope, where in (("''", "1"), ("'p:' || project", "project IS NOT NULL"),
+                         ("'s:' || session_id", "session_id IS NOT NULL")):
+        db.execute(
+            f"INSERT INTO cap_spend (scope, bucket, cost_picousd) "
+            f"SELECT {scope}, CAST(started_ts / 900 AS INTEGER), SUM(COALESCE(cost_picousd, 0)) "
+            f"FROM api_calls WHERE {where} GROUP BY 1, 2"
+        )
+
+
+def _cap_spend_add(sign: str, rec: str) -> str:
+    """Trigger body lines adding (``+``) or removing (``-``) one row's cost from its buckets."""
+    bucket = f"CAST({rec}.started_ts / 900 AS INTEGER)"
+    cost = f"{sign}COALESCE({rec}.cost_picousd, 0)"
+    upsert = ("ON CONFLICT (scope, bucket) DO UPDATE SET "
+              "cost_picousd = cost_picousd + excluded.cost_picousd;")
+    return f"""
+        INSERT INTO cap_spend (scope, bucket, cost_picousd) VALUES ('', {bucket}, {cost})
+            {upsert}
+        INSERT INTO cap_spend (scope, bucket, cost_picousd)
+            SELECT 'p:' || {rec}.project, {bucket}, {cost} WHERE {rec}.project IS NOT NULL
+            {upsert}
+        INSERT INTO cap_spend (scope, bucket, cost_picousd)
+            SELECT 's:' || {rec}.session_id, {bucket}, {cost} WHERE {rec}.session_id IS NOT NULL
+            {upsert}"""
+
+
+_CAP_SPEND_TRIGGERS = (
+    f"""CREATE TRIGGER cap_spend_insert AFTER INSERT ON api_calls
+        WHEN COALESCE(NEW.cost_picousd, 0) != 0
+        BEGIN {_cap_spend_add("+", "NEW")}
+        END""",
+    f"""CREATE TRIGGER cap_spend_update
+        AFTER UPDATE OF cost_picousd, started_ts, project, session_id ON api_calls
+        WHEN COALESCE(OLD.cost_picousd, 0) != COALESCE(NEW.cost_picousd, 0)
+            OR OLD.started_ts != NEW.started_ts
+            OR OLD.project IS NOT NEW.project OR OLD.session_id IS NOT NEW.session_id
+        BEGIN {_cap_spend_add("-", "OLD")} {_cap_spend_add("+", "NEW")}
+        END""",
+    f"""CREATE TRIGGER cap_spend_delete AFTER DELETE ON api_calls
+        WHEN COALESCE(OLD.cost_picousd, 0) != 0
+        BEGIN {_cap_spend_add("-", "OLD")}
+        END""",
+)
+
+
+def _m004_report_index(db: sqlite_utils.Database) -> None:
+    """A covering index whose leading columns match the report aggregate's GROUP BY.
+
+    ``ccmeter report`` groups on (hourly UTC slot, project, model, speed, tier, geo[, session]);
+    with every summed column in the index SQLite streams the aggregate in index order instead
+    of reading the wide rows and sorting a million of them (1.5 s -> well under 1 s).
+    """
+    db.execute(
+        """
+        CREATE INDEX api_calls_rollup ON api_calls (
+            CAST(started_ts / 3600 AS INTEGER), project, model, speed, service_tier,
+            inference_geo, session_id, started_ts, input_tokens, cache_write_5m_tokens,
+            cache_write_1h_tokens, cache_read_tokens, output_tokens, cost_picousd
+        )
+        """
+    )
+
+
+#: Ordered migrations. A shipped migration is never edited; add a new one at the end.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _m001_calls,
+    _m002_cost_history,
+    _m003_caps,
+    _m004_report_index,
+]
