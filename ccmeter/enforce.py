@@ -1,0 +1,170 @@
+"""Spending-cap enforcement in the proxy: the glue between mitmproxy's flows and ``caps``.
+
+The policy (re-read when config.toml changes), the check-and-reserve before a call goes
+upstream (on the event loop when it cannot wait, else on one caps thread), the refusal a
+client sees, and hard mode's cut of the upstream connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mitmproxy import ctx, http
+
+from ccmeter import caps, config, pricing, providers, store
+from ccmeter.callrow import Call
+
+log = logging.getLogger(__name__)
+
+
+def refusal_response(message: str, provider: str = providers.ANTHROPIC) -> http.Response:
+    """The proxy's own answer to a call a spending cap refuses, in the provider's shape.
+
+    Claude Code shows a 429 ``rate_limit_error`` with ``x-should-retry: false`` at once as
+    ``API Error: Request rejected (429) · <message>`` and does not retry. Bedrock gets a
+    ``ThrottlingException`` (see :func:`ccmeter.providers.refusal`).
+    """
+    answer = providers.refusal(provider, message)
+    return http.Response.make(answer.status, answer.body, answer.headers)
+
+
+def close_upstream(flow: http.HTTPFlow) -> bool:
+    """Close a flow's server connection while its response streams (hard mode's cut).
+
+    mitmproxy has no public way to kill a flow in transit (mitmproxy#4711), so this reaches
+    into the proxyserver addon's connection handler (same in 11.0 and 12.x).
+    """
+    try:
+        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+        if handler is not None and flow.server_conn in handler.transports:
+            handler.close_connection(flow.server_conn)
+            return True
+    except Exception:
+        log.exception("ccmeter: could not close the upstream connection of a cut stream")
+    return False
+
+
+class Enforcer:
+    """The spending caps of one running proxy."""
+
+    def __init__(self) -> None:
+        self.policy = caps.Policy()
+        self.guard: caps.Guard | None = None
+        self._config_file: Path | None = None
+        self._config_stamp: tuple[int, int] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pause_logged: float | None = None
+
+    def open(self, db_file: Path) -> None:
+        self.guard = caps.Guard(db_file)
+
+    def watch(self, config_file: Path) -> None:
+        """Take the caps from ``config_file`` (now, and whenever it changes)."""
+        self._config_file, self._config_stamp = config_file, None
+        self.reload()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self.guard is not None:
+            self.guard.close()
+            self.guard = None
+
+    @property
+    def needs_request_body(self) -> bool:
+        """Only per-project, per-session and per-model cap rules and hard mode read the
+        request's contents before it is forwarded; global caps need nothing from it."""
+        return self.policy.enabled and self.policy.needs_request_details
+
+    def reload(self) -> None:
+        """Re-read ``[caps]`` when config.toml changed (one stat per request), so that
+        ``ccmeter caps set`` takes effect on running proxies."""
+        if self._config_file is None:
+            return
+        try:
+            st = self._config_file.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (0, 0)
+        if stamp == self._config_stamp:
+            return
+        self._config_stamp = stamp
+        try:
+            where = config.Paths(self._config_file.parent, self._config_file.parent)
+            policy = caps.parse_policy(config.load_config(where))
+        except config.CCMeterError as exc:
+            log.error("ccmeter: [caps] config not applied, keeping the previous caps: %s", exc)
+            return
+        if policy != self.policy:
+            log.info("ccmeter: caps: %d cap(s), mode %s, window %s%s", len(policy.caps),
+                     policy.mode, policy.window,
+                     f", paused until {caps.utc_iso(policy.paused_until)}"
+                     if policy.paused(time.time()) and policy.paused_until else "")
+        self.policy = policy
+
+    async def enforce(self, flow: http.HTTPFlow, call: Call, *,
+                      writer: store.CallWriter | None, catalog: pricing.Catalog) -> bool:
+        """Refuse the call here if a cap is reached; else reserve for it (off the loop).
+        True when it was refused with its whole body in: the caller records it now."""
+        policy = self.policy
+        if not policy.enabled or self.guard is None:
+            return False
+        if policy.paused(time.time()):
+            if self._pause_logged != policy.paused_until:
+                self._pause_logged = policy.paused_until
+                log.warning("ccmeter: caps paused until %s; not enforcing",
+                            caps.utc_iso(policy.paused_until or 0))
+            return False
+        decision = None
+        if writer is None or writer.idle:
+            # Usually the check is a ~0.1 ms transaction: do it right here, unless it would
+            # wait for a lock (another proxy writing) — then it moves off the event loop.
+            decision = self.guard.check(policy, call_uid=call.uid, project=call.project,
+                                        session_id=call.attribution.session_id,
+                                        model=call.attribution.requested_model, wait=False)
+        if decision is None:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="ccmeter-caps")
+            decision = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._check, policy, call, writer)
+        if not decision.allowed:
+            return self.refuse(flow, call, decision.message or "ccmeter: spending cap reached")
+        if policy.mode == "hard" and decision.headroom and call.attribution.stream:
+            status, room = min(decision.headroom, key=lambda item: item[1])
+            started = datetime.fromtimestamp(call.started_ts, UTC)
+            prices = catalog.for_endpoint(call.endpoint.provider, call.endpoint.region_kind)
+            call.limit = caps.StreamLimit(status, room, caps.RunningCost(prices, started),
+                                          policy.tz)
+            if call.endpoint.provider != providers.BEDROCK:  # never touch a signed request
+                flow.request.headers["accept-encoding"] = "identity"  # so a cut can be written
+        return False
+
+    def _check(self, policy: caps.Policy, call: Call,
+               writer: store.CallWriter | None) -> caps.Decision:
+        """Runs on the caps thread: this process's queued rows first, then the check."""
+        if writer is not None:
+            writer.flush(2.0)  # returns at once when nothing is queued
+        assert self.guard is not None
+        decision = self.guard.check(policy, call_uid=call.uid, project=call.project,
+                                    session_id=call.attribution.session_id,
+                                    model=call.attribution.requested_model)
+        assert decision is not None  # a waiting check always decides
+        return decision
+
+    @staticmethod
+    def refuse(flow: http.HTTPFlow, call: Call, message: str) -> bool:
+        """Answer the call ourselves. Refused as its headers came, it is recorded once its
+        body is in (``request``); mitmproxy then sends this answer instead of the request.
+        True when the body is already in: the caller records the call as blocked now."""
+        flow.response = refusal_response(message, call.endpoint.provider)
+        call.state.error_type, call.state.error_message = "cap_reached", message[:500]
+        if flow.request.raw_content is None:  # only the headers so far
+            call.blocked = True
+            return False
+        return True
