@@ -425,7 +425,9 @@ def reports_and_caps(calls: int, repeat: int, db_home: Path) -> dict:
 def cap_check(db: Path, checks: int) -> dict:
     """Guard.check on a big database, as the addon's caps thread runs it: the check-and-
     reserve transaction, then (untimed) the release the call's final row brings."""
-    from ccmeter import caps, store
+    from ccmeter import store
+    from ccmeter.caps.guard import Guard
+    from ccmeter.caps.policy import parse_policy
 
     results = {}
     policies = {
@@ -438,8 +440,8 @@ def cap_check(db: Path, checks: int) -> dict:
     sessions = [r[0] for r in store.connect(db).execute(
         "SELECT DISTINCT session_id FROM api_calls ORDER BY started_ts DESC LIMIT 50")]
     for label, cfg in policies.items():
-        policy = caps.parse_policy(cfg)
-        guard = caps.Guard(db, notify=lambda _t: None)
+        policy = parse_policy(cfg)
+        guard = Guard(db, notify=lambda _t: None)
         release = store.connect(db)
         times, cpu = [], []
         for i in range(checks):

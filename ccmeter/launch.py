@@ -279,9 +279,10 @@ def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, 
         db = store.connect(db_path)
         today = sessions.spend_since(db, reports.local_midnight())[0] or 0
         if cfg and cfg.get("caps"):
-            from ccmeter import caps
+            from ccmeter.caps.guard import cap_statuses
+            from ccmeter.caps.messages import summary_note
 
-            cap_note = caps.summary_note(caps.cap_statuses(db, cfg), project)
+            cap_note = summary_note(cap_statuses(db, cfg), project)
         db.conn.close()
     except Exception:
         log.exception("could not read today's total")

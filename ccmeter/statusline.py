@@ -34,12 +34,12 @@ def _ago(seconds: float) -> str:
 def _caps(db: Any, cfg: Mapping[str, Any], now: float, session_id: str | None = None
           ) -> tuple[list[Any] | None, str | None]:
     """(cap statuses, or None with why not); per-session caps only for ``session_id``."""
-    from ccmeter import caps
+    from ccmeter.caps.guard import cap_statuses
 
     try:
         if session_id:
-            return list(caps.cap_statuses(db, cfg, now, session_id=session_id)), None
-        return list(caps.cap_statuses(db, cfg, now)), None
+            return list(cap_statuses(db, cfg, now, session_id=session_id)), None
+        return list(cap_statuses(db, cfg, now)), None
     except config.CCMeterError as exc:
         return None, f"caps: {exc}"
 

@@ -98,13 +98,14 @@ def dechunk(body: bytes) -> tuple[list[bytes], bool]:
 def seed_spend(home: Path, usd: str, *, project: str | None = None, session: str = "old",
                uid: str = "seed") -> None:
     """A call already in the database, spending ``usd`` five seconds ago."""
-    from ccmeter import caps, store
+    from ccmeter import store
+    from ccmeter.caps.policy import parse_usd
 
     db = store.connect(home / "ccmeter.db")
     now = time.time()
     store.upsert_calls(db, [{
         "call_uid": uid, "started_at": "seeded", "started_ts": now - 5, "status": "ok",
-        "cost_picousd": caps.parse_usd(usd), "project": project, "session_id": session,
+        "cost_picousd": parse_usd(usd), "project": project, "session_id": session,
         "model": "claude-opus-4-8", "updated_ts": now,
     }])
     db.conn.close()

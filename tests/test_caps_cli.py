@@ -134,7 +134,8 @@ def test_every_caps_command_and_option_has_help(home):
 
 
 def test_cap_statuses_for_the_status_line(home):
-    from ccmeter.caps import CapStatus, cap_statuses
+    from ccmeter.caps.guard import cap_statuses
+    from ccmeter.caps.policy import CapStatus
 
     cfg = {"caps": {"daily": "1", "per_session": {"total": "0.5"}}}
     db = store.connect(config.paths().db_file)

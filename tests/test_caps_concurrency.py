@@ -18,7 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from standin import StandIn, message_events, sse_reply
 
-from ccmeter import caps, store
+from ccmeter import store
+from ccmeter.caps.guard import Decision, Guard
+from ccmeter.caps.policy import parse_policy
 
 CALL_PICO = 485_000_000  # the stand-in's default answer on claude-opus-4-8 ($0.000485)
 PROXIES = 3
@@ -206,10 +208,10 @@ def test_check_latency(tmp_path):
     store.bulk_insert_calls(db, ((f"c{i}", "x", now - rng.random() * 90 * 86400, "ok",
                                   rng.randint(10**8, 10**11), f"p{i % 20}", f"s{i // 50}", now)
                                  for i in range(100_000)), cols)
-    policy = caps.parse_policy({"caps": {
+    policy = parse_policy({"caps": {
         "hourly": "1000000", "daily": "1000000", "weekly": "1000000", "monthly": "1000000",
         "projects": {"p3": {"daily": "1000000"}}, "per_session": {"total": "1000000"}}})
-    guard = caps.Guard(path)
+    guard = Guard(path)
     latencies = []
     for i in range(600):
         started = time.perf_counter()
@@ -232,9 +234,9 @@ def test_a_check_on_the_event_loop_never_waits_for_a_lock(tmp_path):
     store.connect(path).conn.close()
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    guard = caps.Guard(path)
-    reserving = caps.parse_policy({"caps": {"daily": "10", "estimate": "0.01"}})
-    free = caps.parse_policy({"caps": {"daily": "10"}})
+    guard = Guard(path)
+    reserving = parse_policy({"caps": {"daily": "10", "estimate": "0.01"}})
+    free = parse_policy({"caps": {"daily": "10"}})
     try:
         started = time.perf_counter()
         assert guard.check(reserving, call_uid="a", project=None, session_id=None,
@@ -271,11 +273,11 @@ def test_a_guard_moves_to_the_next_window_at_midnight(tmp_path):
                             ("call_uid", "started_at", "started_ts", "status", "cost_picousd",
                              "project", "session_id", "updated_ts"))
     db.conn.close()
-    guard = caps.Guard(path)
-    policy = caps.parse_policy({"caps": {"daily": "2", "per_session": {"total": "5"},
+    guard = Guard(path)
+    policy = parse_policy({"caps": {"daily": "2", "per_session": {"total": "5"},
                                          "timezone": "Europe/Paris", "notify": False}})
 
-    def check(now: float) -> caps.Decision:
+    def check(now: float) -> Decision:
         decision = guard.check(policy, call_uid=f"c{now}", project=None, session_id="s",
                                model=None, now=now, wait=False)
         assert decision is not None
@@ -301,11 +303,11 @@ def test_in_flight_reservations_count_only_under_caps_that_reserve(tmp_path):
                                 lambda spent: True,
                                 store.Reservation("other", now, 3 * 10**12, now + 600))
     db.conn.close()
-    guard = caps.Guard(path)
+    guard = Guard(path)
     for table, counted in (({"daily": "5"}, 0),
                            ({"daily": "5", "estimates": {"claude-opus": "1"}}, 3 * 10**12),
                            ({"daily": "5", "estimate": "0.5"}, 3 * 10**12)):
-        decision = guard.check(caps.parse_policy({"caps": {**table, "notify": False}}),
+        decision = guard.check(parse_policy({"caps": {**table, "notify": False}}),
                                call_uid="mine", project=None, session_id=None,
                                model="claude-haiku-4-5", now=now, wait=False)
         assert decision is not None and decision.allowed
@@ -324,8 +326,8 @@ def test_a_warning_on_the_event_loop_does_not_wait_for_a_locked_database(tmp_pat
                              "project", "session_id", "updated_ts"))
     db.conn.close()
     given: list[str] = []
-    guard = caps.Guard(path, notify=given.append)
-    policy = caps.parse_policy({"caps": {"daily": "10", "warn_at": [0.8]}})
+    guard = Guard(path, notify=given.append)
+    policy = parse_policy({"caps": {"daily": "10", "warn_at": [0.8]}})
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:

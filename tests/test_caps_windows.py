@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccmeter import caps, pricing
+from ccmeter import pricing
+from ccmeter.caps import hardmode, messages, windows
+from ccmeter.caps.guard import Guard
+from ccmeter.caps.policy import (
+    CapStatus,
+    checks_for,
+    most_constraining,
+    parse_policy,
+    parse_usd,
+    usd_text,
+)
 from ccmeter.config import CCMeterError
 from ccmeter.usage import Usage
 
@@ -31,29 +41,29 @@ def local(t: float, zone) -> datetime:
 
 def test_daily_window_is_local_midnight_to_midnight():
     now = ts(BERLIN, 2026, 11, 27, 23, 59, 59)
-    start, end = caps.calendar_window("daily", now, BERLIN)
+    start, end = windows.calendar_window("daily", now, BERLIN)
     assert local(start, BERLIN) == datetime(2026, 11, 27, tzinfo=BERLIN)
     assert local(end, BERLIN) == datetime(2026, 11, 28, tzinfo=BERLIN)
     # midnight itself belongs to the new day
-    assert caps.calendar_window("daily", end, BERLIN)[0] == end
+    assert windows.calendar_window("daily", end, BERLIN)[0] == end
 
 
 def test_weekly_window_is_iso_week_from_monday():
     sunday = ts(NY, 2026, 11, 29, 12)  # a Sunday
-    start, end = caps.calendar_window("weekly", sunday, NY)
+    start, end = windows.calendar_window("weekly", sunday, NY)
     assert local(start, NY) == datetime(2026, 11, 23, tzinfo=NY)  # Monday
     assert local(start, NY).weekday() == 0
     assert end - start == 7 * 86400
     # across a year boundary: ISO week 1 of 2027 starts Monday 2027-01-04
-    start, _ = caps.calendar_window("weekly", ts(NY, 2027, 1, 3, 10), NY)
+    start, _ = windows.calendar_window("weekly", ts(NY, 2027, 1, 3, 10), NY)
     assert local(start, NY).date().isoformat() == "2026-12-28"
 
 
 def test_monthly_window_edges_and_december():
-    start, end = caps.calendar_window("monthly", ts(BERLIN, 2026, 12, 31, 23, 30), BERLIN)
+    start, end = windows.calendar_window("monthly", ts(BERLIN, 2026, 12, 31, 23, 30), BERLIN)
     assert local(start, BERLIN) == datetime(2026, 12, 1, tzinfo=BERLIN)
     assert local(end, BERLIN) == datetime(2027, 1, 1, tzinfo=BERLIN)
-    start, end = caps.calendar_window("monthly", ts(BERLIN, 2028, 2, 29, 12), BERLIN)
+    start, end = windows.calendar_window("monthly", ts(BERLIN, 2028, 2, 29, 12), BERLIN)
     assert local(end, BERLIN) == datetime(2028, 3, 1, tzinfo=BERLIN)
 
 
@@ -64,7 +74,7 @@ def test_monthly_window_edges_and_december():
     (BERLIN, (2026, 10, 25), 25),
 ])
 def test_days_with_a_clock_change_are_23_or_25_hours(zone, day, hours):
-    start, end = caps.calendar_window("daily", ts(zone, *day, 12), zone)
+    start, end = windows.calendar_window("daily", ts(zone, *day, 12), zone)
     assert (end - start) == hours * 3600
     assert local(start, zone).hour == 0 and local(end, zone).hour == 0
 
@@ -72,22 +82,22 @@ def test_days_with_a_clock_change_are_23_or_25_hours(zone, day, hours):
 def test_repeated_hour_of_fall_back_is_two_hourly_windows():
     first = ts(NY, 2026, 11, 1, 1, 30, fold=0)   # 01:30 EDT
     second = ts(NY, 2026, 11, 1, 1, 30, fold=1)  # 01:30 EST, an hour later
-    w1 = caps.calendar_window("hourly", first, NY)
-    w2 = caps.calendar_window("hourly", second, NY)
+    w1 = windows.calendar_window("hourly", first, NY)
+    w2 = windows.calendar_window("hourly", second, NY)
     assert w1[1] == w2[0] and w2[0] - w1[0] == 3600
 
 
 def test_skipped_hour_of_spring_forward():
-    start, _ = caps.calendar_window("hourly", ts(BERLIN, 2026, 3, 29, 3, 10), BERLIN)
+    start, _ = windows.calendar_window("hourly", ts(BERLIN, 2026, 3, 29, 3, 10), BERLIN)
     assert local(start, BERLIN).hour == 3
-    before = caps.calendar_window("hourly", start - 1, BERLIN)
+    before = windows.calendar_window("hourly", start - 1, BERLIN)
     assert before[1] == start and local(before[0], BERLIN).hour == 1
 
 
 def test_midnight_that_does_not_exist_starts_the_day_at_the_jump():
     # Chile springs forward at 24:00 -> 01:00: 2026-09-06 has no 00:00.
     santiago = ZoneInfo("America/Santiago")
-    start, _ = caps.calendar_window("daily", ts(santiago, 2026, 9, 6, 12), santiago)
+    start, _ = windows.calendar_window("daily", ts(santiago, 2026, 9, 6, 12), santiago)
     assert local(start, santiago).date().isoformat() == "2026-09-06"
     assert local(start, santiago).hour == 1
     assert local(start - 1, santiago).date().isoformat() == "2026-09-05"
@@ -95,7 +105,7 @@ def test_midnight_that_does_not_exist_starts_the_day_at_the_jump():
 
 def test_half_hour_offset_zone_hours_are_local():
     kathmandu = ZoneInfo("Asia/Kathmandu")  # UTC+05:45
-    start, _ = caps.calendar_window("hourly", ts(kathmandu, 2026, 5, 1, 10, 20), kathmandu)
+    start, _ = windows.calendar_window("hourly", ts(kathmandu, 2026, 5, 1, 10, 20), kathmandu)
     assert local(start, kathmandu).minute == 0
     assert start % 3600 == 15 * 60
 
@@ -107,7 +117,7 @@ def test_system_local_time_is_used_without_a_zone(monkeypatch):
     _time.tzset()
     try:
         now = ts(NY, 2026, 11, 1, 12)
-        assert caps.calendar_window("daily", now) == caps.calendar_window("daily", now, NY)
+        assert windows.calendar_window("daily", now) == windows.calendar_window("daily", now, NY)
     finally:
         monkeypatch.delenv("TZ")
         _time.tzset()
@@ -115,9 +125,9 @@ def test_system_local_time_is_used_without_a_zone(monkeypatch):
 
 def test_rolling_and_total_windows():
     now = 1_800_000_000.0
-    assert caps.window_bounds("daily", now, kind="rolling") == (now - 86400, None)
-    assert caps.window_bounds("monthly", now, kind="rolling") == (now - 30 * 86400, None)
-    assert caps.window_bounds("total", now) == (0.0, None)
+    assert windows.window_bounds("daily", now, kind="rolling") == (now - 86400, None)
+    assert windows.window_bounds("monthly", now, kind="rolling") == (now - 30 * 86400, None)
+    assert windows.window_bounds("total", now) == (0.0, None)
 
 
 # --- calendar windows: properties ----------------------------------------------------------
@@ -126,28 +136,28 @@ moments = st.floats(min_value=1_577_836_800, max_value=1_893_456_000, allow_nan=
 
 
 @settings(max_examples=400, deadline=None)
-@given(t=moments, zone=st.sampled_from(ZONES), name=st.sampled_from(caps.WINDOWS))
+@given(t=moments, zone=st.sampled_from(ZONES), name=st.sampled_from(windows.WINDOWS))
 def test_windows_contain_now_and_tile_the_time_line(t, zone, name):
-    start, end = caps.calendar_window(name, t, zone)
+    start, end = windows.calendar_window(name, t, zone)
     assert start <= t < end
-    assert caps.calendar_window(name, start, zone) == (start, end)  # idempotent
-    assert caps.calendar_window(name, end, zone)[0] == end  # the next one starts at the end
-    assert caps.calendar_window(name, start - 0.001, zone)[1] == start  # and previous ends
+    assert windows.calendar_window(name, start, zone) == (start, end)  # idempotent
+    assert windows.calendar_window(name, end, zone)[0] == end  # the next one starts at the end
+    assert windows.calendar_window(name, start - 0.001, zone)[1] == start  # and previous ends
 
 
 @settings(max_examples=300, deadline=None)
 @given(t=moments, zone=st.sampled_from([NY, BERLIN]))
 def test_window_lengths_and_starts(t, zone):
-    d0, d1 = caps.calendar_window("daily", t, zone)
+    d0, d1 = windows.calendar_window("daily", t, zone)
     assert d1 - d0 in (23 * 3600, 24 * 3600, 25 * 3600)
     assert local(d0, zone).date() == local(t, zone).date()
     assert (local(d0, zone).hour, local(d0, zone).minute) == (0, 0)
-    w0, w1 = caps.calendar_window("weekly", t, zone)
+    w0, w1 = windows.calendar_window("weekly", t, zone)
     assert local(w0, zone).weekday() == 0 and local(w0, zone).hour == 0
     assert abs((w1 - w0) - 7 * 86400) <= 3600
-    m0, _ = caps.calendar_window("monthly", t, zone)
+    m0, _ = windows.calendar_window("monthly", t, zone)
     assert local(m0, zone).day == 1 and local(m0, zone).month == local(t, zone).month
-    h0, h1 = caps.calendar_window("hourly", t, zone)
+    h0, h1 = windows.calendar_window("hourly", t, zone)
     assert h1 - h0 == 3600 and local(h0, zone).minute == 0
     assert w0 <= d0 and m0 <= d0 <= h0
 
@@ -160,45 +170,45 @@ def test_window_lengths_and_starts(t, zone):
     (7.5, 7_500_000_000_000), ("1,000", 1000 * 10**12), ("0", 0),
 ])
 def test_parse_usd_is_exact(text, pico):
-    assert caps.parse_usd(text) == pico
+    assert parse_usd(text) == pico
 
 
 @pytest.mark.parametrize("bad", ["abc", "-1", "nan", "inf", "0.0000000000001", "2000000", True,
                                  ""])
 def test_parse_usd_rejects_bad_input(bad):
     with pytest.raises(CCMeterError):
-        caps.parse_usd(bad, "--daily")
+        parse_usd(bad, "--daily")
 
 
 @given(st.decimals(min_value=0, max_value=1_000_000, places=12, allow_nan=False))
 def test_parse_usd_round_trips_through_config_text(amount):
-    pico = caps.parse_usd(str(amount))
-    assert caps.parse_usd(caps.usd_text(pico)) == pico
+    pico = parse_usd(str(amount))
+    assert parse_usd(usd_text(pico)) == pico
 
 
 def test_durations_and_time_left():
-    assert caps.parse_duration("30m") == 1800
-    assert caps.parse_duration("1h30m") == 5400
-    assert caps.parse_duration("1d") == 86400
+    assert windows.parse_duration("30m") == 1800
+    assert windows.parse_duration("1h30m") == 5400
+    assert windows.parse_duration("1d") == 86400
     for bad in ("", "30", "3x", "0m", "m"):
         with pytest.raises(CCMeterError):
-            caps.parse_duration(bad)
-    assert caps.format_in(3 * 3600 + 11 * 60 + 5) == "3h12m"  # minutes round up
-    assert caps.format_in(60) == "0h1m"
-    assert caps.format_in(2 * 86400 + 3 * 3600) == "2d3h"
+            windows.parse_duration(bad)
+    assert messages.format_in(3 * 3600 + 11 * 60 + 5) == "3h12m"  # minutes round up
+    assert messages.format_in(60) == "0h1m"
+    assert messages.format_in(2 * 86400 + 3 * 3600) == "2d3h"
 
 
 def test_format_usd_floors_and_keeps_cap_precision():
-    assert caps.format_usd(20_079_999_999_999) == "$20.07"
-    assert caps.decimals_for(5 * 10**9) == 3  # $0.005
-    assert caps.format_usd(1_234_567 * 10**12) == "$1,234,567.00"
+    assert messages.format_usd(20_079_999_999_999) == "$20.07"
+    assert messages.decimals_for(5 * 10**9) == 3  # $0.005
+    assert messages.format_usd(1_234_567 * 10**12) == "$1,234,567.00"
 
 
 # --- policy and messages ---------------------------------------------------------------
 
 
 def test_parse_policy_full_table():
-    policy = caps.parse_policy({"caps": {
+    policy = parse_policy({"caps": {
         "hourly": "5", "daily": 20, "monthly": "300", "mode": "hard", "window": "rolling",
         "warn_at": [0.9, 0.5], "on_error": "block", "timezone": "Europe/Berlin",
         "estimate": "0.10", "estimates": {"claude-opus": "0.5"},
@@ -212,7 +222,7 @@ def test_parse_policy_full_table():
     assert policy.estimate_for("claude-opus-4-8") == 5 * 10**11
     assert policy.estimate_for("claude-haiku-4-5") == 10**11
     assert policy.paused(datetime(2029, 1, 1, tzinfo=BERLIN).timestamp())
-    checks = caps.checks_for(policy, 1_800_000_000, project="other", session_id="s1")
+    checks = checks_for(policy, 1_800_000_000, project="other", session_id="s1")
     assert {c.scope for c in checks} == {"global", "session:s1"}
 
 
@@ -224,39 +234,39 @@ def test_parse_policy_full_table():
 ])
 def test_parse_policy_errors_name_the_key(table, needle):
     with pytest.raises(CCMeterError, match=needle.replace("[", r"\[").replace("]", r"\]")):
-        caps.parse_policy({"caps": table})
+        parse_policy({"caps": table})
 
 
 def _status(name="daily", scope="global", limit=20, spent=20.07, resets=None, window="calendar"):
-    return caps.CapStatus(name, scope, round(limit * 10**12), round(spent * 10**12), resets,
+    return CapStatus(name, scope, round(limit * 10**12), round(spent * 10**12), resets,
                           spent / limit, window)
 
 
 def test_refusal_message_exact_format():
     now = ts(BERLIN, 2026, 11, 27, 20, 48)
     midnight = ts(BERLIN, 2026, 11, 28)
-    message = caps.refusal_message(_status(resets=midnight), now, BERLIN)
+    message = messages.refusal_message(_status(resets=midnight), now, BERLIN)
     assert message == ("ccmeter: daily cap $20.00 reached ($20.07 spent); resets 00:00 "
                        "(in 3h12m). Raise it with: ccmeter caps set --daily N")
     project = _status(scope="project:big refactor", limit=10, spent=10.5, resets=midnight)
-    assert caps.refusal_message(project, now, BERLIN).endswith(
+    assert messages.refusal_message(project, now, BERLIN).endswith(
         "Raise it with: ccmeter caps set --project 'big refactor' --daily N")
     assert "daily cap for project big refactor $10.00 reached ($10.50 spent)" in \
-        caps.refusal_message(project, now, BERLIN)
+        messages.refusal_message(project, now, BERLIN)
     weekly = _status("weekly", resets=ts(BERLIN, 2026, 11, 30), limit=50, spent=50)
-    assert "resets Mon 00:00 (in 2d3h)" in caps.refusal_message(weekly, now, BERLIN)
+    assert "resets Mon 00:00 (in 2d3h)" in messages.refusal_message(weekly, now, BERLIN)
     monthly = _status("monthly", resets=ts(BERLIN, 2026, 12, 1) + 86400 * 20, limit=300,
                       spent=301)
-    assert "resets Dec 21 00:00" in caps.refusal_message(monthly, now, BERLIN)
+    assert "resets Dec 21 00:00" in messages.refusal_message(monthly, now, BERLIN)
 
 
 def test_most_constraining_picks_the_cap_that_lifts_last():
     a = _status("hourly", resets=100.0)
     b = _status("monthly", resets=900.0)
     c = _status("daily", spent=5, resets=50.0)
-    assert caps.most_constraining([a, b, c]) is b
-    assert caps.summary_note([c]) == "daily cap 25 %"
-    assert caps.summary_note([a]) == "hourly cap reached"
+    assert most_constraining([a, b, c]) is b
+    assert messages.summary_note([c]) == "daily cap 25 %"
+    assert messages.summary_note([a]) == "hourly cap reached"
 
 
 # --- hard mode's running estimate ---------------------------------------------------------
@@ -265,7 +275,7 @@ def test_most_constraining_picks_the_cap_that_lifts_last():
 def test_running_cost_prices_usage_then_estimates_output_from_bytes():
     catalog = pricing.Catalog.bundled()
     when = datetime(2026, 11, 27)
-    running = caps.RunningCost(catalog, when)
+    running = hardmode.RunningCost(catalog, when)
     usage = Usage(input_tokens=1000, output_tokens=1)
     running.set_usage("claude-opus-4-8", usage)
     assert running.picousd == catalog.price("claude-opus-4-8", usage, when).cost_picousd
@@ -273,9 +283,9 @@ def test_running_cost_prices_usage_then_estimates_output_from_bytes():
     expected = catalog.price("claude-opus-4-8", Usage(input_tokens=1000, output_tokens=1000),
                              when).cost_picousd
     assert running.picousd == expected
-    limit = caps.StreamLimit(_status(), expected, running)
+    limit = hardmode.StreamLimit(_status(), expected, running)
     assert limit.crossed
-    limit = caps.StreamLimit(_status(), expected + 1, running)
+    limit = hardmode.StreamLimit(_status(), expected + 1, running)
     assert not limit.crossed
     limit.observe("content_block_delta", {"delta": {"type": "text_delta", "text": "héllo"}},
                   "claude-opus-4-8", usage)
@@ -286,7 +296,7 @@ def test_running_cost_prices_usage_then_estimates_output_from_bytes():
 def test_sse_error_event_shape():
     import json
 
-    raw = caps.sse_error_event("nope")
+    raw = messages.sse_error_event("nope")
     assert raw.startswith(b"event: error\ndata: ") and raw.endswith(b"\n\n")
     assert json.loads(raw.split(b"data: ", 1)[1]) == {
         "type": "error", "error": {"type": "rate_limit_error", "message": "nope"}}
@@ -294,7 +304,7 @@ def test_sse_error_event_shape():
 
 def test_warning_message():
     status = _status(spent=16.5)
-    text = caps.warning_message(status, 0.8, 0.0, BERLIN)
+    text = messages.warning_message(status, 0.8, 0.0, BERLIN)
     assert text.startswith("daily cap at 82% (warning at 80%): $16.50 of $20.00")
 
 
@@ -307,13 +317,13 @@ def test_desktop_notification_never_raises_or_waits(monkeypatch):
         calls.append((argv, kwargs))
         raise OSError("no display")
 
-    monkeypatch.setattr(caps.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(messages.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(subprocess, "Popen", boom)
-    caps._notify("daily cap at 80%")  # no exception
+    messages.desktop_notify("daily cap at 80%")  # no exception
     assert calls and calls[0][1]["start_new_session"] is True
-    monkeypatch.setattr(caps.shutil, "which", lambda name: None)
+    monkeypatch.setattr(messages.shutil, "which", lambda name: None)
     calls.clear()
-    caps._notify("nothing to run")
+    messages.desktop_notify("nothing to run")
     assert calls == []
 
 
@@ -327,9 +337,9 @@ def test_desktop_notification_never_raises_or_waits(monkeypatch):
     ("1000", "1000.000000000001", "$1,000.00 reached ($1,000.000000000001 spent)"),
 ])
 def test_refusal_message_never_shows_a_spend_past_the_cap_as_the_cap(limit, spent, shown):
-    status = caps.CapStatus("daily", "global", caps.parse_usd(limit), caps.parse_usd(spent),
+    status = CapStatus("daily", "global", parse_usd(limit), parse_usd(spent),
                             None, 1.0, "calendar")
-    assert f"daily cap {shown}; " in caps.refusal_message(status, 0.0, BERLIN)
+    assert f"daily cap {shown}; " in messages.refusal_message(status, 0.0, BERLIN)
 
 
 @settings(max_examples=300, deadline=None)
@@ -337,18 +347,18 @@ def test_refusal_message_never_shows_a_spend_past_the_cap_as_the_cap(limit, spen
 def test_shown_spend_is_above_the_shown_cap_whenever_it_is_above_the_cap(limit, over):
     from decimal import Decimal
 
-    spent = caps.format_spend(limit + over, limit)
+    spent = messages.format_spend(limit + over, limit)
     shown = Decimal(spent.removeprefix("$").replace(",", ""))
-    cap = Decimal(caps.format_usd(limit, caps.decimals_for(limit)).removeprefix("$")
+    cap = Decimal(messages.format_usd(limit, messages.decimals_for(limit)).removeprefix("$")
                   .replace(",", ""))
     assert (shown > cap) if over else (shown == cap)
     assert shown * 10**12 <= limit + over  # floored: never shown above what was spent
 
 
 def test_warning_shows_a_small_spend_beside_its_cap():
-    status = caps.CapStatus("daily", "global", caps.parse_usd("0.002"),
-                            caps.parse_usd("0.0017"), None, 0.85, "calendar")
-    assert "$0.001 of $0.002" in caps.warning_message(status, 0.8, 0.0, BERLIN)
+    status = CapStatus("daily", "global", parse_usd("0.002"),
+                            parse_usd("0.0017"), None, 0.85, "calendar")
+    assert "$0.001 of $0.002" in messages.warning_message(status, 0.8, 0.0, BERLIN)
 
 
 def test_a_refusal_is_logged_with_one_ccmeter_prefix(tmp_path, caplog):
@@ -361,8 +371,8 @@ def test_a_refusal_is_logged_with_one_ccmeter_prefix(tmp_path, caplog):
     store.upsert_calls(db, [{"call_uid": "c1", "started_at": "x", "started_ts": now - 1,
                              "status": "ok", "cost_picousd": 2_600_000_000, "updated_ts": now}])
     db.conn.close()
-    guard = caps.Guard(tmp_path / "c.db")
-    policy = caps.parse_policy({"caps": {"daily": "0.002", "notify": False}})
+    guard = Guard(tmp_path / "c.db")
+    policy = parse_policy({"caps": {"daily": "0.002", "notify": False}})
     with caplog.at_level("WARNING", logger="ccmeter.caps"):
         decision = guard.check(policy, call_uid="c2", project=None, session_id=None,
                                model="claude-opus-4-8", now=now)

@@ -13,7 +13,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ccmeter import caps, config, render, store
+from ccmeter import config, render, store
+from ccmeter.caps.guard import cap_statuses
+from ccmeter.caps.messages import decimals_for, format_usd
+from ccmeter.caps.policy import MODES, parse_policy, parse_usd, parse_warn_at, usd_text
+from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS, parse_duration
 
 caps_app = typer.Typer(name="caps", invoke_without_command=True)  # help: the callback's
 
@@ -71,7 +75,7 @@ def _edit(change: Callable[[dict[str, Any]], str]) -> None:
     _prune(table)
     if not cfg["caps"]:
         del cfg["caps"]
-    caps.parse_policy(cfg)  # never save a config the proxies would reject
+    parse_policy(cfg)  # never save a config the proxies would reject
     config.save_config(cfg, paths)
     typer.echo(summary)
 
@@ -129,13 +133,13 @@ def _show(fmt: str, session: str | None) -> None:
         raise config.CCMeterError(f"unknown format {fmt!r}; one of {', '.join(render.FORMATS)}")
     paths = config.paths()
     cfg = config.load_config(paths)
-    policy = caps.parse_policy(cfg)
+    policy = parse_policy(cfg)
     now = datetime.now().timestamp()
     db = store.connect(paths.db_file)
     try:
         if session is not None:
             session = _resolve_session(db, session)
-        statuses = caps.cap_statuses(db, cfg, now, session_id=session)
+        statuses = cap_statuses(db, cfg, now, session_id=session)
     finally:
         db.conn.close()
     paused = policy.paused_until if policy.paused(now) else None
@@ -149,7 +153,7 @@ def _show(fmt: str, session: str | None) -> None:
     per_session = [c for c in policy.caps if c.scope == "per_session"]
     if per_session and session is None:
         meta["per_session"] = ", ".join(
-            f"{c.name} {caps.format_usd(c.limit_picousd, caps.decimals_for(c.limit_picousd))}"
+            f"{c.name} {format_usd(c.limit_picousd, decimals_for(c.limit_picousd))}"
             for c in per_session) + " (spend: --session ID)"
     if not policy.caps and fmt == "table":
         typer.echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
@@ -237,14 +241,14 @@ def set_caps(
         target, label = _scope_table(table, project, per_session)
         done = []
         for name, value in given.items():
-            pico = caps.parse_usd(value, f"--{name}")
-            target[name] = caps.usd_text(pico)
-            done.append(f"{name} {caps.format_usd(pico, caps.decimals_for(pico))}")
+            pico = parse_usd(value, f"--{name}")
+            target[name] = usd_text(pico)
+            done.append(f"{name} {format_usd(pico, decimals_for(pico))}")
         for key, value in chosen.items():
             if key == "warn_at":
-                table[key] = list(caps.parse_warn_at(value.split(",")))
+                table[key] = list(parse_warn_at(value.split(",")))
             elif key == "estimate":
-                table[key] = caps.usd_text(caps.parse_usd(value, "--estimate"))
+                table[key] = usd_text(parse_usd(value, "--estimate"))
             else:
                 table[key] = value
             done.append(f"{key.replace('_', '-')} {table[key]}")
@@ -269,7 +273,7 @@ def unset_caps(
     """
 
     def change(table: dict[str, Any]) -> str:
-        allowed = caps.SESSION_WINDOWS if per_session else caps.WINDOWS
+        allowed = SESSION_WINDOWS if per_session else WINDOWS
         bad = [w for w in windows if w not in allowed]
         if bad:
             raise config.CCMeterError(f"unknown cap {bad[0]!r}; one of {', '.join(allowed)}")
@@ -299,11 +303,11 @@ def clear_caps(
     def change(table: dict[str, Any]) -> str:
         if project is not None or per_session:
             target, label = _scope_table(table, project, per_session, create=False)
-            names = [n for n in caps.SESSION_WINDOWS if n in target]
+            names = [n for n in SESSION_WINDOWS if n in target]
             for name in names:
                 del target[name]
             return f"removed {len(names)} cap(s) for {label}"
-        count = sum(1 for n in caps.WINDOWS if table.pop(n, None) is not None)
+        count = sum(1 for n in WINDOWS if table.pop(n, None) is not None)
         count += sum(len(t) for t in (table.pop("projects", None) or {}).values())
         count += len(table.pop("per_session", None) or {})
         return f"removed {count} cap(s)"
@@ -324,7 +328,7 @@ def mode_cmd(
     """
 
     def change(table: dict[str, Any]) -> str:
-        if mode not in caps.MODES:
+        if mode not in MODES:
             raise config.CCMeterError(f"mode must be hard or soft, not {mode!r}")
         table["mode"] = mode
         return f"caps mode: {mode}"
@@ -345,7 +349,7 @@ def pause(
     """
 
     def change(table: dict[str, Any]) -> str:
-        seconds = caps.parse_duration(for_)
+        seconds = parse_duration(for_)
         until = datetime.now().astimezone() + __import__("datetime").timedelta(seconds=seconds)
         table["paused_until"] = until.replace(microsecond=0)
         _log(config.paths(), f"caps paused until {until:%Y-%m-%d %H:%M:%S %z} "

@@ -55,14 +55,14 @@ def register(app: typer.Typer) -> None:
 def checked_config(paths: config.Paths) -> dict:
     """The config, with everything a proxy relies on checked before it starts: a typo in
     ``[caps]`` must stop the start with one line, not switch the caps off silently."""
-    from ccmeter import caps
+    from ccmeter.caps.policy import parse_policy
 
     cfg = config.load_config(paths)
     config.config_port(cfg)
     config.config_text(cfg, "project")
     config.config_text(cfg, "upstream")
     if "caps" in cfg:
-        caps.parse_policy(cfg)
+        parse_policy(cfg)
     return cfg
 
 
@@ -264,10 +264,10 @@ def doctor() -> None:
         note(f"port {port} is in use: fine if that is your `ccmeter serve`; otherwise use "
              "`ccmeter serve --port N` and `ccmeter env --port N`")
     if "caps" in cfg:
-        from ccmeter import caps
+        from ccmeter.caps.policy import parse_policy
 
         try:
-            caps.parse_policy(cfg)
+            parse_policy(cfg)
             report(True, "[caps] settings")
         except config.CCMeterError as exc:
             report(False, f"[caps]: {exc}", "`ccmeter caps set …` or edit the config file")

@@ -1,0 +1,148 @@
+"""What caps say to people: refusal and warning texts, the SSE error event a refused or
+cut stream ends with, and desktop notifications.
+
+The texts are pure (a :class:`~ccmeter.caps.policy.CapStatus` in, a string out);
+:func:`desktop_notify` starts ``osascript`` or ``notify-send`` and never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, tzinfo
+from decimal import ROUND_FLOOR, Decimal
+from shlex import quote
+
+from ccmeter.caps.policy import CapStatus, most_constraining
+from ccmeter.caps.windows import local_time
+
+log = logging.getLogger(__name__)
+
+
+def format_usd(pico: int, decimals: int = 2) -> str:
+    """``$20.00``; floored (a spend is never shown above what was spent), thousands split."""
+    q = Decimal(1).scaleb(-decimals)
+    amount = Decimal(pico).scaleb(-12).quantize(q, rounding=ROUND_FLOOR)
+    return f"${amount:,.{decimals}f}"
+
+def decimals_for(pico: int) -> int:
+    """Decimals needed to show a cap exactly, at least 2 ($0.005 stays $0.005)."""
+    exponent = Decimal(pico).scaleb(-12).normalize().as_tuple().exponent
+    return max(2, -int(exponent)) if isinstance(exponent, int) else 2
+
+def format_spend(spent: int, limit: int) -> str:
+    """A spend shown beside its cap: at the cap's precision (so ``$20.07`` of ``$20.00``),
+    with more decimals only where flooring would show a spend above the cap as equal to it
+    or below it (``$0.0026`` past a ``$0.002`` cap, ``$20.004`` past ``$20.00``)."""
+    places = decimals_for(limit)
+    while spent > limit and places < 12:
+        shown = Decimal(spent).scaleb(-12).quantize(Decimal(1).scaleb(-places),
+                                                    rounding=ROUND_FLOOR)
+        if shown > Decimal(limit).scaleb(-12):
+            break
+        places += 1
+    return format_usd(spent, places)
+
+def format_in(seconds: float) -> str:
+    """A time left, ``3h12m`` (minutes rounded up); ``2d3h`` from a day on."""
+    minutes = max(0, math.ceil(seconds / 60))
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    return f"{hours}h{mins}m"
+
+def raise_command(status: CapStatus) -> str:
+    flag = f"--{status.name} N"
+    if status.scope.startswith("project:"):
+        return f"ccmeter caps set --project {quote(status.scope.removeprefix('project:'))} {flag}"
+    if status.scope.startswith("session:"):
+        return f"ccmeter caps set --per-session {flag}"
+    return f"ccmeter caps set {flag}"
+
+def format_reset(resets_at: float, now: float, tz: tzinfo | None = None) -> str:
+    """``00:00`` today or tomorrow, ``Mon 00:00`` within a week, ``Dec 1 00:00`` later."""
+    at, today = local_time(resets_at, tz), local_time(now, tz)
+    days = (at.date() - today.date()).days
+    if days <= 1:
+        return f"{at:%H:%M}"
+    if days < 7:
+        return f"{at:%a %H:%M}"
+    return f"{at:%b} {at.day} {at:%H:%M}"
+
+def reset_phrase(status: CapStatus, now: float, tz: tzinfo | None = None) -> str:
+    if status.resets_at is None:
+        return "it does not reset (a whole-session cap)" if status.name == "total" else (
+            "resets as spend leaves the rolling window")
+    return (f"resets {format_reset(status.resets_at, now, tz)} "
+            f"(in {format_in(status.resets_at - now)})")
+
+def refusal_message(status: CapStatus, now: float, tz: tzinfo | None = None) -> str:
+    """The text Claude Code shows: ``ccmeter: daily cap $20.00 reached ($20.07 spent);
+    resets 00:00 (in 3h12m). Raise it with: ccmeter caps set --daily N``."""
+    places = decimals_for(status.limit_picousd)
+    spent = format_spend(status.spent_picousd, status.limit_picousd)
+    return (
+        f"ccmeter: {status.label} {format_usd(status.limit_picousd, places)} reached "
+        f"({spent} spent); {reset_phrase(status, now, tz)}. "
+        f"Raise it with: {raise_command(status)}"
+    )
+
+def error_refusal_message(reason: str) -> str:
+    return (
+        f"ccmeter: spending caps cannot be checked ({reason}) and caps.on_error is \"block\". "
+        "Fix the database, or allow calls meanwhile with: ccmeter caps set --on-error allow"
+    )
+
+def warning_message(status: CapStatus, threshold: float, now: float,
+                    tz: tzinfo | None = None) -> str:
+    places = decimals_for(status.limit_picousd)
+    return (
+        f"{status.label} at {status.fraction:.0%} (warning at {threshold:.0%}): "
+        f"{format_spend(status.spent_picousd, status.limit_picousd)} of "
+        f"{format_usd(status.limit_picousd, places)}; {reset_phrase(status, now, tz)}"
+    )
+
+def summary_note(statuses: Sequence[CapStatus], project: str | None = None) -> str | None:
+    """For ``ccmeter run``'s exit line: ``daily cap 31 %`` (the fullest global cap or cap of
+    the run's project), or ``daily cap reached``."""
+    relevant = [s for s in statuses if s.scope in ("global", f"project:{project}")]
+    worst = most_constraining(relevant)
+    if worst is None:
+        return None
+    name = worst.label
+    if worst.reached:
+        return f"{name} reached"
+    return f"{name} {math.floor(worst.fraction * 100)} %"
+
+def sse_error_event(message: str) -> bytes:
+    """A well-formed SSE ``error`` event in the API's shape."""
+    import json
+
+    data = {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
+    return b"event: error\ndata: " + json.dumps(data).encode() + b"\n\n"
+
+def utc_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+def desktop_notify(text: str) -> None:
+    """A desktop notification where there is one; never blocks, never raises."""
+    try:
+        if sys.platform == "darwin" and shutil.which("osascript"):
+            script = f"display notification {_applescript(text)} with title \"ccmeter\""
+            argv = ["osascript", "-e", script]
+        elif shutil.which("notify-send"):
+            argv = ["notify-send", "--app-name=ccmeter", "ccmeter", text]
+        else:
+            return
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    except Exception:
+        log.debug("desktop notification failed", exc_info=True)
+
+def _applescript(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,90 @@
+"""Cap windows: when the hour, day, ISO week and month start and end, in the user's zone.
+
+Pure (no mitmproxy, no sqlite, no rich). Windows are calendar windows in the user's local
+time by default (the hour, the day, the ISO week starting Monday 00:00, the month), computed
+with the zone's rules so a day is 23 or 25 hours long when the clocks change.
+``window = "rolling"`` makes them the last 1 h / 24 h / 7 d / 30 d instead.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ccmeter.config import CCMeterError
+
+WINDOWS = ("hourly", "daily", "weekly", "monthly")
+SESSION_WINDOWS = (*WINDOWS, "total")  # a per-session cap may also bound a whole session
+ROLLING_SPAN_S = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> float:
+    """``30m``, ``2h``, ``1h30m``, ``1d``, ``45s`` -> seconds."""
+    match = _DURATION.match(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise CCMeterError(f"{text!r} is not a duration; use e.g. 30m, 2h, 1h30m or 1d")
+    d, h, m, s = (int(g) if g else 0 for g in match.groups())
+    seconds = d * 86400 + h * 3600 + m * 60 + s
+    if seconds <= 0:
+        raise CCMeterError(f"{text!r} is not a duration; use e.g. 30m, 2h, 1h30m or 1d")
+    return float(seconds)
+
+def zone(name: str | None) -> tzinfo | None:
+    """An IANA zone; None means the system's local time (with its DST rules)."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CCMeterError(f"unknown time zone {name!r}; use a name like Europe/Berlin") from None
+
+def local_time(ts: float, tz: tzinfo | None = None) -> datetime:
+    """Wall-clock time at ``ts``: aware in ``tz``, or naive system-local (fold set)."""
+    return datetime.fromtimestamp(ts, tz) if tz is not None else datetime.fromtimestamp(ts)
+
+def _midnight(day: date, tz: tzinfo | None) -> float:
+    """The first instant of ``day``: where midnight does not exist (a DST gap at 00:00) the
+    zone's rules (PEP 495, fold=0) map it to the moment the clocks jumped."""
+    return datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+
+def calendar_window(name: str, now: float, tz: tzinfo | None = None) -> tuple[float, float]:
+    """``[start, end)`` of the calendar hour/day/ISO week/month containing ``now``."""
+    start, end = _calendar_window(name, now, tz)
+    if now < start:  # ``now`` a hair before a boundary was rounded up to the microsecond
+        return _calendar_window(name, start - 0.001, tz)
+    return start, end
+
+def _calendar_window(name: str, now: float, tz: tzinfo | None) -> tuple[float, float]:
+    local = local_time(now, tz)
+    if name == "hourly":
+        # Keeps ``fold``: in the repeated hour of a fall-back night the two 01:00s are two
+        # windows. Every current zone moves its clocks by whole hours except Lord Howe
+        # (30 min), where the hour around the change is approximate.
+        start = local.replace(minute=0, second=0, microsecond=0).timestamp()
+        return start, start + 3600.0
+    day = local.date()
+    if name == "daily":
+        first, nxt = day, day + timedelta(days=1)
+    elif name == "weekly":
+        first = day - timedelta(days=day.weekday())
+        nxt = first + timedelta(days=7)
+    elif name == "monthly":
+        first = day.replace(day=1)
+        nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    else:
+        raise ValueError(f"unknown window {name!r}")
+    return _midnight(first, tz), _midnight(nxt, tz)
+
+def window_bounds(
+    name: str, now: float, tz: tzinfo | None = None, kind: str = "calendar"
+) -> tuple[float, float | None]:
+    """Start of the window in force at ``now`` and its calendar end (None when rolling or
+    for a session total: spend leaves a rolling window bit by bit, see ``resets_at``)."""
+    if name == "total":
+        return 0.0, None
+    if kind == "rolling":
+        return now - ROLLING_SPAN_S[name], None
+    return calendar_window(name, now, tz)
