@@ -16,7 +16,8 @@ from typing import Any
 
 from mitmproxy import http
 
-from ccmeter import attribution, caps, pricing, providers
+from ccmeter import attribution, pricing, providers
+from ccmeter.caps.hardmode import StreamLimit
 from ccmeter.usage import MessageState, Usage
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Call:
     state: MessageState = field(default_factory=MessageState)
     columns: dict[str, Any] = field(default_factory=dict)
     metering_error: str | None = None
-    limit: caps.StreamLimit | None = None  # hard mode: where this stream is cut
+    limit: StreamLimit | None = None  # hard mode: where this stream is cut
     endpoint: providers.Endpoint = providers.MESSAGES  # Anthropic, Bedrock or Vertex
     #: The request, until its JSON has been read into ``attribution`` and ``project``.
     pending: http.Request | None = None

@@ -16,8 +16,12 @@ from pathlib import Path
 
 from mitmproxy import ctx, http
 
-from ccmeter import caps, config, pricing, providers, store
+from ccmeter import config, pricing, providers, store
 from ccmeter.callrow import Call
+from ccmeter.caps.guard import Decision, Guard
+from ccmeter.caps.hardmode import RunningCost, StreamLimit
+from ccmeter.caps.messages import utc_iso
+from ccmeter.caps.policy import Policy, parse_policy
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +57,15 @@ class Enforcer:
     """The spending caps of one running proxy."""
 
     def __init__(self) -> None:
-        self.policy = caps.Policy()
-        self.guard: caps.Guard | None = None
+        self.policy = Policy()
+        self.guard: Guard | None = None
         self._config_file: Path | None = None
         self._config_stamp: tuple[int, int] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pause_logged: float | None = None
 
     def open(self, db_file: Path) -> None:
-        self.guard = caps.Guard(db_file)
+        self.guard = Guard(db_file)
 
     def watch(self, config_file: Path) -> None:
         """Take the caps from ``config_file`` (now, and whenever it changes)."""
@@ -97,14 +101,14 @@ class Enforcer:
         self._config_stamp = stamp
         try:
             where = config.Paths(self._config_file.parent, self._config_file.parent)
-            policy = caps.parse_policy(config.load_config(where))
+            policy = parse_policy(config.load_config(where))
         except config.CCMeterError as exc:
             log.error("ccmeter: [caps] config not applied, keeping the previous caps: %s", exc)
             return
         if policy != self.policy:
             log.info("ccmeter: caps: %d cap(s), mode %s, window %s%s", len(policy.caps),
                      policy.mode, policy.window,
-                     f", paused until {caps.utc_iso(policy.paused_until)}"
+                     f", paused until {utc_iso(policy.paused_until)}"
                      if policy.paused(time.time()) and policy.paused_until else "")
         self.policy = policy
 
@@ -119,7 +123,7 @@ class Enforcer:
             if self._pause_logged != policy.paused_until:
                 self._pause_logged = policy.paused_until
                 log.warning("ccmeter: caps paused until %s; not enforcing",
-                            caps.utc_iso(policy.paused_until or 0))
+                            utc_iso(policy.paused_until or 0))
             return False
         decision = None
         if writer is None or writer.idle:
@@ -139,14 +143,14 @@ class Enforcer:
             status, room = min(decision.headroom, key=lambda item: item[1])
             started = datetime.fromtimestamp(call.started_ts, UTC)
             prices = catalog.for_endpoint(call.endpoint.provider, call.endpoint.region_kind)
-            call.limit = caps.StreamLimit(status, room, caps.RunningCost(prices, started),
+            call.limit = StreamLimit(status, room, RunningCost(prices, started),
                                           policy.tz)
             if call.endpoint.provider != providers.BEDROCK:  # never touch a signed request
                 flow.request.headers["accept-encoding"] = "identity"  # so a cut can be written
         return False
 
-    def _check(self, policy: caps.Policy, call: Call,
-               writer: store.CallWriter | None) -> caps.Decision:
+    def _check(self, policy: Policy, call: Call,
+               writer: store.CallWriter | None) -> Decision:
         """Runs on the caps thread: this process's queued rows first, then the check."""
         if writer is not None:
             writer.flush(2.0)  # returns at once when nothing is queued

@@ -16,8 +16,10 @@ from typing import Any, Protocol
 
 from mitmproxy import http
 
-from ccmeter import caps, eventstream, providers
+from ccmeter import eventstream, providers
 from ccmeter.callrow import Call
+from ccmeter.caps.hardmode import StreamLimit
+from ccmeter.caps.messages import sse_error_event
 from ccmeter.decompress import incremental_decoder
 from ccmeter.enforce import close_upstream
 from ccmeter.sse import USAGE_EVENTS, SSEDecoder
@@ -174,7 +176,7 @@ class StreamTee:
             self.call.metering_error = f"stream parse failed: {type(exc).__name__}: {exc}"[:300]
             log.exception("ccmeter: metering a stream failed; bytes pass through unchanged")
 
-    def _cut_here(self, limit: caps.StreamLimit) -> list[bytes]:
+    def _cut_here(self, limit: StreamLimit) -> list[bytes]:
         """The bytes that end a cut stream; closes the upstream connection right after."""
         self._cut = True
         tail: list[bytes] = []
@@ -192,7 +194,7 @@ class StreamTee:
             if flow is not None and flow.response is not None:
                 if "content-length" not in flow.response.headers:
                     tail.append(providers.bedrock_stream_error(message) if self._bedrock
-                                else caps.sse_error_event(message))
+                                else sse_error_event(message))
                     if flow.request.http_version.startswith("HTTP/1"):
                         tail.append(b"")  # the chunked end marker: a clean end for the client
                 asyncio.get_running_loop().call_soon(close_upstream, flow)

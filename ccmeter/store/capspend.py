@@ -123,7 +123,7 @@ def cap_spends(db: sqlite_utils.Database, windows: Sequence[SpendWindow], now: f
 @dataclass(frozen=True)
 class SpendQuery:
     """The one statement that sums some windows' spends. A proxy builds it once per window
-    (``caps.Guard`` keeps it until the window ends) and runs it before every call."""
+    (``caps.guard.Guard`` keeps it until the window ends) and runs it before every call."""
 
     sql: str
     params: dict[str, Any]  # all but ``now``
