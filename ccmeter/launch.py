@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ccmeter import config, proxy, reports, sessions, store
+from ccmeter import config, periods, proxy, sessions, store
 from ccmeter.addon import ANTHROPIC_HOST, git_top
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, 
     cap_note = None
     try:
         db = store.connect(db_path)
-        today = sessions.spend_since(db, reports.local_midnight())[0] or 0
+        today = sessions.spend_since(db, periods.local_midnight())[0] or 0
         if cfg and cfg.get("caps"):
             from ccmeter.caps.guard import cap_statuses
             from ccmeter.caps.messages import summary_note

@@ -17,16 +17,15 @@ Design notes (the why):
 
 from __future__ import annotations
 
-import calendar
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from ccmeter import store
+from ccmeter.periods import bucket_label, bucket_start, next_bucket, slot_seconds
 from ccmeter.pricing import Catalog
 from ccmeter.savings import SavingsCalculator, long_context_thresholds, to_pico
 
@@ -43,7 +42,6 @@ TOKEN_FIELDS = (
 MAX_FILLED_BUCKETS = 2000
 NONE_LABEL = "(none)"
 
-_RELATIVE = re.compile(r"^(\d+)\s*(h|d|w|m|y)$")
 
 # --- SQL -----------------------------------------------------------------------------------
 
@@ -95,134 +93,6 @@ FROM api_calls
 GROUP BY 1, 2, 3, 4, 5, 6, 7{session_group}
 """
 _OVER_THRESHOLD = "(" + _PROMPT_TOKENS_SQL + " > :lc{i})"
-
-
-# --- time ----------------------------------------------------------------------------------
-
-
-def parse_when(text: str, *, now: float | None = None, end: bool = False) -> float:
-    """Unix seconds for a ``--since`` / ``--until`` value.
-
-    Accepts ``2026-11-01`` (local midnight; as an ``--until`` (``end=True``) the end of that
-    day, so the day is included), ``2026-11-01T14:30`` (local unless it carries an offset),
-    relative ``12h``, ``7d``, ``2w``, ``3m`` (calendar months), ``1y`` back from now, and
-    ``today``, ``yesterday``, ``week`` (this Monday) and ``month`` (the 1st), local time.
-    Raises ValueError with the accepted forms.
-    """
-    now = time.time() if now is None else now
-    value = text.strip().lower()
-    today = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    named = {
-        "now": None,
-        "today": today,
-        "yesterday": today - timedelta(days=1),
-        "week": today - timedelta(days=today.weekday()),
-        "month": today.replace(day=1),
-    }
-    if value in named:
-        moment = named[value]
-        if moment is None:
-            return now
-        if end and value in ("today", "yesterday"):
-            moment += timedelta(days=1)
-        return moment.timestamp()
-    match = _RELATIVE.match(value)
-    if match:
-        count, unit = int(match.group(1)), match.group(2)
-        if unit in ("h", "d", "w"):
-            hours = {"h": 1, "d": 24, "w": 24 * 7}[unit]
-            return now - count * hours * 3600
-        months = count * (12 if unit == "y" else 1)
-        return add_months(datetime.fromtimestamp(now), -months).timestamp()
-    try:
-        if len(value) == 10:
-            day = date.fromisoformat(value)
-            moment = datetime(day.year, day.month, day.day)
-            if end:
-                moment += timedelta(days=1)
-            return moment.timestamp()
-        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"cannot read {text!r} as a time; use a date (2026-11-01), a date and time "
-            "(2026-11-01T14:30), a relative time (12h, 7d, 2w, 3m) or today/yesterday/week/month"
-        ) from None
-    return moment.timestamp()
-
-
-def add_months(moment: datetime, months: int) -> datetime:
-    """The same local wall time ``months`` calendar months away (day clamped to the month)."""
-    index = moment.year * 12 + moment.month - 1 + months
-    year, month = divmod(index, 12)
-    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
-    return moment.replace(year=year, month=month + 1, day=day)
-
-
-def bucket_start(ts: float, unit: str) -> datetime:
-    """The naive local datetime at which the ``unit`` (hour/day/week/month) holding ts begins."""
-    moment = datetime.fromtimestamp(ts)
-    if unit == "hour":
-        return moment.replace(minute=0, second=0, microsecond=0)
-    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if unit == "day":
-        return day
-    if unit == "week":
-        return day - timedelta(days=day.weekday())
-    if unit == "month":
-        return day.replace(day=1)
-    raise ValueError(f"not a time unit: {unit!r}")
-
-
-def next_bucket(start: datetime, unit: str) -> datetime:
-    """The start of the bucket after the one starting at ``start`` (local, DST-safe)."""
-    if unit == "hour":
-        return bucket_start(start.timestamp() + 3600, "hour")
-    if unit == "day":
-        return (start + timedelta(days=1)).replace(hour=0)
-    if unit == "week":
-        return (start + timedelta(days=7)).replace(hour=0)
-    return add_months(start, 1)
-
-
-def bucket_label(start: datetime, unit: str) -> str:
-    """``2026-11-27 09:00`` / ``2026-11-27`` / ``2026-11-23`` (the Monday) / ``2026-11``.
-
-    The hour that repeats when clocks go back carries its zone name (``02:00 CEST`` and
-    ``02:00 CET``) so the two stay apart.
-    """
-    if unit == "hour":
-        label = start.strftime("%Y-%m-%d %H:00")
-        if start.replace(fold=0).timestamp() != start.replace(fold=1).timestamp():
-            label += f" {start.astimezone().tzname()}"  # the hour the clocks repeat
-        return label
-    if unit == "month":
-        return start.strftime("%Y-%m")
-    return start.strftime("%Y-%m-%d")
-
-
-def slot_seconds() -> int:
-    """UTC slot width that no local hour, day, week or month boundary ever splits.
-
-    An hour where the local zone's offsets are whole hours (the ``api_calls_rollup`` index
-    is built on it); else a quarter-hour (India, Nepal, ...: still correct, but the report
-    then sorts instead of streaming the index).
-    """
-    offsets = (time.timezone, time.altzone)
-    if all(offset % 3600 == 0 for offset in offsets):
-        return 3600
-    if all(offset % 900 == 0 for offset in offsets):
-        return 900
-    return 60
-
-
-def local_midnight(now: float | None = None) -> float:
-    now = time.time() if now is None else now
-    return bucket_start(now, "day").timestamp()
-
-
-def week_start(now: float | None = None) -> float:
-    now = time.time() if now is None else now
-    return bucket_start(now, "week").timestamp()
 
 
 # --- pricing helpers -----------------------------------------------------------------------

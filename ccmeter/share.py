@@ -33,12 +33,12 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from ccmeter import store
+from ccmeter import periods, store
 from ccmeter.config import CCMeterError, Paths
 
 log = logging.getLogger(__name__)
@@ -407,7 +407,7 @@ def push(
                            "ccmeter creates folders inside it but never the share itself")
     since_ts = None
     if since is not None:
-        since_ts = datetime(since.year, since.month, 1).timestamp()  # local midnight
+        since_ts = periods.month_start(since)
     rows = summarise(db, settings, since_ts=since_ts)
     user = settings.public_user()
     machine = machine_id(paths)

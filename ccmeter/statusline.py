@@ -107,7 +107,7 @@ def statusline_text(raw: str, *, now: float | None = None,
     ``Opus 4.8 · session $0.09 · today $4.56/$20 (23%) · 5h 34% · 7d 12%``; a ``⚠`` when a cap
     is at 80 % or more, ``⛔`` when one is reached. Reads only indexed rows.
     """
-    from ccmeter import render, reports, sessions, store
+    from ccmeter import periods, render, sessions, store
 
     now = time.time() if now is None else now
     data = json.loads(raw) if raw.strip() else {}
@@ -144,7 +144,7 @@ def statusline_text(raw: str, *, now: float | None = None,
                 f"{render.format_usd(daily.limit_picousd)} "
                 f"({render.format_percent(daily.fraction)})"))
         else:
-            today, _unpriced = sessions.spend_since(db, reports.local_midnight(now))
+            today, _unpriced = sessions.spend_since(db, periods.local_midnight(now))
             parts.append(f"today {render.format_usd(today or 0)}")
         others = [s for s in mine if s is not daily and s.fraction >= 0.8]
         if others:

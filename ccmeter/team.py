@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -251,34 +251,3 @@ def check_by(by: Sequence[str]) -> list[str]:
         raise CCMeterError("give one or two different --by dimensions, e.g. --by project "
                            "--by model")
     return by
-
-
-# --- dates ----------------------------------------------------------------------------------
-
-def parse_day(text: str, *, now: float | None = None, end: bool = False) -> date:
-    """The local day a ``--since`` (or, with ``end``, ``--until``) value falls on.
-
-    Accepts what ``ccmeter report`` accepts (``2026-11-27``, ``7d``, ``2w``, ``3m``,
-    ``today``, ``yesterday``, ``week``, ``month``; see :func:`ccmeter.reports.parse_when`)
-    plus a month, ``2026-11`` (its first day, or its last with ``end``). Share rows are whole
-    days, so a day is in when any part of it is in the range.
-    """
-    from ccmeter.reports import parse_when
-
-    value = text.strip()
-    if re.fullmatch(r"\d{4}-\d{2}", value):
-        try:
-            first = date.fromisoformat(value + "-01")
-        except ValueError:
-            raise CCMeterError(f"{text!r} is not a month; use e.g. 2026-11") from None
-        if not end:
-            return first
-        following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
-        return following - timedelta(days=1)
-    try:
-        moment = parse_when(value, now=now, end=end)
-    except ValueError as exc:
-        raise CCMeterError(f"{exc}, or a month (2026-11)") from None
-    if end and re.fullmatch(r"\d{4}-\d{2}-\d{2}|today|yesterday", value.lower()):
-        moment -= 1  # parse_when's end of a day is the next midnight
-    return datetime.fromtimestamp(moment).date()

@@ -215,25 +215,6 @@ def test_day_series_fills_idle_days(home, utc):
         ("2026-11-01", 0), ("2026-11-02", 1), ("2026-11-03", 0)]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("12h", 1_000_000_000 - 12 * 3600),
-    ("7d", 1_000_000_000 - 7 * 86400),
-    ("2w", 1_000_000_000 - 14 * 86400),
-])
-def test_parse_relative(text, expected):
-    assert reports.parse_when(text, now=1_000_000_000) == expected
-
-
-def test_parse_dates(utc):
-    assert reports.parse_when("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
-    assert reports.parse_when("2026-11-01", end=True) == datetime(
-        2026, 11, 2, tzinfo=UTC).timestamp()
-    now = datetime(2026, 5, 31, 10, tzinfo=UTC).timestamp()
-    assert reports.parse_when("3m", now=now) == datetime(2026, 2, 28, 10, tzinfo=UTC).timestamp()
-    with pytest.raises(ValueError, match="relative"):
-        reports.parse_when("last tuesday")
-
-
 def test_bad_groupings():
     for dims in ([], ["colour"], ["day", "week"], ["project", "model", "day"]):
         with pytest.raises(ValueError):

@@ -653,35 +653,3 @@ def test_machine_id_is_created_once(tmp_path):
     for thread in threads:
         thread.join()
     assert len(ids) == 1 and ids == {share.machine_id(paths)}
-
-
-# --- dates ----------------------------------------------------------------------------------
-
-
-NOW = datetime(2026, 11, 27, 15, 30).timestamp()  # a Friday afternoon, local time
-
-
-@pytest.mark.parametrize(("text", "end", "want"), [
-    ("2026-11-27", False, date(2026, 11, 27)),
-    ("2026-11-27", True, date(2026, 11, 27)),
-    ("2026-11", False, date(2026, 11, 1)),
-    ("2026-11", True, date(2026, 11, 30)),
-    ("2026-02", True, date(2026, 2, 28)),
-    ("7d", False, date(2026, 11, 20)),
-    ("2w", False, date(2026, 11, 13)),
-    ("30d", False, date(2026, 10, 28)),
-    ("1m", False, date(2026, 10, 27)),
-    ("today", False, date(2026, 11, 27)),
-    ("today", True, date(2026, 11, 27)),
-    ("yesterday", True, date(2026, 11, 26)),
-    ("week", False, date(2026, 11, 23)),
-    ("month", False, date(2026, 11, 1)),
-])
-def test_parse_day_matches_report_semantics(text, end, want):
-    assert team.parse_day(text, now=NOW, end=end) == want
-
-
-@pytest.mark.parametrize("text", ["yesterday-ish", "2026-13", "7x", ""])
-def test_parse_day_rejects(text):
-    with pytest.raises(CCMeterError):
-        team.parse_day(text, now=NOW)

@@ -114,6 +114,8 @@ def prices(
                render.Column("cache_read", "Read"), render.Column("output", "Output"),
                render.Column("long_context", "Long context"), render.Column("fast", "Fast"),
                render.Column("source", "Source")]
+    if fmt == "table":
+        columns, rows = _table_view(rows, bool(overridden))
     meta = {
         "catalog_version": catalog.version,
         "bundled_version": bundled.version,
@@ -131,6 +133,33 @@ def prices(
     else:
         columns[1:1] = [render.Column("name", "Name"), render.Column("aliases", "Aliases")]
         render.emit(rows, columns, fmt, title="Prices", meta=meta)
+
+
+def _table_view(rows: list[dict[str, Any]], overrides: bool
+                ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The prices table for people: whole model ids and the five rates first (on a narrow
+    terminal the dates, long-context and fast rates go); every rate shows one number
+    of decimals, as many as the most precise rate needs (at least two), so points align."""
+    from ccmeter import render
+
+    shown = [dict(row) for row in rows]
+    places = max([2, *(-int(Decimal(row[name]).as_tuple().exponent)
+                       for row in rows for name in RATE_NAMES)])
+    for row in shown:
+        for name in RATE_NAMES:
+            row[name] = f"{Decimal(row[name]):.{places}f}"
+    columns = [render.Column("model", "Model", whole=True),
+               render.Column("input", "Input", "number", keep=True),
+               render.Column("cache_write_5m", "Write 5m", "number", keep=True),
+               render.Column("cache_write_1h", "Write 1h", "number", drop=2),
+               render.Column("cache_read", "Read", "number", keep=True),
+               render.Column("output", "Output", "number", keep=True),
+               render.Column("since", "Since", drop=3),
+               render.Column("long_context", "Long context", drop=5),
+               render.Column("fast", "Fast", drop=4)]
+    if overrides:  # otherwise every row says "catalog"
+        columns.append(render.Column("source", "Source", drop=1))
+    return columns, shown
 
 
 # --- prices import -------------------------------------------------------------------------
@@ -436,7 +465,7 @@ def reprice_rows(db: Any, catalog: Any, *, since: float, until: float,
 
 def reprice(
     since: Annotated[str | None, typer.Option(
-        "--since", "-s", help="Reprice calls from this time on (a date, 7d, 2w, 3m, ...).")
+        "--since", "-s", help="Reprice calls from this time on (a date, 7d, 2w, 3mo, ...).")
     ] = None,
     until: Annotated[str | None, typer.Option(
         "--until", "-u", help="Only calls before this time (a bare date includes that day).")

@@ -26,7 +26,8 @@ FormatOption = Annotated[
 SinceOption = Annotated[
     str | None,
     typer.Option("--since", "-s", help="Only calls from this time on: a date (2026-11-01, "
-                 "local midnight), a date and time, relative 12h / 7d / 2w / 3m, or "
+                 "local midnight), a month (2026-11), a date and time, a time back from now "
+                 "(30m, 12h, 7d, 2w, 3mo, 1y: m is minutes, mo months), or "
                  "today / yesterday / week / month."),
 ]
 UntilOption = Annotated[
@@ -65,14 +66,9 @@ def _check_format(fmt: str) -> str:
 
 
 def _when(value: str | None, *, end: bool = False, now: float | None = None) -> float | None:
-    from ccmeter import reports
+    from ccmeter import periods
 
-    if value is None:
-        return None
-    try:
-        return reports.parse_when(value, now=now, end=end)
-    except ValueError as exc:
-        raise config.CCMeterError(str(exc)) from None
+    return None if value is None else periods.parse_when(value, now=now, end=end)
 
 
 def _range(since: str | None, until: str | None, now: float) -> tuple[float | None, float | None]:
@@ -249,11 +245,11 @@ def report(
 
 def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | None,
                     model: str | None) -> None:
-    from ccmeter import render, reports
+    from ccmeter import periods, render, reports
 
     views = []
-    for period, since in (("today", reports.local_midnight(now)),
-                          ("this week", reports.week_start(now))):
+    for period, since in (("today", periods.local_midnight(now)),
+                          ("this week", periods.week_start(now))):
         filters = reports.Filters(since=since, project=project, model=model)
         views.append((period, reports.build_report(db, ["project"], filters, catalog)))
     if fmt == "table":
@@ -438,11 +434,11 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
     from rich.table import Table
     from rich.text import Text
 
-    from ccmeter import render, reports
+    from ccmeter import periods, render
     from ccmeter.sessions import active_agents, burn_by_project, latest_plan, spend_since
 
     now = time.time() if now is None else now
-    today, unpriced_today = spend_since(db, reports.local_midnight(now))
+    today, unpriced_today = spend_since(db, periods.local_midnight(now))
     burn = burn_by_project(db, now - 3600)
     burn_total = sum(burn.values())
     head = Text(f"ccmeter watch · {_local(now, '%Y-%m-%d %H:%M:%S')}\n", style="bold")

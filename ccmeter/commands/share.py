@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ccmeter import config, render, share, store, team
+from ccmeter import config, periods, render, share, store, team
 from ccmeter.commands.reports import FormatOption
 
 team_app = typer.Typer(
@@ -26,7 +26,7 @@ UserOption = Annotated[
 SinceOption = Annotated[
     str | None,
     typer.Option("--since", help="First day, as for `ccmeter report`: 2026-11-01, 7d, 2w, "
-                 "3m, today, week, month; or a month, 2026-11."),
+                 "3mo, today, week, month; or a month, 2026-11."),
 ]
 
 
@@ -67,7 +67,7 @@ def push(
         config.load_config(paths), os.environ, share=to, user=user,
         anonymize=anonymize, hash_projects=hash_projects,
     )
-    since_day = team.parse_day(since) if since else None
+    since_day = periods.parse_day(since) if since else None
     if not paths.db_file.exists():
         if verbose or dry_run:
             typer.echo(f"nothing to push: no database yet at {paths.db_file}", err=True)
@@ -132,8 +132,8 @@ def team_report(
     if folder is None:
         raise config.CCMeterError("no share folder: pass --from PATH or set [share] path in "
                                   "config.toml")
-    first = team.parse_day(since) if since else None
-    last = team.parse_day(until, end=True) if until else None
+    first = periods.parse_day(since) if since else None
+    last = periods.parse_day(until, end=True) if until else None
     if first and last and first > last:
         raise config.CCMeterError(f"--since {since} is after --until {until}")
     data = team.read_share(folder, since=first, until=last)
