@@ -14,7 +14,6 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -99,7 +98,10 @@ def _attribute_request(request: http.Request) -> attribution.Attribution:
 class Meter:
     """Meters every Claude Messages API call passing through mitmproxy."""
 
-    def __init__(self) -> None:
+    def __init__(self, paths: config.Paths | None = None) -> None:
+        #: Where ``ccmeter run``/``serve`` resolved the folders; under ``mitmdump -s`` they
+        #: are resolved here, from the ``ccmeter_home`` option or the environment.
+        self._given_paths = paths
         self.writer: store.CallWriter | None = None
         self.catalog = pricing.Catalog.bundled()
         self.calls: dict[str, Call] = {}
@@ -117,8 +119,8 @@ class Meter:
     def load(self, loader: Any) -> None:
         loader.add_option(
             "ccmeter_home", str | None, None,
-            "Folder for ccmeter's database and config (default: $CCMETER_HOME or the "
-            "platform's user data folder).",
+            "One folder for ccmeter's config, database and logs, as $CCMETER_HOME "
+            "(default: $CCMETER_HOME, else the platform's config and data folders).",
         )
         loader.add_option(
             "ccmeter_hosts", Sequence[str], [],
@@ -150,11 +152,10 @@ class Meter:
                 hosts.add(parts.hostname.lower())
             self._hosts = frozenset(hosts)
         if "ccmeter_home" in updated or self.writer is None:
-            env = dict(os.environ)
-            if opts.ccmeter_home:
-                env["CCMETER_HOME"] = opts.ccmeter_home
-            where = config.paths(env)
-            self._load_prices(where)
+            if opts.ccmeter_home or self._given_paths is None:
+                where = config.paths(home=opts.ccmeter_home)
+            else:
+                where = self._given_paths
             if self._db_path != where.db_file:
                 self._close_writer()
                 config.ensure_private_dir(where.data_dir)
@@ -162,16 +163,21 @@ class Meter:
                 self._db_path = where.db_file
                 log.info("ccmeter: metering into %s", where.db_file)
                 self.enforcer.open(where.db_file)
-            self.enforcer.watch(where.config_file)
+            self.enforcer.watch(where.config_file, on_change=self._load_prices)
 
-    def _load_prices(self, where: config.Paths) -> None:
+    def _load_prices(self, cfg: dict[str, Any]) -> None:
+        """Apply ``[prices]`` (at start, and whenever config.toml changes)."""
+        overrides = cfg.get("prices")
         try:
-            overrides = config.load_config(where).get("prices")
-            self.catalog = pricing.Catalog.bundled()
+            catalog = pricing.Catalog.bundled()
             if overrides:
-                self.catalog = self.catalog.with_overrides(overrides)
-        except (config.CCMeterError, ValueError) as exc:
-            log.warning("ccmeter: price overrides ignored: %s", exc)
+                catalog = catalog.with_overrides(overrides)
+        except ValueError as exc:
+            log.warning("ccmeter: [prices] not applied, keeping the previous prices: %s", exc)
+            return
+        if catalog.version != self.catalog.version:
+            log.info("ccmeter: prices: catalog %s", catalog.version)
+        self.catalog = catalog
 
     def running(self) -> None:
         # Everything built so far (mitmproxy, its addons, the catalog) lives as long as the

@@ -21,6 +21,9 @@ import tomli_w
 
 APP = "ccmeter"
 
+#: The platform whose folders :func:`paths` uses (a name as in ``sys.platform``).
+PLATFORM = sys.platform
+
 #: Where `ccmeter serve` listens and what `ccmeter env` points at, unless configured.
 DEFAULT_PORT = 8337
 
@@ -62,17 +65,24 @@ class Paths:
         return self.log_dir / "ccmeter.log"
 
 
-def paths(env: Mapping[str, str] | None = None) -> Paths:
+def paths(env: Mapping[str, str] | None = None, *, home: str | None = None) -> Paths:
+    """Where ccmeter's files are: the one answer every part of ccmeter uses.
+
+    ``home`` (the addon's ``ccmeter_home`` option) means exactly what ``CCMETER_HOME`` means
+    and wins over it: config and data both in that one folder. Without either, the platform's
+    folders: on Linux the config in ``$XDG_CONFIG_HOME/ccmeter`` (``~/.config/ccmeter``) and
+    the data in ``$XDG_DATA_HOME/ccmeter`` (``~/.local/share/ccmeter``).
+    """
     env = os.environ if env is None else env
-    home = env.get("CCMETER_HOME")
+    home = home or env.get("CCMETER_HOME")
     if home:
         root = Path(home).expanduser()
         return Paths(config_dir=root, data_dir=root)
     user_home = Path(env.get("HOME") or Path.home())
-    if sys.platform == "darwin":
+    if PLATFORM == "darwin":
         base = user_home / "Library" / "Application Support" / APP
         return Paths(config_dir=base, data_dir=base)
-    if sys.platform == "win32":
+    if PLATFORM == "win32":
         base = Path(env.get("LOCALAPPDATA") or user_home / "AppData" / "Local") / APP
         return Paths(config_dir=base, data_dir=base)
     config = Path(env.get("XDG_CONFIG_HOME") or user_home / ".config") / APP

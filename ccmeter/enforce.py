@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mitmproxy import ctx, http
 
@@ -63,13 +65,17 @@ class Enforcer:
         self._config_stamp: tuple[int, int] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pause_logged: float | None = None
+        self._on_change: Callable[[dict[str, Any]], None] | None = None
 
     def open(self, db_file: Path) -> None:
         self.guard = Guard(db_file)
 
-    def watch(self, config_file: Path) -> None:
-        """Take the caps from ``config_file`` (now, and whenever it changes)."""
+    def watch(self, config_file: Path,
+              on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Take the caps from ``config_file`` (now, and whenever it changes); ``on_change``
+        gets the whole config each time it is read (the meter re-reads ``[prices]``)."""
         self._config_file, self._config_stamp = config_file, None
+        self._on_change = on_change
         self.reload()
 
     def close(self) -> None:
@@ -101,7 +107,10 @@ class Enforcer:
         self._config_stamp = stamp
         try:
             where = config.Paths(self._config_file.parent, self._config_file.parent)
-            policy = parse_policy(config.load_config(where))
+            cfg = config.load_config(where)
+            if self._on_change is not None:
+                self._on_change(cfg)
+            policy = parse_policy(cfg)
         except config.CCMeterError as exc:
             log.error("ccmeter: [caps] config not applied, keeping the previous caps: %s", exc)
             return

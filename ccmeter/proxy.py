@@ -111,7 +111,7 @@ def start(settings: ProxySettings) -> RunningProxy:
 
     config.ensure_private_dir(settings.paths.data_dir)
     config.ensure_private_dir(settings.paths.ca_dir)
-    meter, life = Meter(), _Lifecycle()
+    meter, life = Meter(settings.paths), _Lifecycle()
     box: dict[str, Any] = {}
 
     def thread_main() -> None:
@@ -137,7 +137,6 @@ def start(settings: ProxySettings) -> RunningProxy:
             master.addons.add(meter, life)
             master.options.update(
                 connection_strategy="lazy",
-                ccmeter_home=str(settings.paths.data_dir),
                 ccmeter_upstream=None if settings.reverse else settings.upstream,
                 ccmeter_hosts=list(settings.extra_hosts),
                 ccmeter_project=settings.project,
