@@ -26,7 +26,7 @@ import calendar
 import re
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 
 from ccmeter.config import CCMeterError
 
@@ -164,7 +164,7 @@ def parse_day(text: str, *, now: float | None = None, end: bool = False) -> date
 
 
 def _midnight_of(day: datetime) -> float:
-    return datetime(day.year, day.month, day.day).timestamp()
+    return midnight(day.date())
 
 
 # --- calendar arithmetic -------------------------------------------------------------------
@@ -237,10 +237,17 @@ def slot_seconds() -> int:
     return 60
 
 
+def midnight(day: date, tz: tzinfo | None = None) -> float:
+    """The first instant of ``day`` in ``tz`` (None: the system's local time). Where
+    midnight does not exist (a DST gap at 00:00) the zone's rules (PEP 495, fold=0) map it
+    to the moment the clocks jumped."""
+    return datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+
+
 def local_midnight(now: float | None = None) -> float:
     """The local midnight that began the day holding ``now``."""
     now = time.time() if now is None else now
-    return bucket_start(now, "day").timestamp()
+    return midnight(datetime.fromtimestamp(now).date())
 
 
 def week_start(now: float | None = None) -> float:
@@ -251,4 +258,4 @@ def week_start(now: float | None = None) -> float:
 
 def month_start(day: date) -> float:
     """Local midnight of the first of ``day``'s month."""
-    return datetime(day.year, day.month, 1).timestamp()
+    return midnight(day.replace(day=1))

@@ -187,12 +187,14 @@ def test_parse_usd_round_trips_through_config_text(amount):
 
 
 def test_durations_and_time_left():
-    assert windows.parse_duration("30m") == 1800
-    assert windows.parse_duration("1h30m") == 5400
-    assert windows.parse_duration("1d") == 86400
+    from ccmeter.periods import parse_duration  # one grammar for every option
+
+    assert parse_duration("30m").seconds == 1800
+    assert parse_duration("1h30m").seconds == 5400
+    assert parse_duration("1d").seconds == 86400
     for bad in ("", "30", "3x", "0m", "m"):
         with pytest.raises(CCMeterError):
-            windows.parse_duration(bad)
+            parse_duration(bad)
     assert messages.format_in(3 * 3600 + 11 * 60 + 5) == "3h12m"  # minutes round up
     assert messages.format_in(60) == "0h1m"
     assert messages.format_in(2 * 86400 + 3 * 3600) == "2d3h"

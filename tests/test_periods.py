@@ -190,3 +190,35 @@ def test_bad_durations_on_the_command_line_say_the_units(user_dirs, args):
     message = str(result.exception)
     assert "\n" not in message
     assert "mo months" in message or "100 years" in message
+
+
+@pytest.mark.parametrize(("length", "minutes"), [("30m", 30), ("1h30m", 90), ("2w", 14 * 1440)])
+def test_caps_pause_reads_the_same_grammar(user_dirs, length, minutes):
+    import tomllib
+
+    before = time.time()
+    result = CliRunner().invoke(app, ["caps", "pause", "--for", length])
+    assert result.exit_code == 0, result.output
+    until = tomllib.loads(user_dirs.config_file.read_text())["caps"]["paused_until"]
+    assert abs(until.timestamp() - (before + minutes * 60)) < 5
+
+
+def test_caps_pause_for_months_is_calendar_months(user_dirs):
+    import tomllib
+
+    result = CliRunner().invoke(app, ["caps", "pause", "--for", "1mo"])
+    assert result.exit_code == 0, result.output
+    until = tomllib.loads(user_dirs.config_file.read_text())["caps"]["paused_until"]
+    now = datetime.now()
+    assert (until.year * 12 + until.month) - (now.year * 12 + now.month) == 1
+
+
+@pytest.mark.parametrize("length", ["99999999d", "9999999999999999999d", "3x", "30"])
+def test_caps_pause_refuses_bad_lengths_in_one_line(user_dirs, length):
+    result = CliRunner().invoke(app, ["caps", "pause", "--for", length])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and ("100 years" in lines[0] or "mo months" in lines[0]), lines
+    assert not user_dirs.config_file.exists() or "paused_until" not in \
+        user_dirs.config_file.read_text()

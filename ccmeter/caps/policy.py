@@ -13,8 +13,9 @@ from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS, parse_duration, window_bounds, zone
+from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS, window_bounds, zone
 from ccmeter.config import CCMeterError
+from ccmeter.periods import parse_duration
 
 PICO = 10**12
 MODES = ("soft", "hard")
@@ -188,7 +189,8 @@ def parse_policy(cfg: Mapping[str, Any]) -> Policy:
         estimates=tuple(
             (str(m), parse_usd(v, f"[caps.estimates] {m}")) for m, v in sorted(estimates.items())
         ),
-        reservation_ttl_s=parse_duration(ttl) if isinstance(ttl, str) else float(ttl),
+        reservation_ttl_s=(parse_duration(ttl, what="[caps] reservation_ttl").approx_seconds
+                           if isinstance(ttl, str) else float(ttl)),
     )
 
 @dataclass(frozen=True)

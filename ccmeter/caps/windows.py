@@ -8,29 +8,16 @@ with the zone's rules so a day is 23 or 25 hours long when the clocks change.
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ccmeter.config import CCMeterError
+from ccmeter.periods import midnight
 
 WINDOWS = ("hourly", "daily", "weekly", "monthly")
 SESSION_WINDOWS = (*WINDOWS, "total")  # a per-session cap may also bound a whole session
 ROLLING_SPAN_S = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
 
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_duration(text: str) -> float:
-    """``30m``, ``2h``, ``1h30m``, ``1d``, ``45s`` -> seconds."""
-    match = _DURATION.match(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise CCMeterError(f"{text!r} is not a duration; use e.g. 30m, 2h, 1h30m or 1d")
-    d, h, m, s = (int(g) if g else 0 for g in match.groups())
-    seconds = d * 86400 + h * 3600 + m * 60 + s
-    if seconds <= 0:
-        raise CCMeterError(f"{text!r} is not a duration; use e.g. 30m, 2h, 1h30m or 1d")
-    return float(seconds)
 
 def zone(name: str | None) -> tzinfo | None:
     """An IANA zone; None means the system's local time (with its DST rules)."""
@@ -45,10 +32,6 @@ def local_time(ts: float, tz: tzinfo | None = None) -> datetime:
     """Wall-clock time at ``ts``: aware in ``tz``, or naive system-local (fold set)."""
     return datetime.fromtimestamp(ts, tz) if tz is not None else datetime.fromtimestamp(ts)
 
-def _midnight(day: date, tz: tzinfo | None) -> float:
-    """The first instant of ``day``: where midnight does not exist (a DST gap at 00:00) the
-    zone's rules (PEP 495, fold=0) map it to the moment the clocks jumped."""
-    return datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
 
 def calendar_window(name: str, now: float, tz: tzinfo | None = None) -> tuple[float, float]:
     """``[start, end)`` of the calendar hour/day/ISO week/month containing ``now``."""
@@ -76,7 +59,7 @@ def _calendar_window(name: str, now: float, tz: tzinfo | None) -> tuple[float, f
         nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
     else:
         raise ValueError(f"unknown window {name!r}")
-    return _midnight(first, tz), _midnight(nxt, tz)
+    return midnight(first, tz), midnight(nxt, tz)
 
 def window_bounds(
     name: str, now: float, tz: tzinfo | None = None, kind: str = "calendar"

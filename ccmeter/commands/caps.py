@@ -7,6 +7,7 @@ See docs/caps.md.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ from ccmeter import config, render, store
 from ccmeter.caps.guard import cap_statuses
 from ccmeter.caps.messages import decimals_for, format_usd
 from ccmeter.caps.policy import MODES, parse_policy, parse_usd, parse_warn_at, usd_text
-from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS, parse_duration
+from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS
 
 caps_app = typer.Typer(name="caps", invoke_without_command=True)  # help: the callback's
 
@@ -339,7 +340,7 @@ def mode_cmd(
 @caps_app.command("pause")
 def pause(
     for_: Annotated[str, typer.Option(
-        "--for", help="How long to stop enforcing caps: 30m, 2h, 1h30m, 1d.",
+        "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w.",
         show_default=False)],
 ) -> None:
     """Lift enforcement for a while (spend is still metered); logged, shown in `ccmeter caps`.
@@ -349,8 +350,10 @@ def pause(
     """
 
     def change(table: dict[str, Any]) -> str:
-        seconds = parse_duration(for_)
-        until = datetime.now().astimezone() + __import__("datetime").timedelta(seconds=seconds)
+        from ccmeter import periods
+
+        ends = periods.parse_duration(for_).after(time.time())
+        until = datetime.fromtimestamp(ends).astimezone()
         table["paused_until"] = until.replace(microsecond=0)
         _log(config.paths(), f"caps paused until {until:%Y-%m-%d %H:%M:%S %z} "
                              f"(ccmeter caps pause --for {for_})")
