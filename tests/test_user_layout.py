@@ -263,3 +263,42 @@ def test_serve_applies_price_overrides_changed_while_it_runs(user_dirs):
             proc.communicate(timeout=30)
     assert (first.stdout.split(), second.stdout.split()) == (["200"], ["200"])
     assert [r["cost_picousd"] for r in rows(user_dirs.db_file)] == [CALL_COST, CALL_COST // 2]
+
+
+@pytest.mark.realclient
+def test_real_claude_code_in_the_default_folders_meets_the_cap_the_cli_set(user_home, user_dirs,
+                                                                           repo):
+    """The newcomer's path with the real CLI: `caps set`, then `ccmeter run -- claude`."""
+    from realclients import claude_bin
+
+    claude = claude_bin()
+    (user_home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
+    env = dict(os.environ, ANTHROPIC_API_KEY="sk-ant-api03-dummy-test-key",
+               DISABLE_AUTOUPDATER="1")
+    assert cli("caps", "set", "--daily", "0.05", env=env).returncode == 0
+    user_dirs.config_file.write_text(user_dirs.config_file.read_text()
+                                     + '[prices]\ndiscount_percent = "20"\n')
+
+    def answer(rec):  # every call: 20,000 input tokens of its own model, a short answer
+        return sse_reply(message_events((rec.json or {}).get("model", "claude-opus-4-8"),
+                                        text="Hello.", input_tokens=20_000, output_tokens=5))
+
+    with StandIn() as standin:
+        standin.default = answer
+        first = cli("run", "--upstream", standin.url, "--", claude, "-p", "hi", env=env,
+                    cwd=repo)
+        sent_first = len(standin.messages_requests())
+        second = cli("run", "--upstream", standin.url, "--", claude, "-p", "hi again",
+                     env=env, cwd=repo)
+        sent_second = len(standin.messages_requests()) - sent_first
+
+    assert first.returncode == 0, first.stderr
+    recorded = [r for r in rows(user_dirs.db_file) if r["status"] == "ok"]
+    assert len(recorded) == sent_first >= 1
+    assert {r["project"] for r in recorded} == {"shop-api"}
+    main = [r for r in recorded if r["model"] == "claude-opus-4-8"]
+    # Opus 4.8: 20,000 x $5 + 5 x $25 per MTok = $0.100125, less the 20 % discount.
+    assert main and all(r["cost_picousd"] == 100_125 * 10**6 * 8 // 10 for r in main)
+    assert sent_second == 0  # today's spend is over $0.05: nothing more goes upstream
+    assert "ccmeter: daily cap $0.05 reached" in second.stdout + second.stderr
+    assert second.returncode != 0
