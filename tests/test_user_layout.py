@@ -239,6 +239,9 @@ def test_the_macos_layout_holds_config_and_data_together(user_home, tmp_path):
                      sys.executable, "-c", CLIENT, "s1", "s1", "s1")
     assert result.stdout.split() == ["200", "200", "429"], result.stderr
     assert [r["status"] for r in rows(folder / "ccmeter.db")] == ["ok", "ok", "blocked"]
+    report = mac("report", "--by", "project", "--since", "1d", "--format", "json")
+    [line] = json.loads(report.stdout)["rows"]
+    assert (line["project"], line["cost_picousd"]) == ("mac", 2 * CALL_COST)
     assert not (user_home / ".config").exists() and not (user_home / ".local").exists()
 
 
