@@ -7,20 +7,31 @@ prompt only the working-directory line is read.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from ccmeter import untrusted
+
 #: Header a launcher (or ANTHROPIC_CUSTOM_HEADERS) may set to tag calls with a project.
 #: The proxy strips it before the request goes upstream.
 PROJECT_HEADER = "x-ccmeter-project"
 
-_SESSION_IN_LEGACY_USER_ID = re.compile(r"_session_([0-9a-fA-F-]{8,})")
-_WORKING_DIR = re.compile(r"Primary working directory:\s*(\S[^\n]*)")
-_USER_AGENT = re.compile(r"^\s*([A-Za-z0-9_.-]+)/([0-9][A-Za-z0-9_.+-]*)")
+#: Length limits, applied before any other work on a field (every one of them is untrusted).
+MAX_ID = 128  # session and agent ids
+MAX_PROJECT = 200
+MAX_MODEL = 256
+#: Longest working directory read (Linux's PATH_MAX): a longer line is no real folder.
+MAX_WORKING_DIR = 4096
+MAX_USER_ID = 4096  # metadata.user_id: a short JSON object in practice
+MAX_USER_AGENT = 256
+
+_SESSION_IN_LEGACY_USER_ID = re.compile(r"_session_([0-9a-fA-F-]{8,128})")
+_WORKING_DIR = re.compile(
+    rf"Primary working directory:\s*(\S[^\n]{{0,{MAX_WORKING_DIR - 1}}})([^\n]?)")
+_USER_AGENT = re.compile(r"^\s*([A-Za-z0-9_.-]{1,64})/([0-9][A-Za-z0-9_.+-]{0,63})")
 _SUBSCRIPTION_TOKEN_PREFIX = "sk-ant-oat"
 
 
@@ -41,20 +52,21 @@ class Attribution:
 
 def session_id(headers: Mapping[str, str], body: Mapping[str, Any]) -> str | None:
     """The header Claude Code sends, else metadata.user_id (JSON string, or the old form)."""
-    header = headers.get("x-claude-code-session-id")
+    header = untrusted.text(headers.get("x-claude-code-session-id"), MAX_ID)
     if header:
-        return header.strip()[:128]
+        return header
     metadata = body.get("metadata")
     user_id = metadata.get("user_id") if isinstance(metadata, Mapping) else None
     if not isinstance(user_id, str):
         return None
+    user_id = user_id[:MAX_USER_ID]
     if user_id.lstrip().startswith("{"):
         try:
-            parsed = json.loads(user_id)
+            parsed = untrusted.loads(user_id)
         except ValueError:
             parsed = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("session_id"), str):
-            return parsed["session_id"][:128] or None
+        if isinstance(parsed, dict):
+            return untrusted.text(parsed.get("session_id"), MAX_ID)
     match = _SESSION_IN_LEGACY_USER_ID.search(user_id)
     return match.group(1) if match else None
 
@@ -69,17 +81,26 @@ def _system_texts(body: Mapping[str, Any]) -> list[str]:
 
 
 def working_dir(body: Mapping[str, Any]) -> str | None:
-    """The ``Primary working directory:`` line Claude Code puts in its system prompt."""
+    """The ``Primary working directory:`` line Claude Code puts in its system prompt; None
+    when that line is longer than any real folder's path (it is then not read at all)."""
     for text in _system_texts(body):
         match = _WORKING_DIR.search(text)
         if match:
-            return match.group(1).strip()
+            if match.group(2):
+                return None
+            return untrusted.text(match.group(1), MAX_WORKING_DIR)
     return None
+
+
+def project_tag(value: str | None) -> str | None:
+    """The launcher's project tag header as it may be stored."""
+    return untrusted.text(value, MAX_PROJECT)
 
 
 def project_from_dir(directory: str, git_top: str | None) -> str:
     """Name a project after the git repository's top folder, else after the folder itself."""
-    return PurePath(git_top or directory).name or directory
+    name = PurePath(git_top or directory).name or directory
+    return untrusted.text(name, MAX_PROJECT) or name[:MAX_PROJECT]
 
 
 def auth_kind(headers: Mapping[str, str]) -> str | None:
@@ -94,7 +115,7 @@ def auth_kind(headers: Mapping[str, str]) -> str | None:
 
 
 def client(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
-    match = _USER_AGENT.match(headers.get("user-agent", ""))
+    match = _USER_AGENT.match(headers.get("user-agent", "")[:MAX_USER_AGENT])
     return (match.group(1), match.group(2)) if match else (None, None)
 
 
@@ -117,14 +138,14 @@ def attribute(headers: Mapping[str, str], body: Mapping[str, Any]) -> Attributio
     tag = headers.get(PROJECT_HEADER)
     return Attribution(
         session_id=session_id(headers, body),
-        project=tag.strip()[:200] if tag and tag.strip() else None,
+        project=project_tag(tag),
         working_dir=working_dir(body),
-        agent_id=(headers.get("x-claude-code-agent-id") or None),
-        parent_agent_id=(headers.get("x-claude-code-parent-agent-id") or None),
+        agent_id=untrusted.text(headers.get("x-claude-code-agent-id"), MAX_ID),
+        parent_agent_id=untrusted.text(headers.get("x-claude-code-parent-agent-id"), MAX_ID),
         call_kind=call_kind(headers, body),
         client_name=name,
         client_version=version,
         auth_kind=auth_kind(headers),
-        requested_model=model if isinstance(model, str) else None,
+        requested_model=untrusted.text(model, MAX_MODEL),
         stream=body.get("stream") is True,
     )

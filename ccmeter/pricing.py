@@ -540,6 +540,9 @@ class Catalog:
         advisor/fallback hop at its own model's rates, then the user's discount.
         """
         key = self.resolve(model) if model else None
+        if usage.problems:  # counts that are not counts: unknown, never negative or zero
+            return Price(None, self.version, key,
+                         "usage not metered: " + "; ".join(usage.problems)[:300])
         if key is None:
             return Price(None, self.version, None, f"unknown model {model!r}")
         day = _utc_day(at)

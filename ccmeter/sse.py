@@ -11,33 +11,46 @@ raw bytes, so a chunk boundary inside a multi-byte UTF-8 character is harmless.
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+from ccmeter import untrusted
 
 #: Events whose JSON the meter needs. Others are recognised by name and skipped.
 USAGE_EVENTS = frozenset({"message_start", "message_delta", "message_stop", "error"})
 
 #: Largest event we are willing to hold while waiting for its end (a defence against a
-#: stream that never sends a blank line); past it the partial event is dropped.
+#: stream that never sends a blank line); past it the event is skipped to its end, and
+#: reported as an :class:`Event` with ``too_large`` set.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
+#: How much of a skipped event is kept to name it.
+_HEAD_BYTES = 512
+_TYPE_IN_HEAD = re.compile(rb'"type"\s*:\s*"([A-Za-z_]{1,64})"')
 
 
 @dataclass(frozen=True)
 class Event:
-    """One dispatched SSE event. ``data`` is the parsed JSON, or None when skipped/invalid."""
+    """One dispatched SSE event. ``data`` is the parsed JSON, or None when skipped/invalid.
+    ``too_large``: the event was longer than MAX_EVENT_BYTES and was not read."""
 
     name: str
     data: dict[str, Any] | None
+    too_large: bool = False
 
 
 class SSEDecoder:
     """Feed it chunks with :meth:`feed`; it returns the events completed by each chunk."""
 
-    __slots__ = ("_buffer", "_pending_cr", "_skip", "_skip_for", "dropped_bytes", "wanted")
+    __slots__ = ("_held", "_held_size", "_oversized", "_pending_cr", "_skip", "_skip_for",
+                 "dropped_bytes", "wanted")
 
     def __init__(self, wanted: frozenset[str] = USAGE_EVENTS) -> None:
-        self._buffer = b""
+        #: The pieces of an event not yet ended (kept as pieces: joined once, at its end).
+        self._held: list[bytes] = []
+        self._held_size = 0
+        #: While skipping an event too large to hold: its name, and the last byte seen.
+        self._oversized: tuple[str, bytes] | None = None
         self._pending_cr = False
         self.wanted = wanted
         self.dropped_bytes = 0
@@ -57,13 +70,35 @@ class SSEDecoder:
                 chunk = chunk[:-1]
                 self._pending_cr = True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        data = self._buffer + chunk if self._buffer else chunk
+        return self._feed_lines(chunk) if chunk else []
+
+    def _feed_lines(self, chunk: bytes) -> list[Event]:
+        """``chunk`` with LF line ends only."""
+        if self._oversized is not None:
+            return self._skip_oversized(chunk)
+        held = self._held
+        if held:
+            if chunk.find(b"\n\n") < 0 and not (chunk[0] == 0x0A and held[-1][-1] == 0x0A):
+                held.append(chunk)  # the event goes on: no copy of what is held
+                self._held_size += len(chunk)
+                if self._held_size > MAX_EVENT_BYTES:
+                    self._start_skipping()
+                return []
+            data = b"".join((*held, chunk))
+            held.clear()
+            self._held_size = 0
+        else:
+            data = chunk
         end = data.rfind(b"\n\n")
         if end < 0:
-            self._buffer = data
-            self._guard_size()
+            held.append(data)
+            self._held_size = len(data)
+            if self._held_size > MAX_EVENT_BYTES:
+                self._start_skipping()
             return []
-        self._buffer = data[end + 2 :]
+        if end + 2 < len(data):
+            held.append(data[end + 2 :])
+            self._held_size = len(data) - end - 2
         return self._dispatch(data[:end])
 
     def flush(self) -> list[Event]:
@@ -73,13 +108,43 @@ class SSEDecoder:
         if self._pending_cr:
             self._pending_cr = False
             events = self.feed(b"\n")
-        self._buffer = b""
+        self._held.clear()
+        self._held_size = 0
+        self._oversized = None
         return events
 
-    def _guard_size(self) -> None:
-        if len(self._buffer) > MAX_EVENT_BYTES:
-            self.dropped_bytes += len(self._buffer)
-            self._buffer = b""
+    def _start_skipping(self) -> None:
+        """The held event passed MAX_EVENT_BYTES: keep its name, drop its bytes, and skip
+        the rest of it (memory stays bounded whatever the stream sends)."""
+        head = b"".join(self._held[:8])[:_HEAD_BYTES]
+        name = "message"
+        if head.startswith(b"event:"):
+            name = head[6:].split(b"\n", 1)[0].strip().decode("utf-8", "replace")[:64]
+        else:
+            found = _TYPE_IN_HEAD.search(head)
+            if found:
+                name = found.group(1).decode()
+        self.dropped_bytes += self._held_size
+        self._oversized = (name, self._held[-1][-1:])
+        self._held.clear()
+        self._held_size = 0
+
+    def _skip_oversized(self, chunk: bytes) -> list[Event]:
+        assert self._oversized is not None
+        name, last = self._oversized
+        if last == b"\n" and chunk[0] == 0x0A:
+            rest = chunk[1:]
+        else:
+            end = chunk.find(b"\n\n")
+            if end < 0:
+                self.dropped_bytes += len(chunk)
+                self._oversized = (name, chunk[-1:])
+                return []
+            rest = chunk[end + 2 :]
+        self.dropped_bytes += len(chunk) - len(rest)
+        self._oversized = None
+        event = Event(name, None, too_large=True)
+        return [event, *self._feed_lines(rest)] if rest else [event]
 
     def _dispatch(self, block: bytes) -> list[Event]:
         if self._skip_for is not self.wanted:
@@ -126,7 +191,7 @@ class SSEDecoder:
             return Event(event_name, None)
         payload = b"\n".join(data_lines)
         try:
-            data = json.loads(payload)
+            data = untrusted.loads(payload)
         except ValueError:
             return Event(event_name, None)
         if not isinstance(data, dict):

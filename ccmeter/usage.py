@@ -11,6 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ccmeter import untrusted
+
+#: Largest token (or request) count one answer may report. A single call's prompt is at most
+#: a few million tokens; a count beyond this, a negative one or one that is not an integer is
+#: not metered: the usage carries a problem, and the call is priced as unknown (NULL), never
+#: as negative or zero money.
+MAX_COUNT = 1_000_000_000
+
+#: Length limits of the strings an answer names (ids, model, reasons) before they are kept.
+MAX_ID = 128
+MAX_MODEL = 256
+MAX_LABEL = 100
+MAX_ERROR_MESSAGE = 500
+
 
 @dataclass(frozen=True)
 class TokenCounts:
@@ -52,6 +66,9 @@ class Usage(TokenCounts):
     inference_geo: str | None = None
     speed: str | None = None
     hops: tuple[Hop, ...] = ()
+    #: Why these counts cannot be priced (``"input_tokens=-1000000"``, an unread event):
+    #: non-empty means the cost is unknown. A later valid value of a field clears its entry.
+    problems: tuple[str, ...] = ()
 
     @property
     def tokens(self) -> TokenCounts:
@@ -64,30 +81,55 @@ class Usage(TokenCounts):
         )
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
+class _Counts:
+    """Reads counts out of usage dicts, noting each value that is not a count."""
+
+    __slots__ = ("bad", "good")
+
+    def __init__(self) -> None:
+        self.bad: dict[str, str] = {}
+        self.good: set[str] = set()
+
+    def get(self, raw: dict[str, Any], key: str, where: str = "") -> int | None:
+        """The count at ``raw[key]``: None when absent or null; else a non-negative int up to
+        MAX_COUNT, or None with the bad value noted under its name."""
+        value = raw.get(key)
+        if value is None:
+            return None
+        name = where + key
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+            self.good.add(name)
+            return value
+        shown = repr(value) if isinstance(value, int | float) else type(value).__name__
+        self.bad[name] = f"{name}={shown[:24]}"
         return None
-    if isinstance(value, int):
+
+
+def _int(value: Any) -> int | None:
+    """An informational count (not billed): kept when it is a sane one, else dropped."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
         return value
     return None
 
 
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _str(value: Any, limit: int = MAX_LABEL) -> str | None:
+    return untrusted.text(value, limit)
 
 
-def _split_cache_writes(raw: dict[str, Any], previous: Usage | None) -> tuple[int, int] | None:
+def _split_cache_writes(raw: dict[str, Any], previous: Usage | None,
+                        counts: _Counts | None = None, where: str = "") -> tuple[int, int] | None:
     """Return (5m, 1h) cache-write tokens from a usage dict, or None if it says nothing.
 
     When only the total is known, the part not explained by an earlier split counts as
     5-minute writes: the cheaper reading, and the one the pricing notes recommend.
     """
-    total = _int(raw.get("cache_creation_input_tokens"))
+    counts = counts or _Counts()
+    total = counts.get(raw, "cache_creation_input_tokens", where)
     split = raw.get("cache_creation")
     five = one = None
     if isinstance(split, dict):
-        five = _int(split.get("ephemeral_5m_input_tokens"))
-        one = _int(split.get("ephemeral_1h_input_tokens"))
+        five = counts.get(split, "ephemeral_5m_input_tokens", where)
+        one = counts.get(split, "ephemeral_1h_input_tokens", where)
     if five is not None or one is not None:
         five, one = five or 0, one or 0
         if total is not None and total > five + one:
@@ -100,7 +142,7 @@ def _split_cache_writes(raw: dict[str, Any], previous: Usage | None) -> tuple[in
     return total - one, one
 
 
-def _hops(raw: dict[str, Any]) -> tuple[Hop, ...] | None:
+def _hops(raw: dict[str, Any], counts: _Counts) -> tuple[Hop, ...] | None:
     iterations = raw.get("iterations")
     if not isinstance(iterations, list):
         return None
@@ -109,20 +151,21 @@ def _hops(raw: dict[str, Any]) -> tuple[Hop, ...] | None:
         if not isinstance(item, dict):
             continue
         kind = item.get("type")
-        model = _str(item.get("model"))
+        model = _str(item.get("model"), MAX_MODEL)
         if kind not in ("advisor_message", "fallback_message") or model is None:
             continue
-        split = _split_cache_writes(item, None) or (0, 0)
+        where = f"{kind}."
+        split = _split_cache_writes(item, None, counts, where) or (0, 0)
         hops.append(
             Hop(
                 kind=kind,
                 model=model,
                 tokens=TokenCounts(
-                    input_tokens=_int(item.get("input_tokens")) or 0,
+                    input_tokens=counts.get(item, "input_tokens", where) or 0,
                     cache_write_5m_tokens=split[0],
                     cache_write_1h_tokens=split[1],
-                    cache_read_tokens=_int(item.get("cache_read_input_tokens")) or 0,
-                    output_tokens=_int(item.get("output_tokens")) or 0,
+                    cache_read_tokens=counts.get(item, "cache_read_input_tokens", where) or 0,
+                    output_tokens=counts.get(item, "output_tokens", where) or 0,
                 ),
             )
         )
@@ -130,18 +173,22 @@ def _hops(raw: dict[str, Any]) -> tuple[Hop, ...] | None:
 
 
 def merge_usage(previous: Usage | None, raw: dict[str, Any]) -> Usage:
-    """Overlay one ``usage`` object on what is known so far: later non-null values win."""
+    """Overlay one ``usage`` object on what is known so far: later non-null values win.
+
+    A billed count that is negative, huge or not an integer is not taken: it is named in
+    ``problems`` (the cost is then unknown) until a later valid value replaces it."""
     base = previous or Usage()
+    counts = _Counts()
     changes: dict[str, Any] = {}
     for key, name in (
         ("input_tokens", "input_tokens"),
         ("cache_read_input_tokens", "cache_read_tokens"),
         ("output_tokens", "output_tokens"),
     ):
-        value = _int(raw.get(key))
+        value = counts.get(raw, key)
         if value is not None:
             changes[name] = value
-    split = _split_cache_writes(raw, previous)
+    split = _split_cache_writes(raw, previous, counts)
     if split is not None:
         changes["cache_write_5m_tokens"], changes["cache_write_1h_tokens"] = split
     details = raw.get("output_tokens_details")
@@ -150,17 +197,26 @@ def merge_usage(previous: Usage | None, raw: dict[str, Any]) -> Usage:
     tools = raw.get("server_tool_use")
     if isinstance(tools, dict):
         for key in ("web_search_requests", "web_fetch_requests"):
-            value = _int(tools.get(key))
+            value = counts.get(tools, key)
             if value is not None:
                 changes[key] = value
     for key in ("service_tier", "inference_geo", "speed"):
         text = _str(raw.get(key))
         if text is not None:
             changes[key] = text
-    hops = _hops(raw)
+    hops = _hops(raw, counts)
     if hops is not None:
         changes["hops"] = hops
+    if counts.bad or (base.problems and counts.good):
+        kept = [p for p in base.problems if p.split("=", 1)[0] not in counts.good]
+        changes["problems"] = (*kept, *(p for p in counts.bad.values() if p not in kept))
     return replace(base, **changes)
+
+
+def with_problem(usage: Usage | None, problem: str) -> Usage:
+    """``usage`` (or an empty one) marked as not priceable, for ``problem``."""
+    base = usage or Usage()
+    return base if problem in base.problems else replace(base, problems=(*base.problems, problem))
 
 
 @dataclass
@@ -185,14 +241,14 @@ class MessageState:
             message = data.get("message")
             if isinstance(message, dict):
                 self.started = True
-                self.message_id = _str(message.get("id")) or self.message_id
-                self.model = _str(message.get("model")) or self.model
+                self.message_id = _str(message.get("id"), MAX_ID) or self.message_id
+                self.model = _str(message.get("model"), MAX_MODEL) or self.model
                 if isinstance(message.get("usage"), dict):
                     self.usage = merge_usage(self.usage, message["usage"])
         elif event_type == "message_delta":
             delta = data.get("delta")
             if isinstance(delta, dict) and _str(delta.get("stop_reason")):
-                self.stop_reason = delta["stop_reason"]
+                self.stop_reason = _str(delta.get("stop_reason"))
             if isinstance(data.get("usage"), dict):
                 self.usage = merge_usage(self.usage, data["usage"])
         elif event_type == "message_stop":
@@ -201,13 +257,18 @@ class MessageState:
             error = data.get("error")
             if isinstance(error, dict):
                 self.error_type = _str(error.get("type")) or "error"
-                message = error.get("message")
-                self.error_message = message[:500] if isinstance(message, str) else None
+                self.error_message = _str(error.get("message"), MAX_ERROR_MESSAGE)
             else:
                 self.error_type = "error"
         elif event_type not in ("ping", "content_block_start", "content_block_delta",
                                 "content_block_stop"):
             self.unknown_events.add(event_type[:64])
+
+    def unread(self, event_type: str, why: str) -> None:
+        """An event the meter could not read (``why``: too large): when it is one that
+        carries usage, the call's cost is unknown rather than what the other events say."""
+        if event_type in ("message_start", "message_delta", "message"):
+            self.usage = with_problem(self.usage, f"{event_type} event {why}")
 
     def apply_message(self, body: dict[str, Any]) -> None:
         """Fold a complete non-streaming Message (or error) JSON body into the state."""
@@ -216,8 +277,8 @@ class MessageState:
             return
         self.started = True
         self.stopped = True
-        self.message_id = _str(body.get("id")) or self.message_id
-        self.model = _str(body.get("model")) or self.model
+        self.message_id = _str(body.get("id"), MAX_ID) or self.message_id
+        self.model = _str(body.get("model"), MAX_MODEL) or self.model
         self.stop_reason = _str(body.get("stop_reason")) or self.stop_reason
         if isinstance(body.get("usage"), dict):
             self.usage = merge_usage(self.usage, body["usage"])
