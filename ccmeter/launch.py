@@ -256,15 +256,14 @@ class RunSummary:
     blocked_calls: int = 0
 
     def line(self) -> str:
-        def usd(pico: int) -> str:
-            dollars = pico / store.PICO
-            return f"${dollars:,.2f}" if dollars >= 1 or pico == 0 else f"${dollars:.4f}"
+        from ccmeter.render import format_usd  # the tables' rule for people's dollars
 
-        run = f"this run {usd(self.cost_picousd)} ({self.calls} call{'s' * (self.calls != 1)}, "
+        run = f"this run {format_usd(self.cost_picousd)} "
+        run += f"({self.calls} call{'s' * (self.calls != 1)}, "
         run += f"{self.sessions} session{'s' * (self.sessions != 1)})"
         if self.unpriced_calls:
             run += f" + {self.unpriced_calls} unpriced"
-        line = f"ccmeter: {run} · today {usd(self.today_picousd)}"
+        line = f"ccmeter: {run} · today {format_usd(self.today_picousd)}"
         if self.blocked_calls:
             line += f" · {self.blocked_calls} refused by caps"
         return line + (f" · {self.cap_note}" if self.cap_note else "")

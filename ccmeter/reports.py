@@ -29,7 +29,6 @@ from ccmeter.periods import bucket_label, bucket_start, next_bucket, slot_second
 from ccmeter.pricing import Catalog
 from ccmeter.savings import SavingsCalculator, long_context_thresholds, to_pico
 
-PICO_PER_USD = 10**12
 TIME_DIMENSIONS = ("hour", "day", "week", "month")
 DIMENSIONS = ("project", "session", "model", "provider", *TIME_DIMENSIONS)
 TOKEN_FIELDS = (

@@ -40,11 +40,11 @@ from urllib.parse import quote, unquote
 
 from ccmeter import periods, store
 from ccmeter.config import CCMeterError, Paths
+from ccmeter.money import usd_string
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-PICO = 10**12
 MACHINE_ID_FILE = "machine-id"
 PUSH_LOCK_FILE = "push.lock"
 PUSH_LOCK_TIMEOUT = 120.0
@@ -262,13 +262,6 @@ def machine_id(paths: Paths) -> str:
 
 
 # --- summarising the local database ---------------------------------------------------------
-
-
-def usd_string(picousd: int) -> str:
-    """Exact decimal USD from integer picodollars, always 12 decimal places."""
-    sign = "-" if picousd < 0 else ""
-    whole, frac = divmod(abs(picousd), PICO)
-    return f"{sign}{whole}.{frac:012d}"
 
 
 def summarise(

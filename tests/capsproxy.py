@@ -99,7 +99,7 @@ def seed_spend(home: Path, usd: str, *, project: str | None = None, session: str
                uid: str = "seed") -> None:
     """A call already in the database, spending ``usd`` five seconds ago."""
     from ccmeter import store
-    from ccmeter.caps.policy import parse_usd
+    from ccmeter.money import parse_usd
 
     db = store.connect(home / "ccmeter.db")
     now = time.time()

@@ -17,10 +17,9 @@ from ccmeter.caps.policy import (
     checks_for,
     most_constraining,
     parse_policy,
-    parse_usd,
-    usd_text,
 )
 from ccmeter.config import CCMeterError
+from ccmeter.money import exact_places, floor_usd, parse_usd, usd_text
 from ccmeter.usage import Usage
 
 NY = ZoneInfo("America/New_York")
@@ -201,9 +200,9 @@ def test_durations_and_time_left():
 
 
 def test_format_usd_floors_and_keeps_cap_precision():
-    assert messages.format_usd(20_079_999_999_999) == "$20.07"
-    assert messages.decimals_for(5 * 10**9) == 3  # $0.005
-    assert messages.format_usd(1_234_567 * 10**12) == "$1,234,567.00"
+    assert floor_usd(20_079_999_999_999) == "$20.07"
+    assert exact_places(5 * 10**9) == 3  # $0.005
+    assert floor_usd(1_234_567 * 10**12) == "$1,234,567.00"
 
 
 # --- policy and messages ---------------------------------------------------------------
@@ -351,7 +350,7 @@ def test_shown_spend_is_above_the_shown_cap_whenever_it_is_above_the_cap(limit, 
 
     spent = messages.format_spend(limit + over, limit)
     shown = Decimal(spent.removeprefix("$").replace(",", ""))
-    cap = Decimal(messages.format_usd(limit, messages.decimals_for(limit)).removeprefix("$")
+    cap = Decimal(floor_usd(limit, exact_places(limit)).removeprefix("$")
                   .replace(",", ""))
     assert (shown > cap) if over else (shown == cap)
     assert shown * 10**12 <= limit + over  # floored: never shown above what was spent

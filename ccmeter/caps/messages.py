@@ -19,33 +19,23 @@ from shlex import quote
 
 from ccmeter.caps.policy import CapStatus, most_constraining
 from ccmeter.caps.windows import local_time
+from ccmeter.money import exact_places, floor_usd
 
 log = logging.getLogger(__name__)
 
-
-def format_usd(pico: int, decimals: int = 2) -> str:
-    """``$20.00``; floored (a spend is never shown above what was spent), thousands split."""
-    q = Decimal(1).scaleb(-decimals)
-    amount = Decimal(pico).scaleb(-12).quantize(q, rounding=ROUND_FLOOR)
-    return f"${amount:,.{decimals}f}"
-
-def decimals_for(pico: int) -> int:
-    """Decimals needed to show a cap exactly, at least 2 ($0.005 stays $0.005)."""
-    exponent = Decimal(pico).scaleb(-12).normalize().as_tuple().exponent
-    return max(2, -int(exponent)) if isinstance(exponent, int) else 2
 
 def format_spend(spent: int, limit: int) -> str:
     """A spend shown beside its cap: at the cap's precision (so ``$20.07`` of ``$20.00``),
     with more decimals only where flooring would show a spend above the cap as equal to it
     or below it (``$0.0026`` past a ``$0.002`` cap, ``$20.004`` past ``$20.00``)."""
-    places = decimals_for(limit)
+    places = exact_places(limit)
     while spent > limit and places < 12:
         shown = Decimal(spent).scaleb(-12).quantize(Decimal(1).scaleb(-places),
                                                     rounding=ROUND_FLOOR)
         if shown > Decimal(limit).scaleb(-12):
             break
         places += 1
-    return format_usd(spent, places)
+    return floor_usd(spent, places)
 
 def format_in(seconds: float) -> str:
     """A time left, ``3h12m`` (minutes rounded up); ``2d3h`` from a day on."""
@@ -84,10 +74,10 @@ def reset_phrase(status: CapStatus, now: float, tz: tzinfo | None = None) -> str
 def refusal_message(status: CapStatus, now: float, tz: tzinfo | None = None) -> str:
     """The text Claude Code shows: ``ccmeter: daily cap $20.00 reached ($20.07 spent);
     resets 00:00 (in 3h12m). Raise it with: ccmeter caps set --daily N``."""
-    places = decimals_for(status.limit_picousd)
+    places = exact_places(status.limit_picousd)
     spent = format_spend(status.spent_picousd, status.limit_picousd)
     return (
-        f"ccmeter: {status.label} {format_usd(status.limit_picousd, places)} reached "
+        f"ccmeter: {status.label} {floor_usd(status.limit_picousd, places)} reached "
         f"({spent} spent); {reset_phrase(status, now, tz)}. "
         f"Raise it with: {raise_command(status)}"
     )
@@ -100,11 +90,11 @@ def error_refusal_message(reason: str) -> str:
 
 def warning_message(status: CapStatus, threshold: float, now: float,
                     tz: tzinfo | None = None) -> str:
-    places = decimals_for(status.limit_picousd)
+    places = exact_places(status.limit_picousd)
     return (
         f"{status.label} at {status.fraction:.0%} (warning at {threshold:.0%}): "
         f"{format_spend(status.spent_picousd, status.limit_picousd)} of "
-        f"{format_usd(status.limit_picousd, places)}; {reset_phrase(status, now, tz)}"
+        f"{floor_usd(status.limit_picousd, places)}; {reset_phrase(status, now, tz)}"
     )
 
 def summary_note(statuses: Sequence[CapStatus], project: str | None = None) -> str | None:

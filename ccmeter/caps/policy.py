@@ -10,47 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS, window_bounds, zone
 from ccmeter.config import CCMeterError
+from ccmeter.money import parse_usd
 from ccmeter.periods import parse_duration
 
-PICO = 10**12
 MODES = ("soft", "hard")
 WINDOW_KINDS = ("calendar", "rolling")
 ON_ERROR = ("allow", "block")
-MAX_CAP_USD = Decimal(1_000_000)  # SQLite integers hold ~9.2e6 USD in picodollars
 DEFAULT_WARN_AT = (0.8,)
 DEFAULT_RESERVATION_TTL_S = 15 * 60
 
-
-def parse_usd(value: Any, where: str = "amount") -> int:
-    """A dollar amount (``"20"``, ``"$0.50"``, ``20``, ``7.5``) as exact picodollars."""
-    if isinstance(value, bool):
-        raise CCMeterError(f"{where}: expected a dollar amount, got {value!r}")
-    text = repr(value) if isinstance(value, float) else str(value)
-    text = text.strip().removeprefix("$").replace(",", "").replace("_", "")
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise CCMeterError(f"{where}: {value!r} is not a dollar amount (try 20 or 7.50)") from None
-    if not amount.is_finite():
-        raise CCMeterError(f"{where}: {value!r} is not a dollar amount (try 20 or 7.50)")
-    if amount < 0:
-        raise CCMeterError(f"{where}: a cap cannot be negative ({value!r})")
-    if amount > MAX_CAP_USD:
-        raise CCMeterError(f"{where}: {value!r} is above the largest cap, ${MAX_CAP_USD:,}")
-    pico = amount * PICO
-    if pico != pico.to_integral_value():
-        raise CCMeterError(f"{where}: {value!r} has more decimals than a picodollar (1e-12)")
-    return int(pico)
-
-def usd_text(pico: int) -> str:
-    """Exact, shortest decimal text for a config file: 20000000000000 -> ``"20"``."""
-    text = format(Decimal(pico).scaleb(-12).normalize(), "f")
-    return text
 
 @dataclass(frozen=True)
 class Cap:

@@ -16,9 +16,9 @@ import typer
 
 from ccmeter import config, render, store
 from ccmeter.caps.guard import cap_statuses
-from ccmeter.caps.messages import decimals_for, format_usd
-from ccmeter.caps.policy import MODES, parse_policy, parse_usd, parse_warn_at, usd_text
+from ccmeter.caps.policy import MODES, parse_policy, parse_warn_at
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS
+from ccmeter.money import exact_places, floor_usd, parse_usd, usd_text
 
 caps_app = typer.Typer(name="caps", invoke_without_command=True)  # help: the callback's
 
@@ -154,7 +154,7 @@ def _show(fmt: str, session: str | None) -> None:
     per_session = [c for c in policy.caps if c.scope == "per_session"]
     if per_session and session is None:
         meta["per_session"] = ", ".join(
-            f"{c.name} {format_usd(c.limit_picousd, decimals_for(c.limit_picousd))}"
+            f"{c.name} {floor_usd(c.limit_picousd, exact_places(c.limit_picousd))}"
             for c in per_session) + " (spend: --session ID)"
     if not policy.caps and fmt == "table":
         typer.echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
@@ -244,7 +244,7 @@ def set_caps(
         for name, value in given.items():
             pico = parse_usd(value, f"--{name}")
             target[name] = usd_text(pico)
-            done.append(f"{name} {format_usd(pico, decimals_for(pico))}")
+            done.append(f"{name} {floor_usd(pico, exact_places(pico))}")
         for key, value in chosen.items():
             if key == "warn_at":
                 table[key] = list(parse_warn_at(value.split(",")))

@@ -1,0 +1,82 @@
+"""Money as every command reads and writes it: exact integer picodollars <-> dollar text.
+
+Pure (no I/O). ccmeter keeps money in integer picodollars (10**-12 USD) end to end; this
+module is the one place that turns text into picodollars and picodollars into text:
+
+- :func:`parse_usd`: what a user types or a config holds (``"20"``, ``"$0.50"``, ``7.5``)
+  -> exact picodollars, or a one-line :class:`~ccmeter.config.CCMeterError`.
+- :func:`usd_text`: the shortest exact text for a config file (``"20"``, ``"0.005"``).
+- :func:`usd_string`: the full-precision machine string of JSON/CSV and the team share
+  (``"0.093736500000"``, always 12 decimal places).
+- :func:`floor_usd` / :func:`exact_places`: a cap or a spend beside it, never shown above
+  what it is. The tables' rule for people (cents from $1, four decimals below, one precision
+  per table) is :func:`ccmeter.render.format_usd`.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from typing import Any
+
+from ccmeter.config import CCMeterError
+
+PICO_PER_USD = 10**12
+#: SQLite integers hold ~9.2e6 USD in picodollars; no amount a user sets comes near.
+MAX_USD = Decimal(1_000_000)
+
+
+def usd_decimal(picousd: int | None) -> Decimal | None:
+    """Picodollars as an exact Decimal number of dollars (12 decimal places)."""
+    if picousd is None:
+        return None
+    return Decimal(int(picousd)).scaleb(-12)
+
+
+def usd_string(picousd: int | None) -> str | None:
+    """Full-precision decimal string of dollars, e.g. ``"0.093736500000"``; None stays None."""
+    value = usd_decimal(picousd)
+    return None if value is None else f"{value:.12f}"
+
+
+def usd_text(pico: int) -> str:
+    """Exact, shortest decimal text for a config file: 20000000000000 -> ``"20"``."""
+    return format(Decimal(pico).scaleb(-12).normalize(), "f")
+
+
+def parse_usd(value: Any, where: str = "amount", *, what: str = "a cap") -> int:
+    """A dollar amount (``"20"``, ``"$0.50"``, ``"1,000"``, ``20``, ``7.5``) as exact
+    picodollars. Negative amounts, amounts over :data:`MAX_USD` and amounts finer than a
+    picodollar are one-line errors naming ``where``."""
+    if isinstance(value, bool):
+        raise CCMeterError(f"{where}: expected a dollar amount, got {value!r}")
+    text = repr(value) if isinstance(value, float) else str(value)
+    text = text.strip().removeprefix("$").replace(",", "").replace("_", "")
+    try:
+        if not text.isascii():  # Decimal reads other scripts' digits; a config should not
+            raise ValueError(text)
+        amount = Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise CCMeterError(f"{where}: {value!r} is not a dollar amount (try 20 or 7.50)") from None
+    if not amount.is_finite():
+        raise CCMeterError(f"{where}: {value!r} is not a dollar amount (try 20 or 7.50)")
+    if amount < 0:
+        raise CCMeterError(f"{where}: {what} cannot be negative ({value!r})")
+    if amount > MAX_USD:
+        raise CCMeterError(f"{where}: {value!r} is above the largest amount, ${MAX_USD:,}")
+    pico = amount * PICO_PER_USD
+    if pico != pico.to_integral_value():
+        raise CCMeterError(f"{where}: {value!r} has more decimals than a picodollar (1e-12)")
+    return int(pico)
+
+
+def floor_usd(pico: int, decimals: int = 2) -> str:
+    """``$20.00``; floored (a spend is never shown above what was spent), thousands split."""
+    q = Decimal(1).scaleb(-decimals)
+    amount = Decimal(pico).scaleb(-12).quantize(q, rounding=ROUND_FLOOR)
+    return f"${amount:,.{decimals}f}"
+
+
+def exact_places(pico: int) -> int:
+    """Decimals needed to show an amount exactly, at least 2 ($0.005 stays $0.005)."""
+    exponent = Decimal(pico).scaleb(-12).normalize().as_tuple().exponent
+    return max(2, -int(exponent)) if isinstance(exponent, int) else 2
