@@ -29,6 +29,7 @@ from mitmproxy.proxy import mode_specs
 from ccmeter import attribution, callrow, config, pricing, providers, store
 from ccmeter.callrow import Call
 from ccmeter.enforce import Enforcer
+from ccmeter.sessionprojects import SessionProjects
 from ccmeter.tees import RequestTee, StreamTee
 from ccmeter.usage import merge_usage
 
@@ -108,7 +109,7 @@ class Meter:
         #: When set (by ``ccmeter run``), the latest row of every call, for the exit summary.
         self.track_run = False
         self.final_rows: dict[str, dict[str, Any]] = {}
-        self._projects_by_session: dict[str, str] = {}
+        self._sessions = SessionProjects()
         self._db_path: Path | None = None
         self._hosts: frozenset[str] = frozenset({ANTHROPIC_HOST})
         self._upstream: tuple[str, str, int, str] | None = None
@@ -355,15 +356,13 @@ class Meter:
 
     def _session_project(self, session_id: str | None, project: str | None) -> str | None:
         """Calls without a working directory in their prompt (title and quota calls) take
-        the project their session's other calls named."""
-        if session_id is None:
-            return project
-        if project:
-            self._projects_by_session[session_id] = project
-            if len(self._projects_by_session) > 10_000:  # forget the oldest sessions
-                del self._projects_by_session[next(iter(self._projects_by_session))]
-            return project
-        return self._projects_by_session.get(session_id)
+        the project their session's other calls named; rows written before it was known
+        are re-written with it, through the writer thread."""
+        project, fills = self._sessions.resolve(session_id, project)
+        if fills and self.writer is not None:
+            for row in fills:
+                self.writer.put(row)
+        return project
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call = self.calls.get(flow.id)
@@ -459,6 +458,7 @@ class Meter:
         if self.writer is None:
             return
         row = self.build_row(call, status=status, flow=flow)
+        self._sessions.written(row)  # no project yet: it is filled in once it is known
         if flow is not None:  # the final row: its cap reservation goes with it
             row[store.RELEASE_RESERVATION] = True
         self.writer.put(row)
