@@ -98,13 +98,15 @@ def _upsert_sql(cols: list[str]) -> str:
     return sql
 
 
-def upsert_calls(db: sqlite_utils.Database, rows: Iterable[Mapping[str, Any]]) -> int:
+def upsert_calls(db: sqlite_utils.Database, rows: Iterable[Mapping[str, Any]], *,
+                 retry: bool = True) -> int:
     """Insert or update call rows (by ``call_uid``) in one transaction. Returns rows written.
 
     Only the columns present in a row are updated, so a partial update (final usage, an
     error) never blanks what an earlier write recorded. A row carrying a true
     ``RELEASE_RESERVATION`` key (its call's final row) releases the call's cap reservation in
     the same transaction, so a cap check never sees the call both reserved and missing.
+    ``retry=False``: one attempt, a locked database raises (the call writer waits itself).
     """
     rows = list(rows)
     if not rows:
@@ -118,7 +120,10 @@ def upsert_calls(db: sqlite_utils.Database, rows: Iterable[Mapping[str, Any]]) -
                 if row.get(RELEASE_RESERVATION):
                     db.execute(RELEASE_SQL, [row["call_uid"]])
 
-    retry_locked(write)
+    if retry:
+        retry_locked(write)
+    else:
+        write()
     return len(rows)
 
 

@@ -22,20 +22,29 @@ BUSY_TIMEOUT_MS = 15_000
 PICO = 10**12
 
 
-def connect(path: Path | str) -> sqlite_utils.Database:
-    """Open (creating if needed) the database, in WAL mode, migrated to the latest schema."""
+def connect(path: Path | str, *, wait_ms: int = BUSY_TIMEOUT_MS,
+            lock_attempts: int = 40) -> sqlite_utils.Database:
+    """Open (creating if needed) the database, in WAL mode, migrated to the latest schema.
+
+    ``wait_ms`` is the connection's busy timeout; setting it up retries a locked database
+    ``lock_attempts`` times (the call writer passes 1: it waits out a lock itself).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+    conn = sqlite3.connect(str(path), timeout=wait_ms / 1000, check_same_thread=False,
                            isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    import sqlite_utils  # here, not at import: the status line never needs it
+    try:
+        conn.execute(f"PRAGMA busy_timeout={wait_ms}")
+        import sqlite_utils  # here, not at import: the status line never needs it
 
-    db = sqlite_utils.Database(conn)
-    if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-        retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
-    db.execute("PRAGMA synchronous=NORMAL")
-    migrate(db)
+        db = sqlite_utils.Database(conn)
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"), lock_attempts)
+        db.execute("PRAGMA synchronous=NORMAL")
+        migrate(db, lock_attempts)
+    except BaseException:
+        conn.close()  # a file that cannot be used is not held open
+        raise
     return db
 
 
@@ -43,7 +52,7 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(db: sqlite_utils.Database) -> int:
+def migrate(db: sqlite_utils.Database, lock_attempts: int = 40) -> int:
     """Apply pending migrations; safe when several processes start at once."""
     if schema_version(db) >= len(MIGRATIONS):
         return schema_version(db)
@@ -54,7 +63,7 @@ def migrate(db: sqlite_utils.Database) -> int:
                 step(db)
                 db.execute(f"PRAGMA user_version={number}")
 
-    retry_locked(upgrade)
+    retry_locked(upgrade, lock_attempts)
     return schema_version(db)
 
 
