@@ -4,7 +4,8 @@
 - :mod:`.migrations` is the schema, an ordered list (a shipped migration is never edited);
 - :mod:`.calls` holds the named writes and reads on ``api_calls`` and ``cost_history``;
 - :mod:`.writer` is :class:`CallWriter`, the proxy's one writing thread;
-- :mod:`.capspend` is the SQL behind spending caps (window spends, reservations, warnings).
+- :mod:`.capspend` is the SQL behind spending caps (window spends, reservations, warnings);
+- :mod:`.recovered` inserts the rows folded in from a dead proxy's call journal.
 
 Everything a caller needs is re-exported here, so ``from ccmeter import store`` and
 ``store.connect(...)`` read the same wherever they are used.
@@ -51,6 +52,7 @@ from ccmeter.store.db import (
     schema_version,
 )
 from ccmeter.store.migrations import MIGRATIONS
+from ccmeter.store.recovered import insert_missing_calls
 from ccmeter.store.writer import CallWriter
 
 __all__ = [
@@ -83,6 +85,7 @@ __all__ = [
     "cost_history",
     "data_version",
     "get_call",
+    "insert_missing_calls",
     "migrate",
     "query",
     "reprice_calls",
