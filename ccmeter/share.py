@@ -19,15 +19,9 @@ Design notes (the why):
 from __future__ import annotations
 
 import contextlib
-import getpass
-import hashlib
-import hmac
 import json
 import logging
 import os
-import re
-import secrets
-import socket
 import sys
 import tempfile
 import time
@@ -41,11 +35,11 @@ from urllib.parse import quote, unquote
 from ccmeter import periods, store
 from ccmeter.config import CCMeterError, Paths
 from ccmeter.money import usd_string
+from ccmeter.share_identity import Identity, ShareSettings, machine_id, settle, write_identity
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-MACHINE_ID_FILE = "machine-id"
 PUSH_LOCK_FILE = "push.lock"
 PUSH_LOCK_TIMEOUT = 120.0
 STALE_TEMP_SECONDS = 3600
@@ -128,137 +122,6 @@ FROM api_calls
 WHERE started_ts >= :since_ts AND status = 'blocked'
 GROUP BY 1, 2, 3
 """
-
-
-# --- identity and privacy -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ShareSettings:
-    """Where to push and how names are shown, resolved from options, env and config."""
-
-    user: str
-    share: Path | None = None
-    anonymize: bool = False
-    hash_projects: bool = False
-    salt: str | None = None
-    project_names: Mapping[str, str] = field(default_factory=dict)
-
-    def public_user(self) -> str:
-        """The user name as it appears in the share (hashed with --anonymize)."""
-        if self.anonymize:
-            return "u-" + _keyed_hash(self._salt("--anonymize"), "user", self.user)[:16]
-        return self.user
-
-    def public_project(self, name: str | None) -> str | None:
-        """The project name as it appears in the share: mapped, hashed or as is."""
-        if name is None or not name.strip():
-            return None
-        name = project_leaf(name)
-        if name in self.project_names:
-            return self.project_names[name]
-        if self.hash_projects:
-            return "p-" + _keyed_hash(self._salt("hashing project names"), "project", name)[:12]
-        return name
-
-    def _salt(self, what: str) -> str:
-        if not self.salt:
-            raise CCMeterError(
-                f"{what} needs a team salt: set salt = \"<a long random string>\" under "
-                "[share] in ccmeter's config.toml, the same value on every teammate's machine"
-            )
-        return self.salt
-
-
-def _keyed_hash(salt: str, kind: str, value: str) -> str:
-    return hmac.new(salt.encode(), f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
-
-
-def project_leaf(name: str) -> str:
-    """A project name never carries a path: keep only its last component."""
-    parts = [p for p in re.split(r"[\\/]+", name.strip()) if p]
-    return parts[-1] if parts else name.strip()
-
-
-def default_user() -> str:
-    try:
-        login = getpass.getuser()
-    except Exception:  # no login name (some containers): still produce something stable
-        login = "user"
-    host = socket.gethostname().split(".")[0] or "host"
-    return f"{login}@{host}"
-
-
-def resolve_settings(
-    cfg: Mapping[str, Any],
-    env: Mapping[str, str],
-    *,
-    share: str | Path | None = None,
-    user: str | None = None,
-    anonymize: bool | None = None,
-    hash_projects: bool | None = None,
-) -> ShareSettings:
-    """Options beat the environment, which beats ``[share]`` in the config, then defaults."""
-    section = cfg.get("share") or {}
-    if not isinstance(section, Mapping):
-        raise CCMeterError("[share] in config.toml must be a table, e.g. [share] path = \"...\"")
-    names = section.get("project_names") or {}
-    if not isinstance(names, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in names.items()
-    ):
-        raise CCMeterError(
-            '[share.project_names] must map names to non-empty names, e.g. "secret" = "Project A"'
-        )
-    chosen_user = user or env.get("CCMETER_USER") or section.get("user") or default_user()
-    salt = section.get("salt")
-    if salt is not None and not isinstance(salt, str):
-        raise CCMeterError("[share] salt must be a string")
-    return ShareSettings(
-        user=check_user(str(chosen_user)),
-        share=share_folder(cfg, share),
-        anonymize=bool(section.get("anonymize", False)) if anonymize is None else anonymize,
-        hash_projects=(bool(section.get("hash_projects", False))
-                       if hash_projects is None else hash_projects),
-        salt=salt or None,
-        project_names=dict(names),
-    )
-
-
-def share_folder(cfg: Mapping[str, Any], option: str | Path | None) -> Path | None:
-    """The share folder: the option, else ``[share] path`` in the config, else None."""
-    section = cfg.get("share") or {}
-    raw = option if option is not None else (
-        section.get("path") if isinstance(section, Mapping) else None)
-    return Path(str(raw)).expanduser() if raw else None
-
-
-def check_user(user: str) -> str:
-    user = user.strip()
-    if not user or len(user) > 200 or any(ord(c) < 32 for c in user) or user in (".", ".."):
-        raise CCMeterError(f"{user!r} is not a usable user name for the share; pass --user NAME")
-    return user
-
-
-def machine_id(paths: Paths) -> str:
-    """A random id for this machine, created once and kept in ccmeter's data folder."""
-    path = paths.data_dir / MACHINE_ID_FILE
-    with contextlib.suppress(FileNotFoundError):
-        existing = path.read_text(encoding="ascii").strip()
-        if re.fullmatch(r"[0-9a-f]{16}", existing):
-            return existing
-    paths.data_dir.mkdir(parents=True, exist_ok=True)
-    new = secrets.token_hex(8)
-    try:  # O_EXCL: two first pushes at once agree on one id
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        time.sleep(0.05)
-        existing = path.read_text(encoding="ascii").strip()
-        if re.fullmatch(r"[0-9a-f]{16}", existing):
-            return existing
-        raise CCMeterError(f"{path} is damaged; delete it and push again") from None
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(new + "\n")
-    return new
 
 
 # --- summarising the local database ---------------------------------------------------------
@@ -380,6 +243,20 @@ def remove_part(path: Path) -> bool:
     return True
 
 
+def machine_folders(share: Path, machine: str) -> set[str]:
+    """The ``user=`` folders (decoded) that hold this machine's part file of any month."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        for month in os.scandir(share_base(share)):
+            if not month.name.startswith("month=") or not month.is_dir():
+                continue
+            for entry in os.scandir(month.path):
+                if (entry.name.startswith("user=")
+                        and os.path.isfile(os.path.join(entry.path, f"part-{machine}.jsonl"))):
+                    found.add(unquote(entry.name[len("user="):]))
+    return found
+
+
 def push(
     db: Any,
     paths: Paths,
@@ -387,9 +264,13 @@ def push(
     *,
     since: date | None = None,
     dry_run: bool = False,
+    rename: bool = False,
 ) -> tuple[PushResult, dict[Path, list[dict[str, Any]]]]:
     """Rewrite this machine's file for every month the database has (from ``since``'s month).
 
+    The name it publishes under is settled first (:func:`ccmeter.share_identity.settle`):
+    a push never moves this machine's files to another name unless ``rename`` says so, and
+    only then are its copies under other names removed.
     Returns what was done and, per file, the rows it holds (for ``--dry-run``).
     """
     share = settings.share
@@ -402,20 +283,26 @@ def push(
     if since is not None:
         since_ts = periods.month_start(since)
     rows = summarise(db, settings, since_ts=since_ts)
-    user = settings.public_user()
     machine = machine_id(paths)
     by_month: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_month.setdefault(row["day"][:7], []).append(row)
-    result = PushResult(user=user, machine=machine, rows=len(rows))
-    plan = {part_path(share, month, user, machine): month_rows
-            for month, month_rows in sorted(by_month.items())}
     if dry_run:
-        for month in sorted(by_month):
+        settings = settle(paths, settings, machine_folders(share, machine), rename=rename)
+        user = settings.public_user()
+        result = PushResult(user=user, machine=machine, rows=len(rows))
+        plan = {part_path(share, month, user, machine): month_rows
+                for month, month_rows in sorted(by_month.items())}
+        for month in sorted(by_month) if rename else ():
             for old_user, old in other_user_copies(share, month, user, machine).items():
                 result.removed.setdefault(old_user, []).append(old)
         return result, plan
     with _machine_lock(paths):
+        settings = settle(paths, settings, machine_folders(share, machine), rename=rename)
+        user = settings.public_user()
+        result = PushResult(user=user, machine=machine, rows=len(rows))
+        plan = {part_path(share, month, user, machine): month_rows
+                for month, month_rows in sorted(by_month.items())}
         for month, month_rows in sorted(by_month.items()):
             path = part_path(share, month, user, machine)
             data = encode_rows(month_rows)
@@ -432,6 +319,8 @@ def push(
                     result.written.append(path)
             except OSError as exc:
                 raise CCMeterError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            if not rename:
+                continue
             # Only once this month's file is in place: a reader may see both copies for a
             # moment, never neither.
             for old_user, old in other_user_copies(share, month, user, machine).items():
@@ -444,6 +333,11 @@ def push(
                 if gone:
                     log.info("removed %s: this machine now pushes as %s", old, user)
                     result.removed.setdefault(old_user, []).append(old)
+        try:
+            write_identity(paths, Identity(public=user, user=settings.user))
+        except OSError as exc:
+            raise CCMeterError(f"pushed, but cannot keep the name this machine publishes as "
+                               f"in {paths.data_dir}: {exc.strerror or exc}") from exc
     return result, plan
 
 

@@ -392,7 +392,7 @@ def test_local_calls_count_refused_calls_as_documented_and_team_calls_do_not(hom
     call including those a cap refused (blocked, $0); in the team share only calls sent."""
     from pathlib import Path
 
-    from ccmeter import share
+    from ccmeter import share, share_identity
 
     now = time.time()
     base = {"started_at": "x", "started_ts": now - 60, "model": "claude-opus-4-8",
@@ -403,7 +403,7 @@ def test_local_calls_count_refused_calls_as_documented_and_team_calls_do_not(hom
             base | {"call_uid": "b2", "status": "blocked", "cost_picousd": 0}]
     db = fill(home, rows)
     local = reports.build_report(db, ["project"], reports.Filters(), CATALOG).totals
-    [team] = share.summarise(db, share.ShareSettings(user="ana"))
+    [team] = share.summarise(db, share_identity.ShareSettings(user="ana"))
     db.conn.close()
     assert local["calls"] == 4 and local["unpriced_calls"] == 0 and local["cost"] == 7 * 10**9
     assert (team["calls"], team["blocked_calls"]) == (2, 2)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ccmeter import share, store, team
+from ccmeter import share, share_identity, store, team
 from ccmeter.config import CCMeterError, Paths
 
 PICO = 10**12
@@ -100,11 +100,13 @@ def expected_totals(rows: list[dict]) -> dict:
     return out
 
 
-def push_user(paths: Paths, share_dir: Path, user: str, **settings) -> share.PushResult:
+def push_user(paths: Paths, share_dir: Path, user: str, *, rename: bool = False,
+              **settings) -> share.PushResult:
     db = store.connect(paths.db_file)
     try:
-        result, _ = share.push(db, paths, share.ShareSettings(user=user, share=share_dir,
-                                                              **settings))
+        result, _ = share.push(db, paths, share_identity.ShareSettings(user=user, share=share_dir,
+                                                                       **settings),
+                               rename=rename)
     finally:
         db.conn.close()
     return result
@@ -129,7 +131,7 @@ def test_summary_rows_match_the_raw_calls(tmp_path):
     rows = make_rows("alice", 1)
     paths = fill_home(tmp_path / "alice", rows)
     db = store.connect(paths.db_file)
-    summary = share.summarise(db, share.ShareSettings(user="alice"))
+    summary = share.summarise(db, share_identity.ShareSettings(user="alice"))
 
     expected: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -163,7 +165,7 @@ def test_all_unpriced_group_is_null_and_blocked_only_group_costs_zero(tmp_path):
                 "status": "blocked", "input_tokens": 0},
     ])
     db = store.connect(paths.db_file)
-    by_model = {r["model"]: r for r in share.summarise(db, share.ShareSettings(user="u"))}
+    by_model = {r["model"]: r for r in share.summarise(db, share_identity.ShareSettings(user="u"))}
     assert by_model["new-model"]["cost_usd"] is None
     assert by_model["new-model"]["unpriced_calls"] == 1
     assert (by_model["m"]["calls"], by_model["m"]["blocked_calls"], by_model["m"]["cap_hits"],
@@ -181,7 +183,7 @@ def test_cap_hits_come_from_a_cap_events_table_when_there_is_one(tmp_path):
     db.execute("CREATE TABLE cap_events (ts REAL, project TEXT, model TEXT, cap TEXT)")
     for hour in (9, 11, 12):
         db.execute("INSERT INTO cap_events VALUES (?, 'p', 'm', 'daily')", [local_ts(day, hour)])
-    [row] = share.summarise(db, share.ShareSettings(user="u"))
+    [row] = share.summarise(db, share_identity.ShareSettings(user="u"))
     assert (row["blocked_calls"], row["cap_hits"]) == (1, 3)
 
 
@@ -271,7 +273,7 @@ def test_a_rename_withdraws_this_machines_copy_under_the_old_name(tmp_path, shar
     for path in kept:
         path.write_text("{}\n")
 
-    renamed = push_user(paths, share_dir, "bob")
+    renamed = push_user(paths, share_dir, "bob", rename=True)
     mine = sorted(share_dir.rglob(f"part-{machine}.jsonl"))
     assert [p.parent.name for p in mine] == ["user=bob", "user=bob"]
     assert renamed.removed == {"alice": [
@@ -286,6 +288,7 @@ def test_a_rename_withdraws_this_machines_copy_under_the_old_name(tmp_path, shar
     assert {k: got["bob"][k] for k in want} == want  # counted once, not twice
     assert got["alice"]["calls"] == expected_totals(make_rows("alice-desk", 22))["calls"]
     assert push_user(paths, share_dir, "bob").removed == {}  # nothing left to withdraw
+    assert push_user(paths, share_dir, "bob", rename=True).removed == {}
 
 
 def test_a_rename_with_since_withdraws_only_the_months_it_rewrites(tmp_path, share_dir):
@@ -293,8 +296,8 @@ def test_a_rename_with_since_withdraws_only_the_months_it_rewrites(tmp_path, sha
     push_user(paths, share_dir, "alice")
     db = store.connect(paths.db_file)
     try:
-        result, _ = share.push(db, paths, share.ShareSettings(user="bob", share=share_dir),
-                               since=date(2026, 11, 1))
+        result, _ = share.push(db, paths, share_identity.ShareSettings(user="bob", share=share_dir),
+                               since=date(2026, 11, 1), rename=True)
     finally:
         db.conn.close()
     assert [p.parent.parent.name for p in result.removed["alice"]] == ["month=2026-11"]
@@ -308,8 +311,8 @@ def test_dry_run_lists_the_copies_a_rename_would_withdraw(tmp_path, share_dir):
     before = snapshot(share_dir)
     db = store.connect(paths.db_file)
     try:
-        result, _ = share.push(db, paths, share.ShareSettings(user="bob", share=share_dir),
-                               dry_run=True)
+        result, _ = share.push(db, paths, share_identity.ShareSettings(user="bob", share=share_dir),
+                               dry_run=True, rename=True)
     finally:
         db.conn.close()
     assert list(result.removed) == ["alice@laptop"] and len(result.removed["alice@laptop"]) == 2
@@ -325,7 +328,7 @@ def test_two_names_pushing_at_once_from_one_machine_leave_one_copy(tmp_path, sha
     def run(user: str) -> None:
         try:
             barrier.wait()
-            push_user(paths, share_dir, user)
+            push_user(paths, share_dir, user, rename=user == "bob")
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -334,7 +337,9 @@ def test_two_names_pushing_at_once_from_one_machine_leave_one_copy(tmp_path, sha
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
+    # alice's pushes after bob's rename are refused (never moving bob's files back)
+    assert all(isinstance(exc, CCMeterError) and "publishes to the share as bob" in str(exc)
+               for exc in errors), errors
     months = Counter(p.parent.parent.name for p in share_dir.rglob("part-*.jsonl"))
     assert months == {"month=2026-10": 1, "month=2026-11": 1}
     data = team.read_share(share_dir)
@@ -575,29 +580,30 @@ def test_read_back_with_duckdb(tmp_path, share_dir):
 def test_user_is_option_then_env_then_config_then_login_at_host(monkeypatch):
     cfg = {"share": {"user": "from-config", "path": "~/team"}}
     env = {"CCMETER_USER": "from-env"}
-    assert share.resolve_settings(cfg, env, user="from-option").user == "from-option"
-    assert share.resolve_settings(cfg, env).user == "from-env"
-    assert share.resolve_settings(cfg, {}).user == "from-config"
-    monkeypatch.setattr(share.getpass, "getuser", lambda: "ana")
-    monkeypatch.setattr(share.socket, "gethostname", lambda: "laptop.corp.example")
-    assert share.resolve_settings({}, {}).user == "ana@laptop"
-    assert share.resolve_settings(cfg, {}).share == Path("~/team").expanduser()
-    assert share.resolve_settings(cfg, {}, share="/x").share == Path("/x")
+    assert share_identity.resolve_settings(cfg, env, user="from-option").user == "from-option"
+    assert share_identity.resolve_settings(cfg, env).user == "from-env"
+    assert share_identity.resolve_settings(cfg, {}).user == "from-config"
+    monkeypatch.setattr(share_identity.getpass, "getuser", lambda: "ana")
+    monkeypatch.setattr(share_identity.socket, "gethostname", lambda: "laptop.corp.example")
+    assert share_identity.resolve_settings({}, {}).user == "ana@laptop"
+    assert share_identity.resolve_settings(cfg, {}).share == Path("~/team").expanduser()
+    assert share_identity.resolve_settings(cfg, {}, share="/x").share == Path("/x")
     with pytest.raises(CCMeterError):
-        share.resolve_settings({}, {}, user="  ")
+        share_identity.resolve_settings({}, {}, user="  ")
 
 
 def test_anonymize_needs_a_salt_and_is_stable_across_machines(tmp_path, share_dir):
     with pytest.raises(CCMeterError, match="salt"):
-        share.resolve_settings({}, {}, user="alice", anonymize=True).public_user()
+        share_identity.resolve_settings({}, {}, user="alice", anonymize=True).public_user()
     cfg = {"share": {"salt": "team-salt-123", "anonymize": True}}
-    one = share.resolve_settings(cfg, {}, user="alice").public_user()
-    assert one == share.resolve_settings(cfg, {}, user="alice").public_user()
+    one = share_identity.resolve_settings(cfg, {}, user="alice").public_user()
+    assert one == share_identity.resolve_settings(cfg, {}, user="alice").public_user()
     assert one.startswith("u-") and len(one) == 18 and "alice" not in one
-    assert one != share.resolve_settings(cfg, {}, user="bob").public_user()
+    assert one != share_identity.resolve_settings(cfg, {}, user="bob").public_user()
     other_salt = {"share": {"salt": "another", "anonymize": True}}
-    assert one != share.resolve_settings(other_salt, {}, user="alice").public_user()
-    assert share.resolve_settings(cfg, {}, user="alice", anonymize=False).public_user() == "alice"
+    assert one != share_identity.resolve_settings(other_salt, {}, user="alice").public_user()
+    plain = share_identity.resolve_settings(cfg, {}, user="alice", anonymize=False)
+    assert plain.public_user() == "alice"
 
     for machine in ("m1", "m2"):
         paths = fill_home(tmp_path / machine, make_rows(machine, 21))
@@ -608,7 +614,7 @@ def test_anonymize_needs_a_salt_and_is_stable_across_machines(tmp_path, share_di
 
 
 def test_projects_hashed_or_mapped(tmp_path):
-    settings = share.ShareSettings(user="u", hash_projects=True, salt="s",
+    settings = share_identity.ShareSettings(user="u", hash_projects=True, salt="s",
                                    project_names={"secret-proj": "Project A", "web": "Web"})
     assert settings.public_project("secret-proj") == "Project A"
     assert settings.public_project("/Users/x/code/secret-proj") == "Project A"
@@ -616,9 +622,9 @@ def test_projects_hashed_or_mapped(tmp_path):
     assert hashed.startswith("p-") and len(hashed) == 14 and "api" not in hashed
     assert hashed == settings.public_project("api-server")
     assert settings.public_project(None) is None
-    assert share.ShareSettings(user="u").public_project("C:\\work\\thing") == "thing"
+    assert share_identity.ShareSettings(user="u").public_project("C:\\work\\thing") == "thing"
     with pytest.raises(CCMeterError, match="salt"):
-        share.ShareSettings(user="u", hash_projects=True).public_project("x")
+        share_identity.ShareSettings(user="u", hash_projects=True).public_project("x")
 
     # two local projects mapped to one public name merge into one row
     day = date(2026, 11, 4)
@@ -631,25 +637,98 @@ def test_projects_hashed_or_mapped(tmp_path):
     ])
     db = store.connect(paths.db_file)
     cfg = {"share": {"project_names": {"a": "AB", "b": "AB"}}}
-    [row] = share.summarise(db, share.resolve_settings(cfg, {}, user="u"))
+    [row] = share.summarise(db, share_identity.resolve_settings(cfg, {}, user="u"))
     assert (row["project"], row["calls"], row["cost_picousd"], row["input_tokens"]) == (
         "AB", 2, 12, 3)
 
 
 def test_bad_share_config_is_a_user_error():
     with pytest.raises(CCMeterError, match="project_names"):
-        share.resolve_settings({"share": {"project_names": {"a": 3}}}, {}, user="u")
+        share_identity.resolve_settings({"share": {"project_names": {"a": 3}}}, {}, user="u")
     with pytest.raises(CCMeterError, match="table"):
-        share.resolve_settings({"share": "oops"}, {}, user="u")
+        share_identity.resolve_settings({"share": "oops"}, {}, user="u")
 
 
 def test_machine_id_is_created_once(tmp_path):
     paths = Paths(config_dir=tmp_path, data_dir=tmp_path)
     ids = set()
-    threads = [threading.Thread(target=lambda: ids.add(share.machine_id(paths)))
+    threads = [threading.Thread(target=lambda: ids.add(share_identity.machine_id(paths)))
                for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(ids) == 1 and ids == {share.machine_id(paths)}
+    assert len(ids) == 1 and ids == {share_identity.machine_id(paths)}
+
+
+# --- the name a machine publishes under -----------------------------------------------------
+
+
+def test_a_push_under_another_name_never_moves_or_deletes_the_published_files(
+        tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 41))
+    push_user(paths, share_dir, "alice")
+    before = snapshot(share_dir)
+    with pytest.raises(CCMeterError) as refused:
+        push_user(paths, share_dir, "root@host")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith("this machine publishes to the share as alice, not root@host")
+    assert "ccmeter push --rename-to root@host" in message
+    assert snapshot(share_dir) == before  # nothing written, nothing removed
+    with pytest.raises(CCMeterError):
+        db = store.connect(paths.db_file)
+        try:
+            share.push(db, paths, share_identity.ShareSettings(user="root@host", share=share_dir),
+                       dry_run=True)
+        finally:
+            db.conn.close()
+
+
+def test_a_push_that_names_no_user_publishes_under_the_kept_name(tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 42))
+    push_user(paths, share_dir, "alice")
+    cron = share_identity.ShareSettings(user="root@host", share=share_dir,
+                                        user_source="default")  # login@host under cron
+    db = store.connect(paths.db_file)
+    try:
+        result, _ = share.push(db, paths, cron)
+    finally:
+        db.conn.close()
+    assert result.user == "alice" and result.removed == {}
+    assert {p.parent.name for p in share_dir.rglob("part-*.jsonl")} == {"user=alice"}
+
+
+def test_before_the_name_was_kept_the_share_says_who_the_machine_is(tmp_path, share_dir):
+    """Machines that pushed before ccmeter kept the name: their files tell it."""
+    paths = fill_home(tmp_path / "h", make_rows("alice", 43))
+    push_user(paths, share_dir, "alice")
+    (paths.data_dir / share_identity.IDENTITY_FILE).unlink()
+    before = snapshot(share_dir)
+    with pytest.raises(CCMeterError, match="as alice, not bob"):
+        push_user(paths, share_dir, "bob")
+    assert snapshot(share_dir) == before
+    cron = share_identity.ShareSettings(user="root@host", share=share_dir, user_source="default")
+    db = store.connect(paths.db_file)
+    try:
+        assert share.push(db, paths, cron)[0].user == "alice"
+    finally:
+        db.conn.close()
+
+
+def test_switching_anonymize_is_a_change_of_name_too(tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 44))
+    push_user(paths, share_dir, "alice")
+    with pytest.raises(CCMeterError, match="--rename-to alice --anonymize"):
+        push_user(paths, share_dir, "alice", anonymize=True, salt="s" * 20)
+    moved = push_user(paths, share_dir, "alice", anonymize=True, salt="s" * 20, rename=True)
+    assert moved.user.startswith("u-") and list(moved.removed) == ["alice"]
+
+
+def test_a_damaged_kept_name_is_a_one_line_error(tmp_path, share_dir):
+    paths = fill_home(tmp_path / "h", make_rows("alice", 45))
+    push_user(paths, share_dir, "alice")
+    (paths.data_dir / share_identity.IDENTITY_FILE).write_bytes(b"\xff{")
+    with pytest.raises(CCMeterError, match="is damaged") as caught:
+        push_user(paths, share_dir, "alice")
+    assert "\n" not in str(caught.value)

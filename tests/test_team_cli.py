@@ -234,7 +234,12 @@ def test_pushing_under_a_new_name_withdraws_the_old_copy_and_says_so(tmp_path):
     fill_home(home, rows)
     first = start_push(home, "--to", str(share_dir), "--user", "alice")
     assert first.communicate(timeout=60) == ("", "") and first.returncode == 0
-    renamed = start_push(home, "--to", str(share_dir), "-v", CCMETER_USER="bob")
+    refused = start_push(home, "--to", str(share_dir), "-v", CCMETER_USER="bob")
+    out, err = refused.communicate(timeout=60)
+    assert refused.returncode != 0 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and "ccmeter push --rename-to bob" in err
+    assert len(list(share_dir.rglob("user=alice/*.jsonl"))) == 2  # untouched
+    renamed = start_push(home, "--to", str(share_dir), "-v", "--rename-to", "bob")
     out, err = renamed.communicate(timeout=60)
     assert (renamed.returncode, err) == (0, "")
     lines = out.splitlines()
@@ -255,8 +260,8 @@ def test_dry_run_names_the_copies_a_new_name_would_withdraw(tmp_path, user_dirs)
     fill_home(user_dirs.data_dir, make_rows("ana", 32))
     runner.invoke(app, ["push", "--to", str(share_dir), "--user", "alice"],
                   catch_exceptions=False)
-    result = runner.invoke(app, ["push", "--to", str(share_dir), "--user", "bob", "--dry-run"],
-                           catch_exceptions=False)
+    result = runner.invoke(app, ["push", "--to", str(share_dir), "--rename-to", "bob",
+                                 "--dry-run"], catch_exceptions=False)
     assert result.exit_code == 0
     assert result.stderr.count("# would remove ") == 2
     assert "alice's copy from this machine: renamed to bob" in result.stderr
@@ -275,3 +280,57 @@ def test_verbose_push_counts_in_the_singular_and_plural(tmp_path, user_dirs):
     assert "1 files" not in first.stdout
     second = runner.invoke(app, args, catch_exceptions=False)
     assert ": 0 files written, 1 unchanged" in second.stdout
+
+
+def _cron_env(home: Path) -> dict[str, str]:
+    """What cron gives a job: HOME, a bare PATH (plus where ccmeter is installed), no
+    CCMETER_USER, no CCMETER_HOME, no XDG_*, no terminal."""
+    venv_bin = str(Path(sys.executable).parent)
+    return {"HOME": str(home), "PATH": f"/usr/bin:/bin:{venv_bin}"}
+
+
+def _ccmeter(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "ccmeter"
+    return subprocess.run([str(exe), *args], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_docs_cron_line_pushes_under_the_name_the_user_published(tmp_path):
+    """Issue: cron has no CCMETER_USER, so a push resolved login@host and moved alice's
+    published files to it, deleting hers. The cron line of docs/team-share.md must work."""
+    home = tmp_path / "home"
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    env = _cron_env(home)
+    data_dir = Path(subprocess.run(
+        [sys.executable, "-c", "from ccmeter import config; print(config.paths().data_dir)"],
+        env=env, capture_output=True, text=True, check=True).stdout.strip())
+    rows = make_rows("alice", 61)
+    fill_home(data_dir, rows)
+    first = _ccmeter("push", "--to", str(share_dir), env=env | {"CCMETER_USER": "alice"})
+    assert (first.returncode, first.stdout, first.stderr) == (0, "", "")
+    alice = sorted(share_dir.rglob("part-*.jsonl"))
+    assert [p.parent.name for p in alice] == ["user=alice", "user=alice"]
+
+    fill_home(data_dir, make_rows("alice", 62))  # more calls since the last push
+    cron = _ccmeter("push", "--to", str(share_dir), env=env)  # the documented cron line
+    assert (cron.returncode, cron.stdout, cron.stderr) == (0, "", "")
+    assert sorted(share_dir.rglob("part-*.jsonl")) == alice  # same files, same name
+    assert not list(share_dir.rglob("user=*@*"))
+
+    other = _ccmeter("push", "--to", str(share_dir), "--user", "root@host", env=env)
+    assert other.returncode != 0 and other.stdout == ""
+    assert other.stderr.count("\n") == 1 and "Traceback" not in other.stderr
+    assert "--rename-to root@host" in other.stderr
+    assert sorted(share_dir.rglob("part-*.jsonl")) == alice
+
+
+def test_rename_to_and_user_disagreeing_is_a_user_error(tmp_path, user_dirs):
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    fill_home(user_dirs.data_dir, make_rows("ana", 63))
+    result = runner.invoke(app, ["push", "--to", str(share_dir), "--user", "a",
+                                 "--rename-to", "b"])
+    assert result.exit_code != 0
+    assert "not both" in str(result.exception)
+    assert not list(share_dir.rglob("*.jsonl"))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ccmeter import config, periods, render, share, store, team
+from ccmeter import config, periods, render, share, share_identity, store, team
 from ccmeter.commands.reports import FormatOption
 
 team_app = typer.Typer(
@@ -21,7 +21,7 @@ team_app = typer.Typer(
 UserOption = Annotated[
     str | None,
     typer.Option("--user", help="Name to push as (default: $CCMETER_USER, else \\[share] user "
-                 "in the config, else login@host)."),
+                 "in the config, else the name this machine publishes as, else login@host)."),
 ]
 SinceOption = Annotated[
     str | None,
@@ -39,6 +39,10 @@ def push(
     to: Annotated[Path | None, typer.Option("--to", help="Share folder (a mounted team "
                   "folder); default: \\[share] path in the config.")] = None,
     user: UserOption = None,
+    rename_to: Annotated[str | None, typer.Option(
+        "--rename-to", metavar="NAME", help="Publish this machine's summaries under NAME from "
+        "now on, moving its files from the name it published under (a push never does this "
+        "on its own).")] = None,
     anonymize: Annotated[bool | None, typer.Option("--anonymize/--no-anonymize",
                          help="Publish a salted hash instead of the user name (needs "
                          "\\[share] salt in the config).")] = None,
@@ -61,10 +65,13 @@ def push(
     Examples:
       ccmeter push --to /mnt/team/ccmeter
       ccmeter push --anonymize --hash-projects -v
+      ccmeter push --rename-to alice
     """
     paths = config.paths()
-    settings = share.resolve_settings(
-        config.load_config(paths), os.environ, share=to, user=user,
+    if rename_to is not None and user is not None and rename_to != user:
+        raise config.CCMeterError("give --user or --rename-to, not both")
+    settings = share_identity.resolve_settings(
+        config.load_config(paths), os.environ, share=to, user=rename_to or user,
         anonymize=anonymize, hash_projects=hash_projects,
     )
     since_day = periods.parse_day(since) if since else None
@@ -74,7 +81,8 @@ def push(
         return
     db = store.connect(paths.db_file)
     try:
-        result, plan = share.push(db, paths, settings, since=since_day, dry_run=dry_run)
+        result, plan = share.push(db, paths, settings, since=since_day, dry_run=dry_run,
+                                  rename=rename_to is not None)
     finally:
         db.conn.close()
     if dry_run:
@@ -128,7 +136,7 @@ def team_report(
     if fmt not in render.FORMATS:
         raise config.CCMeterError(f"unknown format {fmt!r}; one of {', '.join(render.FORMATS)}")
     dims = team.check_by(by or [])
-    folder = share.share_folder(config.load_config(), from_)
+    folder = share_identity.share_folder(config.load_config(), from_)
     if folder is None:
         raise config.CCMeterError("no share folder: pass --from PATH or set [share] path in "
                                   "config.toml")
