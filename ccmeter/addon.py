@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -26,10 +26,11 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
-from ccmeter import attribution, callrow, config, pricing, providers, store
+from ccmeter import attribution, callrow, config, pricing, providers, store, untrusted
 from ccmeter.callrow import Call
 from ccmeter.enforce import Enforcer
 from ccmeter.sessionprojects import SessionProjects
+from ccmeter.sse import SSEDecoder, looks_like_event_stream
 from ccmeter.tees import RequestTee, StreamTee
 from ccmeter.usage import merge_usage
 
@@ -47,15 +48,29 @@ def is_messages_call(method: str, path: str) -> bool:
     return method == "POST" and path.split("?", 1)[0].rstrip("/").endswith("/v1/messages")
 
 
+#: Folders walked up from a working directory looking for its repository's ``.git``.
+GIT_TOP_MAX_LEVELS = 64
+
+
 @lru_cache(maxsize=512)
 def git_top(directory: str) -> str | None:
-    """The enclosing git repository's top folder, found by walking up (no subprocess)."""
+    """The enclosing git repository's top folder, found by walking up (no subprocess).
+
+    The walk is bounded: at most GIT_TOP_MAX_LEVELS folders of a path no longer than
+    PATH_MAX, one string each (``Path.parents`` of a 100 KB path with 50,000 parts built
+    50,000 paths of up to 100 KB: seconds of the event loop and gigabytes)."""
+    if len(directory) > attribution.MAX_WORKING_DIR or not os.path.isabs(directory):
+        return None
+    here = os.path.normpath(directory)
     try:
-        here = Path(directory)
-        for candidate in (here, *here.parents):
-            if (candidate / ".git").exists():
-                return str(candidate)
-    except OSError:
+        for _ in range(GIT_TOP_MAX_LEVELS):
+            if os.path.exists(os.path.join(here, ".git")):
+                return here
+            parent = os.path.dirname(here)
+            if parent == here:
+                return None
+            here = parent
+    except (OSError, ValueError):
         return None
     return None
 
@@ -67,8 +82,8 @@ def body_kind(headers: http.Headers) -> tuple[str, str]:
     content_type = encoding = ""
     for name, value in headers.fields:
         lowered = name.lower()
-        if lowered == b"content-type" and not content_type:
-            content_type = value.decode("utf-8", "surrogateescape")
+        if lowered == b"content-type" and not content_type:  # a media type is case-blind
+            content_type = value.decode("utf-8", "surrogateescape").strip().lower()
         elif lowered == b"content-encoding" and not encoding:
             encoding = value.decode("utf-8", "surrogateescape").strip().lower()
     return content_type, "" if encoding == "identity" else encoding
@@ -90,8 +105,8 @@ def attribute_request(request: http.Request) -> attribution.Attribution:
 
 def _attribute_request(request: http.Request) -> attribution.Attribution:
     try:
-        body = json.loads(request.get_content(strict=False) or b"{}")
-    except ValueError:
+        body = untrusted.loads(request.get_content(strict=False) or b"{}")
+    except ValueError:  # not JSON (a body too deep for json.loads is still read)
         body = {}
     return attribution.attribute(request.headers, body if isinstance(body, dict) else {})
 
@@ -319,13 +334,12 @@ class Meter:
                     tag: str | None) -> Call:
         """Keep a Call for this flow; ``tag`` is the launcher's project header, if the
         request had one. Its body (100–500 KB from Claude Code) is read in ``request``."""
-        tag = (tag or "").strip()
         call = Call(
             uid=flow.id,
             started_ts=flow.request.timestamp_start,
             host=host,
             attribution=attribution.Attribution(),
-            project=tag[:200] or None,
+            project=attribution.project_tag(tag),
             endpoint=endpoint,
         )
         self.calls[flow.id] = call
@@ -413,8 +427,15 @@ class Meter:
             return
         if not content:
             return
+        if looks_like_event_stream(content):  # no content-type (or a wrong one): sniffed
+            for event in [*(decoder := SSEDecoder()).feed(content), *decoder.flush()]:
+                if event.too_large:
+                    call.state.unread(event.name, "over 16 MB, not read")
+                elif event.data is not None:
+                    call.state.apply_event(event.name, event.data)
+            return
         try:
-            body = json.loads(content)
+            body = untrusted.loads(content)
         except ValueError:
             if response.status_code < 400:
                 call.metering_error = "answer is neither an event stream nor JSON"

@@ -169,6 +169,10 @@ def price_into(row: dict[str, Any], catalog: pricing.Catalog, model: str | None,
     )
     row["cost_basis"] = "subscription_list_equivalent" if subscription else "api"
     if usage is None:
+        if 200 <= (row.get("http_status") or 0) < 300:
+            # An answer came, but no usage could be read from it: unknown, never $0.
+            row.update(cost_picousd=None, pricing_note="no usage in the answer: cost unknown")
+            return
         # Nothing billed yet (an error before message_start): zero if the model is known.
         if model is None:  # not even the model: the call ended before its body was read
             row.update(cost_picousd=0, pricing_note="no usage: nothing was billed")

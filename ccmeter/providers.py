@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from ccmeter import untrusted
 from ccmeter.eventstream import EventStreamDecoder, Message, exception_message
 from ccmeter.sse import USAGE_EVENTS, Event
 
@@ -225,7 +226,7 @@ class BedrockStream:
             self.skipped += 1
             return []
         try:
-            outer = json.loads(message.payload)
+            outer = untrusted.loads(message.payload)
             raw = base64.b64decode(outer["bytes"], validate=True)
         except (ValueError, KeyError, TypeError, binascii.Error):
             self.skipped += 1  # not a PayloadPart (a gateway keep-alive, say): skipped
@@ -234,7 +235,7 @@ class BedrockStream:
         if sniff and sniff[1].decode() not in self.wanted:
             return [Event(sniff[1].decode(), None)]  # mostly text deltas: no JSON work
         try:
-            data = json.loads(raw)
+            data = untrusted.loads(raw)
         except ValueError:
             self.skipped += 1
             return []
@@ -302,7 +303,7 @@ def _error_event(message: Message) -> Event:
     text = message.header(":error-message")
     if text is None:
         try:
-            body = json.loads(message.payload)
+            body = untrusted.loads(message.payload)
             text = body.get("message") or body.get("Message") if isinstance(body, dict) else None
         except ValueError:
             text = message.payload[:500].decode("utf-8", "replace") or None

@@ -27,6 +27,15 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 #: How much of a skipped event is kept to name it.
 _HEAD_BYTES = 512
 _TYPE_IN_HEAD = re.compile(rb'"type"\s*:\s*"([A-Za-z_]{1,64})"')
+#: How an event stream begins: a field (``event:``, ``data:``, ``id:``, ``retry:``) or a
+#: ``:`` comment, maybe after blank lines. JSON never does.
+_STREAM_START = re.compile(rb"[\r\n]*(?:event|data|id|retry)?:")
+
+
+def looks_like_event_stream(head: bytes) -> bool:
+    """Whether a body sent without a (right) content-type is an event stream, from its
+    first bytes."""
+    return _STREAM_START.match(head[:256]) is not None
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,8 @@ class StreamTee:
         for event in events:
             if event.data is not None:
                 state.apply_event(event.name, event.data)
+            elif event.too_large:  # skipped, memory bounded: its call's cost is unknown
+                state.unread(event.name, "over 16 MB, not read")
             if self.call.limit is not None:
                 self.call.limit.observe(event.name, event.data, state.model, state.usage)
             if self._on_start and state.started:

@@ -673,7 +673,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers[k] = f"{headers[k]}, {value}" if k in headers else value
         try:
             doc = json.loads(body) if body else None
-        except ValueError:
+        except (ValueError, RecursionError):  # a fuzzed body is no JSON to read
             doc = None
         rec = Recorded(
             method=self.command,
