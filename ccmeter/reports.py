@@ -39,7 +39,15 @@ TOKEN_FIELDS = (
     "output_tokens",
 )
 MAX_FILLED_BUCKETS = 2000
-NONE_LABEL = "(none)"
+#: What a table shows where a call has no project (and the same for any other grouping):
+#: one name in report, sessions, session, watch and team report. JSON/CSV keep null.
+NO_PROJECT = "(no project)"
+NONE_LABEL = NO_PROJECT  # the old name, until its last users move to NO_PROJECT
+
+
+def missing_label(dimension: str) -> str:
+    """``(no project)``, ``(no model)``, ``(no session)``: a missing name, as tables show it."""
+    return f"(no {dimension})"
 
 
 # --- SQL -----------------------------------------------------------------------------------

@@ -150,8 +150,8 @@ def report_columns(dims: Sequence[str], fmt: str, rows: Sequence[Mapping[str, An
 
 
 def _table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as a table shows them: short session ids, ``(none)`` for a missing name."""
-    from ccmeter.reports import NONE_LABEL
+    """Rows as a table shows them: short session ids, ``(no project)`` for a missing name."""
+    from ccmeter.reports import missing_label
     from ccmeter.sessions import short_id
 
     shown = []
@@ -159,9 +159,10 @@ def _table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         copy = dict(row)
         for key in ("project", "model"):
             if key in copy and copy[key] is None:
-                copy[key] = NONE_LABEL
+                copy[key] = missing_label(key)
         if "session" in copy:
-            copy["session"] = short_id(copy["session"]) if copy["session"] else NONE_LABEL
+            copy["session"] = (short_id(copy["session"]) if copy["session"]
+                               else missing_label("session"))
         shown.append(copy)
     return shown
 

@@ -165,10 +165,12 @@ def team_report(
         meta["cap_hits"] = total["cap_hits"]
         if data.skipped:
             meta["skipped_files"] = len(data.skipped)
+        from ccmeter.reports import missing_label
+
         for group in groups:  # say so rather than show an empty cell
             for dim in dims:
                 if group[dim] is None:
-                    group[dim] = f"(no {dim})"
+                    group[dim] = missing_label(dim)
     else:
         meta["files"] = data.files
         meta["skipped"] = [{"file": str(p), "reason": r} for p, r in data.skipped]
