@@ -17,16 +17,22 @@ datetime  Unix seconds, datetime or ISO str    local ``YYYY-MM-DD      ISO 8601 
                                                HH:MM``                 UTC offset
 spark     float fraction of the largest row,   ``█████▌`` (or          left out (presentation
           or a sequence of numbers             ``▁▃▇`` for a list)     only)
+number    a decimal as str or Decimal (a rate)  as given, right-aligned string / null
 ========  ===================================  ======================  =====================
 
 The JSON document is ``{"title", "meta", "columns", "rows", "totals"}``; CSV is a header of
 field names and one line per row (totals are left out so a spreadsheet's own sums stay
 right). Both are documented as a stable schema in ``docs/report-formats.md``.
 
-Tables respect ``NO_COLOR``, fit the terminal's width (below 110 columns counts become
-``12.3k`` / ``4.56M``, text columns are shortened with an ellipsis, spark columns dropped
-below 70 columns) and carry no escape codes when the output
-is not a terminal.
+Tables respect ``NO_COLOR``, fit the terminal's width and carry no escape codes when the
+output is not a terminal. Fitting keeps one line per row: below 110 columns counts become
+``12.3k`` / ``4.56M``; spark columns go below 70; then columns are hidden, those marked
+``drop`` first (highest first), then extra counts, dates and amounts, never a ``keep`` one;
+text that still does not fit is shortened with an ellipsis, except a ``whole`` column's.
+
+Money in a table follows one rule for the whole table (:func:`usd_places`): cents when every
+amount in it is $1 or more (or zero), otherwise four decimals for every amount, so decimal
+points line up and a column never mixes ``$9.33`` with ``$0.5266``.
 """
 
 from __future__ import annotations
@@ -36,18 +42,19 @@ import json
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, TextIO
 
 FORMATS = ("table", "json", "csv")
-KINDS = ("text", "int", "usd", "percent", "datetime", "spark")
+KINDS = ("text", "int", "usd", "percent", "datetime", "spark", "number")
 PICO_PER_USD = 10**12
 UNPRICED = "unpriced"
 NARROW = 70  # below this many columns a table drops its spark column
 COMPACT = 110  # below this, token counts are shown as 12.3k / 4.56M
+WHOLE_MAX = 40  # a "whole" text column is shortened only past this many characters
 
 _BARS = " ▏▎▍▌▋▊▉█"
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -56,11 +63,18 @@ _BAR_WIDTH = 12
 
 @dataclass(frozen=True)
 class Column:
-    """One output column: the row key it reads, its table header and its kind of value."""
+    """One output column: the row key it reads, its table header and its kind of value.
+
+    For narrow tables: ``keep`` is never hidden; ``whole`` is never hidden nor shortened (an
+    id that must be read in full); ``drop`` > 0 is hidden before the others, highest first.
+    """
 
     key: str
     header: str
     kind: str = "text"
+    keep: bool = False
+    whole: bool = False
+    drop: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -83,17 +97,27 @@ def usd_string(picousd: int | None) -> str | None:
     return None if value is None else f"{value:.12f}"
 
 
-def format_usd(picousd: int | None) -> str:
-    """Dollars for people: cents from $1 up, four decimals below, ``unpriced`` for None."""
+def format_usd(picousd: int | None, places: int | None = None) -> str:
+    """Dollars for people, ``unpriced`` for None. A lone amount: cents from $1 up, four
+    decimals below; ``places`` (2 or 4, from :func:`usd_places`) fixes it for a table."""
     value = usd_decimal(picousd)
     if value is None:
         return UNPRICED
-    places = Decimal("0.01") if abs(value) >= 1 or value == 0 else Decimal("0.0001")
-    rounded = value.quantize(places, rounding=ROUND_HALF_EVEN)
+    if places is None:
+        places = 2 if abs(value) >= 1 or value == 0 else 4
+    rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
     if rounded == 0 and value != 0:
-        return "<$0.0001" if value > 0 else "-<$0.0001"
+        tiny = f"<${Decimal(1).scaleb(-places)}"
+        return tiny if value > 0 else "-" + tiny
     sign = "-" if rounded < 0 else ""
     return f"{sign}${abs(rounded):,}"
+
+
+def usd_places(amounts: Iterable[int | None]) -> int:
+    """One precision for every amount a table shows: 2 (cents) when each is zero or at least
+    $1, else 4. A table that mixed ``$9.33`` with ``$0.5266`` would misalign its points."""
+    small = any(a is not None and 0 < abs(int(a)) < PICO_PER_USD for a in amounts)
+    return 4 if small else 2
 
 
 def format_int(value: Any) -> str:
@@ -163,10 +187,10 @@ def sparkline(values: Sequence[float | int | None]) -> str:
     return "".join(_SPARKS[min(7, int(v / top * 7.999))] for v in numbers)
 
 
-def format_cell(value: Any, kind: str) -> str:
-    """A value as a table shows it."""
+def format_cell(value: Any, kind: str, places: int | None = None) -> str:
+    """A value as a table shows it (``places``: the table's money precision)."""
     if kind == "usd":
-        return format_usd(value)
+        return format_usd(value, places)
     if kind == "int":
         return format_int(value)
     if kind == "percent":
@@ -313,7 +337,9 @@ def render_table(
 
     compact = width < COMPACT
     every = [*rows, *([totals] if totals is not None else [])]
-    shown = _fitting(columns, every, width, compact)
+    places = usd_places(r.get(c.key) for r in every for c in columns if c.kind == "usd")
+    sizes = _fitting(columns, every, width, compact, places)
+    shown = [c for c in columns if c.key in sizes]
     caption = _caption(meta)
     hidden = len([c for c in columns if c not in shown and c.kind != "spark"])
     if hidden:
@@ -323,58 +349,96 @@ def render_table(
                   caption_justify="left", pad_edge=False, show_edge=False,
                   collapse_padding=compact)
     for column in shown:
-        numeric = column.kind in ("int", "usd", "percent")
-        longest = max((len(format_cell(r.get(column.key), column.kind)) for r in every),
-                      default=0)
+        numeric = column.kind in ("int", "usd", "percent", "number")
         table.add_column(
             column.header,
             justify="right" if numeric else "left",
-            # numbers and dates are never cut; long names are shortened with an ellipsis
-            no_wrap=column.kind not in ("text",),
-            overflow="fold" if numeric else "ellipsis",
-            min_width=min(longest, 14) if column.kind == "text" else _min_width(column),
+            # one line per row, each column exactly as wide as _fitting says: numbers, dates
+            # and whole ids are never cut; other text is shortened with an ellipsis
+            no_wrap=True,
+            overflow="ellipsis",
+            width=sizes[column.key],
             style="cyan" if column.kind == "spark" else None,
         )
     for row in rows:
-        table.add_row(*(_cell(row.get(c.key), c, Text, compact) for c in shown))
+        table.add_row(*(_cell(row.get(c.key), c, Text, compact, places) for c in shown))
     if totals is not None:
         table.add_section()
-        cells = [_cell(totals.get(c.key), c, Text, compact) for c in shown]
+        cells = [_cell(totals.get(c.key), c, Text, compact, places) for c in shown]
         if shown and shown[0].key not in totals:
             cells[0] = Text("total")
         table.add_row(*cells, style="bold")
     return table
 
 
-def _natural_width(column: Column, rows: Sequence[Mapping[str, Any]], compact: bool) -> int:
+def _natural_width(column: Column, rows: Sequence[Mapping[str, Any]], compact: bool,
+                   places: int | None = None) -> int:
+    """The width of ``column``'s widest cell or header (no padding)."""
     def text(value: Any) -> str:
         if compact and column.kind == "int":
             return format_int_compact(value)
-        return format_cell(value, column.kind)
+        return format_cell(value, column.kind, places)
 
     cells = [len(text(r.get(column.key))) for r in rows]
-    return max([len(column.header), *cells, _min_width(column) or 0]) + 2
+    return max([len(column.header), *cells, _min_width(column) or 0])
+
+
+def _least_width(column: Column, natural: int) -> int:
+    """The narrowest a shown column may get: text shrinks to 14 (a whole id to 40)."""
+    if column.kind == "text":
+        return min(natural, max(len(column.header), WHOLE_MAX if column.whole else 14))
+    return natural
+
+
+def _gap(compact: bool) -> int:
+    """Cells between two columns (padding and the blank divider; less when collapsed)."""
+    return 2 if compact else 3
 
 
 def _fitting(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], width: int,
-             compact: bool) -> list[Column]:
-    """The columns that fit ``width``: bars go first, then (right to left) extra counts,
-    then extra money columns; the first column, the first count and the first amount stay."""
+             compact: bool, places: int | None = None) -> dict[str, int]:
+    """The columns that fit ``width`` and the width of each, in order.
+
+    Bars go first, then columns marked ``drop``, then (right to left) extra counts, dates and
+    money columns; the first column, the first count and the first amount stay, and so do
+    ``keep`` and ``whole`` columns. Only text columns shrink (with an ellipsis), the widest
+    first, so numbers, dates and whole ids are never cut."""
     shown = [c for c in columns if c.kind != "spark" or width >= NARROW]
-    widths = {c.key: _natural_width(c, rows, compact) for c in shown}
+    natural = {c.key: _natural_width(c, rows, compact, places) for c in shown}
     first_int = next((c for c in shown if c.kind == "int"), None)
     first_usd = next((c for c in shown if c.kind == "usd"), None)
     keep = {id(shown[0])} if shown else set()
     keep |= {id(c) for c in (first_int, first_usd) if c is not None}
+    keep |= {id(c) for c in shown if c.keep or c.whole}
     order = [c for c in shown if c.kind == "spark"]
-    order += [c for c in reversed(shown) if c.kind in ("int", "percent") and id(c) not in keep]
-    order += [c for c in reversed(shown) if c.kind == "datetime" and id(c) not in keep]
-    order += [c for c in reversed(shown) if c.kind == "usd" and id(c) not in keep]
+    order += sorted((c for c in shown if c.drop > 0 and id(c) not in keep),
+                    key=lambda c: -c.drop)
+    for kinds in (("int", "percent", "number"), ("datetime",), ("usd",)):
+        order += [c for c in reversed(shown) if c.kind in kinds and id(c) not in keep
+                  and c not in order]
+
+    def least(cols: list[Column]) -> int:
+        return (sum(_least_width(c, natural[c.key]) for c in cols)
+                + _gap(compact) * max(len(cols) - 1, 0))
+
     for column in order:
-        if sum(widths[c.key] for c in shown) <= width:
+        if least(shown) <= width:
             break
         shown.remove(column)
-    return shown
+    sizes = {c.key: natural[c.key] for c in shown}
+    excess = sum(sizes.values()) + _gap(compact) * max(len(shown) - 1, 0) - width
+    # shorten other text first; a whole id only when nothing else is left to give
+    for floor in ({c.key: _least_width(c, natural[c.key]) for c in shown},
+                  {c.key: min(natural[c.key], max(len(c.header), 14)) if c.kind == "text"
+                   else natural[c.key] for c in shown}):
+        while excess > 0:
+            shrinkable = [c for c in shown if sizes[c.key] > floor[c.key]]
+            if not shrinkable:
+                break
+            widest = max(shrinkable, key=lambda c: sizes[c.key] - floor[c.key])
+            sizes[widest.key] -= 1
+            excess -= 1
+    return sizes
 
 
 def _min_width(column: Column) -> int | None:
@@ -385,11 +449,12 @@ def _min_width(column: Column) -> int | None:
     return None
 
 
-def _cell(value: Any, column: Column, text_type: Any, compact: bool = False) -> Any:
+def _cell(value: Any, column: Column, text_type: Any, compact: bool = False,
+          places: int | None = None) -> Any:
     if compact and column.kind == "int":
         text = format_int_compact(value)
     else:
-        text = format_cell(value, column.kind)
+        text = format_cell(value, column.kind, places)
     if column.kind == "usd" and value is None:
         return text_type(text, style="yellow")
     return text_type(text)

@@ -50,6 +50,8 @@ SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd)
 FROM api_calls WHERE started_ts >= :since
 """
 
+ANY_CALL_SQL = "SELECT EXISTS (SELECT 1 FROM api_calls) AS any_call"
+
 SESSION_SPEND_SQL = """
 SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls,
     MAX(project) AS project
@@ -261,6 +263,11 @@ def spend_since(db: Any, since: float) -> tuple[int | None, int]:
     row = store.query(db, SPEND_SINCE_SQL, {"since": since})[0]
     cost = int(row["cost_picousd"] or 0) if row["priced_calls"] else None
     return cost, int(row["calls"] or 0) - int(row["priced_calls"] or 0)
+
+
+def has_calls(db: Any) -> bool:
+    """Whether anything was ever recorded (an empty database says what to do instead)."""
+    return bool(store.query(db, ANY_CALL_SQL)[0]["any_call"])
 
 
 def session_spend(db: Any, session_id: str) -> dict[str, Any]:

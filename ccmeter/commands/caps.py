@@ -167,15 +167,25 @@ def _show(fmt: str, session: str | None) -> None:
         "window": s.window,
         "state": "reached" if s.reached else ("warning" if s.warning else "ok"),
     } for s in statuses]
+    # on a narrow terminal Window, Remaining and State go; Used and Resets stay
     columns = [
         render.Column("cap", "Cap"), render.Column("scope", "Scope"),
-        render.Column("limit", "Limit", "usd"), render.Column("spent", "Spent", "usd"),
-        render.Column("remaining", "Remaining", "usd"), render.Column("used", "Used", "percent"),
-        render.Column("resets", "Resets", "datetime"), render.Column("window", "Window"),
-        render.Column("state", "State"),
+        render.Column("limit", "Limit", "usd"), render.Column("spent", "Spent", "usd", keep=True),
+        render.Column("remaining", "Remaining", "usd", drop=2),
+        render.Column("used", "Used", "percent", keep=True),
+        render.Column("resets", "Resets", "datetime", keep=True),
+        render.Column("window", "Window", drop=3), render.Column("state", "State", drop=1),
     ]
+    if fmt == "table":
+        rows = [{**row, "scope": _scope_label(str(row["scope"]))} for row in rows]
     title = "Spending caps" + (" — PAUSED" if paused is not None else "")
     render.emit(rows, columns, fmt, title=title, meta=meta)
+
+
+def _scope_label(scope: str) -> str:
+    """A session's scope by the short id reports show (``session:72292d5c``)."""
+    kind, _, name = scope.partition(":")
+    return f"{kind}:{name[:8]}" if kind == "session" else scope
 
 
 def _resolve_session(db: Any, prefix: str) -> str:
@@ -337,15 +347,22 @@ def mode_cmd(
     _user_errors(lambda: _edit(change))
 
 
+#: ``caps pause`` without ``--for``: long enough to finish a task, short enough that the caps
+#: come back on their own the same afternoon.
+PAUSE_DEFAULT = "1h"
+
+
 @caps_app.command("pause")
 def pause(
     for_: Annotated[str, typer.Option(
-        "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w.",
-        show_default=False)],
+        "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w; "
+        "one hour when not given.", show_default=False)] = PAUSE_DEFAULT,
 ) -> None:
-    """Lift enforcement for a while (spend is still metered); logged, shown in `ccmeter caps`.
+    """Lift enforcement for a while (one hour unless --for says otherwise); spend is still
+    metered. Logged, and shown in `ccmeter caps`.
 
-    Example:
+    Examples:
+      ccmeter caps pause
       ccmeter caps pause --for 30m
     """
 

@@ -216,47 +216,66 @@ def doctor() -> None:
 
     paths = config.paths()
     problems = 0
+    width = max(shutil.get_terminal_size().columns, 40)
+
+    def fold(text: str, first: str, rest: str = "     ") -> str:
+        """``text`` wrapped to the terminal after ``first`` (paths are never split)."""
+        import textwrap
+
+        return textwrap.fill(text, width, initial_indent=" " * len(first),
+                             subsequent_indent=rest, break_long_words=False,
+                             break_on_hyphens=False)[len(first):]
+
+    def shown(path: object) -> str:
+        """A path under the home folder as ``~/…``: the lines stay within the terminal."""
+        from pathlib import Path
+
+        try:
+            return "~/" + Path(str(path)).relative_to(Path.home()).as_posix()
+        except ValueError:
+            return str(path)
 
     def report(ok: bool, what: str, fix: str = "") -> None:
         nonlocal problems
         mark = typer.style("ok  ", fg=typer.colors.GREEN) if ok else typer.style(
             "FAIL", fg=typer.colors.RED)
-        typer.echo(f"{mark} {what}" + ("" if ok or not fix else f"\n     fix: {fix}"))
+        typer.echo(f"{mark} {fold(what, 'FAIL ')}"
+                   + ("" if ok or not fix else f"\n     fix: {fold(fix, '     fix: ')}"))
         problems += not ok
 
     def note(what: str) -> None:
-        typer.echo(typer.style("note", fg=typer.colors.YELLOW) + f" {what}")
+        typer.echo(typer.style("note", fg=typer.colors.YELLOW) + f" {fold(what, 'note ')}")
 
-    typer.echo(f"home: config {paths.config_dir}, data {paths.data_dir}")
+    typer.echo(f"config folder: {shown(paths.config_dir)}\ndata folder:   {shown(paths.data_dir)}")
     cfg: dict = {}
     try:
         cfg = config.load_config(paths)
-        report(True, f"config {paths.config_file}"
+        report(True, f"config {shown(paths.config_file)}"
                + ("" if paths.config_file.exists() else " (none yet; defaults apply)"))
     except config.CCMeterError as exc:
-        report(False, str(exc), f"edit or remove {paths.config_file}")
+        report(False, str(exc), f"edit or remove {shown(paths.config_file)}")
     try:
         db = store.connect(paths.db_file)
         count = store.query(db, "SELECT COUNT(*) AS n FROM api_calls")[0]["n"]
         db.conn.close()
-        report(True, f"database {paths.db_file} ({count} calls, schema v"
+        report(True, f"database {shown(paths.db_file)} ({count} calls, schema v"
                f"{len(store.MIGRATIONS)})")
     except Exception as exc:
-        report(False, f"database {paths.db_file}: {exc}",
+        report(False, f"database {shown(paths.db_file)}: {exc}",
                "check the folder's permissions and free disk space; if another program "
                "holds it locked, close it")
     try:
         info = launch.ensure_ca(paths)
         mode = info.key_path.stat().st_mode & 0o777
-        report(mode == 0o600, f"CA {info.cert_path} (sha256 {info.sha256[:23]}…)",
-               f"chmod 600 {info.key_path}")
+        report(mode == 0o600, f"CA {shown(info.cert_path)} sha256 {info.sha256[:23]}…",
+               f"chmod 600 {shown(info.key_path)}")
     except Exception as exc:
-        report(False, f"CA in {paths.ca_dir}: {exc}",
-               f"move {paths.ca_dir} aside; ccmeter creates a new CA on next use")
+        report(False, f"CA in {shown(paths.ca_dir)}: {exc}",
+               f"move {shown(paths.ca_dir)} aside; ccmeter creates a new CA on next use")
     try:
         port = config.config_port(cfg)
     except config.CCMeterError as exc:
-        report(False, str(exc), f"edit {paths.config_file}")
+        report(False, str(exc), f"edit {shown(paths.config_file)}")
         port = config.DEFAULT_PORT
     if launch.port_is_free(port):
         report(True, f"port {port} free for `ccmeter serve`")
@@ -278,7 +297,7 @@ def doctor() -> None:
                                      timeout=20).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             version = "version unknown"
-        report(True, f"claude on PATH: {claude} ({version})")
+        report(True, f"claude on PATH: {shown(claude)} ({version})")
     else:
         report(False, "claude is not on PATH",
                "npm install -g @anthropic-ai/claude-code, or pass its path to `ccmeter run --`")

@@ -11,6 +11,7 @@ import io
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -21,7 +22,8 @@ from ccmeter.statusline import _ago, _caps, _local, plan_line, statusline_text  
 FormatOption = Annotated[
     str,
     typer.Option("--format", "-f", help="Output format: table (for people), json or csv "
-                 "(stable schemas, see docs/report-formats.md)."),
+                 "(for machines: money as exact dollars and integer picodollars, times in "
+                 "ISO 8601 with the UTC offset)."),
 ]
 SinceOption = Annotated[
     str | None,
@@ -80,6 +82,21 @@ def _range(since: str | None, until: str | None, now: float) -> tuple[float | No
     return start, end
 
 
+NO_CALLS_YET = ("No calls recorded yet. Run Claude Code through ccmeter: "
+                "ccmeter run -- claude")
+
+
+def _nothing_yet(db: Any) -> bool:
+    """True, having said what to do next, when nothing was ever recorded: an empty
+    database gets a next step, not a table of zeros."""
+    from ccmeter.sessions import has_calls
+
+    if has_calls(db):
+        return False
+    typer.echo(NO_CALLS_YET)
+    return True
+
+
 def _open_db() -> Any:
     from ccmeter import store
 
@@ -124,7 +141,9 @@ def report_columns(dims: Sequence[str], fmt: str, rows: Sequence[Mapping[str, An
     from ccmeter.render import Column
 
     columns = [Column("period", "Period")] if period else []
-    columns += [Column(d, _DIM_HEADERS[d]) for d in dims]
+    # what the rows are grouped by is never shortened (six rows of "claude-opus-4…" say
+    # nothing); counts are hidden first when a terminal is narrow
+    columns += [Column(d, _DIM_HEADERS[d], whole=True) for d in dims]
     if "session" in dims:
         if "project" not in dims:
             columns.append(Column("project", "Project"))
@@ -233,10 +252,16 @@ def report(
             rep = reports.build_report(db, dims, filters, catalog)
         except ValueError as exc:
             raise config.CCMeterError(str(exc)) from None
+        empty = fmt == "table" and not rep.totals["calls"] and _nothing_yet(db)
     finally:
         db.conn.close()
     title = "Spend by " + " and ".join(rep.dimensions)
-    if fmt == "table":
+    if empty:
+        return
+    if fmt == "table" and not rep.totals["calls"]:
+        typer.echo(f"No calls in this period ({_caption(rep, now)['period']}); a wider "
+                   "--since may find some.")
+    elif fmt == "table":
         render.emit(_table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
                     fmt, title=title, totals=rep.totals, meta=_caption(rep, now))
     else:
@@ -254,9 +279,14 @@ def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | 
         filters = reports.Filters(since=since, project=project, model=model)
         views.append((period, reports.build_report(db, ["project"], filters, catalog)))
     if fmt == "table":
+        if not views[1][1].totals["calls"] and _nothing_yet(db):
+            return
         for index, (period, rep) in enumerate(views):
             if index:
                 sys.stdout.write("\n")
+            if not rep.totals["calls"]:
+                typer.echo(f"{period.capitalize()}: no calls yet.")
+                continue
             render.emit(_table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
                         fmt, title=f"{period.capitalize()} by project", totals=rep.totals,
                         meta=_caption(rep, now))
@@ -300,8 +330,14 @@ def sessions(
     db = _open_db()
     try:
         found = list_sessions(db, filters, limit)
+        if not found and fmt == "table" and _nothing_yet(db):
+            return
     finally:
         db.conn.close()
+    if not found and fmt == "table":
+        when = f" since {_local(filters.since)}" if filters.since is not None else ""
+        typer.echo(f"No sessions{when}; a wider --since may find some (e.g. --since 30d).")
+        return
     columns = [
         render.Column("session", "Session"),
         render.Column("started", "Started", "datetime"),
@@ -317,13 +353,33 @@ def sessions(
     if fmt == "table":
         if not any(r["unpriced_calls"] for r in rows):
             columns = [c for c in columns if c.key != "unpriced_calls"]
-        rows = _table_rows(rows)
+        # on a narrow terminal the times stay and the models go first (`session ID` has them)
+        columns = [render.Column("session", "Session", whole=True),
+                   render.Column("started", "Started", "datetime", keep=True),
+                   render.Column("last_clock", "Last call", keep=True),
+                   *(replace(c, drop=1) if c.key == "models" else
+                     replace(c, drop=2) if c.key == "subagent_calls" else c
+                     for c in columns[3:])]
+        rows = [{**row, "last_clock": _last_clock(row["started"], row["last_call"])}
+                for row in _table_rows(rows)]
         caption = {"since": _local(filters.since), "hint": "details: ccmeter session <id>"}
         render.emit(rows, columns, fmt, title=f"Sessions ({len(rows)} shown)", meta=caption)
     else:
         meta = {"since": _iso(filters.since), "until": _iso(filters.until), "project": project,
                 "model": model, "limit": limit, "generated_at": _iso(now)}
         render.emit(rows, columns, fmt, title="Sessions", meta=meta)
+
+
+def _last_clock(started: Any, last: Any) -> str:
+    """A session's last call as ``HH:MM`` on the day it started, else date and time."""
+    from ccmeter.render import to_datetime
+
+    first, end = to_datetime(started), to_datetime(last)
+    if end is None:
+        return ""
+    if first is not None and first.date() == end.date():
+        return end.strftime("%H:%M")
+    return end.strftime("%Y-%m-%d %H:%M")
 
 
 def session(
@@ -398,8 +454,15 @@ def session(
     for call in detail.calls:
         rows.append({**call, "clock": _local(call["time"], "%H:%M:%S"),
                      "model": short_model(call["model"])})
+    # the model is read whole; a status column is worth its width only when a call failed
+    drops = {"cache_write_tokens": 2, "cache_read_tokens": 1}  # before output tokens
+    columns = [replace(c, whole=True) if c.key == "model"
+               else replace(c, keep=True) if c.key == "status"
+               else replace(c, drop=drops[c.key]) if c.key in drops else c
+               for c in columns
+               if c.key != "status" or any(r.get("status") != "ok" for r in rows)]
     first = _local(totals.get("first_call"))
-    title = (f"Session {detail.session_id} · {totals.get('project') or reports.NONE_LABEL} · "
+    title = (f"Session {detail.session_id} · {totals.get('project') or reports.NO_PROJECT} · "
              f"{first} · {totals['calls']:,} calls · "
              f"{render.format_usd(totals['cost'])}")
     render.emit(rows, columns, fmt, title=title, totals=totals)
@@ -429,26 +492,48 @@ def _eta(status: Any, burn: dict[str | None, int], now: float) -> str:
     return _local(at, "%H:%M" if at - now < 86400 else "%a %H:%M")
 
 
-def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
-                      active_minutes: int = 15) -> list[Any]:
-    """The parts of one ``watch`` frame (rich renderables), newest figures from ``db``."""
+def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
+                  rows: Sequence[tuple[Sequence[str], str | None]], width: int,
+                  shrink: int) -> Any:
+    """A borderless rich table one line per row: every column as wide as its widest cell
+    except column ``shrink`` (a name), which takes what is left and ends in an ellipsis."""
     from rich.table import Table
+
+    sizes = [max([len(h), *(len(cells[i]) for cells, _ in rows)])
+             for i, (h, _) in enumerate(headers)]
+    rest = width - sum(sizes) + sizes[shrink] - 2 * (len(sizes) - 1)
+    sizes[shrink] = max(min(sizes[shrink], rest), len(headers[shrink][0]), 8)
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for (header, justify), size in zip(headers, sizes, strict=True):
+        table.add_column(header, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         overflow="ellipsis", width=size)
+    for cells, style in rows:
+        table.add_row(*cells, style=style)
+    return table
+
+
+def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
+                      active_minutes: int = 15, width: int = 100) -> list[Any]:
+    """The parts of one ``watch`` frame (rich renderables), newest figures from ``db``,
+    laid out for a terminal ``width`` columns wide."""
     from rich.text import Text
 
     from ccmeter import periods, render
-    from ccmeter.sessions import active_agents, burn_by_project, latest_plan, spend_since
+    from ccmeter.sessions import active_agents, burn_by_project, has_calls, latest_plan, spend_since
 
     now = time.time() if now is None else now
-    today, unpriced_today = spend_since(db, periods.local_midnight(now))
-    burn = burn_by_project(db, now - 3600)
-    burn_total = sum(burn.values())
     head = Text(f"ccmeter watch · {_local(now, '%Y-%m-%d %H:%M:%S')}\n", style="bold")
-    head.append(f"today {render.format_usd(today) if today is not None else '$0.00'}",
-                style="bold")
-    if unpriced_today:
-        head.append(f" (+{unpriced_today} unpriced calls)", style="yellow")
-    head.append(f" · burn {render.format_usd(burn_total)}/h over the last hour")
     parts: list[Any] = [head]
+    burn = burn_by_project(db, now - 3600)
+    if not has_calls(db):
+        head.append(NO_CALLS_YET)
+    else:
+        today, unpriced_today = spend_since(db, periods.local_midnight(now))
+        head.append(f"today {render.format_usd(today) if today is not None else '$0.00'}",
+                    style="bold")
+        if unpriced_today:
+            head.append(f" (+{unpriced_today} unpriced calls)", style="yellow")
+        head.append(f" · burn {render.format_usd(sum(burn.values()))}/h over the last hour")
 
     statuses, why = _caps(db, cfg, now)
     if statuses is None:
@@ -456,30 +541,11 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
     elif not statuses:
         parts.append(Text("no caps set (ccmeter caps set --daily 20)", style="dim"))
     else:
-        table = Table(title="Caps", title_justify="left", box=None, pad_edge=False)
-        for header, justify in (("Cap", "left"), ("Spent", "right"), ("Limit", "right"),
-                                ("Used", "right"), ("", "left"), ("Resets", "left"),
-                                ("At this pace", "left")):
-            table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        for status in statuses:
-            style = "red" if status.fraction >= 1 else ("yellow" if status.fraction >= 0.8
-                                                        else None)
-            mark = "⛔ " if status.fraction >= 1 else ("⚠ " if status.fraction >= 0.8 else "")
-            table.add_row(
-                mark + getattr(status, "label", f"{status.name} {status.scope}"),
-                render.format_usd(status.spent_picousd),
-                render.format_usd(status.limit_picousd),
-                render.format_percent(status.fraction),
-                render.bar(status.fraction, 10),
-                _local(status.resets_at, "%a %H:%M") if status.resets_at else "—",
-                _eta(status, burn, now),
-                style=style,
-            )
-        parts.append(table)
+        parts.append(_caps_table(statuses, burn, now, width))
 
     agents = active_agents(db, now - active_minutes * 60)
     if agents:
-        parts.append(_active_table(agents, now, active_minutes))
+        parts.append(_active_table(agents, now, active_minutes, width))
     else:
         parts.append(Text(f"no active sessions (no call in the last {active_minutes} min)",
                           style="dim"))
@@ -490,20 +556,42 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
     return parts
 
 
-def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int) -> Any:
-    from rich.table import Table
+def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float,
+                width: int) -> Any:
+    """Each cap's spend, limit, use, reset and pace; the bar only where there is room."""
+    from ccmeter import render
 
+    places = render.usd_places(a for s in statuses for a in (s.spent_picousd, s.limit_picousd))
+    headers = [("Cap", "left"), ("Spent", "right"), ("Limit", "right"), ("Used", "right"),
+               ("", "left"), ("Resets", "left"), ("At this pace", "left")]
+    rows = []
+    for status in statuses:
+        style = "red" if status.fraction >= 1 else ("yellow" if status.fraction >= 0.8
+                                                    else None)
+        mark = "⛔ " if status.fraction >= 1 else ("⚠ " if status.fraction >= 0.8 else "")
+        rows.append(([
+            mark + getattr(status, "label", f"{status.name} {status.scope}"),
+            render.format_usd(status.spent_picousd, places),
+            render.format_usd(status.limit_picousd, places),
+            render.format_percent(status.fraction),
+            render.bar(status.fraction, 10),
+            _local(status.resets_at, "%a %H:%M") if status.resets_at else "—",
+            _eta(status, burn, now),
+        ], style))
+    if width < 100:  # the bar repeats Used; the cap's name needs the room more
+        headers.pop(4)
+        rows = [(cells[:4] + cells[5:], style) for cells, style in rows]
+    return _fitted_table("Caps", headers, rows, width, shrink=0)
+
+
+def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
+                  width: int = 100) -> Any:
     from ccmeter import render, reports
     from ccmeter.sessions import short_agent, short_id
 
     by_session: dict[str, list[Mapping[str, Any]]] = {}
     for row in agents:
         by_session.setdefault(row["session_id"], []).append(row)
-    table = Table(title=f"Active sessions (a call in the last {minutes} min)",
-                  title_justify="left", box=None, pad_edge=False)
-    for header, justify in (("Session", "left"), ("Project", "left"), ("Last call", "left"),
-                            ("Calls", "right"), ("Cost", "right")):
-        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
 
     def total(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int | None, float]:
         calls = sum(r["calls"] for r in rows)
@@ -511,20 +599,26 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int)
         cost = sum(int(r["cost_picousd"] or 0) for r in rows) if priced else None
         return calls, cost, max(r["last_ts"] for r in rows)
 
+    lines: list[tuple[list[Any], str | None]] = []
     ordered = sorted(by_session.items(), key=lambda item: -total(item[1])[2])
     for sid, rows in ordered:
         calls, cost, last = total(rows)
-        project = next((r["project"] for r in rows if r["project"]), reports.NONE_LABEL)
-        table.add_row(short_id(sid), project, _ago(now - last), f"{calls:,}",
-                      render.format_usd(cost))
+        project = next((r["project"] for r in rows if r["project"]), reports.NO_PROJECT)
+        lines.append(([short_id(sid), project, _ago(now - last), f"{calls:,}", cost], None))
         for row in sorted(rows, key=lambda r: -(r["cost_picousd"] or 0)):
             if row["call_kind"] != "subagent" and not row["agent_id"]:
                 continue
             label = f"  └ {short_agent(row['agent_id']) or 'subagent'}"
             cost = row["cost_picousd"] if row["priced_calls"] else None
-            table.add_row(label, "", _ago(now - row["last_ts"]), f"{row['calls']:,}",
-                          render.format_usd(cost), style="dim")
-    return table
+            lines.append(([label, "", _ago(now - row["last_ts"]), f"{row['calls']:,}", cost],
+                          "dim"))
+    places = render.usd_places(cells[4] for cells, _ in lines)
+    for cells, _ in lines:
+        cells[4] = render.format_usd(cells[4], places)
+    headers = [("Session", "left"), ("Project", "left"), ("Last call", "left"),
+               ("Calls", "right"), ("Cost", "right")]
+    return _fitted_table(f"Active sessions (a call in the last {minutes} min)", headers,
+                         lines, width, shrink=1)
 
 
 def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float | None = None,
@@ -536,7 +630,7 @@ def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float
 
     buffer = io.StringIO()
     console = make_console(buffer, width=width)
-    console.print(Group(*watch_renderables(db, cfg or {}, now, active_minutes)))
+    console.print(Group(*watch_renderables(db, cfg or {}, now, active_minutes, width)))
     return buffer.getvalue()
 
 
@@ -572,7 +666,7 @@ def watch(
                                                 width=console.width))
             return
         console = make_console(sys.stdout)
-        frame = Group(*watch_renderables(db, cfg, None, active_minutes))
+        frame = Group(*watch_renderables(db, cfg, None, active_minutes, console.width))
         version, drawn = store.data_version(db), time.monotonic()
         with Live(frame, console=console, auto_refresh=False, transient=False) as live:
             while True:
@@ -582,7 +676,8 @@ def watch(
                     continue
                 version, drawn = current, time.monotonic()
                 cfg = config.load_config()
-                live.update(Group(*watch_renderables(db, cfg, None, active_minutes)),
+                live.update(Group(*watch_renderables(db, cfg, None, active_minutes,
+                                                     console.width)),
                             refresh=True)
     except KeyboardInterrupt:
         pass

@@ -147,6 +147,13 @@ def team_report(
     data = team.read_share(folder, since=first, until=last)
     for warning in data.warnings:
         typer.secho(f"ccmeter: warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    if fmt == "table" and not data.rows:  # a next step, not a table of zeros
+        if not data.files and first is None and last is None:
+            typer.echo(f"No spend summaries in {folder} yet. Each teammate publishes theirs "
+                       f"with: ccmeter push --to {folder}")
+        else:
+            typer.echo(f"No spend in {folder} for this period; a wider --since may find some.")
+        return
     groups = team.aggregate(data.rows, dims)
     columns = report_columns(dims, fmt)
     for group in groups:
@@ -180,7 +187,7 @@ def team_report(
 
 def report_columns(dims: list[str], fmt: str) -> list[render.Column]:
     """Every field for machines; a table narrow enough for 120 columns for people."""
-    columns = [render.Column(dim, dim.capitalize()) for dim in dims]
+    columns = [render.Column(dim, dim.capitalize(), whole=True) for dim in dims]
     if "user" not in dims and (fmt != "table" or len(dims) == 1):
         columns.append(render.Column("users", "Users", "int"))
     columns.append(render.Column("calls", "Calls", "int"))
