@@ -42,7 +42,6 @@ MAX_FILLED_BUCKETS = 2000
 #: What a table shows where a call has no project (and the same for any other grouping):
 #: one name in report, sessions, session, watch and team report. JSON/CSV keep null.
 NO_PROJECT = "(no project)"
-NONE_LABEL = NO_PROJECT  # the old name, until its last users move to NO_PROJECT
 
 
 def missing_label(dimension: str) -> str:
