@@ -14,10 +14,12 @@ from typing import Annotated
 import typer
 
 from ccmeter import __version__
+from ccmeter.commands.helptext import TidyGroup
 from ccmeter.config import CCMeterError
 
 app = typer.Typer(
     name="ccmeter",
+    cls=TidyGroup,  # no <type> placeholders, paragraphs that wrap to the terminal
     help="Meter and cap what Claude Code costs, per project, session and model.\n\n"
     "Example: ccmeter run -- claude",
     no_args_is_help=True,
@@ -48,7 +50,7 @@ def _register() -> None:
     from ccmeter.commands import launch
 
     launch.register(app)
-    for name in ("reports", "caps", "share", "prices"):
+    for name in ("reports", "caps", "share", "prices", "schema"):
         try:
             module = __import__(f"ccmeter.commands.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:
