@@ -96,6 +96,30 @@ def _stdin_plan(data: Mapping[str, Any]) -> dict[str, Any] | None:
     return plan or None
 
 
+ESTIMATE_MARK = "(Claude Code's estimate)"
+
+
+def claude_code_estimate(data: Mapping[str, Any]) -> str | None:
+    """``session ≈$0.0937 (Claude Code's estimate)`` from the ``cost.total_cost_usd`` Claude
+    Code sends, for a session ccmeter has no call of (run without the proxy, or before it
+    started); None when the JSON has no usable figure."""
+    from decimal import Decimal, InvalidOperation
+
+    from ccmeter import render
+
+    cost = data.get("cost")
+    usd = cost.get("total_cost_usd") if isinstance(cost, Mapping) else None
+    if isinstance(usd, bool) or not isinstance(usd, int | float):
+        return None
+    try:
+        amount = Decimal(repr(usd))
+    except InvalidOperation:
+        return None
+    if not amount.is_finite() or amount < 0 or amount > 10**6:
+        return None
+    return f"session ≈{render.format_usd(int(amount.scaleb(12)))} {ESTIMATE_MARK}"
+
+
 def _mark(fraction: float) -> str:
     return "⛔ " if fraction >= 1 else ("⚠ " if fraction >= 0.8 else "")
 
@@ -119,7 +143,9 @@ def statusline_text(raw: str, *, now: float | None = None,
     parts: list[str] = [str(name)] if name else []
     paths = config.paths()
     if not paths.db_file.exists():
-        return " · ".join([*parts, "ccmeter: no calls metered yet"])
+        estimate = claude_code_estimate(data)
+        return " · ".join([*parts, *([estimate] if estimate else []),
+                           "ccmeter: no calls metered yet"])
     cfg = config.load_config(paths) if cfg is None else cfg
     db = store.connect_reader(paths.db_file)
     try:
@@ -127,7 +153,9 @@ def statusline_text(raw: str, *, now: float | None = None,
         if isinstance(sid, str) and sid:
             spent = sessions.session_spend(db, sid)
             text = f"session {render.format_usd(spent['cost']) if spent['calls'] else '$0.00'}"
-            if spent["cost"] is None and spent["calls"]:
+            if not spent["calls"]:  # a session ccmeter never saw: Claude Code's own figure
+                text = claude_code_estimate(data) or text
+            elif spent["cost"] is None:
                 text = "session unpriced"
             elif spent["unpriced_calls"]:
                 text += "+"

@@ -125,3 +125,61 @@ def test_watch_frame(home):
         assert "daily cap" in text and "$10.00" in text
     result = CliRunner().invoke(app, ["watch", "--once"])
     assert result.exit_code == 0 and "ccmeter watch" in result.output
+
+
+# --- a session ccmeter never saw -------------------------------------------------------------
+
+REFERENCE_SAMPLE = (Path(__file__).parent.parent.parent / "shared" / "reference"
+                    / "claude-code-statusline-sample.json")
+
+
+def run_statusline(stdin: str) -> str:
+    """``ccmeter statusline`` as Claude Code runs it: a fresh process, the JSON on stdin."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ccmeter.entry", "statusline"], input=stdin,
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert done.stderr == ""
+    return done.stdout
+
+
+@pytest.mark.parametrize("with_database", [True, False])
+def test_an_unseen_session_shows_claude_codes_estimate(user_dirs, with_database):
+    sample = SAMPLE.read_text()
+    assert json.loads(sample)["cost"]["total_cost_usd"] == 0.0937365
+    if REFERENCE_SAMPLE.exists():  # the fixture is the reference capture
+        assert json.loads(REFERENCE_SAMPLE.read_text()) == json.loads(sample)
+    if with_database:  # spend of other sessions, none of this one
+        fill([call("a", time.time() - 5, 2 * 10**12, session_id="another-session")])
+    line = run_statusline(sample)
+    assert "session ≈$0.0937 (Claude Code's estimate)" in line, line
+    assert "session $0.00" not in line
+    assert line.count("\n") == 1
+
+
+def test_a_metered_session_shows_ccmeters_own_figure(user_dirs):
+    fill([call("a", time.time() - 5, 31_245_500_000, session_id=SESSION)])
+    line = run_statusline(SAMPLE.read_text())
+    assert "session $0.0312" in line and "estimate" not in line
+
+
+@pytest.mark.parametrize("cost", ['{"total_cost_usd": "x"}', '{"total_cost_usd": -1}',
+                                  '{"total_cost_usd": true}', '"nope"', "null"])
+def test_a_bad_estimate_is_left_out(user_dirs, cost):
+    fill([call("a", time.time() - 5, 10**12, session_id="another-session")])
+    line = run_statusline(json.dumps({"session_id": "unseen"})[:-1] + f', "cost": {cost}}}')
+    assert "session $0.00" in line and "estimate" not in line
+
+
+def test_the_status_line_process_stays_lean(user_dirs):
+    import subprocess
+    import sys
+
+    probe = ("import sys; from ccmeter.entry import main; sys.argv = ['ccmeter', 'statusline'];"
+             " main(); print(sorted(m for m in ('typer', 'rich', 'mitmproxy', 'click')"
+             " if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], input=SAMPLE.read_text(),
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert "Claude Code's estimate" in done.stdout
+    assert done.stdout.splitlines()[-1] == "[]"
