@@ -41,12 +41,15 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, TextIO
+
+from ccmeter.untrusted import escape_controls, printable
 
 FORMATS = ("table", "json", "csv")
 KINDS = ("text", "int", "usd", "percent", "datetime", "spark", "number")
@@ -201,7 +204,7 @@ def format_cell(value: Any, kind: str, places: int | None = None) -> str:
         if isinstance(value, Sequence) and not isinstance(value, str):
             return sparkline(value)
         return bar(value)
-    return "" if value is None else str(value)
+    return "" if value is None else printable(value)  # a name from a header or a share file
 
 
 # --- machine fields ----------------------------------------------------------------------
@@ -280,20 +283,36 @@ def emit(
             "rows": [machine_row(row, columns) for row in rows],
             "totals": None if totals is None else machine_row(totals, columns),
         }
-        out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps(document, indent=2, ensure_ascii=False)  # escapes C0 controls
+        out.write(_RAW_C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         names = field_names(columns)
         writer.writerow(names)
         for row in rows:
             fields = machine_row(row, columns)
-            writer.writerow(["" if fields[n] is None else fields[n] for n in names])
+            writer.writerow(["" if fields[n] is None else
+                             escape_controls(fields[n]) if isinstance(fields[n], str) else
+                             fields[n] for n in names])
     elif fmt == "table":
         console = make_console(out)
         console.print(render_table(rows, columns, title=title, totals=totals, meta=meta,
                                    width=console.width))
     else:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+
+
+#: DEL and the C1 controls (U+009B is a CSI to some terminals): ``json.dumps`` writes them
+#: raw with ``ensure_ascii=False``; only strings can hold them, so a ``\u`` escape is exact.
+_RAW_C1 = re.compile("[\x7f-\x9f]")
+
+
+def _plain(text: str | None) -> str | None:
+    """A title or caption as rich shows it literally: no control characters, no markup
+    (a project named ``[bold]`` or ``[/x]`` is text, not a style or an error)."""
+    from rich.markup import escape
+
+    return None if text is None else escape(printable(text))
 
 
 def make_console(file: TextIO | None = None, width: int | None = None) -> Any:
@@ -345,7 +364,8 @@ def render_table(
     if hidden:
         note = f"{hidden} column{'s' * (hidden > 1)} hidden to fit {width} columns"
         caption = f"{caption} · {note}" if caption else note
-    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
+    table = Table(title=_plain(title), caption=_plain(caption), box=box.SIMPLE_HEAD,
+                  title_justify="left",
                   caption_justify="left", pad_edge=False, show_edge=False,
                   collapse_padding=compact)
     for column in shown:

@@ -209,5 +209,8 @@ def main() -> None:
     finally:
         if alarm:
             signal.alarm(0)
-    sys.stdout.write(line + "\n")
+    from ccmeter.untrusted import printable
+
+    # the model's name comes from the JSON on stdin: no escape sequence reaches the terminal
+    sys.stdout.write(printable(line) + "\n")
     sys.stdout.flush()

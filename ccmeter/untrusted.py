@@ -39,6 +39,34 @@ def text(value: object, limit: int) -> str | None:
     return cleaned or None
 
 
+# A whole terminal escape sequence: CSI (ESC [ or U+009B, parameters, final byte), OSC/DCS/
+# SOS/PM/APC strings up to their terminator (BEL or ST), or a two-character ESC sequence.
+_ESCAPE = re.compile(
+    "(?:\x1b\\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    "|(?:\x1b[\\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\\\|\x9c)?"
+    "|\x1b[ -/]*[0-~]?"
+)
+
+
+# Line and paragraph separators and the bidirectional overrides, which reorder what follows.
+_INVISIBLE = re.compile("[\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: object) -> str:
+    """``value`` as text a terminal shows as written: whole escape sequences (colours, cursor
+    moves, window titles, hyperlinks) and every other control character removed. For names
+    read back from a database or a teammate's share file, which an older ccmeter or a hostile
+    file may have stored raw."""
+    text = value if isinstance(value, str) else str(value)
+    return _INVISIBLE.sub("", _CONTROL.sub("", _ESCAPE.sub("", text)))
+
+
+def escape_controls(text: str) -> str:
+    """Every control character as a visible ``\\u001b``-style escape: the data kept, nothing
+    raw for a terminal to act on (JSON's own escape, also used for CSV cells)."""
+    return _CONTROL.sub(lambda m: "".join(f"\\u{ord(c):04x}" for c in m.group()), text)
+
+
 def loads(data: bytes | bytearray | str) -> Any:
     """``json.loads``, except that a document nested too deeply for it is read with every
     container below :data:`MAX_DEPTH` levels replaced by ``null`` (instead of raising

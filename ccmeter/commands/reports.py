@@ -498,7 +498,13 @@ def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
     """A borderless rich table one line per row: every column as wide as its widest cell
     except column ``shrink`` (a name), which takes what is left and ends in an ellipsis."""
     from rich.table import Table
+    from rich.text import Text
 
+    from ccmeter.untrusted import printable
+
+    # names (projects, session and agent ids) come from headers: shown as text, never as
+    # escape sequences or rich markup
+    rows = [([printable(cell) for cell in cells], style) for cells, style in rows]
     sizes = [max([len(h), *(len(cells[i]) for cells, _ in rows)])
              for i, (h, _) in enumerate(headers)]
     rest = width - sum(sizes) + sizes[shrink] - 2 * (len(sizes) - 1)
@@ -508,7 +514,7 @@ def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
         table.add_column(header, justify=justify, no_wrap=True,  # type: ignore[arg-type]
                          overflow="ellipsis", width=size)
     for cells, style in rows:
-        table.add_row(*cells, style=style)
+        table.add_row(*(Text(cell) for cell in cells), style=style)
     return table
 
 

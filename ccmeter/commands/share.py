@@ -145,8 +145,11 @@ def team_report(
     if first and last and first > last:
         raise config.CCMeterError(f"--since {since} is after --until {until}")
     data = team.read_share(folder, since=first, until=last)
-    for warning in data.warnings:
-        typer.secho(f"ccmeter: warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    from ccmeter.untrusted import printable
+
+    for warning in data.warnings:  # file names are teammates' (and a file's own words)
+        typer.secho(f"ccmeter: warning: {printable(warning)}", err=True,
+                    fg=typer.colors.YELLOW)
     if fmt == "table" and not data.rows:  # a next step, not a table of zeros
         if not data.files and first is None and last is None:
             typer.echo(f"No spend summaries in {folder} yet. Each teammate publishes theirs "
