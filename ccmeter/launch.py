@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from ccmeter import config, periods, proxy, sessions, store
 from ccmeter.addon import ANTHROPIC_HOST, git_top
+from ccmeter.failures import summary as failure_summary
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,8 @@ class RunSummary:
     #: The fullest spending cap, e.g. "daily cap 31 %" (None without caps).
     cap_note: str | None = None
     blocked_calls: int = 0
+    #: Calls the upstream failed, and why: "3 calls failed: upstream unreachable (…)".
+    failures: str | None = None
 
     def line(self) -> str:
         from ccmeter.render import format_usd  # the tables' rule for people's dollars
@@ -266,6 +269,8 @@ class RunSummary:
         line = f"ccmeter: {run} · today {format_usd(self.today_picousd)}"
         if self.blocked_calls:
             line += f" · {self.blocked_calls} refused by caps"
+        if self.failures:
+            line += f" · {self.failures}"
         return line + (f" · {self.cap_note}" if self.cap_note else "")
 
 
@@ -294,6 +299,7 @@ def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, 
         today_picousd=today,
         cap_note=cap_note,
         blocked_calls=sum(1 for r in rows if r.get("status") == "blocked"),
+        failures=failure_summary(r.get("failure") for r in rows),
     )
 
 

@@ -1,6 +1,9 @@
 """When the caps need nothing from a request's body, its bytes go upstream as they arrive
 (as bare mitmproxy sends them); when they do (a per-project cap), the body is held until the
-caps have read it. Real mitmdump, a raw upstream that timestamps what reaches it."""
+caps have read it. Real mitmdump, a raw upstream that timestamps what reaches it.
+
+Until the upstream has answered once, a proxy reads each body before it goes (so that a call
+that cannot reach the upstream keeps its model): the streaming tests warm the proxy up."""
 
 from __future__ import annotations
 
@@ -20,14 +23,19 @@ PAUSE_S = 0.6  # between the two halves of the request body
 class RawUpstream:
     """Accepts one connection, notes when each byte arrives, answers a short SSE stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, connections: int = 1) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.arrivals: list[tuple[float, int]] = []  # (monotonic time, bytes so far)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread = threading.Thread(target=self._serve, args=(connections,), daemon=True)
         self.thread.start()
 
-    def _serve(self) -> None:
+    def _serve(self, connections: int) -> None:
+        for _ in range(connections):  # the last connection's bytes are the ones timed
+            self.arrivals = []
+            self._serve_one()
+
+    def _serve_one(self) -> None:
         conn, _ = self.sock.accept()
         with conn:
             data = b""
@@ -88,11 +96,13 @@ def body_with_working_dir() -> bytes:
 
 def test_a_body_streams_upstream_when_the_caps_need_nothing_from_it(home):
     write_caps(home, {"daily": "100", "notify": False})
-    upstream = RawUpstream()
-    with mitmdump(home, upstream.url) as port, slow_post(port, body_with_working_dir()) as rest:
-        pass
+    upstream = RawUpstream(connections=2)
+    with mitmdump(home, upstream.url) as port:
+        assert post(port, session="sess-warm-up")[0] == 200
+        with slow_post(port, body_with_working_dir()) as rest:
+            pass
     assert upstream.bytes_by(rest) > 10_000  # headers and the first half were already there
-    (row,) = wait_rows(home / "ccmeter.db", "status = 'ok'", 1)
+    (row,) = wait_rows(home / "ccmeter.db", "status = 'ok' AND session_id = 'sess-s'", 1)
     # the meter read its copy of the streamed body
     assert row["model"] == "claude-opus-4-8" and row["project"] == "shop-api"
     assert row["session_id"] == "sess-s" and row["cost_picousd"] > 0
@@ -154,19 +164,22 @@ def test_an_early_answer_before_the_body_is_in_keeps_the_body_s_details(home):
     url = f"http://127.0.0.1:{upstream_sock.getsockname()[1]}"
 
     def answer_early() -> None:
-        conn, _ = upstream_sock.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n"
-                         b"connection: close\r\ncontent-length: 2\r\n\r\n{}")
+        for _ in range(2):  # a warm-up call, then the one under test
+            conn, _ = upstream_sock.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\n"
+                             b"content-type: application/json\r\n"
+                             b"connection: close\r\ncontent-length: 2\r\n\r\n{}")
     threading.Thread(target=answer_early, daemon=True).start()
     body = body_with_working_dir()
     head = post_head(body, "sess-e")
-    with mitmdump(home, url) as port, \
-            socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(head + body[: len(body) // 2])
-        answer = sock.recv(65536)
-        rows = wait_rows(home / "ccmeter.db", "1 = 1", 1)
+    with mitmdump(home, url) as port:
+        assert post(port, session="sess-warm-up")[0] == 413
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(head + body[: len(body) // 2])
+            answer = sock.recv(65536)
+            rows = wait_rows(home / "ccmeter.db", "session_id = 'sess-e'", 1)
     assert b" 413 " in answer.split(b"\r\n", 1)[0] or answer == b"", answer[:100]
     (row,) = rows
     assert row["session_id"] == "sess-e" and row["cost_picousd"] == 0
