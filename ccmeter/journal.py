@@ -53,7 +53,7 @@ _WHO = tuple(f.name for f in fields(attribution.Attribution))
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
-def directory(paths: config.Paths) -> Path:
+def journal_dir(paths: config.Paths) -> Path:
     return paths.data_dir / "journal"
 
 

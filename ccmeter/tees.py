@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -32,7 +33,7 @@ class Recorder(Protocol):
 
     def record(self, call: Call, *, status: str, flow: http.HTTPFlow | None = None) -> None: ...
 
-    def record_started(self, call: Call) -> None: ...
+    def record_started(self, call: Call, start: Mapping[str, Any] | None = None) -> None: ...
 
 
 class RequestTee:
@@ -128,7 +129,7 @@ class StreamTee:
                 self.call.limit.observe(event.name, event.data, state.model, state.usage)
             if self._on_start and state.started:
                 self._on_start = False
-                self._meter.record_started(self.call)
+                self._meter.record_started(self.call, event.data)
         if self._bedrock and self._decoder.error:  # a bad CRC: metering stops, bytes flow on
             raise ValueError(f"event stream: {self._decoder.error}")
 
