@@ -30,6 +30,7 @@ from mitmproxy.proxy import mode_specs
 from ccmeter import attribution, callrow, config, pricing, providers, store, untrusted
 from ccmeter.callrow import Call
 from ccmeter.enforce import Enforcer
+from ccmeter.failures import reason as failure_reason
 from ccmeter.journal import Journal, fold_dead, journal_dir
 from ccmeter.sessionprojects import SessionProjects
 from ccmeter.sse import SSEDecoder, looks_like_event_stream
@@ -132,6 +133,10 @@ class Meter:
         self.track_run = False
         self.final_rows: dict[str, dict[str, Any]] = {}
         self._sessions = SessionProjects()
+        #: Set once the upstream has answered. Until then (and again after it could not be
+        #: reached) a request's body is read before it goes: a call that cannot reach the
+        #: upstream is then recorded with its model, project and kind.
+        self._upstream_answered = False
         self._db_path: Path | None = None
         self._hosts: frozenset[str] = frozenset({ANTHROPIC_HOST})
         self._upstream: tuple[str, str, int, str] | None = None
@@ -314,8 +319,8 @@ class Meter:
                     await self._enforce_caps(flow, call)
                 except Exception:
                     log.exception("ccmeter: checking spending caps failed; the call goes on")
-                if flow.response is None:  # not refused: send the body on as it comes
-                    request.stream = RequestTee()
+                if flow.response is None and self._upstream_answered:
+                    request.stream = RequestTee()  # not refused: send the body on as it comes
         self._route_upstream(flow, host)
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -324,8 +329,10 @@ class Meter:
         if call is None:
             return
         request = call.pending = flow.request
-        if self._take_streamed_body(request):
-            # The body has gone upstream; the meter reads its copy while the API thinks
+        streamed = self._take_streamed_body(request)
+        if streamed or not (call.blocked or self.enforcer.needs_request_body):
+            # The body has gone upstream (or goes now: the caps were checked with its
+            # headers, see ``_upstream_answered``); the meter reads it while the API thinks
             # (a first byte takes a second or more). If the answer comes sooner, the first
             # row reads it, after the first chunk is sent on.
             asyncio.get_running_loop().call_later(
@@ -440,6 +447,7 @@ class Meter:
             return
         try:
             # The plan headers are read with the row, after the first byte is on its way.
+            self._upstream_answered = True
             call.response_headers = flow.response.headers
             content_type, encoding = body_kind(flow.response.headers)
             bedrock_stream = call.endpoint.provider == providers.BEDROCK and (
@@ -524,6 +532,8 @@ class Meter:
             if not state.error_type:
                 state.error_type = "connection" if flow.response is None else "stream_cut"
             state.error_message = flow.error.msg[:300] if flow.error else None
+            if flow.response is None:  # not reached: read the next bodies first again
+                self._upstream_answered = False
             self.record(call, status=status, flow=flow)
         except Exception:
             log.exception("ccmeter: recording a failed call failed")
@@ -545,10 +555,17 @@ class Meter:
         self.writer.put(row)
         if self.journal is not None:
             self.journal.queued(call.uid)
+        failure = None
+        if flow is not None:  # the final row: a failure is told in the log (and the summary)
+            failure = failure_reason(status, row.get("error_type"), row.get("http_status"),
+                                     call.state.error_message)
+            if failure:
+                log.warning("ccmeter: a call to %s failed: %s", call.host, failure)
         if self.track_run:
             self.final_rows[call.uid] = {
                 k: row.get(k) for k in ("session_id", "cost_picousd", "status", "model")
             }
+            self.final_rows[call.uid]["failure"] = failure
 
     def record_started(self, call: Call, start: Mapping[str, Any] | None = None) -> None:
         """At message_start (``start``: that event's data): the call goes into the journal
