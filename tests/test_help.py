@@ -59,8 +59,9 @@ def test_help_at_80_columns(path, monkeypatch):
     prose = text.split("╭")[0].splitlines()
     for line, following in itertools.pairwise(prose):
         line, following = line.strip(), following.strip()
+        commands = ("ccmeter", "echo", "mitmdump", "Usage")
         if line and following and not line.endswith(":") and not following.startswith(
-                ("ccmeter", "echo", "mitmdump")) and not line.startswith(("ccmeter", "Usage")):
+                commands) and not line.startswith(commands):
             assert len(line) >= WIDTH - 25, f"ragged wrap after {line!r}:\n{text}"
     for param in command_at(path).params:  # type: ignore[attr-defined]
         if getattr(param, "param_type_name", "") == "option" and not param.hidden:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import textwrap
 from typing import Any
 
 from typer.core import TyperGroup
@@ -39,10 +40,10 @@ def reflow(text: str | None) -> str | None:
         block = len(lines) > 1 and (lines[0].rstrip().endswith(":")
                                     or any(line[:1].isspace() for line in lines[1:]))
         if block:
-            head, rest = lines[0], lines[1:]
+            head, rest = lines[0], textwrap.dedent("\n".join(lines[1:])).splitlines()
             # an empty markup tag first: Typer dedents the help after its first paragraph, and
             # would take the examples' indent away when they are all that is left
-            paragraphs.append("\n".join([head, *(_KEEP_INDENT + "  " + line.strip()
+            paragraphs.append("\n".join([head, *(_KEEP_INDENT + "  " + line.rstrip()
                                                   for line in rest)]))
         else:
             paragraphs.append(" ".join(line.strip() for line in lines))

@@ -313,8 +313,12 @@ def doctor() -> None:
 def addon() -> None:
     """Print the path of the mitmproxy script, for running the meter under your own mitmproxy.
 
+    Give mitmdump --listen-host 127.0.0.1: without it, it listens on every interface and
+    anyone on your network could send calls through your meter (the addon warns).
+
     Example:
-      mitmdump -s "$(ccmeter addon)" --allow-hosts '^api\\.anthropic\\.com:443$'
+      mitmdump -s "$(ccmeter addon)" --listen-host 127.0.0.1 \\
+        --allow-hosts '^api\\.anthropic\\.com:443$'
     """
     from importlib import resources
 
