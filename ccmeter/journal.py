@@ -300,8 +300,9 @@ def fold_dead(where: Path, db: Any, catalog: pricing.Catalog, *, own: Journal | 
             for record in records.values():
                 try:
                     rows.append(row_of(record, catalog, stamp))
-                except Exception:
-                    log.exception("ccmeter: a journal line of %s could not be read", path.name)
+                except Exception as exc:
+                    log.warning("ccmeter: a call in the journal %s could not be read (%s)",
+                                path.name, exc)
             added = store.insert_missing_calls(db, rows, release=list(records))
             inserted += added
             if sys.platform == "win32":  # an open file cannot be deleted there
@@ -311,8 +312,10 @@ def fold_dead(where: Path, db: Any, catalog: pricing.Catalog, *, own: Journal | 
             if added:
                 log.warning("ccmeter: %d call(s) of a proxy that stopped mid-call recovered "
                             "from its journal %s", added, path.name)
-        except Exception:
-            log.exception("ccmeter: folding the call journal %s failed; kept for later", path)
+        except Exception as exc:  # one line (the CLI folds too); the details in debug
+            log.warning("ccmeter: the call journal %s was not folded in (%s); kept for later",
+                        path.name, exc)
+            log.debug("folding %s", path, exc_info=True)
         finally:
             if fd >= 0:
                 os.close(fd)

@@ -4,6 +4,7 @@ through a real mitmdump are in test_proxy_kill.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -167,3 +168,18 @@ def test_a_live_proxys_journal_is_left_alone_until_it_is_killed(tmp_path):
     [row] = _rows(db)
     assert (row["call_uid"], row["cost_picousd"]) == ("k1", COST)
     assert os.listdir(where) == []
+
+
+def test_report_folds_a_dead_proxys_journal_first(user_dirs):
+    from typer.testing import CliRunner
+
+    from ccmeter.cli import app
+
+    live = journal.Journal(journal.journal_dir(user_dirs))
+    live.started(_call("c1"), MESSAGE)
+    live.close(delete=False)
+    result = CliRunner().invoke(app, ["report", "--since", "1d", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    [line] = json.loads(result.stdout)["rows"]
+    assert (line["project"], line["calls"], line["cost_picousd"]) == ("shop-api", 1, COST)
+    assert list(journal.journal_dir(user_dirs).glob("*.jsonl")) == []

@@ -107,6 +107,14 @@ def _open_db() -> Any:
         raise config.CCMeterError(f"cannot open {paths.db_file}: {exc}") from exc
 
 
+def _fold_journals(db: Any, catalog: Any) -> None:
+    """Calls of a proxy killed mid-call wait in its journal for the next proxy start; a
+    report folds them in first, so that it never leaves out a billed call."""
+    from ccmeter.journal import fold_dead, journal_dir
+
+    fold_dead(journal_dir(config.paths()), db, catalog)
+
+
 def _catalog(cfg: Mapping[str, Any]) -> Any:
     from ccmeter import reports
 
@@ -241,6 +249,7 @@ def report(
     cfg = config.load_config()
     catalog = _catalog(cfg)
     db = _open_db()
+    _fold_journals(db, catalog)
     try:
         if not by and since is None and until is None:
             _default_report(db, catalog, fmt, now, project, model)
