@@ -16,7 +16,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,8 @@ from mitmproxy.proxy import mode_specs
 from ccmeter import attribution, callrow, config, pricing, providers, store, untrusted
 from ccmeter.callrow import Call
 from ccmeter.enforce import Enforcer
+from ccmeter.failures import reason as failure_reason
+from ccmeter.journal import Journal, fold_dead, journal_dir
 from ccmeter.sessionprojects import SessionProjects
 from ccmeter.sse import SSEDecoder, looks_like_event_stream
 from ccmeter.tees import RequestTee, StreamTee
@@ -121,10 +124,19 @@ class Meter:
         self.writer: store.CallWriter | None = None
         self.catalog = pricing.Catalog.bundled()
         self.calls: dict[str, Call] = {}
+        #: The flows of the calls in flight, for the rows a clean stop finalizes.
+        self._flows: weakref.WeakValueDictionary[str, http.HTTPFlow] = (
+            weakref.WeakValueDictionary())
+        #: Each streamed call's message_start on disk at once (see :mod:`ccmeter.journal`).
+        self.journal: Journal | None = None
         #: When set (by ``ccmeter run``), the latest row of every call, for the exit summary.
         self.track_run = False
         self.final_rows: dict[str, dict[str, Any]] = {}
         self._sessions = SessionProjects()
+        #: Set once the upstream has answered. Until then (and again after it could not be
+        #: reached) a request's body is read before it goes: a call that cannot reach the
+        #: upstream is then recorded with its model, project and kind.
+        self._upstream_answered = False
         self._db_path: Path | None = None
         self._hosts: frozenset[str] = frozenset({ANTHROPIC_HOST})
         self._upstream: tuple[str, str, int, str] | None = None
@@ -177,6 +189,7 @@ class Meter:
                 config.ensure_private_dir(where.data_dir)
                 self.writer = store.CallWriter(where.db_file)
                 self._db_path = where.db_file
+                self._open_journal(where)
                 log.info("ccmeter: metering into %s", where.db_file)
                 self.enforcer.open(where.db_file)
             self.enforcer.watch(where.config_file, on_change=self._load_prices)
@@ -218,13 +231,58 @@ class Meter:
             log.warning(exposure.warning(where))
 
     def done(self) -> None:
+        self._finalize_in_flight()
         self._close_writer()
 
     def _close_writer(self) -> None:
         self.enforcer.close()
+        unwritten = 0
         if self.writer is not None:
             self.writer.close()
+            unwritten = self.writer.unwritten
             self.writer = None
+        if self.journal is not None:  # kept for the next start when rows were not written
+            self.journal.close(delete=not unwritten)
+            self.journal = None
+
+    def _open_journal(self, where: config.Paths) -> None:
+        """Start this process's call journal, after folding in the journals of proxies
+        that died mid-call (their billed calls the database does not have yet)."""
+        directory = journal_dir(where)
+        self.journal = Journal(directory)
+        try:
+            db = store.connect(where.db_file)
+            try:
+                fold_dead(directory, db, self.catalog, own=self.journal)
+            finally:
+                db.conn.close()
+        except Exception as exc:
+            log.warning("ccmeter: the journals of stopped proxies were not folded in (%s); "
+                        "the next start tries again", exc)
+
+    def _finalize_in_flight(self) -> None:
+        """A clean stop (SIGTERM/SIGINT, ``ccmeter run`` ending): the final row of every
+        call still in flight, with what is known, its cap reservation released."""
+        calls, self.calls = self.calls, {}
+        for uid, call in calls.items():
+            try:
+                flow = self._flows.get(uid)
+                if flow is not None and flow.response is not None and isinstance(
+                        flow.response.stream, StreamTee):
+                    flow.response.stream.drain()
+                if call.blocked:
+                    self.record(call, status="blocked", flow=flow, final=True)
+                    continue
+                state = call.state
+                if not state.error_type:
+                    state.error_type = "proxy_stopped"
+                    state.error_message = "the proxy stopped before the answer ended"
+                if state.usage is None and (flow is None or flow.request.timestamp_end):
+                    # Sent, and maybe billed, but no usage came: the cost is unknown, not $0.
+                    state.unread("message_start", "not received before the proxy stopped")
+                self.record(call, status="incomplete", flow=flow, final=True)
+            except Exception:
+                log.exception("ccmeter: finalizing a call in flight at stop failed")
 
     # --- spending caps ---------------------------------------------------------------------
 
@@ -274,8 +332,8 @@ class Meter:
                     await self._enforce_caps(flow, call)
                 except Exception:
                     log.exception("ccmeter: checking spending caps failed; the call goes on")
-                if flow.response is None:  # not refused: send the body on as it comes
-                    request.stream = RequestTee()
+                if flow.response is None and self._upstream_answered:
+                    request.stream = RequestTee()  # not refused: send the body on as it comes
         self._route_upstream(flow, host)
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -284,8 +342,10 @@ class Meter:
         if call is None:
             return
         request = call.pending = flow.request
-        if self._take_streamed_body(request):
-            # The body has gone upstream; the meter reads its copy while the API thinks
+        streamed = self._take_streamed_body(request)
+        if streamed or not (call.blocked or self.enforcer.needs_request_body):
+            # The body has gone upstream (or goes now: the caps were checked with its
+            # headers, see ``_upstream_answered``); the meter reads it while the API thinks
             # (a first byte takes a second or more). If the answer comes sooner, the first
             # row reads it, after the first chunk is sent on.
             asyncio.get_running_loop().call_later(
@@ -356,6 +416,7 @@ class Meter:
             endpoint=endpoint,
         )
         self.calls[flow.id] = call
+        self._flows[flow.id] = flow
         return call
 
     def _read_request_quietly(self, call: Call) -> None:
@@ -380,6 +441,8 @@ class Meter:
             project = attribution.project_from_dir(who.working_dir, git_top(who.working_dir))
         call.attribution = who
         call.project = self._session_project(who.session_id, project)
+        if self.journal is not None and call.uid in self.journal.needs_detail:
+            self.journal.detail(call)  # journaled at message_start, before this was known
 
     def _session_project(self, session_id: str | None, project: str | None) -> str | None:
         """Calls without a working directory in their prompt (title and quota calls) take
@@ -397,6 +460,7 @@ class Meter:
             return
         try:
             # The plan headers are read with the row, after the first byte is on its way.
+            self._upstream_answered = True
             call.response_headers = flow.response.headers
             content_type, encoding = body_kind(flow.response.headers)
             bedrock_stream = call.endpoint.provider == providers.BEDROCK and (
@@ -481,34 +545,51 @@ class Meter:
             if not state.error_type:
                 state.error_type = "connection" if flow.response is None else "stream_cut"
             state.error_message = flow.error.msg[:300] if flow.error else None
+            if flow.response is None:  # not reached: read the next bodies first again
+                self._upstream_answered = False
             self.record(call, status=status, flow=flow)
         except Exception:
             log.exception("ccmeter: recording a failed call failed")
 
     # --- the row ---------------------------------------------------------------------------
 
-    def record(self, call: Call, *, status: str, flow: http.HTTPFlow | None = None) -> None:
-        """Queue the call's current row; called at message_start and again at the end."""
+    def record(self, call: Call, *, status: str, flow: http.HTTPFlow | None = None,
+               final: bool = False) -> None:
+        """Queue the call's current row; called at message_start and again at the end
+        (with its ``flow``, or ``final`` when a stop ends it)."""
         if self.writer is None:
             return
         row = self.build_row(call, status=status, flow=flow)
         self._sessions.written(row)  # no project yet: it is filled in once it is known
-        if flow is not None:  # the final row: its cap reservation goes with it
+        if flow is not None or final:  # the final row: its cap reservation goes with it
             row[store.RELEASE_RESERVATION] = True
+        if self.journal is not None:  # before the put: idle means every earlier row is in
+            self.journal.collect(self.writer.idle)
         self.writer.put(row)
+        if self.journal is not None:
+            self.journal.queued(call.uid)
+        failure = None
+        if flow is not None:  # the final row: a failure is told in the log (and the summary)
+            failure = failure_reason(status, row.get("error_type"), row.get("http_status"),
+                                     call.state.error_message)
+            if failure:
+                log.warning("ccmeter: a call to %s failed: %s", call.host, failure)
         if self.track_run:
             self.final_rows[call.uid] = {
                 k: row.get(k) for k in ("session_id", "cost_picousd", "status", "model")
             }
+            self.final_rows[call.uid]["failure"] = failure
 
-    def record_started(self, call: Call) -> None:
-        """The row at message_start (its input tokens are known, and priced), so that a
-        stream still running is on record — for the caps of other calls, for ``watch`` and
-        the status line, and in case the proxy dies mid-stream. Written half a second later,
-        and only if the call is still running: a shorter call's final row says everything,
-        and the moments after a first byte belong to the client that is waiting for it
-        (on a busy machine the writer's work then held the first byte back from the client
-        by a millisecond or more)."""
+    def record_started(self, call: Call, start: Mapping[str, Any] | None = None) -> None:
+        """At message_start (``start``: that event's data): the call goes into the journal
+        at once, one line on disk, so a proxy killed from now on still leaves its billed
+        input on record. Its row — for the caps of other calls, ``watch`` and the status
+        line — is written half a second later, and only if the call is still running: a
+        shorter call's final row says everything, and the moments after a first byte belong
+        to the client that is waiting for it (on a busy machine the writer's work then held
+        the first byte back from the client by a millisecond or more)."""
+        if self.journal is not None:
+            self.journal.started(call, start.get("message") if start else None)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside mitmproxy's loop (tests): record right away
