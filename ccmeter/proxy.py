@@ -90,7 +90,8 @@ class _Lifecycle:
         # StreamReaderProtocol…"): Python before 3.12.? / 3.13 asks a cancelled task for
         # its exception in that callback.
         for handler in list(server.connections.values()):
-            handler.close_connection(handler.client)
+            if handler.client in handler.transports:  # else it is ending already
+                handler.close_connection(handler.client)
         deadline = time.monotonic() + CLOSE_TIMEOUT_S
         while server.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
