@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
-from ccmeter import attribution, callrow, config, pricing, providers, store, untrusted
+from ccmeter import attribution, callrow, config, pricing, providers, proxies, store, untrusted
 from ccmeter.callrow import Call
 from ccmeter.enforce import Enforcer
 from ccmeter.failures import reason as failure_reason
@@ -141,6 +141,8 @@ class Meter:
         self._hosts: frozenset[str] = frozenset({ANTHROPIC_HOST})
         self._upstream: tuple[str, str, int, str] | None = None
         self.enforcer = Enforcer()
+        #: This process's status file (see ccmeter.proxies), for doctor and the status line.
+        self.status = proxies.ProxyStatus()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -187,11 +189,12 @@ class Meter:
             if self._db_path != where.db_file:
                 self._close_writer()
                 config.ensure_private_dir(where.data_dir)
-                self.writer = store.CallWriter(where.db_file)
+                self.writer = store.CallWriter(where.db_file, on_state=self.status.metering)
                 self._db_path = where.db_file
                 self._open_journal(where)
                 log.info("ccmeter: metering into %s", where.db_file)
                 self.enforcer.open(where.db_file)
+                self.status.start(where, failing=self.writer.failing)
             self.enforcer.watch(where.config_file, on_change=self._load_prices)
 
     def _load_prices(self, cfg: dict[str, Any]) -> None:
@@ -217,6 +220,11 @@ class Meter:
         # The row writer and the caps thread run Python too; hand the GIL back to the event
         # loop (the user's bytes) after 0.5 ms instead of the default 5 ms.
         sys.setswitchinterval(0.0005)
+        try:
+            self.status.listening(proxies.listen_text(
+                ctx.master.addons.get("proxyserver").listen_addrs()))
+        except Exception:
+            log.debug("ccmeter: the listen address is unknown", exc_info=True)
 
     def _warn_if_exposed(self) -> None:
         """A plain ``mitmdump`` binds every interface: say so, loudly (see exposure)."""
@@ -233,6 +241,7 @@ class Meter:
     def done(self) -> None:
         self._finalize_in_flight()
         self._close_writer()
+        self.status.stop()
 
     def _close_writer(self) -> None:
         self.enforcer.close()

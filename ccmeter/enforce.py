@@ -22,10 +22,20 @@ from ccmeter import config, pricing, providers, store
 from ccmeter.callrow import Call
 from ccmeter.caps.guard import Decision, Guard
 from ccmeter.caps.hardmode import RunningCost, StreamLimit
-from ccmeter.caps.messages import utc_iso
+from ccmeter.caps.messages import error_refusal_message, utc_iso
 from ccmeter.caps.policy import Policy, parse_policy
 
 log = logging.getLogger(__name__)
+
+#: While metering is failing, one call in this many seconds waits (within the cap check's
+#: bound) for the writer to try the database again; the others follow ``on_error`` at once.
+RETRY_EVERY_S = 0.25
+#: How often the caps thread looks again at a database another process holds locked.
+LOCK_POLL_S = 0.005
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
 
 
 def refusal_response(message: str, provider: str = providers.ANTHROPIC) -> http.Response:
@@ -66,9 +76,14 @@ class Enforcer:
         self._pool: ThreadPoolExecutor | None = None
         self._pause_logged: float | None = None
         self._on_change: Callable[[dict[str, Any]], None] | None = None
+        self._db_file: Path | None = None
+        self._generation = 0
+        self._retried = 0.0
+        self._unmetered_logged: tuple[str, str] | None = None
 
     def open(self, db_file: Path) -> None:
         self.guard = Guard(db_file)
+        self._db_file = db_file
 
     def watch(self, config_file: Path,
               on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -134,18 +149,29 @@ class Enforcer:
                 log.warning("ccmeter: caps paused until %s; not enforcing",
                             utc_iso(policy.paused_until or 0))
             return False
+        if writer is not None and writer.generation != self._generation:
+            self._generation = writer.generation  # the file was made anew: so are the checks
+            if self._db_file is not None and writer.generation > 1:
+                self.guard = Guard(self._db_file)
+        guard = self.guard
+        assert guard is not None
+        deadline = time.monotonic() + store.CAP_CHECK_WAIT_MS / 1000
         decision = None
-        if writer is None or writer.idle:
+        if writer is not None and writer.failing and (
+                time.monotonic() - self._retried < RETRY_EVERY_S):
+            # metering is off and was tried moments ago: on_error decides, without waiting
+            decision = self._unmetered(policy, writer.failing)
+        elif writer is None or (writer.idle and not writer.failing):
             # Usually the check is a ~0.1 ms transaction: do it right here, unless it would
             # wait for a lock (another proxy writing) — then it moves off the event loop.
-            decision = self.guard.check(policy, call_uid=call.uid, project=call.project,
-                                        session_id=call.attribution.session_id,
-                                        model=call.attribution.requested_model, wait=False)
+            decision = guard.check(policy, call_uid=call.uid, project=call.project,
+                                   session_id=call.attribution.session_id,
+                                   model=call.attribution.requested_model, wait=False)
         if decision is None:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="ccmeter-caps")
             decision = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._check, policy, call, writer)
+                self._pool, self._check, policy, call, writer, guard, deadline)
         if not decision.allowed:
             return self.refuse(flow, call, decision.message or "ccmeter: spending cap reached")
         if policy.mode == "hard" and decision.headroom and call.attribution.stream:
@@ -158,17 +184,42 @@ class Enforcer:
                 flow.request.headers["accept-encoding"] = "identity"  # so a cut can be written
         return False
 
-    def _check(self, policy: Policy, call: Call,
-               writer: store.CallWriter | None) -> Decision:
-        """Runs on the caps thread: this process's queued rows first, then the check."""
+    def _check(self, policy: Policy, call: Call, writer: store.CallWriter | None,
+               guard: Guard, deadline: float) -> Decision:
+        """Runs on the caps thread: this process's queued rows first, then the check; all
+        of it by ``deadline`` (CAP_CHECK_WAIT_MS after the call asked, however many calls
+        wait here), else ``on_error`` decides."""
         if writer is not None:
-            writer.flush(2.0)  # returns at once when nothing is queued
-        assert self.guard is not None
-        decision = self.guard.check(policy, call_uid=call.uid, project=call.project,
-                                    session_id=call.attribution.session_id,
-                                    model=call.attribution.requested_model)
-        assert decision is not None  # a waiting check always decides
-        return decision
+            if writer.failing:
+                self._retried = time.monotonic()
+                if not writer.retry(_left(deadline)):  # the next call tries again
+                    return self._unmetered(policy, writer.failing or "rows cannot be written")
+            if not writer.flush(_left(deadline), until_failure=True):
+                return self._unmetered(policy, writer.failing or (
+                    "this proxy's rows were not written within "
+                    f"{store.CAP_CHECK_WAIT_MS / 1000:g} s (the database is busy)"))
+        while True:  # never waits inside SQLite: a locked database is polled up to deadline
+            decision = guard.check(policy, call_uid=call.uid, project=call.project,
+                                   session_id=call.attribution.session_id,
+                                   model=call.attribution.requested_model, wait=False)
+            if decision is not None:
+                return decision
+            if _left(deadline) <= 0:
+                return self._unmetered(policy, "the database is locked by another process "
+                                       f"for more than {store.CAP_CHECK_WAIT_MS / 1000:g} s")
+            time.sleep(min(LOCK_POLL_S, _left(deadline)))
+
+    def _unmetered(self, policy: Policy, reason: str) -> Decision:
+        """Metering or the check cannot work now: ``on_error`` decides (logged once a
+        reason; the writer logs when metering stops and when it works again)."""
+        block = policy.on_error == "block"
+        if self._unmetered_logged != (reason, policy.on_error):
+            self._unmetered_logged = (reason, policy.on_error)
+            log.error("ccmeter: cannot check caps (%s); %s calls (on_error = %s)", reason,
+                      "refusing" if block else "allowing", policy.on_error)
+        if block:
+            return Decision(False, error_refusal_message(reason), reason="db_error")
+        return Decision(True, reason="db_error")
 
     @staticmethod
     def refuse(flow: http.HTTPFlow, call: Call, message: str) -> bool:

@@ -255,6 +255,10 @@ class RunSummary:
     #: The fullest spending cap, e.g. "daily cap 31 %" (None without caps).
     cap_note: str | None = None
     blocked_calls: int = 0
+    #: Why metering failed during the run (None: it never did), and how many of the run's
+    #: calls are not in the database because of it.
+    metering_failure: str | None = None
+    unrecorded_calls: int = 0
     #: Calls the upstream failed, and why: "3 calls failed: upstream unreachable (…)".
     failures: str | None = None
 
@@ -271,11 +275,17 @@ class RunSummary:
             line += f" · {self.blocked_calls} refused by caps"
         if self.failures:
             line += f" · {self.failures}"
-        return line + (f" · {self.cap_note}" if self.cap_note else "")
+        line += f" · {self.cap_note}" if self.cap_note else ""
+        if self.metering_failure:
+            lost = (f"{self.unrecorded_calls} call{'s' * (self.unrecorded_calls != 1)} not "
+                    "recorded" if self.unrecorded_calls else "every call recorded in the end")
+            line += f"\nccmeter: METERING FAILED during this run ({lost}): {self.metering_failure}"
+        return line
 
 
 def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, *,
-              cfg: Mapping | None = None, project: str | None = None) -> RunSummary:
+              cfg: Mapping | None = None, project: str | None = None,
+              metering_failure: str | None = None, unrecorded_calls: int = 0) -> RunSummary:
     rows = list(meter_rows.values())
     today = 0
     cap_note = None
@@ -299,6 +309,8 @@ def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, 
         today_picousd=today,
         cap_note=cap_note,
         blocked_calls=sum(1 for r in rows if r.get("status") == "blocked"),
+        metering_failure=metering_failure,
+        unrecorded_calls=unrecorded_calls,
         failures=failure_summary(r.get("failure") for r in rows),
     )
 
@@ -336,12 +348,17 @@ def run_wrapped(
                                         settings.metered_hosts()))
     finally:
         rows = dict(running.meter.final_rows)
+        writer = running.meter.writer
         running.stop()
     try:
         cfg = config.load_config(paths)
     except config.CCMeterError:
         cfg = {}
-    return summarize(rows, paths.db_file, exit_code, cfg=cfg, project=project)
+    failure = writer.failing or writer.last_failure if writer is not None else (
+        f"nothing was metered into {paths.db_file}")
+    return summarize(rows, paths.db_file, exit_code, cfg=cfg, project=project,
+                     metering_failure=failure,
+                     unrecorded_calls=writer.unwritten if writer is not None else len(rows))
 
 
 def run_child(argv: Sequence[str], env: Mapping[str, str]) -> int:

@@ -120,6 +120,14 @@ def claude_code_estimate(data: Mapping[str, Any]) -> str | None:
     return f"session ≈{render.format_usd(int(amount.scaleb(12)))} {ESTIMATE_MARK}"
 
 
+def _meter_warning(paths: config.Paths) -> list[str]:
+    """``⚠ metering off`` while a running proxy cannot write its rows (see ccmeter.proxies:
+    a few small files read, no database)."""
+    from ccmeter import proxies
+
+    return ["⚠ metering off (ccmeter doctor)"] if proxies.failing(paths) else []
+
+
 def _mark(fraction: float) -> str:
     return "⛔ " if fraction >= 1 else ("⚠ " if fraction >= 0.8 else "")
 
@@ -142,6 +150,7 @@ def statusline_text(raw: str, *, now: float | None = None,
         str(model.get("id") or "").split("[")[0]) if model else ""
     parts: list[str] = [str(name)] if name else []
     paths = config.paths()
+    parts += _meter_warning(paths)
     if not paths.db_file.exists():
         estimate = claude_code_estimate(data)
         return " · ".join([*parts, *([estimate] if estimate else []),

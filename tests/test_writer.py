@@ -194,3 +194,19 @@ def test_rows_not_written_at_stop_are_logged(tmp_path, caplog):
     assert time.monotonic() - started < 3
     lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
     assert lost and lost[0].startswith("ccmeter: 2 call row(s) could not be written")
+
+
+def test_a_read_only_database_is_seen_at_start_and_retried_on_demand(tmp_path):
+    path = tmp_path / "ccmeter.db"
+    store.connect(path).conn.close()
+    _chattr(path, "+i")
+    try:
+        writer = store.CallWriter(path)
+        assert writer.failing and "readonly" in writer.failing  # before any row
+        started = time.monotonic()
+        assert writer.retry(2) is False
+        assert time.monotonic() - started < 1
+    finally:
+        _chattr(path, "-i")
+    assert writer.retry(2) is True and writer.failing is None
+    writer.close()

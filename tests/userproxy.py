@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,14 @@ from mitm import ADDON, MITMDUMP, free_port, wait_for_port
 class UserProxy:
     """mitmdump in front of ``upstream`` on a free loopback port; ``stop()`` or ``with``."""
 
-    def __init__(self, upstream: str, workdir: Path) -> None:
+    def __init__(self, upstream: str, workdir: Path, extra_args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.log_path = Path(workdir) / f"mitmdump-{self.port}.log"
         args = [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:{upstream}",
                 "--listen-host", "127.0.0.1", "-p", str(self.port),
                 "--set", f"confdir={Path(workdir) / 'mitmproxy-ca'}",
                 "--set", "termlog_verbosity=info", "--set", "flow_detail=0",
-                "--set", "connection_strategy=lazy"]
+                "--set", "connection_strategy=lazy", *extra_args]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ))

@@ -212,7 +212,7 @@ def doctor() -> None:
     Example:
       ccmeter doctor
     """
-    from ccmeter import launch, store  # lazily: mitmproxy is slow to import
+    from ccmeter import launch, proxies, store  # lazily: mitmproxy is slow to import
 
     paths = config.paths()
     problems = 0
@@ -264,6 +264,19 @@ def doctor() -> None:
         report(False, f"database {shown(paths.db_file)}: {exc}",
                "check the folder's permissions and free disk space; if another program "
                "holds it locked, close it")
+    for proxy in proxies.running(paths):
+        label = f"proxy {proxy['pid']} ({proxy.get('listen') or 'address unknown'})"
+        wrong = proxies.mismatches(proxy, paths)
+        if wrong:
+            report(False, f"{label} {'; '.join(wrong)}: caps and prices set here do not "
+                   "reach it", "stop it and start it again with this ccmeter and the same "
+                   "CCMETER_HOME (or none) as this command")
+        elif proxy.get("metering") == "failing":
+            report(False, f"{label}: metering FAILING since {proxy.get('since')}: "
+                   f"{proxy.get('reason')}", "fix what the reason says; the proxy tries again "
+                   "on every call and writes the rows it kept")
+        else:
+            report(True, f"{label}: metering ok, since {proxy.get('started_at')}")
     try:
         info = launch.ensure_ca(paths)
         mode = info.key_path.stat().st_mode & 0o777

@@ -79,6 +79,8 @@ class CallWriter:
         #: Why rows cannot be written right now (None: they can), and since when.
         self.failing: str | None = None
         self.failing_since: float | None = None
+        #: The latest reason it failed for, kept after it works again (``run``'s summary).
+        self.last_failure: str | None = None
         #: Bumped each time the database file is (re)opened: a connection of another part
         #: (the cap checker) opened before a bump may point at a deleted file.
         self.generation = 0
@@ -98,7 +100,9 @@ class CallWriter:
         try:  # open now: a database that cannot be used is reported at start
             self._open()
         except Exception as exc:
-            self._failed(exc)
+            # a warning, not an error: mitmdump exits on an error logged while it starts,
+            # and a proxy that runs can still refuse calls (on_error = "block") and recover
+            self._failed(exc, level=logging.WARNING)
         self._thread = threading.Thread(target=self._run, name="ccmeter-writer", daemon=True)
         self._thread.start()
 
@@ -137,6 +141,23 @@ class CallWriter:
                 self._cond.wait(remaining)
         return True
 
+    def retry(self, timeout: float) -> bool:
+        """Ask a failing writer to try the database again now (reopening it); True when it
+        works (at once if it was not failing), False if not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self.failing is None:
+                return True
+            start = self._attempts
+            self._wake = True
+            self._cond.notify_all()
+            while self._attempts == start:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return self.failing is None
+
     @property
     def idle(self) -> bool:
         """Nothing queued or being written: the database already holds every row we had."""
@@ -148,7 +169,9 @@ class CallWriter:
         with self._cond:
             return len(self._pending) + len(self._inflight)
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 10.0) -> int:
+        """Write what can be written (within ``timeout``) and stop; returns how many calls'
+        rows could not be written (logged: never dropped silently)."""
         self.flush(timeout, until_failure=True)
         with self._cond:
             self._stop = True
@@ -162,6 +185,7 @@ class CallWriter:
         if self._db is not None and not self._thread.is_alive():
             with contextlib.suppress(sqlite3.Error):
                 self._db.conn.close()
+        return lost
 
     # --- the writer's thread -----------------------------------------------------------------
 
@@ -179,7 +203,7 @@ class CallWriter:
     def _step(self) -> bool:
         """Wait for rows, write them; False when stopped."""
         with self._cond:
-            while not self._pending and not self._inflight and not self._stop:
+            while not (self._pending or self._inflight or self._stop or self._wake):
                 if not self._cond.wait(IDLE_CHECK_S):
                     break  # idle: look at the file now and then
             if self._stop and (self.failing or not (self._pending or self._inflight)):
@@ -253,6 +277,11 @@ class CallWriter:
         # COMMIT as auto-checkpoints do: the cap check waits for queued rows (flush) before
         # every call, and a checkpoint syncs the file.
         db.execute("PRAGMA wal_autocheckpoint=0")
+        try:  # a file SQLite could only open read-only says so on its first write: now
+            db.execute("DELETE FROM cap_reservations WHERE 0")
+        except BaseException:
+            db.conn.close()
+            raise
         self._db, self._identity = db, _identity(self.path)
         self.generation += 1
 
@@ -262,26 +291,27 @@ class CallWriter:
             with contextlib.suppress(Exception):
                 db.conn.close()
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, level: int = logging.ERROR) -> None:
         """The database cannot be used now: reopen it on the next attempt."""
         self.failures += 1
         self._close_db()
         if isinstance(exc, sqlite3.OperationalError) and is_lock_error(exc):
             self._locked_since = self._locked_since or time.monotonic()
             return
-        self._set_failing(f"cannot write to {self.path}: {_describe(exc)}")
+        self._set_failing(f"cannot write to {self.path}: {_describe(exc)}", level)
 
-    def _set_failing(self, reason: str | None) -> None:
+    def _set_failing(self, reason: str | None, level: int = logging.ERROR) -> None:
         if reason == self.failing:
             return
         was = self.failing
         self.failing = reason
+        self.last_failure = reason or self.last_failure
         self.failing_since = None if reason is None else (self.failing_since or time.time())
         if reason is None:
             log.warning("ccmeter: metering works again: rows are written to %s", self.path)
         elif was is None:
-            log.error("ccmeter: metering stopped: %s; rows are kept and written once it "
-                      "works again", reason)
+            log.log(level, "ccmeter: metering stopped: %s; rows are kept and written once "
+                    "it works again", reason)
         if self._on_state is not None:
             try:
                 self._on_state(reason)
