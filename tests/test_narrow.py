@@ -171,3 +171,50 @@ def test_team_report_on_an_empty_share(user_dirs, tmp_path):
     assert result.exit_code == 0
     assert result.output.startswith(f"No spend summaries in {share} yet")
     assert f"ccmeter push --to {share}" in result.output
+
+
+# --- the renderer's rules, one by one --------------------------------------------------------
+
+
+def table_text(rows, columns, width=WIDTH, **kwargs) -> str:
+    import io
+
+    from ccmeter.render import make_console, render_table
+
+    out = io.StringIO()
+    make_console(out, width=width).print(render_table(rows, columns, width=width, **kwargs))
+    return out.getvalue()
+
+
+def test_money_has_one_precision_per_table():
+    from ccmeter.render import Column, usd_places
+
+    assert usd_places([10**12, 25 * 10**12, 0, None]) == 2
+    assert usd_places([10**12, 5 * 10**11]) == 4
+    cols = [Column("name", "Name"), Column("cost", "Cost", "usd")]
+    text = table_text([{"name": "a", "cost": 9_330_000_000_000},
+                       {"name": "b", "cost": 526_600_000_000}], cols)
+    assert "$9.3300" in text and "$0.5266" in text
+    text = table_text([{"name": "a", "cost": 9_330_000_000_000},
+                       {"name": "b", "cost": 1_500_000_000_000}], cols)
+    assert "$9.33" in text and "$1.50" in text and "$9.3300" not in text
+
+
+def test_whole_keep_and_drop():
+    from ccmeter.render import Column
+
+    long_id = "claude-sonnet-4-5-20250929-and-then-some"  # 40 characters
+    cols = [Column("id", "Id", whole=True), Column("a", "Alpha", "int"),
+            Column("b", "Beta", "int", keep=True), Column("c", "Gamma", "int", drop=1),
+            Column("when", "When", "datetime", keep=True)]
+    rows = [{"id": long_id, "a": 1, "b": 2, "c": 3, "when": 1_764_230_400}]
+    text = table_text(rows, cols, width=72)
+    assert long_id in text and "Beta" in text and "When" in text and "…" not in text
+    assert "Gamma" not in text and "1 column hidden" in text  # dropped first
+    assert all(len(line) <= 72 for line in text.splitlines())
+    # other text gives way first, with an ellipsis
+    cols.insert(1, Column("note", "Note"))
+    rows[0]["note"] = "a long free-text note that may well be cut short"
+    text = table_text(rows, cols, width=95)
+    assert long_id in text and re.search(r"  a long free-te?…  ", text), text
+    assert "2025-11-27" in text and all(len(line) <= 95 for line in text.splitlines())
