@@ -347,9 +347,9 @@ def run_wrapped(
                               child_env(running.url, ca_bundle_for_child(paths, env), env,
                                         settings.metered_hosts()))
     finally:
-        rows = dict(running.meter.final_rows)
         writer = running.meter.writer
-        running.stop()
+        running.stop()  # finalizes the calls still in flight: they count in the summary too
+        rows = dict(running.meter.final_rows)
     try:
         cfg = config.load_config(paths)
     except config.CCMeterError:

@@ -208,3 +208,52 @@ def test_ccmeter_serve_stopped_mid_stream_finalizes_the_row(user_dirs, tmp_path)
     [row] = rows(user_dirs.db_file)
     assert (row["status"], row["error_type"], row["cost_picousd"]) == (
         "incomplete", "proxy_stopped", STARTED_COST)
+
+
+# ``ccmeter run``'s child starts a call in a process of its own, and exits once the answer
+# has begun: run then stops its proxy with the call still streaming.
+STREAMER = """
+import http.client, json, os, ssl, sys, time
+from urllib.parse import urlsplit
+proxy = urlsplit(os.environ["HTTPS_PROXY"])
+ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
+conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx, timeout=60)
+conn.set_tunnel("api.anthropic.com", 443)
+conn.request("POST", "/v1/messages", body=json.dumps({
+    "model": "claude-opus-4-8", "max_tokens": 10, "stream": True,
+    "messages": [{"role": "user", "content": "hi"}]}), headers={
+    "content-type": "application/json", "x-api-key": "sk-ant-api03-test",
+    "x-claude-code-session-id": "sess-run"})
+reply = conn.getresponse()
+seen = b""
+while b"message_start" not in seen or not seen.endswith(b"\\n\\n"):
+    seen += reply.read1(65536)
+open(sys.argv[1], "w").write("started")
+time.sleep(60)
+"""
+CHILD = """
+import os, subprocess, sys, time
+marker = sys.argv[1]
+streamer = subprocess.Popen([sys.executable, "-c", sys.argv[2], marker],
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+while not os.path.exists(marker):
+    time.sleep(0.02)
+print(streamer.pid, flush=True)
+"""
+
+
+def test_ccmeter_run_ending_mid_stream_finalizes_the_row_and_counts_it(user_dirs, tmp_path):
+    with StandIn() as standin:
+        standin.enqueue(held_reply())
+        result = subprocess.run(
+            [sys.executable, "-m", "ccmeter.cli", "run", "--upstream", standin.url, "--",
+             sys.executable, "-c", CHILD, str(tmp_path / "started"), STREAMER],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        streamer = int(result.stdout.split()[0])
+        os.kill(streamer, signal.SIGKILL)
+    assert result.returncode == 0, result.stderr
+    [row] = rows(user_dirs.db_file)
+    assert (row["status"], row["error_type"], row["cost_picousd"]) == (
+        "incomplete", "proxy_stopped", STARTED_COST)
+    assert "this run $0.20" in result.stderr and "(1 call, 1 session)" in result.stderr
