@@ -27,6 +27,10 @@ from ccmeter.sse import USAGE_EVENTS, SSEDecoder
 
 log = logging.getLogger(__name__)
 
+#: The events a stream tee decodes: usage, and the content block starts (a ``fallback``
+#: block names the model that serves the rest of the answer).
+METERED_EVENTS = USAGE_EVENTS | {"content_block_start"}
+
 
 class Recorder(Protocol):
     """What a stream tee tells as the call goes: the addon's ``Meter``."""
@@ -72,7 +76,7 @@ class StreamTee:
                  flow: http.HTTPFlow | None = None) -> None:
         self._meter = meter
         self.call = call
-        wanted = USAGE_EVENTS | {"content_block_delta"} if call.limit else USAGE_EVENTS
+        wanted = METERED_EVENTS | {"content_block_delta"} if call.limit else METERED_EVENTS
         self._bedrock = call.endpoint.provider == providers.BEDROCK
         self._decoder: Any = (providers.BedrockStream(wanted) if self._bedrock
                               else SSEDecoder(wanted))

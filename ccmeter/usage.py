@@ -233,6 +233,9 @@ class MessageState:
     stopped: bool = False
     events_seen: int = 0
     unknown_events: set[str] = field(default_factory=set)
+    #: The model an answer began with when a ``fallback`` block handed it to another model
+    #: (``model`` is then the one that served it, as the official SDK relabels it).
+    fallback_from: str | None = None
 
     def apply_event(self, event_type: str, data: dict[str, Any]) -> None:
         """Fold one decoded stream event into the state. Unknown events are skipped."""
@@ -260,7 +263,11 @@ class MessageState:
                 self.error_message = _str(error.get("message"), MAX_ERROR_MESSAGE)
             else:
                 self.error_type = "error"
-        elif event_type not in ("ping", "content_block_start", "content_block_delta",
+        elif event_type == "content_block_start":
+            block = data.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "fallback":
+                self._fall_back(block)
+        elif event_type not in ("ping", "content_block_delta",
                                 "content_block_stop"):
             self.unknown_events.add(event_type[:64])
 
@@ -269,6 +276,18 @@ class MessageState:
         carries usage, the call's cost is unknown rather than what the other events say."""
         if event_type in ("message_start", "message_delta", "message"):
             self.usage = with_problem(self.usage, f"{event_type} event {why}")
+
+    def _fall_back(self, block: dict[str, Any]) -> None:
+        """A ``fallback`` block: what follows is served by ``block["to"]["model"]``; the last
+        such block names the model that served the answer (and prices it)."""
+        target, source = block.get("to"), block.get("from")
+        served = _str(target.get("model")) if isinstance(target, dict) else None
+        if served is None:
+            return
+        if self.fallback_from is None:
+            declined = _str(source.get("model")) if isinstance(source, dict) else None
+            self.fallback_from = declined or self.model
+        self.model = served
 
     def apply_message(self, body: dict[str, Any]) -> None:
         """Fold a complete non-streaming Message (or error) JSON body into the state."""
@@ -280,5 +299,9 @@ class MessageState:
         self.message_id = _str(body.get("id"), MAX_ID) or self.message_id
         self.model = _str(body.get("model"), MAX_MODEL) or self.model
         self.stop_reason = _str(body.get("stop_reason")) or self.stop_reason
+        content = body.get("content")
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict) and block.get("type") == "fallback":
+                self._fall_back(block)
         if isinstance(body.get("usage"), dict):
             self.usage = merge_usage(self.usage, body["usage"])

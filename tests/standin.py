@@ -510,6 +510,39 @@ def message_events(
     return events
 
 
+def fallback_events(
+    requested: str = "claude-opus-4-7",
+    served: str = "claude-sonnet-4-5",
+    *,
+    input_tokens: int = 25,
+    output_tokens: int = 8,
+    text: str = "Hello there!",
+) -> list[Event]:
+    """A server-side fallback, shaped like the official SDK's ``fallback_response.txt``: the
+    stream starts as ``requested`` (message_start), a ``fallback`` content block hands it to
+    ``served``, which writes the answer. Usage is top-level only (no ``iterations``)."""
+    block = {"type": "fallback", "from": {"model": requested}, "to": {"model": served},
+             "trigger": {"type": "refusal", "category": None}}
+    message = {"id": new_message_id(), "type": "message", "role": "assistant", "content": [],
+               "model": requested, "stop_reason": None, "stop_sequence": None,
+               "usage": {"input_tokens": input_tokens, "output_tokens": 1}}
+    return [
+        ("message_start", {"type": "message_start", "message": message}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": block}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "text_delta", "text": text}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+        ("message_delta", {"type": "message_delta",
+                           "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": {"output_tokens": output_tokens}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+
+
 def message_json(
     model: str = "claude-opus-4-8",
     *,

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from standin import fallback_events
 
 from ccmeter.eventstream import (
     EventStreamDecoder,
@@ -26,6 +27,8 @@ from ccmeter.eventstream import (
     message_ends,
 )
 from ccmeter.providers import BedrockStream, usage_from_metrics
+from ccmeter.tees import METERED_EVENTS
+from ccmeter.usage import MessageState
 
 # --- an independent encoder, from the published framing --------------------------------------
 
@@ -301,6 +304,17 @@ def test_chunk_payloads_become_anthropic_events():
     assert events[2].data is None  # text deltas are not JSON-decoded unless wanted
     wanted = BedrockStream(wanted=frozenset({"content_block_delta"}))
     assert feed_all(wanted, bedrock_stream())[2].data["delta"]["text"] == "héllo — 你好 🎉"
+
+
+def test_a_fallback_block_in_bedrock_frames_relabels_the_model():
+    data = b"".join(chunk_frame(event) for _, event in fallback_events())
+    for size in (0, 1, 7):
+        state = MessageState()
+        for event in feed_all(BedrockStream(wanted=METERED_EVENTS), data, size=size):
+            if event.data is not None:
+                state.apply_event(event.name, event.data)
+        assert (state.model, state.fallback_from) == ("claude-sonnet-4-5", "claude-opus-4-7")
+        assert (state.usage.input_tokens, state.usage.output_tokens) == (25, 8)
 
 
 def test_invocation_metrics_stand_in_only_when_usage_is_missing():

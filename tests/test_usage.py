@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from standin import message_events, message_json
+from standin import fallback_events, message_events, message_json
 
 from ccmeter.usage import MessageState, Usage, merge_usage
 
@@ -83,6 +83,31 @@ def test_non_streaming_message_body_and_error_body():
     err.apply_message({"type": "error", "error": {"type": "invalid_request_error",
                                                   "message": "bad"}})
     assert err.error_type == "invalid_request_error" and err.usage is None
+
+
+def test_a_fallback_block_relabels_the_answer_to_the_model_that_served_it():
+    # As the official SDK's stream accumulator does (anthropic lib/streaming: a ``fallback``
+    # content block sets the message's model to its ``to.model``).
+    state = state_from(fallback_events("claude-opus-4-7", "claude-sonnet-4-5",
+                                       input_tokens=25, output_tokens=8))
+    assert (state.model, state.fallback_from) == ("claude-sonnet-4-5", "claude-opus-4-7")
+    assert (state.usage.input_tokens, state.usage.output_tokens) == (25, 8)
+    assert state.stopped and state.unknown_events == set()
+    assert state_from(message_events("claude-opus-4-7")).fallback_from is None
+    # Two hops: the last block names the model that served; the first, the one asked.
+    hops = fallback_events("claude-opus-4-7", "claude-sonnet-4-5")
+    second = {"type": "fallback", "from": {"model": "claude-sonnet-4-5"},
+              "to": {"model": "claude-haiku-4-5"}, "trigger": {"type": "refusal"}}
+    hops.insert(3, ("content_block_start", {"type": "content_block_start", "index": 1,
+                                            "content_block": second}))
+    assert (state_from(hops).model, state_from(hops).fallback_from) == (
+        "claude-haiku-4-5", "claude-opus-4-7")
+    # A non-streaming body names the served model already; its block names the one asked.
+    body = message_json("claude-sonnet-4-5", input_tokens=25, output_tokens=8)
+    body["content"].insert(0, fallback_events()[1][1]["content_block"])
+    whole = MessageState()
+    whole.apply_message(body)
+    assert (whole.model, whole.fallback_from) == ("claude-sonnet-4-5", "claude-opus-4-7")
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**7), min_size=1, max_size=8))

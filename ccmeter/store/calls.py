@@ -71,6 +71,7 @@ CALL_COLUMNS: tuple[str, ...] = (
     "plan_headers_json",
     "metering_error",
     "updated_ts",
+    "fallback_from_model",
 )
 
 STATUSES = ("ok", "incomplete", "upstream_error", "blocked")

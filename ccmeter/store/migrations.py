@@ -219,10 +219,18 @@ def _m004_report_index(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m005_fallback_from_model(db: sqlite_utils.Database) -> None:
+    """The model an answer began with when a server-side fallback handed it to another one
+    (a ``fallback`` content block); ``model`` is then the model that served and priced it,
+    ``requested_model`` what the request asked for."""
+    db.execute("ALTER TABLE api_calls ADD COLUMN fallback_from_model TEXT")
+
+
 #: Ordered migrations. A shipped migration is never edited; add a new one at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_calls,
     _m002_cost_history,
     _m003_caps,
     _m004_report_index,
+    _m005_fallback_from_model,
 ]
