@@ -48,3 +48,14 @@ def warning(where: Sequence[str]) -> str:
             "anyone who can reach it can send calls through it, and they are metered (and "
             "capped) as yours. Start mitmdump with --listen-host 127.0.0.1 (ccmeter run and "
             "ccmeter serve do)")
+
+
+def exposed_text(listen: str | None) -> list[str]:
+    """:func:`exposed` for the listen text a proxy's status file keeps (see
+    ``ccmeter.proxies.listen_text``: ``0.0.0.0:8080, :::8080``)."""
+    addrs = []
+    for part in (listen or "").split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if sep and port.isdigit():
+            addrs.append((host, int(port)))
+    return exposed(addrs)

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from ccmeter import exposure
+from ccmeter.cli import app
 from tests.mitm import ADDON, MITMDUMP, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +32,12 @@ WARNING = "not only on this machine"
 ])
 def test_what_counts_as_exposed(addrs, shown):
     assert exposure.exposed(addrs) == shown
+
+
+def test_the_status_files_listen_text():
+    assert exposure.exposed_text("0.0.0.0:8080, :::8080") == ["*:8080"]
+    assert exposure.exposed_text("127.0.0.1:8337") == []
+    assert exposure.exposed_text(None) == [] and exposure.exposed_text("garbage") == []
 
 
 def start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
@@ -67,10 +75,14 @@ def test_a_plain_mitmdump_warns_that_it_listens_everywhere(user_dirs, tmp_path):
     proc, log = start(tmp_path)  # no --listen-host: mitmdump binds every interface
     try:
         text = wait_for(log, WARNING, proc)
+        doctor = CliRunner().invoke(app, ["doctor"])  # reads the proxy's status file
     finally:
         stop(proc)
     line = next(line for line in text.splitlines() if WARNING in line)
     assert "--listen-host 127.0.0.1" in line and "*:" in line
+    assert doctor.exit_code == 1
+    assert "listens beyond this machine" in doctor.output, doctor.output
+    assert "--listen-host 127.0.0.1" in doctor.output
 
 
 def test_a_loopback_mitmdump_does_not_warn(user_dirs, tmp_path):
@@ -80,9 +92,11 @@ def test_a_loopback_mitmdump_does_not_warn(user_dirs, tmp_path):
         wait_for(log, "listening at 127.0.0.1", proc)
         time.sleep(1.0)  # the running hook comes just after the script loads
         text = log.read_text(errors="replace")
+        doctor = CliRunner().invoke(app, ["doctor"])
     finally:
         stop(proc)
     assert WARNING not in text
+    assert "127.0.0.1" in doctor.output and "listens beyond" not in doctor.output
 
 
 def test_every_documented_mitmdump_line_binds_loopback():

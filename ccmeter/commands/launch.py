@@ -212,7 +212,7 @@ def doctor() -> None:
     Example:
       ccmeter doctor
     """
-    from ccmeter import launch, proxies, store  # lazily: mitmproxy is slow to import
+    from ccmeter import exposure, launch, proxies, store  # lazily: mitmproxy is slow to import
 
     paths = config.paths()
     problems = 0
@@ -277,6 +277,11 @@ def doctor() -> None:
                    "on every call and writes the rows it kept")
         else:
             report(True, f"{label}: metering ok, since {proxy.get('started_at')}")
+        wide = exposure.exposed_text(proxy.get("listen"))
+        if wide:
+            report(False, f"{label} listens beyond this machine ({', '.join(wide)}): anyone "
+                   "who can reach it can send calls that are metered and capped as yours",
+                   "start it again with --listen-host 127.0.0.1 (as ccmeter run and serve do)")
     try:
         info = launch.ensure_ca(paths)
         mode = info.key_path.stat().st_mode & 0o777
