@@ -29,13 +29,26 @@ _STEP = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{][^"\]}]*|[\]}][^"\[{]*', re.
 _OPENER = re.compile(rb"[\[{]")
 
 
+# Lone surrogates: a header byte that is not UTF-8 (decoded as U+DC80..U+DCFF), or a JSON
+# "\ud800" escape. No UTF-8 file, database or terminal takes them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
 def text(value: object, limit: int) -> str | None:
     """A string field as it may be stored: its first ``limit`` characters, control
-    characters removed, surrounding whitespace stripped; None when that leaves nothing
+    characters removed, a lone surrogate written as its escape (``\\xff`` for a header's
+    byte, ``\\ud800``), surrounding whitespace stripped; None when that leaves nothing
     (or when ``value`` is not a string)."""
     if not isinstance(value, str):
         return None
     cleaned = _CONTROL.sub("", value[:limit]).strip()
+    if _SURROGATE.search(cleaned):
+        cleaned = _SURROGATE.sub(_escape_surrogate, cleaned)
     return cleaned or None
 
 

@@ -162,3 +162,11 @@ def test_an_event_over_the_limit_is_skipped_in_linear_time_and_reported():
             state.apply_event(event.name, event.data)
     assert state.usage is not None and state.usage.problems  # priced as unknown, never $0
     assert Catalog.bundled().price("claude-opus-4-8", state.usage, WHEN).cost_picousd is None
+
+
+def test_lone_surrogates_are_kept_as_their_escapes():
+    # a \xff byte in a header arrives as U+DCFF; "\ud800" in JSON as U+D800: neither can be
+    # written as UTF-8 (to the database, the log, a terminal)
+    assert untrusted.text("sess-\udcff", 100) == "sess-\\xff"
+    assert untrusted.text("claude-opus-4-8\ud800", 100) == "claude-opus-4-8\\ud800"
+    assert untrusted.text("ok", 100) == "ok"
