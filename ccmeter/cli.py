@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -63,18 +63,74 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
+def _one_line(text: object) -> str:
+    """An error as one terminal line: line breaks folded, control characters and escape
+    sequences (they may come from a file or an option) removed."""
+    from ccmeter.untrusted import printable
+
+    return printable(" ".join(str(text).split("\n")))
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.secho(f"ccmeter: {_one_line(message)}", err=True, fg=typer.colors.RED)
+    sys.exit(code)
+
+
+def _log_traceback() -> str | None:
+    """Our bug's traceback into ccmeter's log file (not the terminal); where it went."""
+    import traceback
+
     try:
-        app()
+        from ccmeter import config
+
+        where = config.paths().log_file
+        config.ensure_private_dir(where.parent)
+        with open(where, "a", encoding="utf-8") as log_file:
+            log_file.write(f"ccmeter {' '.join(sys.argv[1:])!r} failed:\n"
+                           f"{traceback.format_exc()}")
+        return str(where)
+    except Exception:  # the log is a courtesy: never a second traceback
+        return None
+
+
+def main() -> None:
+    """Run the CLI: every error a user can meet is one line on stderr and a non-zero exit.
+
+    Click's usage errors (an unknown option, a value of the wrong type) are folded into one
+    line too, and anything unexpected is our bug: its traceback goes to the log file."""
+    for arg in sys.argv[1:]:
+        if not arg.isascii():
+            try:
+                arg.encode("utf-8")  # bytes that are not UTF-8 arrive as lone surrogates
+            except UnicodeEncodeError:
+                raw = arg.encode("utf-8", "surrogateescape")
+                _fail(f"the argument {raw!r} is not UTF-8 text; ccmeter reads its arguments "
+                      "as UTF-8", 2)
+    try:
+        code = app(standalone_mode=False)
     except CCMeterError as exc:
-        typer.secho(f"ccmeter: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    except typer.TyperException as exc:  # click's usage errors (typer carries its own click)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `ccmeter caps set`: the help
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(getattr(exc, "exit_code", 2))
+        ctx = getattr(exc, "ctx", None)
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if callable(format_message) else str(exc)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        _fail(message + hint, getattr(exc, "exit_code", 2))
     except (OSError, sqlite3.Error) as exc:
         # The machine said no (a read-only folder, a full disk, a locked database): one line
         # that names it; the traceback goes to the log for the curious.
         logging.getLogger(__name__).debug("command failed", exc_info=True)
-        typer.secho(f"ccmeter: {type(exc).__name__}: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(1)
+        _fail(f"{type(exc).__name__}: {exc}", 1)
+    except Exception as exc:
+        where = _log_traceback()
+        _fail(f"unexpected error: {type(exc).__name__}: {exc} (a bug; "
+              + (f"details in {where})" if where else "please report it)"), 70)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

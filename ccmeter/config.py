@@ -107,6 +107,11 @@ def load_config(p: Paths | None = None) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise CCMeterError(f"cannot read {p.config_file}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CCMeterError(
+            f"{p.config_file} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); fix it or move it aside"
+        ) from exc
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
