@@ -529,7 +529,8 @@ class Meter:
         provider = call.endpoint.provider
         if response.status_code >= 400 and provider != providers.ANTHROPIC:
             kind, text = providers.error_of(provider, response.status_code, response.headers, body)
-            call.state.error_type, call.state.error_message = kind[:100], (text or "")[:500] or None
+            call.state.error_type = untrusted.text(kind, 100) or "error"
+            call.state.error_message = untrusted.text(text, 500)
             return
         if isinstance(body, dict):
             call.state.apply_message(body)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from ccmeter import attribution, pricing, providers
+from ccmeter import attribution, pricing, providers, untrusted
 from ccmeter.caps.hardmode import StreamLimit
 from ccmeter.usage import MessageState, Usage
 
@@ -30,15 +31,17 @@ def _iso(ts: float) -> str:
 
 
 def _float(value: str | None) -> float | None:
+    """A header's number; None for no number, or for nan/inf (a header is untrusted)."""
     try:
-        return float(value) if value is not None else None
+        number = float(value[:64]) if value is not None else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _int(value: str | None) -> int | None:
     number = _float(value)
-    return int(number) if number is not None else None
+    return int(number) if number is not None and abs(number) < 2**53 else None
 
 
 def plan_columns(headers: http.Headers) -> dict[str, Any]:
@@ -54,13 +57,13 @@ def plan_columns(headers: http.Headers) -> dict[str, Any]:
         return found.get(PLAN_HEADER_PREFIX + name)
 
     return {
-        "plan_status": get("status"),
+        "plan_status": untrusted.text(get("status"), 64),
         "plan_5h_utilization": _float(get("5h-utilization")),
         "plan_5h_reset": _int(get("5h-reset")),
         "plan_7d_utilization": _float(get("7d-utilization")),
         "plan_7d_reset": _int(get("7d-reset")),
-        "plan_binding_window": get("representative-claim"),
-        "plan_overage_status": get("overage-status"),
+        "plan_binding_window": untrusted.text(get("representative-claim"), 64),
+        "plan_overage_status": untrusted.text(get("overage-status"), 64),
         "plan_headers_json": json.dumps(found, sort_keys=True),
     }
 
@@ -133,8 +136,8 @@ def build_row(call: Call, *, status: str, catalog: pricing.Catalog, now: float,
     if flow is not None and flow.response is not None:
         response = flow.response
         row["http_status"] = response.status_code
-        row["request_id"] = (response.headers.get("request-id")
-                             or response.headers.get("x-amzn-requestid"))
+        row["request_id"] = untrusted.text(response.headers.get("request-id")
+                                           or response.headers.get("x-amzn-requestid"), 128)
         if response.timestamp_start:
             row["ttfb_ms"] = round((response.timestamp_start - call.started_ts) * 1000, 3)
         end = response.timestamp_end or now

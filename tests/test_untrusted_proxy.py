@@ -231,3 +231,19 @@ def test_ids_names_and_models_are_length_limited_and_free_of_control_characters(
         assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value), (name, value)
     assert row["model"] == row["requested_model"] == "claude-opus-4-8"
     assert row["cost_picousd"] == cost(10, 1)
+
+
+def test_answer_headers_that_are_no_numbers_or_carry_escapes_keep_the_row(standin, proxy,
+                                                                          user_dirs):
+    """A plan header of ``1e999`` raised OverflowError while the row was built: no row."""
+    standin.enqueue(json_reply(message_json(input_tokens=10, output_tokens=1), headers={
+        "anthropic-ratelimit-unified-7d-reset": "1e999",
+        "anthropic-ratelimit-unified-5h-utilization": "nan",
+        "anthropic-ratelimit-unified-status": "allowed\x1b[2J",
+        "request-id": "req_\x1b]0;x\x07" + "r" * 5000}))
+    assert proxy.post(request(stream=False))[0] == 200
+    [row] = calls(user_dirs.db_file, expect=1)
+    assert row["cost_picousd"] == cost(10, 1)
+    assert (row["plan_7d_reset"], row["plan_5h_utilization"]) == (None, None)
+    assert row["plan_status"] == "allowed[2J"
+    assert row["request_id"].startswith("req_]0;x") and len(row["request_id"]) <= 128
