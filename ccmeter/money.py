@@ -8,19 +8,22 @@ module is the one place that turns text into picodollars and picodollars into te
 - :func:`usd_text`: the shortest exact text for a config file (``"20"``, ``"0.005"``).
 - :func:`usd_string`: the full-precision machine string of JSON/CSV and the team share
   (``"0.093736500000"``, always 12 decimal places).
+- :func:`format_usd` / :func:`usd_places`: dollars for people (cents from $1, four decimals
+  below, one precision per table), ``unpriced`` for an unknown cost.
 - :func:`floor_usd` / :func:`exact_places`: a cap or a spend beside it, never shown above
-  what it is. The tables' rule for people (cents from $1, four decimals below, one precision
-  per table) is :func:`ccmeter.render.format_usd`.
+  what it is.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from collections.abc import Iterable
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from ccmeter.config import CCMeterError
 
 PICO_PER_USD = 10**12
+UNPRICED = "unpriced"  # a cost no catalog price gave: never shown as $0
 #: SQLite integers hold ~9.2e6 USD in picodollars; no amount a user sets comes near.
 MAX_USD = Decimal(1_000_000)
 
@@ -36,6 +39,29 @@ def usd_string(picousd: int | None) -> str | None:
     """Full-precision decimal string of dollars, e.g. ``"0.093736500000"``; None stays None."""
     value = usd_decimal(picousd)
     return None if value is None else f"{value:.12f}"
+
+
+def format_usd(picousd: int | None, places: int | None = None) -> str:
+    """Dollars for people, ``unpriced`` for None. A lone amount: cents from $1 up, four
+    decimals below; ``places`` (2 or 4, from :func:`usd_places`) fixes it for a table."""
+    value = usd_decimal(picousd)
+    if value is None:
+        return UNPRICED
+    if places is None:
+        places = 2 if abs(value) >= 1 or value == 0 else 4
+    rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    if rounded == 0 and value != 0:
+        tiny = f"<${Decimal(1).scaleb(-places)}"
+        return tiny if value > 0 else "-" + tiny
+    sign = "-" if rounded < 0 else ""
+    return f"{sign}${abs(rounded):,}"
+
+
+def usd_places(amounts: Iterable[int | None]) -> int:
+    """One precision for every amount a table shows: 2 (cents) when each is zero or at least
+    $1, else 4. A table that mixed ``$9.33`` with ``$0.5266`` would misalign its points."""
+    small = any(a is not None and 0 < abs(int(a)) < PICO_PER_USD for a in amounts)
+    return 4 if small else 2
 
 
 def usd_text(pico: int) -> str:

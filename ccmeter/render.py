@@ -43,18 +43,17 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any, TextIO
 
+from ccmeter.money import format_usd, usd_places, usd_string  # money's one home
 from ccmeter.untrusted import escape_controls, printable
 
 FORMATS = ("table", "json", "csv")
 KINDS = ("text", "int", "usd", "percent", "datetime", "spark", "number")
-PICO_PER_USD = 10**12
-UNPRICED = "unpriced"
 NARROW = 70  # below this many columns a table drops its spark column
 COMPACT = 110  # below this, token counts are shown as 12.3k / 4.56M
 WHOLE_MAX = 40  # a "whole" text column is shortened only past this many characters
@@ -85,42 +84,6 @@ class Column:
 
 
 # --- values ------------------------------------------------------------------------------
-
-
-def usd_decimal(picousd: int | None) -> Decimal | None:
-    """Picodollars as an exact Decimal number of dollars (12 decimal places)."""
-    if picousd is None:
-        return None
-    return Decimal(int(picousd)).scaleb(-12)
-
-
-def usd_string(picousd: int | None) -> str | None:
-    """Full-precision decimal string of dollars, e.g. ``"0.093736500000"``; None stays None."""
-    value = usd_decimal(picousd)
-    return None if value is None else f"{value:.12f}"
-
-
-def format_usd(picousd: int | None, places: int | None = None) -> str:
-    """Dollars for people, ``unpriced`` for None. A lone amount: cents from $1 up, four
-    decimals below; ``places`` (2 or 4, from :func:`usd_places`) fixes it for a table."""
-    value = usd_decimal(picousd)
-    if value is None:
-        return UNPRICED
-    if places is None:
-        places = 2 if abs(value) >= 1 or value == 0 else 4
-    rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
-    if rounded == 0 and value != 0:
-        tiny = f"<${Decimal(1).scaleb(-places)}"
-        return tiny if value > 0 else "-" + tiny
-    sign = "-" if rounded < 0 else ""
-    return f"{sign}${abs(rounded):,}"
-
-
-def usd_places(amounts: Iterable[int | None]) -> int:
-    """One precision for every amount a table shows: 2 (cents) when each is zero or at least
-    $1, else 4. A table that mixed ``$9.33`` with ``$0.5266`` would misalign its points."""
-    small = any(a is not None and 0 < abs(int(a)) < PICO_PER_USD for a in amounts)
-    return 4 if small else 2
 
 
 def format_int(value: Any) -> str:
