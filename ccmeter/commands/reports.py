@@ -268,8 +268,10 @@ def report(
     if empty:
         return
     if fmt == "table" and not rep.totals["calls"]:
-        typer.echo(f"No calls in this period ({_caption(rep, now)['period']}); a wider "
-                   "--since may find some.")
+        only = "".join(f" of {name} {value}" for name, value in
+                       (("project", project), ("model", model)) if value)
+        typer.echo(f"No calls{only} in this period: {_caption(rep, now)['period']}.\n"
+                   "A wider --since may find some.")
     elif fmt == "table":
         render.emit(_table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
                     fmt, title=title, totals=rep.totals, meta=_caption(rep, now))
@@ -294,7 +296,9 @@ def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | 
             if index:
                 sys.stdout.write("\n")
             if not rep.totals["calls"]:
-                typer.echo(f"{period.capitalize()}: no calls yet.")
+                only = "".join(f" of {name} {value}" for name, value in
+                               (("project", project), ("model", model)) if value)
+                typer.echo(f"{period.capitalize()}: no calls{only} yet.")
                 continue
             render.emit(_table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
                         fmt, title=f"{period.capitalize()} by project", totals=rep.totals,
