@@ -209,6 +209,8 @@ def test_the_data_folder_deleted_while_running_is_made_anew(standin, user_dirs, 
         assert proxy.post(body("after"))[0] == 200
         rows = calls(user_dirs.db_file, 1)
         assert "deleted or replaced while running" in proxy.log_text()
+        [doc] = proxies.running(user_dirs)  # its status file is back too
+        assert doc["pid"] == proxy.proc.pid and doc["metering"] == "ok"
     assert [r["session_id"] for r in rows] == ["after"]
 
 
@@ -244,3 +246,30 @@ def test_a_killed_proxy_leaves_no_running_status(user_dirs):
     (folder / f"{dead.pid}.json").write_text(json.dumps({"pid": dead.pid, "metering": "failing"}))
     assert proxies.running(user_dirs) == []
     assert not (folder / f"{dead.pid}.json").exists()
+
+
+# A client like Claude Code: HTTPS through HTTPS_PROXY, trusting NODE_EXTRA_CA_CERTS.
+CLIENT = """
+import http.client, json, os, ssl, sys
+from urllib.parse import urlsplit
+proxy = urlsplit(os.environ["HTTPS_PROXY"])
+ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
+conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx, timeout=30)
+conn.set_tunnel("api.anthropic.com", 443)
+conn.request("POST", "/v1/messages", body=json.dumps({"model": "claude-opus-4-8",
+    "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+    headers={"content-type": "application/json", "x-api-key": "sk-ant-api03-dummy"})
+reply = conn.getresponse()
+reply.read()
+print(reply.status, flush=True)
+"""
+
+
+def test_run_says_when_metering_failed(standin, user_dirs, tmp_path):
+    user_dirs.data_dir.mkdir(parents=True)
+    user_dirs.db_file.write_bytes(b"this is not a database " * 200)
+    result = ccmeter_cli("run", "--upstream", standin.url, "--", sys.executable, "-c", CLIENT)
+    assert result.stdout.split() == ["200"], result.stderr  # on_error = "allow"
+    assert ("ccmeter: METERING FAILED during this run (1 call not recorded): cannot write to "
+            f"{user_dirs.db_file}: DatabaseError: file is not a database") in result.stderr
+    assert "Traceback" not in result.stderr

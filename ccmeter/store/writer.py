@@ -266,6 +266,8 @@ class CallWriter:
             log.warning("ccmeter: the database %s was deleted or replaced while running; "
                         "opening it anew (calls recorded before are in the old file)", self.path)
             self._close_db()
+            self._open()
+            self._report_state()  # whoever keeps a status beside the database: write it again
         if self._db is None:
             self._open()
         return self._db
@@ -312,9 +314,12 @@ class CallWriter:
         elif was is None:
             log.log(level, "ccmeter: metering stopped: %s; rows are kept and written once "
                     "it works again", reason)
+        self._report_state()
+
+    def _report_state(self) -> None:
         if self._on_state is not None:
             try:
-                self._on_state(reason)
+                self._on_state(self.failing)
             except Exception:
                 log.exception("ccmeter: reporting the writer's state failed")
 
