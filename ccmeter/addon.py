@@ -555,8 +555,8 @@ class Meter:
             if not state.error_type:
                 state.error_type = "connection" if flow.response is None else "stream_cut"
             state.error_message = flow.error.msg[:300] if flow.error else None
-            if flow.response is None:  # not reached: read the next bodies first again
-                self._upstream_answered = False
+            if flow.server_conn.timestamp_tcp_setup is None:  # not reached: read the
+                self._upstream_answered = False  # next bodies first again
             self.record(call, status=status, flow=flow)
         except Exception:
             log.exception("ccmeter: recording a failed call failed")
@@ -581,7 +581,8 @@ class Meter:
         failure = None
         if flow is not None:  # the final row: a failure is told in the log (and the summary)
             failure = failure_reason(status, row.get("error_type"), row.get("http_status"),
-                                     call.state.error_message)
+                                     call.state.error_message,
+                                     reached=flow.server_conn.timestamp_tcp_setup is not None)
             if failure:
                 log.warning("ccmeter: a call to %s failed: %s", call.host, failure)
         if self.track_run:

@@ -27,12 +27,17 @@ def connection_cause(message: str | None) -> str:
 
 
 def reason(status: str, error_type: str | None, http_status: int | None,
-           error_message: str | None) -> str | None:
-    """Why a call that ended with ``status`` failed, or None when it did not fail."""
+           error_message: str | None, *, reached: bool = False) -> str | None:
+    """Why a call that ended with ``status`` failed, or None when it did not fail.
+    ``reached``: a connection to the upstream was made (it failed later, if at all)."""
     if status != "upstream_error":
         return None
     if error_type == "connection" and not http_status:
-        return f"upstream unreachable ({connection_cause(error_message)})"
+        if "client disconnected" in (error_message or "").lower():
+            return "the client went away before the answer"
+        cause = connection_cause(error_message)
+        return f"upstream connection lost ({cause})" if reached else (
+            f"upstream unreachable ({cause})")
     if http_status and http_status >= 400:
         return f"upstream answered {http_status}" + (f" ({error_type})" if error_type else "")
     if error_type == "stream_cut":

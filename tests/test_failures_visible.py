@@ -117,6 +117,10 @@ def test_failure_reasons_in_a_few_words():
     assert failures.reason("upstream_error", "connection", None,
                            "[Errno -2] Name or service not known") == (
         "upstream unreachable (host not found)")
+    assert failures.reason("upstream_error", "connection", None, "server closed connection",
+                           reached=True) == "upstream connection lost (server closed connection)"
+    assert failures.reason("upstream_error", "connection", None, "Client disconnected.",
+                           reached=True) == "the client went away before the answer"
     assert failures.reason("upstream_error", "api_error", 500, "x") == (
         "upstream answered 500 (api_error)")
     assert failures.reason("upstream_error", "stream_cut", 200, "x") == "the answer was cut off"
