@@ -131,6 +131,9 @@ class StreamTee:
                 state.unread(event.name, "over 16 MB, not read")
             if self.call.limit is not None:
                 self.call.limit.observe(event.name, event.data, state.model, state.usage)
+                running = self.call.limit.running
+                if state.usage is not None and running.model != state.model:
+                    running.set_usage(state.model, state.usage)  # a fallback: its model's rates
             if self._on_start and state.started:
                 self._on_start = False
                 self._meter.record_started(self.call, event.data)

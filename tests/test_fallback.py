@@ -13,12 +13,17 @@ import http.client
 import json
 import sqlite3
 import time
+from datetime import UTC, datetime
 
 from standin import StandIn, fallback_events, serialize_events, sse_reply
 
-from ccmeter import proxy
+from ccmeter import pricing, proxy
+from ccmeter.attribution import Attribution
+from ccmeter.callrow import Call
+from ccmeter.caps.hardmode import RunningCost, StreamLimit
+from ccmeter.caps.policy import CapStatus
 from ccmeter.sse import SSEDecoder
-from ccmeter.tees import METERED_EVENTS
+from ccmeter.tees import METERED_EVENTS, StreamTee
 from ccmeter.usage import MessageState
 
 # Sonnet 4.5 list prices: $3 in, $15 out per MTok; 25 in + 8 out = $0.000195.
@@ -81,3 +86,28 @@ def wait_row(db) -> dict:
                 return rows[0]
         time.sleep(0.05)
     raise AssertionError("no final row")
+
+
+def test_a_hard_cap_prices_the_rest_of_a_fallback_stream_at_the_serving_model():
+    """Hard mode's running cost switches to the serving model at the fallback block, not
+    only when the final usage comes (until then it over-counted by two thirds)."""
+    catalog = pricing.Catalog.bundled()
+    when = datetime(2026, 11, 27, tzinfo=UTC)
+    status = CapStatus("daily", "global", 10**12, 0, None, 0.0, "calendar")
+    call = Call(uid="u", started_ts=when.timestamp(), host="api.anthropic.com",
+                attribution=Attribution(stream=True), project=None,
+                limit=StreamLimit(status, 10**12, RunningCost(catalog, when)))
+    tee = StreamTee(_Recorder(), call, None)
+    events = fallback_events(input_tokens=25, output_tokens=8)
+    tee(serialize_events(events[:2]))  # message_start, then the fallback block
+    assert call.limit is not None
+    assert call.limit.running.model == "claude-sonnet-4-5"
+    assert call.limit.running.picousd == (25 * 3 + 1 * 15) * 10**6  # Sonnet 4.5 rates
+
+
+class _Recorder:
+    def record(self, call, *, status, flow=None) -> None:
+        pass
+
+    def record_started(self, call, start=None) -> None:
+        pass
