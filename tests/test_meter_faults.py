@@ -49,6 +49,18 @@ def write_config(where, **cfg) -> None:
     tmp.replace(where.config_file)
 
 
+def wait_status(where, proxy: UserProxy) -> dict:
+    """The proxy's status file once it has its listen address (written just after the
+    ``metering into`` line that UserProxy waits for)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [d for d in proxies.running(where) if d["pid"] == proxy.proc.pid]
+        if found and found[0].get("listen"):
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no status file for {proxy.proc.pid}: {proxies.running(where)}")
+
+
 @pytest.fixture
 def standin():
     with StandIn() as server:
@@ -109,6 +121,7 @@ def test_a_corrupt_database_with_on_error_block_refuses_then_recovers(standin, u
     user_dirs.data_dir.mkdir(parents=True)
     user_dirs.db_file.write_bytes(b"this is not a database " * 200)
     with UserProxy(standin.url, tmp_path) as proxy:
+        wait_status(user_dirs, proxy)
         for _ in range(3):
             status, _, answer = proxy.post(body("s1"))
             assert status == 429, proxy.log_text()[-2000:]
@@ -186,6 +199,7 @@ def test_a_read_only_database_is_written_once_it_is_writable(standin, user_dirs,
     _chattr(user_dirs.db_file, "+i")  # read-only even for root
     try:
         with UserProxy(standin.url, tmp_path) as proxy:
+            wait_status(user_dirs, proxy)
             assert proxy.post(body("while read-only"))[0] == 200
             assert "readonly" in proxy.log_text()
             [doc] = proxies.running(user_dirs)
@@ -224,6 +238,7 @@ def test_doctor_flags_a_proxy_that_reads_another_config_file(standin, user_dirs,
     # ~/.local/share/ccmeter/config.toml while the CLI wrote ~/.config/ccmeter/config.toml
     args = ["--set", f"ccmeter_home={user_dirs.data_dir}"]
     with UserProxy(standin.url, tmp_path, extra_args=args) as stray:
+        wait_status(user_dirs, stray)
         doctor = ccmeter_cli("doctor")
         assert doctor.returncode == 1
         line = next(x for x in doctor.stdout.splitlines() if f"proxy {stray.proc.pid}" in x)
@@ -232,6 +247,7 @@ def test_doctor_flags_a_proxy_that_reads_another_config_file(standin, user_dirs,
         assert (f"reads its config from {user_dirs.data_dir / 'config.toml'}, not "
                 f"{user_dirs.config_file}") in text
     with UserProxy(standin.url, tmp_path) as good:
+        wait_status(user_dirs, good)
         doctor = ccmeter_cli("doctor")
         line = next(x for x in doctor.stdout.splitlines() if f"proxy {good.proc.pid}" in x)
         assert line.startswith("ok") and "metering ok" in line, doctor.stdout
