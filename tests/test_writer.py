@@ -210,3 +210,18 @@ def test_a_read_only_database_is_seen_at_start_and_retried_on_demand(tmp_path):
         _chattr(path, "-i")
     assert writer.retry(2) is True and writer.failing is None
     writer.close()
+
+
+def test_the_cap_checker_never_waits_to_open_a_locked_database(tmp_path):
+    path = tmp_path / "ccmeter.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")  # a rollback-journal file held by another
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store.connect_cap_checker(path, wait_ms=0)
+        assert time.monotonic() - started < 1  # was 15 s: the default busy timeout
+    finally:
+        other.execute("ROLLBACK")
+        other.close()

@@ -157,10 +157,11 @@ def connect_cap_checker(path: Path | str, *, wait_ms: int = CAP_CHECK_WAIT_MS
     """A connection for the latency-sensitive cap check. It never runs WAL checkpoints
     itself (an auto-checkpoint syncs the file, milliseconds on a large database; the call
     writer's connection and the CLI's keep checkpointing as usual), and waits at most
-    ``wait_ms`` for another writer's lock (0 for the proxy's event loop)."""
-    db = connect(path)
+    ``wait_ms`` for another writer's lock (0 for the proxy's event loop) — opening it
+    included: a database locked while the connection is made raises rather than holding the
+    event loop for the default busy timeout."""
+    db = connect(path, wait_ms=wait_ms, lock_attempts=1)
     db.execute("PRAGMA wal_autocheckpoint=0")
-    db.execute(f"PRAGMA busy_timeout={wait_ms}")
     return db
 
 
