@@ -222,3 +222,17 @@ def test_caps_pause_refuses_bad_lengths_in_one_line(user_dirs, length):
     assert len(lines) == 1 and ("100 years" in lines[0] or "mo months" in lines[0]), lines
     assert not user_dirs.config_file.exists() or "paused_until" not in \
         user_dirs.config_file.read_text()
+
+
+@pytest.mark.parametrize(("active", "shown"), [("2h", True), ("120", True), ("1h", False),
+                                                ("30m", False)])
+def test_watch_active_reads_the_same_grammar(user_dirs, active, shown):
+    """`watch --active` took whole minutes only; a bare number still is minutes."""
+    db = store.connect(config.paths().db_file)
+    store.upsert_calls(db, [_call("ninety", time.time() - 90 * 60) | {"session_id": "s-ninety"}])
+    db.conn.close()
+    result = CliRunner().invoke(app, ["watch", "--once", "--active", active])
+    assert result.exit_code == 0, result.output
+    assert ("s-ninety" in result.output) is shown
+    if shown:
+        assert "in the last 120 min" in result.output

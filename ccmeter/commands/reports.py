@@ -653,11 +653,22 @@ def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float
     return buffer.getvalue()
 
 
+def _minutes(text: str, option: str) -> int:
+    """Whole minutes (at least 1) for a length in the one duration grammar; a bare number
+    is minutes, as ``--active`` always took."""
+    from ccmeter import periods
+
+    value = text.strip()
+    length = periods.parse_duration(value + "m" if value.isdigit() else value,
+                                    what=f"length for {option}")
+    return max(1, round(length.approx_seconds / 60))
+
+
 def watch(
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
-    active_minutes: Annotated[int, typer.Option(
-        "--active", min=1, help="A session is active if it made a call within this many "
-        "minutes.")] = 15,
+    active: Annotated[str, typer.Option(
+        "--active", help="A session is active if it made a call within this long: 15m, 2h, "
+        "1d (a bare number is minutes).")] = "15m",
     interval: Annotated[float, typer.Option(
         "--interval", min=0.2, help="Seconds between checks for new calls.")] = 1.0,
 ) -> None:
@@ -668,7 +679,7 @@ def watch(
 
     Examples:
       ccmeter watch
-      ccmeter watch --once --active 60
+      ccmeter watch --once --active 1h
     """
     from rich.console import Group
     from rich.live import Live
@@ -676,6 +687,7 @@ def watch(
     from ccmeter import store
     from ccmeter.render import make_console
 
+    active_minutes = _minutes(active, "--active")
     cfg = config.load_config()
     db = _open_db()
     try:
