@@ -34,6 +34,17 @@ def test_no_project_has_one_name_in_report_and_team_report(user_dirs, tmp_path: 
     shown = runner.invoke(app, ["report", "--by", "project", "--since", "1d"])
     assert shown.exit_code == 0, shown.output
     assert "(no project)" in shown.output and "(none)" not in shown.output
+    for args in (["sessions"], ["session", "sess-a"]):
+        listed = runner.invoke(app, args)
+        assert listed.exit_code == 0, listed.output
+        assert "(no project)" in listed.output and "(none)" not in listed.output
+    from ccmeter.commands.reports import render_watch_frame
+
+    db = store.connect(config.paths().db_file)
+    try:
+        assert "(no project)" in render_watch_frame(db, {})
+    finally:
+        db.conn.close()
 
     share_dir = tmp_path / "share"
     share_dir.mkdir()
