@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,8 +323,10 @@ def run_wrapped(
     upstream: str | None,
     extra_hosts: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> RunSummary:
-    """Start the proxy, run ``command`` under it, stop the proxy, and summarise the run."""
+    """Start the proxy, run ``command`` under it, stop the proxy, and summarise the run.
+    ``notify`` gets a line for the user when metering does not work as the command starts."""
     env = dict(os.environ if env is None else env)
     executable = shutil.which(command[0], path=env.get("PATH"))
     if executable is None:
@@ -341,6 +343,9 @@ def run_wrapped(
     )
     running = proxy.start(settings)
     running.meter.track_run = True
+    failing = running.meter.writer.failing if running.meter.writer is not None else None
+    if failing and notify is not None:
+        notify(metering_off_line(failing))
     exit_code = 1
     try:
         exit_code = run_child([executable, *command[1:]],
@@ -359,6 +364,13 @@ def run_wrapped(
     return summarize(rows, paths.db_file, exit_code, cfg=cfg, project=project,
                      metering_failure=failure,
                      unrecorded_calls=writer.unwritten if writer is not None else len(rows))
+
+
+def metering_off_line(reason: str) -> str:
+    """What ``run`` and ``serve`` print when metering does not work (see docs/caps.md)."""
+    return (f"ccmeter: WARNING: metering is not working: {reason}. Calls go through "
+            "unmetered, or are refused if caps.on_error is \"block\"; ccmeter keeps the rows and "
+            "tries again on every call (`ccmeter doctor` shows the state)")
 
 
 def run_child(argv: Sequence[str], env: Mapping[str, str]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -288,4 +289,31 @@ def test_run_says_when_metering_failed(standin, user_dirs, tmp_path):
     assert result.stdout.split() == ["200"], result.stderr  # on_error = "allow"
     assert ("ccmeter: METERING FAILED during this run (1 call not recorded): cannot write to "
             f"{user_dirs.db_file}: DatabaseError: file is not a database") in result.stderr
+    assert result.stderr.startswith("ccmeter: WARNING: metering is not working: cannot write")
     assert "Traceback" not in result.stderr
+
+
+def test_serve_says_when_metering_stops_and_works_again(standin, user_dirs, tmp_path):
+    from mitm import free_port, wait_for_port
+
+    user_dirs.data_dir.mkdir(parents=True)
+    user_dirs.db_file.write_bytes(b"this is not a database " * 200)
+    port, err = free_port(), tmp_path / "serve.err"
+    with open(err, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ccmeter.cli", "serve", "--reverse",
+                                 "--port", str(port), "--upstream", standin.url],
+                                stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        wait_for_port(port, proc=proc)
+        deadline = time.monotonic() + 10
+        while "metering is not working" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "WARNING: metering is not working: cannot write to" in err.read_text()
+        user_dirs.db_file.rename(user_dirs.data_dir / "broken.db")  # moved aside
+        while "metering works again" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "ccmeter: metering works again" in err.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert "Traceback" not in err.read_text()

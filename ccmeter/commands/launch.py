@@ -97,6 +97,7 @@ def run(
         project=project or config.config_text(cfg, "project") or launch.detect_project(),
         upstream=launch.resolve_upstream(upstream, cfg),
         extra_hosts=launch.configured_hosts(cfg),
+        notify=lambda line: typer.echo(line, err=True),
     )
     typer.echo(summary.line(), err=True)
     raise typer.Exit(summary.exit_code)
@@ -139,7 +140,16 @@ def serve(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(0.5):
+    told: str | None = None
+    while True:
+        writer = running.meter.writer  # metering that stops or works again is said here too
+        failing = writer.failing if writer is not None else None
+        if failing != told:
+            typer.echo(launch.metering_off_line(failing) if failing
+                       else "ccmeter: metering works again", err=True)
+            told = failing
+        if stop.wait(0.5):
+            break
         if not running._thread.is_alive():
             raise config.CCMeterError(f"the proxy stopped unexpectedly; see {paths.log_file}")
     running.stop()
