@@ -41,7 +41,6 @@ import csv
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 from ccmeter.money import format_usd, usd_places, usd_string  # money's one home
-from ccmeter.untrusted import escape_controls, printable
+from ccmeter.untrusted import escape_controls, json_text, printable
 
 FORMATS = ("table", "json", "csv")
 KINDS = ("text", "int", "usd", "percent", "datetime", "spark", "number")
@@ -246,8 +245,7 @@ def emit(
             "rows": [machine_row(row, columns) for row in rows],
             "totals": None if totals is None else machine_row(totals, columns),
         }
-        text = json.dumps(document, indent=2, ensure_ascii=False)  # escapes C0 controls
-        out.write(_RAW_C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
+        out.write(json_text(json.dumps(document, indent=2, ensure_ascii=False)) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         names = field_names(columns)
@@ -263,11 +261,6 @@ def emit(
                                    width=console.width))
     else:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-
-
-#: DEL and the C1 controls (U+009B is a CSI to some terminals): ``json.dumps`` writes them
-#: raw with ``ensure_ascii=False``; only strings can hold them, so a ``\u`` escape is exact.
-_RAW_C1 = re.compile("[\x7f-\x9f]")
 
 
 def _plain(text: str | None) -> str | None:

@@ -36,6 +36,7 @@ from ccmeter import periods, store
 from ccmeter.config import CCMeterError, Paths
 from ccmeter.money import usd_string
 from ccmeter.share_identity import Identity, ShareSettings, machine_id, settle, write_identity
+from ccmeter.untrusted import json_text
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +196,8 @@ def part_path(share: Path, month: str, user: str, machine: str) -> Path:
 
 
 def encode_rows(rows: Iterable[Mapping[str, Any]]) -> bytes:
-    lines = [json.dumps({k: row[k] for k in ROW_FIELDS}, separators=(",", ":"),
-                        ensure_ascii=False) for row in rows]
+    lines = [json_text(json.dumps({k: row[k] for k in ROW_FIELDS}, separators=(",", ":"),
+                                  ensure_ascii=False)) for row in rows]
     return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 

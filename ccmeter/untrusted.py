@@ -74,6 +74,16 @@ def printable(value: object) -> str:
     return _INVISIBLE.sub("", _CONTROL.sub("", _ESCAPE.sub("", text)))
 
 
+_RAW_C1 = re.compile("[\x7f-\x9f]")
+
+
+def json_text(dumped: str) -> str:
+    """JSON from ``json.dumps(..., ensure_ascii=False)`` with DEL and the C1 controls (raw
+    there; U+009B is a CSI to some terminals) as ``\\u`` escapes: the same document, safe to
+    print. Only strings can hold them, so the escape is exact."""
+    return _RAW_C1.sub(lambda m: f"\\u{ord(m.group()):04x}", dumped)
+
+
 def escape_controls(text: str) -> str:
     """Every control character as a visible ``\\u001b``-style escape: the data kept, nothing
     raw for a terminal to act on (JSON's own escape, also used for CSV cells)."""

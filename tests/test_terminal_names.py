@@ -143,3 +143,22 @@ def test_a_teammates_file_cannot_write_escapes_to_the_terminal(user_dirs, tmp_pa
         _no_raw(result.stdout)
         _no_raw(result.stderr)
     assert "evil" in result.stdout
+
+
+def test_push_dry_run_and_the_share_file_carry_no_raw_controls(user_dirs, tmp_path: Path):
+    """`push --dry-run` prints the rows it would publish: C1 controls (U+009B is a CSI) were
+    written raw by json.dumps(ensure_ascii=False); now escaped, the same JSON."""
+    import json
+
+    fill([call("c1", "web\x9b2J\x7f")])
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    dry = runner.invoke(app, ["push", "--to", str(share_dir), "--user", "ana", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    _no_raw(dry.stdout)
+    assert "\x7f" not in dry.stdout
+    assert json.loads(dry.stdout.splitlines()[0])["project"] == "web\x9b2J\x7f"
+    assert runner.invoke(app, ["push", "--to", str(share_dir), "--user", "ana"]).exit_code == 0
+    [part] = share_dir.rglob("part-*.jsonl")
+    assert "\x9b" not in part.read_text()
+    assert json.loads(part.read_text())["project"] == "web\x9b2J\x7f"  # the data is kept
