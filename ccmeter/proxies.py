@@ -71,8 +71,7 @@ class ProxyStatus:
                 "pid": os.getpid(), "started_at": _iso(time.time()),
                 "listen": self.doc.get("listen"),
                 "config_file": str(where.config_file), "db_file": str(where.db_file),
-                "argv": [os.path.basename(sys.argv[0]), *sys.argv[1:]][:12] if sys.argv else [],
-            }
+            }  # not the command line: `ccmeter run -- claude -p "…"` holds a prompt
             self._set_state(failing, since)
             self._files = [d / f"{os.getpid()}.json" for d in status_dirs(where)]
             self._write()
