@@ -25,7 +25,7 @@ _KEEP_INDENT = "[dim][/dim]"
 #: Placeholders that say more than the option's name would.
 METAVARS = {"since": "WHEN", "until": "WHEN", "by": "FIELD", "hourly": "USD", "daily": "USD",
             "weekly": "USD", "monthly": "USD", "total": "USD", "estimate": "USD",
-            "for": "DURATION", "to": "FOLDER", "from": "FOLDER", "active": "MINUTES",
+            "for": "DURATION", "to": "FOLDER", "from": "FOLDER", "active": "DURATION",
             "interval": "SECONDS", "limit": "N", "warn-at": "FRACTIONS", "timezone": "ZONE"}
 
 
