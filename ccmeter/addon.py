@@ -29,6 +29,7 @@ from mitmproxy.proxy import mode_specs
 
 from ccmeter import attribution, callrow, config, pricing, providers, proxies, store, untrusted
 from ccmeter.callrow import Call
+from ccmeter.decompress import incremental_decoder
 from ccmeter.enforce import Enforcer
 from ccmeter.failures import reason as failure_reason
 from ccmeter.journal import Journal, fold_dead, journal_dir
@@ -76,6 +77,22 @@ def git_top(directory: str) -> str | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def decoded_body(response: http.Response) -> bytes:
+    """A whole answer's body decoded from its content-encoding, within the meter's budget
+    (``Response.get_content`` would expand a compression bomb to any size, on the event
+    loop). Raises ValueError for a body that is not what its encoding says, or too large."""
+    raw = response.raw_content or b""
+    encoding = body_kind(response.headers)[1]
+    if not encoding or not raw:
+        return raw
+    try:
+        return incremental_decoder(encoding)(raw)
+    except ValueError:
+        raise
+    except Exception as exc:  # zlib.error, brotli.error, a zstd error: not ValueErrors
+        raise ValueError(f"{encoding}: {type(exc).__name__}: {exc}") from exc
 
 
 def body_kind(headers: http.Headers) -> tuple[str, str]:
@@ -507,7 +524,7 @@ class Meter:
 
     def _read_json_body(self, call: Call, response: http.Response) -> None:
         try:
-            content = response.get_content(strict=True)
+            content = decoded_body(response)
         except ValueError as exc:
             call.metering_error = f"cannot decode body: {exc}"[:300]
             return
@@ -515,8 +532,8 @@ class Meter:
             return
         if looks_like_event_stream(content):  # no content-type (or a wrong one): sniffed
             for event in [*(decoder := SSEDecoder()).feed(content), *decoder.flush()]:
-                if event.too_large:
-                    call.state.unread(event.name, "over 16 MB, not read")
+                if event.unread:
+                    call.state.unread(event.name, event.unread)
                 elif event.data is not None:
                     call.state.apply_event(event.name, event.data)
             return

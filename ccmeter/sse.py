@@ -24,11 +24,20 @@ USAGE_EVENTS = frozenset({"message_start", "message_delta", "message_stop", "err
 #: stream that never sends a blank line); past it the event is skipped to its end, and
 #: reported as an :class:`Event` with ``too_large`` set.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
+#: Most events of one stream read field by field (the first of each name, the ones the meter
+#: wants: a handful, or one per text delta in hard mode, ~40,000 for the longest answer).
+#: Past it the decoder stops and reports the stream unread: a flood of junk events costs the
+#: event loop well under a second, then nothing (its call's cost is unknown).
+MAX_PARSED_EVENTS = 200_000
 #: How much of a skipped event is kept to name it.
 _HEAD_BYTES = 512
 _TYPE_IN_HEAD = re.compile(rb'"type"\s*:\s*"([A-Za-z_]{1,64})"')
 #: How an event stream begins: a field (``event:``, ``data:``, ``id:``, ``retry:``) or a
 #: ``:`` comment, maybe after blank lines. JSON never does.
+#: Blank lines beyond the one that ends an event (a flood of them is one separator).
+_BLANK_RUN = re.compile(rb"\n{3,}")
+_OBJECT_START = re.compile(rb"[ \t\n\r]*\{")
+
 _STREAM_START = re.compile(rb"[\r\n]*(?:event|data|id|retry)?:")
 
 
@@ -41,18 +50,27 @@ def looks_like_event_stream(head: bytes) -> bool:
 @dataclass(frozen=True)
 class Event:
     """One dispatched SSE event. ``data`` is the parsed JSON, or None when skipped/invalid.
-    ``too_large``: the event was longer than MAX_EVENT_BYTES and was not read."""
+    ``unread`` says why an event was not read at all: longer than MAX_EVENT_BYTES, or (named
+    ``stream``) the rest of a stream past MAX_PARSED_EVENTS."""
 
     name: str
     data: dict[str, Any] | None
-    too_large: bool = False
+    unread: str | None = None
+
+    @property
+    def too_large(self) -> bool:
+        return self.unread is not None
+
+
+#: What every event without a usable JSON object is, when no name says more.
+_UNNAMED = Event("message", None)
 
 
 class SSEDecoder:
     """Feed it chunks with :meth:`feed`; it returns the events completed by each chunk."""
 
-    __slots__ = ("_held", "_held_size", "_oversized", "_pending_cr", "_skip", "_skip_for",
-                 "dropped_bytes", "wanted")
+    __slots__ = ("_held", "_held_size", "_oversized", "_parses_left", "_pending_cr", "_skip",
+                 "_skip_for", "dropped_bytes", "wanted")
 
     def __init__(self, wanted: frozenset[str] = USAGE_EVENTS) -> None:
         #: The pieces of an event not yet ended (kept as pieces: joined once, at its end).
@@ -61,6 +79,7 @@ class SSEDecoder:
         #: While skipping an event too large to hold: its name, and the last byte seen.
         self._oversized: tuple[str, bytes] | None = None
         self._pending_cr = False
+        self._parses_left = MAX_PARSED_EVENTS
         self.wanted = wanted
         self.dropped_bytes = 0
         #: ``event: NAME\ndata:`` -> the (immutable) Event of a skipped event: the fast path.
@@ -83,6 +102,8 @@ class SSEDecoder:
 
     def _feed_lines(self, chunk: bytes) -> list[Event]:
         """``chunk`` with LF line ends only."""
+        if self._parses_left <= 0:  # gave up on this stream
+            return []
         if self._oversized is not None:
             return self._skip_oversized(chunk)
         held = self._held
@@ -152,7 +173,7 @@ class SSEDecoder:
             rest = chunk[end + 2 :]
         self.dropped_bytes += len(chunk) - len(rest)
         self._oversized = None
-        event = Event(name, None, too_large=True)
+        event = Event(name, None, unread=f"event over {MAX_EVENT_BYTES // 2**20} MB, not read")
         return [event, *self._feed_lines(rest)] if rest else [event]
 
     def _dispatch(self, block: bytes) -> list[Event]:
@@ -160,6 +181,8 @@ class SSEDecoder:
             self._skip, self._skip_for = {}, self.wanted
         skip = self._skip
         events = []
+        if b"\n\n\n" in block:  # extra blank lines dispatch nothing: one split, not millions
+            block = _BLANK_RUN.sub(b"\n\n", block)
         for raw in block.split(b"\n\n"):
             # Fast path for the bulk of a stream (text deltas): a known ``event: NAME`` line
             # of a skipped event, a data line next, and no later ``event`` field: the
@@ -169,6 +192,13 @@ class SSEDecoder:
             if skipped is not None and raw.find(b"\nevent", nl) < 0:
                 events.append(skipped)
                 continue
+            self._parses_left -= 1
+            if self._parses_left < 0:
+                events.append(Event("stream", None,
+                                    unread=f"events past {MAX_PARSED_EVENTS:,} not read"))
+                self._held.clear()
+                self._held_size = 0
+                break
             event = self._parse_event(raw)
             if event is None:
                 continue
@@ -199,9 +229,12 @@ class SSEDecoder:
         if event_name not in self.wanted and event_name != "message":
             return Event(event_name, None)
         payload = b"\n".join(data_lines)
+        if _OBJECT_START.match(payload) is None:  # no JSON object: not worth a parse
+            return _UNNAMED if event_name == "message" else Event(event_name, None)
         try:
             data = untrusted.loads(payload)
         except ValueError:
+            self._parses_left -= 20  # a failed parse costs ~20 skipped events: so it counts
             return Event(event_name, None)
         if not isinstance(data, dict):
             return Event(event_name, None)

@@ -21,7 +21,7 @@ from ccmeter import eventstream, providers
 from ccmeter.callrow import Call
 from ccmeter.caps.hardmode import StreamLimit
 from ccmeter.caps.messages import sse_error_event
-from ccmeter.decompress import incremental_decoder
+from ccmeter.decompress import TooLarge, incremental_decoder
 from ccmeter.enforce import close_upstream
 from ccmeter.sse import USAGE_EVENTS, SSEDecoder
 
@@ -121,14 +121,20 @@ class StreamTee:
             events = self._decoder.flush()
         else:
             if self._decompress is not None:
-                chunk = self._decompress(chunk)
+                try:
+                    chunk = self._decompress(chunk)
+                except TooLarge as exc:  # meter what fit in the budget, then stop
+                    self._decompress = None
+                    if exc.partial:
+                        self._consume(exc.partial)
+                    raise
             events = self._decoder.feed(chunk)
         state = self.call.state
         for event in events:
             if event.data is not None:
                 state.apply_event(event.name, event.data)
-            elif event.too_large:  # skipped, memory bounded: its call's cost is unknown
-                state.unread(event.name, "over 16 MB, not read")
+            elif event.unread:  # skipped, work and memory bounded: the cost is unknown
+                state.unread(event.name, event.unread)
             if self.call.limit is not None:
                 self.call.limit.observe(event.name, event.data, state.model, state.usage)
                 running = self.call.limit.running

@@ -274,8 +274,8 @@ class MessageState:
     def unread(self, event_type: str, why: str) -> None:
         """An event the meter could not read (``why``: too large): when it is one that
         carries usage, the call's cost is unknown rather than what the other events say."""
-        if event_type in ("message_start", "message_delta", "message"):
-            self.usage = with_problem(self.usage, f"{event_type} event {why}")
+        if event_type in ("message_start", "message_delta", "message", "stream"):
+            self.usage = with_problem(self.usage, f"{event_type} {why}")
 
     def _fall_back(self, block: dict[str, Any]) -> None:
         """A ``fallback`` block: what follows is served by ``block["to"]["model"]``; the last

@@ -157,7 +157,7 @@ def test_an_event_over_the_limit_is_skipped_in_linear_time_and_reported():
     state = MessageState()
     for event in events:
         if event.too_large:
-            state.unread(event.name, "over 16 MB, not read")
+            state.unread(event.name, event.unread or "")
         elif event.data is not None:
             state.apply_event(event.name, event.data)
     assert state.usage is not None and state.usage.problems  # priced as unknown, never $0
@@ -170,3 +170,23 @@ def test_lone_surrogates_are_kept_as_their_escapes():
     assert untrusted.text("sess-\udcff", 100) == "sess-\\xff"
     assert untrusted.text("claude-opus-4-8\ud800", 100) == "claude-opus-4-8\\ud800"
     assert untrusted.text("ok", 100) == "ok"
+
+
+# --- a compressed answer that expands without end -------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_a_decompression_bomb_stops_the_metered_copy_at_its_budget(encoding):
+    from standin import compress
+
+    from ccmeter.decompress import TooLarge, incremental_decoder
+
+    bomb = compress(b"\n" * (64 * 2**20), encoding)  # 64 MB of blank lines
+    decode = incremental_decoder(encoding, budget=8 * 2**20)
+    out = 0
+    with pytest.raises(TooLarge):
+        for at in range(0, len(bomb), 4096):
+            out += len(decode(bomb[at:at + 4096]))
+    assert out <= 8 * 2**20
+    fine = compress(b"event: ping\ndata: {}\n\n" * 1000, encoding)
+    assert incremental_decoder(encoding, budget=8 * 2**20)(fine) == b"event: ping\ndata: {}\n\n" * 1000

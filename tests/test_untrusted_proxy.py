@@ -247,3 +247,27 @@ def test_answer_headers_that_are_no_numbers_or_carry_escapes_keep_the_row(standi
     assert (row["plan_7d_reset"], row["plan_5h_utilization"]) == (None, None)
     assert row["plan_status"] == "allowed[2J"
     assert row["request_id"].startswith("req_]0;x") and len(row["request_id"]) <= 128
+
+
+def test_a_compression_bomb_stops_the_meter_not_the_proxy(standin, proxy, user_dirs):
+    """128 MB of blank lines in a 130 KB gzip stream, and a 100 MB JSON answer in 100 KB:
+    the client gets every byte, the meter stops at its budget with a note, and the proxy's
+    memory stays put (mitmproxy's own decode held the whole JSON body; the old SSE decoder
+    split the blank lines one by one: minutes of the event loop)."""
+    start = serialize_events(message_events(input_tokens=700, output_tokens=70)[:1])
+    stream = sse_reply(start + b"\n" * (128 * 2**20), encoding="gzip", chunk_sizes=65536)
+    doc = json.dumps(message_json(input_tokens=700, output_tokens=70)).encode()
+    huge = doc.replace(b'"content": [', b'"pad": "' + b"x" * (100 * 2**20) + b'", "content": [')
+    bomb = json_reply({}, encoding="gzip")
+    bomb.body = huge
+    standin.enqueue(stream, bomb)
+    rss_before = proxy.rss_mb()
+    started = time.monotonic()
+    assert proxy.post(request(), timeout=60)[2] == stream.render()[1]
+    assert proxy.post(request(stream=False), timeout=60)[2] == bomb.render()[1]
+    assert time.monotonic() - started < 20
+    assert proxy.rss_mb() - rss_before < 100, (rss_before, proxy.rss_mb())
+    rows = calls(user_dirs.db_file, expect=2)
+    assert all("decodes to more than" in r["metering_error"] for r in rows)
+    assert rows[0]["input_tokens"] == 700  # what came before the bomb is on record
+    assert rows[1]["cost_picousd"] is None  # a 2xx answer whose usage was never read
