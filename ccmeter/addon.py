@@ -205,7 +205,10 @@ class Meter:
                 where = self._given_paths
             if self._db_path != where.db_file:
                 self._close_writer()
-                config.ensure_private_dir(where.data_dir)
+                try:
+                    config.ensure_private_dir(where.data_dir)
+                except OSError:
+                    pass  # the writer says why it cannot write, and the caps follow on_error
                 self.writer = store.CallWriter(where.db_file, on_state=self.status.metering)
                 self._db_path = where.db_file
                 self._open_journal(where)

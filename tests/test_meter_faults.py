@@ -317,3 +317,15 @@ def test_serve_says_when_metering_stops_and_works_again(standin, user_dirs, tmp_
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
     assert "Traceback" not in err.read_text()
+
+
+def test_a_data_folder_that_cannot_be_made_blocks_calls_with_on_error_block(standin, user_dirs,
+                                                                           tmp_path):
+    write_config(user_dirs, caps={"daily": "10", "on_error": "block", "notify": False})
+    user_dirs.data_dir.parent.mkdir(parents=True)
+    user_dirs.data_dir.write_text("a file where ccmeter's data folder should be")
+    with UserProxy(standin.url, tmp_path) as proxy:
+        status, _, answer = proxy.post(body("s1"))
+        assert status == 429, proxy.log_text()[-2000:]
+        assert b"spending caps cannot be checked" in answer
+    assert standin.messages_requests() == []
