@@ -64,6 +64,7 @@ class Event:
 
 #: What every event without a usable JSON object is, when no name says more.
 _UNNAMED = Event("message", None)
+_GAVE_UP = Event("stream", None, unread=f"events past {MAX_PARSED_EVENTS:,} not read")
 
 
 class SSEDecoder:
@@ -181,9 +182,11 @@ class SSEDecoder:
             self._skip, self._skip_for = {}, self.wanted
         skip = self._skip
         events = []
-        if b"\n\n\n" in block:  # extra blank lines dispatch nothing: one split, not millions
-            block = _BLANK_RUN.sub(b"\n\n", block)
-        for raw in block.split(b"\n\n"):
+        parts = block.split(b"\n\n")
+        if len(parts) * 16 > len(block) and b"\n\n\n" in block:
+            # Mostly blank lines (which dispatch nothing): one part per run, not millions.
+            parts = _BLANK_RUN.sub(b"\n\n", block).split(b"\n\n")
+        for raw in parts:
             # Fast path for the bulk of a stream (text deltas): a known ``event: NAME`` line
             # of a skipped event, a data line next, and no later ``event`` field: the
             # answer is the same immutable Event as last time, no parsing needed.
@@ -192,17 +195,12 @@ class SSEDecoder:
             if skipped is not None and raw.find(b"\nevent", nl) < 0:
                 events.append(skipped)
                 continue
-            self._parses_left -= 1
-            if self._parses_left < 0:
-                events.append(Event("stream", None,
-                                    unread=f"events past {MAX_PARSED_EVENTS:,} not read"))
-                self._held.clear()
-                self._held_size = 0
-                break
             event = self._parse_event(raw)
             if event is None:
                 continue
             events.append(event)
+            if event is _GAVE_UP:
+                break
             if (event.data is None and nl > 0 and raw[:6] == b"event:"
                     and raw[nl + 1 : nl + 6] == b"data:" and raw.find(b"\nevent", nl) < 0
                     and event.name not in self.wanted and event.name != "message"
@@ -211,6 +209,11 @@ class SSEDecoder:
         return events
 
     def _parse_event(self, raw: bytes) -> Event | None:
+        self._parses_left -= 1
+        if self._parses_left < 0:  # enough: the rest of this stream is not read
+            self._held.clear()
+            self._held_size = 0
+            return _GAVE_UP
         name = b""
         data_lines: list[bytes] = []
         for line in raw.split(b"\n"):
