@@ -105,6 +105,9 @@ def test_a_100kb_working_directory_line_costs_the_other_calls_nothing(standin, u
             threads[1].join(120)
             stop.set()
             threads[0].join()
+    print(f"F4: other calls p50 {statistics.median(base) * 1000:.1f} -> "
+          f"{statistics.median(during) * 1000:.1f} ms, max {max(base) * 1000:.1f} -> "
+          f"{max(during) * 1000:.1f} ms; proxy RSS {rss_before:.0f} -> peak {peak[0]:.0f} MB")
     assert bad_status == [200] * 4
     # The other calls keep their latency (a few ms here; allow for a busy 2-core machine).
     assert max(during) < max(0.5, 10 * max(base)), (base, during)
