@@ -280,9 +280,11 @@ class Meter:
         directory = journal_dir(where)
         self.journal = Journal(directory)
         try:
-            db = store.connect(where.db_file)
+            # Bounded: a database another process keeps locked delays the start by 2 s at
+            # most; the journals then wait for the next start (or ``ccmeter report``).
+            db = store.connect(where.db_file, wait_ms=2000, lock_attempts=1)
             try:
-                fold_dead(directory, db, self.catalog, own=self.journal)
+                fold_dead(directory, db, self.catalog, own=self.journal, attempts=1)
             finally:
                 db.conn.close()
         except Exception as exc:

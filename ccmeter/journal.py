@@ -270,11 +270,11 @@ def row_of(record: Mapping[str, Any], catalog: pricing.Catalog, now: float) -> d
 
 
 def fold_dead(where: Path, db: Any, catalog: pricing.Catalog, *, own: Journal | None = None,
-              now: float | None = None) -> int:
+              now: float | None = None, attempts: int = 40) -> int:
     """Fold every journal no live process holds into ``db`` (a store connection): a row for
     each call the database does not have, cap reservations released; then delete it.
-    Returns the rows inserted. A journal that cannot be folded (the database refuses) stays
-    for the next try."""
+    Returns the rows inserted. A journal that cannot be folded (the database refuses, or is
+    still locked after ``attempts`` tries) stays for the next try."""
     from ccmeter import store
 
     try:
@@ -303,7 +303,8 @@ def fold_dead(where: Path, db: Any, catalog: pricing.Catalog, *, own: Journal | 
                 except Exception as exc:
                     log.warning("ccmeter: a call in the journal %s could not be read (%s)",
                                 path.name, exc)
-            added = store.insert_missing_calls(db, rows, release=list(records))
+            added = store.insert_missing_calls(db, rows, release=list(records),
+                                               attempts=attempts)
             inserted += added
             if sys.platform == "win32":  # an open file cannot be deleted there
                 os.close(fd)

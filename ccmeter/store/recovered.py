@@ -28,11 +28,12 @@ _MARK_UNFINISHED = (
 
 
 def insert_missing_calls(db: sqlite_utils.Database, rows: Iterable[Mapping[str, Any]], *,
-                         release: Iterable[str] = ()) -> int:
+                         release: Iterable[str] = (), attempts: int = 40) -> int:
     """Insert each row whose ``call_uid`` the database does not have; where the database
     has only the call's started row, set that row's ``error_type`` and ``metering_error``
     from the recovered row (nothing else); release the cap reservations of the calls in
-    ``release``. One transaction. Returns the rows inserted."""
+    ``release``. One transaction, tried ``attempts`` times while another process holds the
+    write lock. Returns the rows inserted."""
     rows, release = list(rows), list(release)
     inserted = 0
 
@@ -53,5 +54,5 @@ def insert_missing_calls(db: sqlite_utils.Database, rows: Iterable[Mapping[str, 
                 db.execute(RELEASE_SQL, [uid])
 
     if rows or release:
-        retry_locked(write)
+        retry_locked(write, attempts)
     return inserted
