@@ -29,7 +29,7 @@ from mitmproxy.proxy import mode_specs
 
 from ccmeter import attribution, callrow, config, pricing, providers, proxies, store, untrusted
 from ccmeter.callrow import Call
-from ccmeter.decompress import incremental_decoder
+from ccmeter.decompress import MAX_DECODED_BYTES, incremental_decoder
 from ccmeter.enforce import Enforcer
 from ccmeter.failures import reason as failure_reason
 from ccmeter.journal import Journal, fold_dead, journal_dir
@@ -79,16 +79,20 @@ def git_top(directory: str) -> str | None:
     return None
 
 
-def decoded_body(response: http.Response) -> bytes:
-    """A whole answer's body decoded from its content-encoding, within the meter's budget
-    (``Response.get_content`` would expand a compression bomb to any size, on the event
-    loop). Raises ValueError for a body that is not what its encoding says, or too large."""
-    raw = response.raw_content or b""
-    encoding = body_kind(response.headers)[1]
+#: Largest request body the meter reads (the API refuses requests over 32 MB).
+MAX_REQUEST_BYTES = 40 * 1024 * 1024
+
+
+def decoded_body(message: http.Message, budget: int = MAX_DECODED_BYTES) -> bytes:
+    """A whole body decoded from its content-encoding, within the meter's budget
+    (``get_content`` would expand a compression bomb to any size, on the event loop).
+    Raises ValueError for a body that is not what its encoding says, or too large."""
+    raw = message.raw_content or b""
+    encoding = body_kind(message.headers)[1]
     if not encoding or not raw:
         return raw
     try:
-        return incremental_decoder(encoding)(raw)
+        return incremental_decoder(encoding, budget)(raw)
     except ValueError:
         raise
     except Exception as exc:  # zlib.error, brotli.error, a zstd error: not ValueErrors
@@ -125,8 +129,12 @@ def attribute_request(request: http.Request) -> attribution.Attribution:
 
 def _attribute_request(request: http.Request) -> attribution.Attribution:
     try:
-        body = untrusted.loads(request.get_content(strict=False) or b"{}")
-    except ValueError:  # not JSON (a body too deep for json.loads is still read)
+        content = request.raw_content or b""
+        if len(content) > MAX_REQUEST_BYTES:
+            raise ValueError("request too large to read")
+        content = decoded_body(request, MAX_REQUEST_BYTES)
+        body = untrusted.loads(content) if content else {}
+    except ValueError:  # not JSON, too large, or a bomb (JSON too deep is still read)
         body = {}
     return attribution.attribute(request.headers, body if isinstance(body, dict) else {})
 

@@ -274,3 +274,21 @@ def test_a_compression_bomb_stops_the_meter_not_the_proxy(standin, proxy, user_d
     assert all("decodes to more than" in r["metering_error"] for r in rows)
     assert rows[0]["input_tokens"] == 700  # what came before the bomb is on record
     assert rows[1]["cost_picousd"] is None  # a 2xx answer whose usage was never read
+
+
+def test_a_compressed_request_that_expands_without_end_costs_nothing(standin, proxy, user_dirs):
+    """A request body is read for its session and project: gzip of 300 MB in 300 KB was
+    expanded whole by get_content, then parsed, on the event loop."""
+    import gzip
+
+    bomb = gzip.compress(b'{"model": "claude-opus-4-8", "x": "' + b"x" * (300 * 2**20) + b'"}',
+                         compresslevel=1)
+    rss_before = proxy.rss_mb()
+    started = time.monotonic()
+    status, _, _ = proxy.post(bomb, {"content-encoding": "gzip",
+                                     "x-claude-code-session-id": "bomb"}, timeout=60)
+    assert status == 200 and time.monotonic() - started < 5
+    assert proxy.rss_mb() - rss_before < 100, (rss_before, proxy.rss_mb())
+    assert proxy.post(request())[0] == 200
+    rows = calls(user_dirs.db_file, expect=2)
+    assert [r["session_id"] for r in rows] == ["bomb", SESSION]
