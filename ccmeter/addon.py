@@ -34,6 +34,7 @@ from ccmeter.enforce import Enforcer
 from ccmeter.failures import reason as failure_reason
 from ccmeter.journal import Journal, fold_dead, journal_dir
 from ccmeter.sessionprojects import SessionProjects
+from ccmeter.shutdown import EndConnections
 from ccmeter.sse import SSEDecoder, looks_like_event_stream
 from ccmeter.tees import RequestTee, StreamTee
 from ccmeter.usage import merge_usage
@@ -655,4 +656,4 @@ class Meter:
                                  flow=flow)
 
 
-addons = [Meter()]
+addons = [Meter(), EndConnections()]  # what mitmdump -s loads (see ccmeter.shutdown)

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,11 @@ from urllib.parse import urlsplit
 
 from ccmeter import config, providers
 from ccmeter.addon import ANTHROPIC_HOST, Meter
+from ccmeter.shutdown import end_connections
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 20.0
-#: How long a stopping proxy waits for its open client connections to end.
-CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -79,22 +77,8 @@ class _Lifecycle:
         self.ready.set()
 
     async def done(self) -> None:
-        from mitmproxy import ctx
-
-        server = ctx.master.addons.get("proxyserver")
-        # Master.shutdown() leaves the listening sockets open; close them ourselves.
-        await server.servers.update([])
-        # And the client connections still open (the wrapped program's keep-alive ones):
-        # ended here, their tasks finish as mitmproxy expects. Left for asyncio.run to
-        # cancel, each logged a CancelledError traceback ("Exception in callback
-        # StreamReaderProtocol…"): Python before 3.12.? / 3.13 asks a cancelled task for
-        # its exception in that callback.
-        for handler in list(server.connections.values()):
-            if handler.client in handler.transports:  # else it is ending already
-                handler.close_connection(handler.client)
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        while server.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        # Master.shutdown() leaves the listening sockets and client connections open.
+        await end_connections()
 
 
 @dataclass

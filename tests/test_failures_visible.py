@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mitm import MitmDump
 from standin import StandIn, error_reply
 
 from ccmeter import failures, launch, proxy
@@ -154,6 +155,24 @@ def test_starting_and_stopping_the_proxy_logs_no_traceback(user_dirs, caplog):
             conn.close()
     text = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
     assert "Traceback" not in caplog.text and "CancelledError" not in text, caplog.text[-3000:]
+
+
+def test_stopping_mitmdump_with_the_addon_logs_no_traceback(tmp_path):
+    """The same under ``mitmdump -s addons/ccmeter.py``: the addon ends the connections."""
+    body = json.dumps({"model": "claude-opus-4-8", "max_tokens": 1,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with StandIn() as standin:
+        for n in range(3):
+            home = tmp_path / f"home{n}"
+            home.mkdir()
+            with MitmDump(home, f"reverse:{standin.url}") as running:
+                conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+                conn.request("POST", "/v1/messages", body=body,
+                             headers={"content-type": "application/json"})
+                conn.getresponse().read()  # the connection stays open (keep-alive)
+                running.stop()
+                conn.close()
+                assert "Traceback" not in running.log_text(), running.log_text()[-3000:]
 
 
 def test_ccmeter_run_true_logs_no_traceback(user_dirs):
