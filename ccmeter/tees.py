@@ -61,6 +61,9 @@ class RequestTee:
 
 
 _EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+#: Most bytes hard mode holds back waiting for an event's end: past it they go on (an event
+#: this long is no Claude event; holding it would grow memory and starve the client).
+MAX_HELD_BYTES = 1024 * 1024
 
 
 class StreamTee:
@@ -154,6 +157,7 @@ class StreamTee:
         if self._cut:
             self._meter_quietly(chunk)  # late bytes are metered, never forwarded
             return []
+        scanned = max(0, len(self._held) - 3)  # the held bytes hold no event end
         data, self._held = self._held + chunk, b""
         if not chunk:  # end of the body: an unterminated last event goes out as it is
             self._meter_quietly(data)
@@ -165,7 +169,9 @@ class StreamTee:
             if last < len(data) and (self.failed or eventstream.bad_prelude(data, last)):
                 ends.append(len(data))  # framing lost: no boundary to wait for, hold nothing
         else:
-            ends = [m.end() for m in _EVENT_END.finditer(data)]
+            ends = [m.end() for m in _EVENT_END.finditer(data, scanned)]
+            if len(data) - (ends[-1] if ends else 0) > MAX_HELD_BYTES:
+                ends.append(len(data))  # no end in sight: hold nothing
         blocks = [data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
         self._held = data[ends[-1]:] if ends else data
         out: list[bytes] = []

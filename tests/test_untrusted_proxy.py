@@ -292,3 +292,23 @@ def test_a_compressed_request_that_expands_without_end_costs_nothing(standin, pr
     assert proxy.post(request())[0] == 200
     rows = calls(user_dirs.db_file, expect=2)
     assert [r["session_id"] for r in rows] == ["bomb", SESSION]
+
+
+def test_hard_mode_holds_back_at_most_a_megabyte_of_an_event_without_end(standin, user_dirs,
+                                                                        tmp_path):
+    """Hard mode forwards whole events only: a 20 MB event was held whole (the client got
+    nothing meanwhile) and rescanned from its start at every chunk (quadratic)."""
+    write_caps(user_dirs.config_dir, {"daily": "1000", "mode": "hard", "notify": False})
+    events = message_events(input_tokens=500, output_tokens=50)
+    events[0][1]["message"]["content"] = [{"type": "text", "text": "x" * (20 * 2**20)}]
+    stream = serialize_events(events)
+    standin.enqueue(sse_reply(stream, chunk_sizes=16384))
+    with UserProxy(standin.url, tmp_path) as proxy:
+        rss_before = proxy.rss_mb()
+        started = time.monotonic()
+        assert proxy.post(request(), timeout=60)[2] == stream
+        took = time.monotonic() - started
+        grew = proxy.rss_mb() - rss_before
+    assert took < 5 and grew < 100, (took, grew)
+    [row] = calls(user_dirs.db_file, expect=1)
+    assert row["cost_picousd"] is None and "over 16 MB" in row["pricing_note"]
