@@ -11,6 +11,7 @@ Two rules shape every line here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -214,10 +215,8 @@ class Meter:
                 where = self._given_paths
             if self._db_path != where.db_file:
                 self._close_writer()
-                try:
-                    config.ensure_private_dir(where.data_dir)
-                except OSError:
-                    pass  # the writer says why it cannot write, and the caps follow on_error
+                with contextlib.suppress(OSError):  # the writer says why it cannot write,
+                    config.ensure_private_dir(where.data_dir)  # and the caps follow on_error
                 self.writer = store.CallWriter(where.db_file, on_state=self.status.metering)
                 self._db_path = where.db_file
                 self._open_journal(where)
