@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from ccmeter import config, store
 from ccmeter.cli import app
-from ccmeter.commands import reports as commands
+from ccmeter.commands.live import render_watch_frame
+from ccmeter.statusline import statusline_text
 
 SAMPLE = Path(__file__).parent / "fixtures" / "statusline-sample.json"
 SESSION = json.loads(SAMPLE.read_text())["session_id"]
@@ -37,7 +38,7 @@ def test_sample_session_cost_and_today(home):
         call("b", now - 20, 62_491_000_000, session_id=SESSION),
         call("c", now - 10, 1_000_000_000_000, session_id="someone-else"),
     ])
-    line = commands.statusline_text(SAMPLE.read_text(), now=now, cfg={})
+    line = statusline_text(SAMPLE.read_text(), now=now, cfg={})
     assert line.startswith("Opus 4.8 (1M context) · ")
     assert "session $0.0937" in line
     assert "today $1.09" in line
@@ -48,9 +49,9 @@ def test_daily_cap_and_warning(home):
     pytest.importorskip("ccmeter.caps")
     now = time.time()
     fill([call("a", now - 5, 17 * 10**12, session_id=SESSION)])
-    line = commands.statusline_text(SAMPLE.read_text(), now=now, cfg={"caps": {"daily": 20}})
+    line = statusline_text(SAMPLE.read_text(), now=now, cfg={"caps": {"daily": 20}})
     assert "⚠ today $17.00/$20.00 (85%)" in line
-    line = commands.statusline_text(SAMPLE.read_text(), now=now, cfg={"caps": {"daily": 100}})
+    line = statusline_text(SAMPLE.read_text(), now=now, cfg={"caps": {"daily": 100}})
     assert "today $17.00/$100.00 (17%)" in line and "⚠" not in line
 
 
@@ -59,16 +60,16 @@ def test_subscriber_plan_windows(home):
     fill([call("a", now - 5, 10**12, session_id=SESSION, plan_5h_utilization=0.34,
                plan_5h_reset=int(now + 3600), plan_7d_utilization=0.12,
                plan_7d_reset=int(now + 86400 * 3))])
-    line = commands.statusline_text(SAMPLE.read_text(), now=now, cfg={})
+    line = statusline_text(SAMPLE.read_text(), now=now, cfg={})
     assert line.endswith("5h 34% · 7d 12%")
 
 
 def test_unpriced_session_and_empty_home(home):
     sample = SAMPLE.read_text()
-    assert "no calls metered yet" in commands.statusline_text(sample, cfg={})
+    assert "no calls metered yet" in statusline_text(sample, cfg={})
     now = time.time()
     fill([call("a", now - 5, None, session_id=SESSION)])
-    assert "session unpriced" in commands.statusline_text(sample, now=now, cfg={})
+    assert "session unpriced" in statusline_text(sample, now=now, cfg={})
 
 
 @pytest.mark.parametrize("stdin", ["", "not json", "[1, 2]", '{"session_id": 42}'])
@@ -110,7 +111,7 @@ def test_watch_frame(home):
              plan_7d_reset=int(now + 86400)),
     ])
     db = store.connect(config.paths().db_file)
-    text = commands.render_watch_frame(db, {"caps": {"daily": 10}}, now, width=100)
+    text = render_watch_frame(db, {"caps": {"daily": 10}}, now, width=100)
     assert "today $" in text
     assert "burn $3.50/h" in text
     assert "sess-act" in text and "sess-idl" not in text

@@ -38,7 +38,7 @@ def test_no_project_has_one_name_in_report_and_team_report(user_dirs, tmp_path: 
         listed = runner.invoke(app, args)
         assert listed.exit_code == 0, listed.output
         assert "(no project)" in listed.output and "(none)" not in listed.output
-    from ccmeter.commands.reports import render_watch_frame
+    from ccmeter.commands.live import render_watch_frame
 
     db = store.connect(config.paths().db_file)
     try:
@@ -105,7 +105,7 @@ def test_watch_frame_and_status_line_show_no_escapes(user_dirs):
     import subprocess
     import sys
 
-    from ccmeter.commands.reports import render_watch_frame
+    from ccmeter.commands.live import render_watch_frame
 
     fill(evil_rows())
     db = store.connect(config.paths().db_file)

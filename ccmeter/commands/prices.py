@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from ccmeter import config
-from ccmeter.commands.reports import FormatOption, ModelOption, ProjectOption, _check_format
+from ccmeter.commands.common import FormatOption, ModelOption, ProjectOption, check_format
 
 RATE_NAMES = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 #: LiteLLM field (USD per token) -> our rate name. The first field present wins.
@@ -79,7 +79,7 @@ def prices(
     from ccmeter import render, reports
     from ccmeter.pricing import Catalog
 
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
     paths = config.paths()
     cfg = config.load_config(paths)
     try:
@@ -336,7 +336,7 @@ def import_command(
     """
     from ccmeter import render
 
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
     paths = config.paths()
     cfg = config.load_config(paths)
     result = import_prices(file, cfg, replace_known=replace_known)
@@ -487,16 +487,16 @@ def reprice(
       ccmeter reprice --all
     """
     from ccmeter import render
-    from ccmeter.commands.reports import _catalog, _open_db, _when
+    from ccmeter.commands.common import load_catalog, open_db, parse_time
 
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
     if since is None and not all_calls:
         raise config.CCMeterError("say which calls: --since 30d (or a date), or --all")
     now = time.time()
-    start = _when(since, now=now) if since else None
-    end = _when(until, end=True, now=now) if until else None
-    catalog = _catalog(config.load_config())
-    db = _open_db()
+    start = parse_time(since, now=now) if since else None
+    end = parse_time(until, end=True, now=now) if until else None
+    catalog = load_catalog(config.load_config())
+    db = open_db()
     try:
         summary = reprice_rows(db, catalog, since=float("-inf") if start is None else start,
                                until=float("inf") if end is None else end, project=project,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ccmeter import config, periods, render, share, share_identity, store, team
-from ccmeter.commands.reports import FormatOption
+from ccmeter.commands.common import FormatOption
 
 team_app = typer.Typer(
     name="team",

@@ -1,0 +1,202 @@
+"""``ccmeter sessions`` and ``ccmeter session``: Claude Code sessions, and one session's calls.
+
+Each command resolves paths and options, reads :mod:`ccmeter.sessions` and hands the rows to
+:mod:`ccmeter.render`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from typing import Annotated, Any
+
+import typer
+
+from ccmeter import config
+from ccmeter.commands.common import (
+    FormatOption,
+    ModelOption,
+    ProjectOption,
+    SinceOption,
+    UntilOption,
+    check_format,
+    iso,
+    nothing_yet,
+    open_db,
+    parse_time,
+    table_rows,
+)
+from ccmeter.statusline import _local
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(sessions)
+    app.command()(session)
+
+
+def sessions(
+    since: SinceOption = "7d",
+    until: UntilOption = None,
+    project: ProjectOption = None,
+    model: ModelOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0,
+                     help="Show at most this many sessions (0 = all).")] = 20,
+    fmt: FormatOption = "table",
+) -> None:
+    """Recent Claude Code sessions, most recently active first: models, calls, cost.
+
+    Examples:
+      ccmeter sessions
+      ccmeter sessions --since 30d --project api-server --limit 50
+    """
+    from ccmeter import render, reports
+    from ccmeter.sessions import list_sessions
+
+    fmt = check_format(fmt)
+    now = time.time()
+    filters = reports.Filters(since=parse_time(since, now=now),
+                              until=parse_time(until, end=True, now=now),
+                              project=project, model=model)
+    db = open_db()
+    try:
+        found = list_sessions(db, filters, limit)
+        if not found and fmt == "table" and nothing_yet(db):
+            return
+    finally:
+        db.conn.close()
+    if not found and fmt == "table":
+        when = f" since {_local(filters.since)}" if filters.since is not None else ""
+        typer.echo(f"No sessions{when}; a wider --since may find some (e.g. --since 30d).")
+        return
+    columns = [
+        render.Column("session", "Session"),
+        render.Column("started", "Started", "datetime"),
+        render.Column("last_call", "Last call", "datetime"),
+        render.Column("project", "Project"),
+        render.Column("models", "Models"),
+        render.Column("calls", "Calls", "int"),
+        render.Column("subagent_calls", "Subagent", "int"),
+        render.Column("cost", "Cost", "usd"),
+        render.Column("unpriced_calls", "Unpriced", "int"),
+    ]
+    rows = [s.as_row() for s in found]
+    if fmt == "table":
+        if not any(r["unpriced_calls"] for r in rows):
+            columns = [c for c in columns if c.key != "unpriced_calls"]
+        # on a narrow terminal the times stay and the models go first (`session ID` has them)
+        columns = [render.Column("session", "Session", whole=True),
+                   render.Column("started", "Started", "datetime", keep=True),
+                   render.Column("last_clock", "Last call", keep=True),
+                   *(replace(c, drop=1) if c.key == "models" else
+                     replace(c, drop=2) if c.key == "subagent_calls" else c
+                     for c in columns[3:])]
+        rows = [{**row, "last_clock": _last_clock(row["started"], row["last_call"])}
+                for row in table_rows(rows)]
+        caption = {"since": _local(filters.since), "hint": "details: ccmeter session <id>"}
+        render.emit(rows, columns, fmt, title=f"Sessions ({len(rows)} shown)", meta=caption)
+    else:
+        meta = {"since": iso(filters.since), "until": iso(filters.until), "project": project,
+                "model": model, "limit": limit, "generated_at": iso(now)}
+        render.emit(rows, columns, fmt, title="Sessions", meta=meta)
+
+
+def _last_clock(started: Any, last: Any) -> str:
+    """A session's last call as ``HH:MM`` on the day it started, else date and time."""
+    from ccmeter.render import to_datetime
+
+    first, end = to_datetime(started), to_datetime(last)
+    if end is None:
+        return ""
+    if first is not None and first.date() == end.date():
+        return end.strftime("%H:%M")
+    return end.strftime("%Y-%m-%d %H:%M")
+
+
+def session(
+    session_id: Annotated[str, typer.Argument(help="The session id, or enough of its start "
+                                              "to be unique (see `ccmeter sessions`).")],
+    fmt: FormatOption = "table",
+) -> None:
+    """Every call of one session, in order: agent, model, tokens, cost, latency, status.
+
+    Subagent calls are marked with their agent (└ agent id) and subtotalled per agent.
+
+    Examples:
+      ccmeter session 72292d5c
+      ccmeter session 72292d5c --format json
+    """
+    from ccmeter import render, reports
+    from ccmeter.sessions import resolve_session, session_detail, short_model
+
+    fmt = check_format(fmt)
+    db = open_db()
+    try:
+        try:
+            full = resolve_session(db, session_id)
+        except ValueError as exc:
+            raise config.CCMeterError(str(exc)) from None
+        detail = session_detail(db, full)
+    finally:
+        db.conn.close()
+    machine = fmt != "table"
+    columns = [
+        render.Column("time", "Time", "datetime") if machine else render.Column("clock", "Time"),
+        render.Column("agent", "Agent"),
+        render.Column("model", "Model"),
+        render.Column("status", "Status"),
+        render.Column("input_tokens", "Input", "int"),
+    ]
+    if machine:
+        columns[1:1] = [render.Column("call_uid", "Call")]
+        columns += [render.Column("agent_id", "Agent id"),
+                    render.Column("parent_agent_id", "Parent agent"),
+                    render.Column("call_kind", "Kind"),
+                    render.Column("cache_write_5m_tokens", "Cache write 5m", "int"),
+                    render.Column("cache_write_1h_tokens", "Cache write 1h", "int")]
+    else:
+        columns.append(render.Column("cache_write_tokens", "Cache write", "int"))
+    columns += [
+        render.Column("cache_read_tokens", "Cache read", "int"),
+        render.Column("output_tokens", "Output", "int"),
+        render.Column("cost", "Cost", "usd"),
+        render.Column("ttfb_ms", "TTFB ms", "int"),
+        render.Column("duration_ms", "Duration ms", "int"),
+    ]
+    agent_columns = [
+        render.Column("agent", "Agent"), render.Column("kind", "Kind"),
+        render.Column("parent_agent_id", "Parent"), render.Column("calls", "Calls", "int"),
+        render.Column("output_tokens", "Output", "int"), render.Column("cost", "Cost", "usd"),
+        render.Column("unpriced_calls", "Unpriced", "int"),
+    ]
+    totals = detail.totals
+    if machine:
+        meta = {
+            "session_id": detail.session_id,
+            "project": totals.get("project"),
+            "first_call": iso(totals.get("first_call")),
+            "last_call": iso(totals.get("last_call")),
+            "agents": [render.machine_row(a, agent_columns) for a in detail.agents],
+        }
+        render.emit(detail.calls, columns, fmt, title=f"Session {detail.session_id}",
+                    totals=totals, meta=meta)
+        return
+    rows = []
+    for call in detail.calls:
+        rows.append({**call, "clock": _local(call["time"], "%H:%M:%S"),
+                     "model": short_model(call["model"])})
+    # the model is read whole; a status column is worth its width only when a call failed
+    drops = {"cache_write_tokens": 2, "cache_read_tokens": 1}  # before output tokens
+    columns = [replace(c, whole=True) if c.key == "model"
+               else replace(c, keep=True) if c.key == "status"
+               else replace(c, drop=drops[c.key]) if c.key in drops else c
+               for c in columns
+               if c.key != "status" or any(r.get("status") != "ok" for r in rows)]
+    first = _local(totals.get("first_call"))
+    title = (f"Session {detail.session_id} · {totals.get('project') or reports.NO_PROJECT} · "
+             f"{first} · {totals['calls']:,} calls · "
+             f"{render.format_usd(totals['cost'])}")
+    render.emit(rows, columns, fmt, title=title, totals=totals)
+    if len(detail.agents) > 1 or any(a["kind"] != "main" for a in detail.agents):
+        sys.stdout.write("\n")
+        render.emit(detail.agents, agent_columns, fmt, title="By agent")
