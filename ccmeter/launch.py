@@ -263,7 +263,7 @@ class RunSummary:
     failures: str | None = None
 
     def line(self) -> str:
-        from ccmeter.render import format_usd  # the tables' rule for people's dollars
+        from ccmeter.money import format_usd  # the tables' rule for people's dollars
 
         run = f"this run {format_usd(self.cost_picousd)} "
         run += f"({self.calls} call{'s' * (self.calls != 1)}, "

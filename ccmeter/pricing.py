@@ -34,9 +34,9 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
+from ccmeter.money import PICO_PER_USD
 from ccmeter.usage import TokenCounts, Usage
 
-PICO_PER_USD = 10**12
 RATE_NAMES = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 OVERRIDES_SUFFIX = "+overrides"
 

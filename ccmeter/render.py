@@ -30,9 +30,9 @@ output is not a terminal. Fitting keeps one line per row: below 110 columns coun
 ``drop`` first (highest first), then extra counts, dates and amounts, never a ``keep`` one;
 text that still does not fit is shortened with an ellipsis, except a ``whole`` column's.
 
-Money in a table follows one rule for the whole table (:func:`usd_places`): cents when every
-amount in it is $1 or more (or zero), otherwise four decimals for every amount, so decimal
-points line up and a column never mixes ``$9.33`` with ``$0.5266``.
+Money in a table follows one rule for the whole table (:func:`ccmeter.money.usd_places`):
+cents when every amount in it is $1 or more (or zero), otherwise four decimals for every
+amount, so decimal points line up and a column never mixes ``$9.33`` with ``$0.5266``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from ccmeter.money import format_usd, usd_places, usd_string  # money's one home
+from ccmeter import money
 from ccmeter.untrusted import escape_controls, json_text, printable
 
 FORMATS = ("table", "json", "csv")
@@ -155,7 +155,7 @@ def sparkline(values: Sequence[float | int | None]) -> str:
 def format_cell(value: Any, kind: str, places: int | None = None) -> str:
     """A value as a table shows it (``places``: the table's money precision)."""
     if kind == "usd":
-        return format_usd(value, places)
+        return money.format_usd(value, places)
     if kind == "int":
         return format_int(value)
     if kind == "percent":
@@ -193,7 +193,7 @@ def machine_row(row: Mapping[str, Any], columns: Sequence[Column]) -> dict[str, 
         if column.kind == "spark":
             continue
         if column.kind == "usd":
-            out[f"{column.key}_usd"] = usd_string(value)
+            out[f"{column.key}_usd"] = money.usd_string(value)
             out[f"{column.key}_picousd"] = None if value is None else int(value)
         elif column.kind == "int":
             out[column.key] = None if value is None else int(value)
@@ -312,7 +312,7 @@ def render_table(
 
     compact = width < COMPACT
     every = [*rows, *([totals] if totals is not None else [])]
-    places = usd_places(r.get(c.key) for r in every for c in columns if c.kind == "usd")
+    places = money.usd_places(r.get(c.key) for r in every for c in columns if c.kind == "usd")
     sizes = _fitting(columns, every, width, compact, places)
     shown = [c for c in columns if c.key in sizes]
     caption = _caption(meta)

@@ -105,7 +105,7 @@ def claude_code_estimate(data: Mapping[str, Any]) -> str | None:
     started); None when the JSON has no usable figure."""
     from decimal import Decimal, InvalidOperation
 
-    from ccmeter import render
+    from ccmeter import money
 
     cost = data.get("cost")
     usd = cost.get("total_cost_usd") if isinstance(cost, Mapping) else None
@@ -117,7 +117,7 @@ def claude_code_estimate(data: Mapping[str, Any]) -> str | None:
         return None
     if not amount.is_finite() or amount < 0 or amount > 10**6:
         return None
-    return f"session ≈{render.format_usd(int(amount.scaleb(12)))} {ESTIMATE_MARK}"
+    return f"session ≈{money.format_usd(int(amount.scaleb(12)))} {ESTIMATE_MARK}"
 
 
 def _meter_warning(paths: config.Paths) -> list[str]:
@@ -139,7 +139,7 @@ def statusline_text(raw: str, *, now: float | None = None,
     ``Opus 4.8 · session $0.09 · today $4.56/$20 (23%) · 5h 34% · 7d 12%``; a ``⚠`` when a cap
     is at 80 % or more, ``⛔`` when one is reached. Reads only indexed rows.
     """
-    from ccmeter import periods, render, sessions, store
+    from ccmeter import money, periods, render, sessions, store
 
     now = time.time() if now is None else now
     data = json.loads(raw) if raw.strip() else {}
@@ -161,7 +161,7 @@ def statusline_text(raw: str, *, now: float | None = None,
         sid = data.get("session_id")
         if isinstance(sid, str) and sid:
             spent = sessions.session_spend(db, sid)
-            text = f"session {render.format_usd(spent['cost']) if spent['calls'] else '$0.00'}"
+            text = f"session {money.format_usd(spent['cost']) if spent['calls'] else '$0.00'}"
             if not spent["calls"]:  # a session ccmeter never saw: Claude Code's own figure
                 text = claude_code_estimate(data) or text
             elif spent["cost"] is None:
@@ -177,12 +177,12 @@ def statusline_text(raw: str, *, now: float | None = None,
         daily = next((s for s in mine if s.name == "daily" and s.scope == "global"), None)
         if daily is not None:
             parts.append(_mark(daily.fraction) + (
-                f"today {render.format_usd(daily.spent_picousd)}/"
-                f"{render.format_usd(daily.limit_picousd)} "
+                f"today {money.format_usd(daily.spent_picousd)}/"
+                f"{money.format_usd(daily.limit_picousd)} "
                 f"({render.format_percent(daily.fraction)})"))
         else:
             today, _unpriced = sessions.spend_since(db, periods.local_midnight(now))
-            parts.append(f"today {render.format_usd(today or 0)}")
+            parts.append(f"today {money.format_usd(today or 0)}")
         others = [s for s in mine if s is not daily and s.fraction >= 0.8]
         if others:
             worst = max(others, key=lambda s: s.fraction)

@@ -42,8 +42,9 @@ def test_every_amount_round_trips_through_its_texts(pico):
 def test_usd_string_is_the_share_and_report_string():
     from ccmeter import render, share
 
+    cost = [render.Column("cost", "Cost", "usd")]
     for pico in (0, 1, 93_736_500_000, 12 * 10**12 + 5, -1):
-        assert money.usd_string(pico) == render.usd_string(pico)
+        assert money.usd_string(pico) == render.machine_row({"cost": pico}, cost)["cost_usd"]
     assert money.usd_string(None) is None
     assert share.usd_string is money.usd_string  # the share writes what reports write
     assert money.usd_string(-1) == "-0.000000000001"
@@ -51,10 +52,9 @@ def test_usd_string_is_the_share_and_report_string():
 
 def test_the_run_summary_uses_the_tables_rule():
     """`ccmeter run`'s closing line had its own float formatter: a tiny cost read $0.0000."""
-    from ccmeter import render
     from ccmeter.launch import RunSummary
 
     for pico in (0, 10, 4_850_000_000, 1_234_567_890_123_456):
         line = RunSummary(0, 1, 1, pico, 0, pico).line()
-        assert f"this run {render.format_usd(pico)} (1 call" in line
+        assert f"this run {money.format_usd(pico)} (1 call" in line
     assert "$0.0000" not in RunSummary(0, 1, 1, 10, 0, 10).line()

@@ -187,7 +187,8 @@ def table_text(rows, columns, width=WIDTH, **kwargs) -> str:
 
 
 def test_money_has_one_precision_per_table():
-    from ccmeter.render import Column, usd_places
+    from ccmeter.money import usd_places
+    from ccmeter.render import Column
 
     assert usd_places([10**12, 25 * 10**12, 0, None]) == 2
     assert usd_places([10**12, 5 * 10**11]) == 4

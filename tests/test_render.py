@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from ccmeter import render
+from ccmeter import money, render
 from ccmeter.render import Column, emit
 
 COLUMNS = [
@@ -45,13 +45,13 @@ def run(fmt: str, **kwargs) -> str:
     (-2_500_000_000_000, "-$2.50"),
 ])
 def test_usd_for_people(pico, text):
-    assert render.format_usd(pico) == text
+    assert money.format_usd(pico) == text
 
 
 def test_usd_for_machines_is_exact():
-    assert render.usd_string(93_736_500_000) == "0.093736500000"
-    assert render.usd_string(1) == "0.000000000001"
-    assert render.usd_string(None) is None
+    assert money.usd_string(93_736_500_000) == "0.093736500000"
+    assert money.usd_string(1) == "0.000000000001"
+    assert money.usd_string(None) is None
 
 
 def test_json_schema():

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ccmeter import config
+from ccmeter import config, money
 from ccmeter.commands.common import NO_CALLS_YET, open_db
 from ccmeter.statusline import _ago, _caps, _local, plan_line
 
@@ -75,7 +75,7 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
     laid out for a terminal ``width`` columns wide."""
     from rich.text import Text
 
-    from ccmeter import periods, render
+    from ccmeter import periods
     from ccmeter.sessions import active_agents, burn_by_project, has_calls, latest_plan, spend_since
 
     now = time.time() if now is None else now
@@ -86,11 +86,11 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
         head.append(NO_CALLS_YET)
     else:
         today, unpriced_today = spend_since(db, periods.local_midnight(now))
-        head.append(f"today {render.format_usd(today) if today is not None else '$0.00'}",
+        head.append(f"today {money.format_usd(today) if today is not None else '$0.00'}",
                     style="bold")
         if unpriced_today:
             head.append(f" (+{unpriced_today} unpriced calls)", style="yellow")
-        head.append(f" · burn {render.format_usd(sum(burn.values()))}/h over the last hour")
+        head.append(f" · burn {money.format_usd(sum(burn.values()))}/h over the last hour")
 
     statuses, why = _caps(db, cfg, now)
     if statuses is None:
@@ -118,7 +118,7 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
     """Each cap's spend, limit, use, reset and pace; the bar only where there is room."""
     from ccmeter import render
 
-    places = render.usd_places(a for s in statuses for a in (s.spent_picousd, s.limit_picousd))
+    places = money.usd_places(a for s in statuses for a in (s.spent_picousd, s.limit_picousd))
     headers = [("Cap", "left"), ("Spent", "right"), ("Limit", "right"), ("Used", "right"),
                ("", "left"), ("Resets", "left"), ("At this pace", "left")]
     rows = []
@@ -128,8 +128,8 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
         mark = "⛔ " if status.fraction >= 1 else ("⚠ " if status.fraction >= 0.8 else "")
         rows.append(([
             mark + getattr(status, "label", f"{status.name} {status.scope}"),
-            render.format_usd(status.spent_picousd, places),
-            render.format_usd(status.limit_picousd, places),
+            money.format_usd(status.spent_picousd, places),
+            money.format_usd(status.limit_picousd, places),
             render.format_percent(status.fraction),
             render.bar(status.fraction, 10),
             _local(status.resets_at, "%a %H:%M") if status.resets_at else "—",
@@ -143,7 +143,7 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
 
 def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
                   width: int = 100) -> Any:
-    from ccmeter import render, reports
+    from ccmeter import reports
     from ccmeter.sessions import short_agent, short_id
 
     by_session: dict[str, list[Mapping[str, Any]]] = {}
@@ -169,9 +169,9 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
             cost = row["cost_picousd"] if row["priced_calls"] else None
             lines.append(([label, "", _ago(now - row["last_ts"]), f"{row['calls']:,}", cost],
                           "dim"))
-    places = render.usd_places(cells[4] for cells, _ in lines)
+    places = money.usd_places(cells[4] for cells, _ in lines)
     for cells, _ in lines:
-        cells[4] = render.format_usd(cells[4], places)
+        cells[4] = money.format_usd(cells[4], places)
     headers = [("Session", "left"), ("Project", "left"), ("Last call", "left"),
                ("Calls", "right"), ("Cost", "right")]
     return _fitted_table(f"Active sessions (a call in the last {minutes} min)", headers,

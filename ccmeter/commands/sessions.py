@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ccmeter import config
+from ccmeter import config, money
 from ccmeter.commands.common import (
     FormatOption,
     ModelOption,
@@ -195,7 +195,7 @@ def session(
     first = _local(totals.get("first_call"))
     title = (f"Session {detail.session_id} · {totals.get('project') or reports.NO_PROJECT} · "
              f"{first} · {totals['calls']:,} calls · "
-             f"{render.format_usd(totals['cost'])}")
+             f"{money.format_usd(totals['cost'])}")
     render.emit(rows, columns, fmt, title=title, totals=totals)
     if len(detail.agents) > 1 or any(a["kind"] != "main" for a in detail.agents):
         sys.stdout.write("\n")

@@ -43,7 +43,6 @@ from ccmeter.store.capspend import (
 )
 from ccmeter.store.db import (
     BUSY_TIMEOUT_MS,
-    PICO,
     connect,
     connect_reader,
     data_version,
@@ -61,7 +60,6 @@ __all__ = [
     "CAP_BUCKET_S",
     "CAP_CHECK_WAIT_MS",
     "MIGRATIONS",
-    "PICO",
     "RELEASE_RESERVATION",
     "REPRICE_ROWS_SQL",
     "STATUSES",

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 BUSY_TIMEOUT_MS = 15_000
-PICO = 10**12
 
 
 def connect(path: Path | str, *, wait_ms: int = BUSY_TIMEOUT_MS,
