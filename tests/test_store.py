@@ -48,6 +48,43 @@ def test_upgrade_from_an_older_schema_keeps_rows(tmp_path):
     assert store.get_call(db, "kept")["input_tokens"] == 10
 
 
+FALLBACK = {"requested_model": "claude-opus-4-8", "model": "claude-sonnet-4-5",
+            "fallback_from_model": "claude-opus-4-8"}
+
+
+def _fallback_from_view(db) -> dict:
+    return store.query(db, "SELECT requested_model, model, fallback_from_model FROM calls "
+                           "WHERE call_uid = 'fb'")[0]
+
+
+def test_the_view_shows_the_fallback_model_on_a_fresh_database(tmp_path):
+    db = store.connect(tmp_path / "c.db")
+    assert {"requested_model", "fallback_from_model"} <= {c.name for c in db["calls"].columns}
+    store.upsert_calls(db, [row("fb", status="ok", **FALLBACK)])
+    assert _fallback_from_view(db) == FALLBACK
+
+
+def test_the_view_shows_the_fallback_model_after_an_upgrade(tmp_path):
+    """A database at the schema before the view knew the column (m005 added it to
+    api_calls only): opening it rebuilds the view, and a row written before shows."""
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path)
+    conn.isolation_level = None
+    import sqlite_utils
+
+    old = sqlite_utils.Database(conn)
+    for number, step in enumerate(store.MIGRATIONS[:5], start=1):
+        step(old)
+        old.execute(f"PRAGMA user_version={number}")
+    assert "fallback_from_model" not in {c.name for c in old["calls"].columns}
+    store.upsert_calls(old, [row("fb", status="ok", **FALLBACK)])
+    conn.close()
+    db = store.connect(path)
+    assert store.schema_version(db) == len(store.MIGRATIONS)
+    assert {"requested_model", "fallback_from_model"} <= {c.name for c in db["calls"].columns}
+    assert _fallback_from_view(db) == FALLBACK
+
+
 def test_upsert_is_idempotent_and_later_writes_complete_the_row(tmp_path):
     db = store.connect(tmp_path / "c.db")
     store.upsert_calls(db, [row("a")])

@@ -226,6 +226,29 @@ def _m005_fallback_from_model(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE api_calls ADD COLUMN fallback_from_model TEXT")
 
 
+def _m006_calls_view_fallback(db: sqlite_utils.Database) -> None:
+    """The ``calls`` view with ``fallback_from_model`` (added to ``api_calls`` by m005),
+    appended last so that a query reading the view's columns by position still works."""
+    db.execute("DROP VIEW IF EXISTS calls")
+    db.execute(
+        """
+        CREATE VIEW calls AS
+        SELECT
+            call_uid, started_at, session_id, project, model, input_tokens,
+            cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
+            cost_picousd / 1e12 AS cost_usd, cost_picousd, status,
+            provider, endpoint, call_kind, agent_id, parent_agent_id, requested_model,
+            stop_reason, error_type, http_status, request_id, message_id,
+            ttfb_ms, duration_ms, web_search_requests, web_fetch_requests,
+            service_tier, inference_geo, speed, cost_basis, catalog_version, pricing_note,
+            auth_kind, client_name, client_version,
+            plan_status, plan_5h_utilization, plan_7d_utilization,
+            fallback_from_model
+        FROM api_calls
+        """
+    )
+
+
 #: Ordered migrations. A shipped migration is never edited; add a new one at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_calls,
@@ -233,4 +256,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m003_caps,
     _m004_report_index,
     _m005_fallback_from_model,
+    _m006_calls_view_fallback,
 ]
