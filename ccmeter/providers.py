@@ -45,6 +45,8 @@ _HOSTS = {
 }
 _BEDROCK_HOST = re.compile(rf"^(?:{_HOSTS[BEDROCK]})$")
 _VERTEX_HOST = re.compile(rf"^(?:{_HOSTS[VERTEX]})$")
+#: Longest model id read from a URL (Bedrock ARNs are ~100 characters).
+MAX_MODEL_ID = 256
 _BEDROCK_PATH = re.compile(
     r"/model/(?P<id>.+)/(?P<op>invoke-with-response-stream|invoke|count-tokens"
     r"|converse-stream|converse)$"
@@ -128,13 +130,18 @@ def classify(method: str, host: str, path: str) -> Endpoint | None:
     if match := _BEDROCK_PATH.search(route):
         if match["op"] not in ("invoke", "invoke-with-response-stream"):
             return None  # count-tokens is free; Converse is never used by Claude Code
-        return bedrock_endpoint(unquote(match["id"]), match["op"], host)
+        return bedrock_endpoint(_model_in_path(match["id"]), match["op"], host)
     if match := _VERTEX_PATH.search(route):
-        model = unquote(match["model"])
+        model = _model_in_path(match["model"])
         if model == "count-tokens":
             return None
         return vertex_endpoint(model, match["op"], host, route)
     return None
+
+
+def _model_in_path(quoted: str) -> str:
+    """A model id (or ARN) from a URL path, as it may be stored: cut, unquoted, cleaned."""
+    return untrusted.text(unquote(quoted[:3 * MAX_MODEL_ID]), MAX_MODEL_ID) or "?"
 
 
 def bedrock_endpoint(model_id: str, operation: str, host: str = "") -> Endpoint:

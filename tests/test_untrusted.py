@@ -190,3 +190,18 @@ def test_a_decompression_bomb_stops_the_metered_copy_at_its_budget(encoding):
     assert out <= 8 * 2**20
     fine = compress(b"event: ping\ndata: {}\n\n" * 1000, encoding)
     assert incremental_decoder(encoding, budget=8 * 2**20)(fine) == b"event: ping\ndata: {}\n\n" * 1000
+
+
+def test_a_model_named_in_a_cloud_url_is_cut_and_cleaned():
+    from ccmeter.providers import classify
+
+    bedrock = classify("POST", "bedrock-runtime.us-east-1.amazonaws.com",
+                       "/model/us.anthropic.claude-sonnet-4-5%1b%5b31m%00" + "x" * 5000
+                       + "/invoke")
+    vertex = classify("POST", "us-east5-aiplatform.googleapis.com",
+                      "/v1/projects/p/locations/us-east5/publishers/anthropic/models/"
+                      "claude-x%0d%0a:rawPredict")
+    assert bedrock is not None and vertex is not None
+    assert bedrock.model is not None and len(bedrock.model) <= 256
+    assert bedrock.model.startswith("us.anthropic.claude-sonnet-4-5[31m")
+    assert vertex.model == "claude-x"
