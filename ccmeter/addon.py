@@ -14,13 +14,10 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import sys
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,17 +25,14 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
-from ccmeter import attribution, callrow, config, pricing, providers, proxies, store, untrusted
+from ccmeter import attribution, callrow, config, pricing, providers, proxies, requestread, store
 from ccmeter.callrow import Call
-from ccmeter.decompress import MAX_DECODED_BYTES, incremental_decoder
 from ccmeter.enforce import Enforcer
 from ccmeter.failures import reason as failure_reason
 from ccmeter.journal import Journal, fold_dead, journal_dir
 from ccmeter.sessionprojects import SessionProjects
 from ccmeter.shutdown import EndConnections
-from ccmeter.sse import SSEDecoder, looks_like_event_stream
 from ccmeter.tees import RequestTee, StreamTee
-from ccmeter.usage import merge_usage
 
 log = logging.getLogger(__name__)
 
@@ -47,98 +41,6 @@ ANTHROPIC_HOST = "api.anthropic.com"
 READ_REQUEST_DELAY_S = 0.005
 #: How long after message_start a still-running call's first row is written.
 STARTED_ROW_DELAY_S = 0.5
-
-
-def is_messages_call(method: str, path: str) -> bool:
-    """``POST …/v1/messages`` with any query string; not count_tokens, not batches."""
-    return method == "POST" and path.split("?", 1)[0].rstrip("/").endswith("/v1/messages")
-
-
-#: Folders walked up from a working directory looking for its repository's ``.git``.
-GIT_TOP_MAX_LEVELS = 64
-
-
-@lru_cache(maxsize=512)
-def git_top(directory: str) -> str | None:
-    """The enclosing git repository's top folder, found by walking up (no subprocess).
-
-    The walk is bounded: at most GIT_TOP_MAX_LEVELS folders of a path no longer than
-    PATH_MAX, one string each (``Path.parents`` of a 100 KB path with 50,000 parts built
-    50,000 paths of up to 100 KB: seconds of the event loop and gigabytes)."""
-    if len(directory) > attribution.MAX_WORKING_DIR or not os.path.isabs(directory):
-        return None
-    here = os.path.normpath(directory)
-    try:
-        for _ in range(GIT_TOP_MAX_LEVELS):
-            if os.path.exists(os.path.join(here, ".git")):
-                return here
-            parent = os.path.dirname(here)
-            if parent == here:
-                return None
-            here = parent
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-#: Largest request body the meter reads (the API refuses requests over 32 MB).
-MAX_REQUEST_BYTES = 40 * 1024 * 1024
-
-
-def decoded_body(message: http.Message, budget: int = MAX_DECODED_BYTES) -> bytes:
-    """A whole body decoded from its content-encoding, within the meter's budget
-    (``get_content`` would expand a compression bomb to any size, on the event loop).
-    Raises ValueError for a body that is not what its encoding says, or too large."""
-    raw = message.raw_content or b""
-    encoding = body_kind(message.headers)[1]
-    if not encoding or not raw:
-        return raw
-    try:
-        return incremental_decoder(encoding, budget)(raw)
-    except ValueError:
-        raise
-    except Exception as exc:  # zlib.error, brotli.error, a zstd error: not ValueErrors
-        raise ValueError(f"{encoding}: {type(exc).__name__}: {exc}") from exc
-
-
-def body_kind(headers: http.Headers) -> tuple[str, str]:
-    """(content-type, content-encoding lower-cased, "" for identity), in one pass over the
-    raw fields: ``Headers.get`` scans every field for each name, and this runs before a
-    call's first byte."""
-    content_type = encoding = ""
-    for name, value in headers.fields:
-        lowered = name.lower()
-        if lowered == b"content-type" and not content_type:  # a media type is case-blind
-            content_type = value.decode("utf-8", "surrogateescape").strip().lower()
-        elif lowered == b"content-encoding" and not encoding:
-            encoding = value.decode("utf-8", "surrogateescape").strip().lower()
-    return content_type, "" if encoding == "identity" else encoding
-
-
-def attribute_request(request: http.Request) -> attribution.Attribution:
-    """The attribution of a request, with the garbage collector held off while its JSON is
-    alive: Claude Code's 100–500 KB requests decode to thousands of containers, which would
-    set off collections (each a scan of everything young: 0.2 ms, in some call's latency)
-    although every one of them is freed, by reference counting, when the parse is done."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _attribute_request(request)  # the parsed body dies inside this call
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _attribute_request(request: http.Request) -> attribution.Attribution:
-    try:
-        content = request.raw_content or b""
-        if len(content) > MAX_REQUEST_BYTES:
-            raise ValueError("request too large to read")
-        content = decoded_body(request, MAX_REQUEST_BYTES)
-        body = untrusted.loads(content) if content else {}
-    except ValueError:  # not JSON, too large, or a bomb (JSON too deep is still read)
-        body = {}
-    return attribution.attribute(request.headers, body if isinstance(body, dict) else {})
 
 
 class Meter:
@@ -381,7 +283,7 @@ class Meter:
         if call is None:
             return
         request = call.pending = flow.request
-        streamed = self._take_streamed_body(request)
+        streamed = requestread.take_streamed_body(request)
         if streamed or not (call.blocked or self.enforcer.needs_request_body):
             # The body has gone upstream (or goes now: the caps were checked with its
             # headers, see ``_upstream_answered``); the meter reads it while the API thinks
@@ -402,25 +304,6 @@ class Meter:
             await self._enforce_caps(flow, call)
         except Exception:
             log.exception("ccmeter: checking spending caps failed; the call goes on")
-
-    def _before_request_hook(self, call: Call, flow: http.HTTPFlow) -> None:
-        """A call that ends before its ``request`` hook (upstream unreachable, an answer
-        before the whole body went, the client gone mid-upload) is recorded with what there
-        is: the headers, and the body if all of it arrived. (mitmproxy stamps
-        ``timestamp_end`` just before the ``request`` hook.)"""
-        if flow.request.timestamp_end is None:
-            self._take_streamed_body(flow.request)
-            call.pending = flow.request
-
-    @staticmethod
-    def _take_streamed_body(request: http.Request) -> bool:
-        """Give a streamed request its body (the tee's copy), as a buffered one has it."""
-        if not isinstance(request.stream, RequestTee):
-            return False
-        body = request.stream.take()
-        if request.raw_content is None:
-            request.raw_content = body
-        return True
 
     def _route_upstream(self, flow: http.HTTPFlow, original: str) -> None:
         if self._upstream is None:
@@ -465,21 +348,11 @@ class Meter:
             log.exception("ccmeter: could not read a messages request")
 
     def _read_request(self, call: Call) -> None:
-        """Fill in the call's attribution from its request (once; idempotent)."""
-        request, call.pending = call.pending, None
-        if request is None:
+        """Fill in the call's attribution from its request (once; idempotent), and its
+        project through its session's (see :meth:`_session_project`)."""
+        if not requestread.read_request(call, lambda: ctx.options.ccmeter_project):
             return
-        who = attribute_request(request)
-        endpoint = call.endpoint
-        if endpoint.provider != providers.ANTHROPIC:  # the model and mode are in the URL
-            who = replace(who, requested_model=endpoint.model,
-                          stream=who.stream if endpoint.stream is None else endpoint.stream)
-        # The launcher's tag header was read (and removed from the request) up front.
-        project = call.project or who.project or ctx.options.ccmeter_project
-        if not project and who.working_dir:
-            project = attribution.project_from_dir(who.working_dir, git_top(who.working_dir))
-        call.attribution = who
-        call.project = self._session_project(who.session_id, project)
+        call.project = self._session_project(call.attribution.session_id, call.project)
         if self.journal is not None and call.uid in self.journal.needs_detail:
             self.journal.detail(call)  # journaled at message_start, before this was known
 
@@ -501,7 +374,7 @@ class Meter:
             # The plan headers are read with the row, after the first byte is on its way.
             self._upstream_answered = True
             call.response_headers = flow.response.headers
-            content_type, encoding = body_kind(flow.response.headers)
+            content_type, encoding = requestread.body_kind(flow.response.headers)
             bedrock_stream = call.endpoint.provider == providers.BEDROCK and (
                 content_type.startswith(providers.EVENTSTREAM_CONTENT_TYPE))
             if content_type.startswith("text/event-stream") or bedrock_stream:
@@ -519,11 +392,11 @@ class Meter:
         if call is None or flow.response is None:
             return
         try:
-            self._before_request_hook(call, flow)
+            requestread.keep_unsent_request(call, flow.request)
             if isinstance(flow.response.stream, StreamTee):
                 flow.response.stream.drain()
             else:
-                self._read_json_body(call, flow.response)
+                requestread.read_json_body(call, flow.response)
             state = call.state
             if flow.response.status_code >= 400 or state.error_type:
                 status = "upstream_error"
@@ -535,40 +408,6 @@ class Meter:
         except Exception:
             log.exception("ccmeter: finishing a metered call failed")
 
-    def _read_json_body(self, call: Call, response: http.Response) -> None:
-        try:
-            content = decoded_body(response)
-        except ValueError as exc:
-            call.metering_error = f"cannot decode body: {exc}"[:300]
-            return
-        if not content:
-            return
-        if looks_like_event_stream(content):  # no content-type (or a wrong one): sniffed
-            for event in [*(decoder := SSEDecoder()).feed(content), *decoder.flush()]:
-                if event.unread:
-                    call.state.unread(event.name, event.unread)
-                elif event.data is not None:
-                    call.state.apply_event(event.name, event.data)
-            return
-        try:
-            body = untrusted.loads(content)
-        except ValueError:
-            if response.status_code < 400:
-                call.metering_error = "answer is neither an event stream nor JSON"
-            return
-        provider = call.endpoint.provider
-        if response.status_code >= 400 and provider != providers.ANTHROPIC:
-            kind, text = providers.error_of(provider, response.status_code, response.headers, body)
-            call.state.error_type = untrusted.text(kind, 100) or "error"
-            call.state.error_message = untrusted.text(text, 500)
-            return
-        if isinstance(body, dict):
-            call.state.apply_message(body)
-        if provider == providers.BEDROCK and call.state.usage is None:
-            counts = providers.usage_from_headers(response.headers)  # x-amzn-bedrock-*-count
-            if counts:
-                call.state.usage = merge_usage(None, counts)
-
     def error(self, flow: http.HTTPFlow) -> None:
         call = self.calls.pop(flow.id, None)
         if call is None:
@@ -577,7 +416,7 @@ class Meter:
             if flow.response is not None and isinstance(flow.response.stream, StreamTee):
                 flow.response.stream.drain()
             state = call.state
-            self._before_request_hook(call, flow)
+            requestread.keep_unsent_request(call, flow.request)
             if call.blocked:  # refused; the client went away before sending its body
                 self.record(call, status="blocked", flow=flow)
                 return

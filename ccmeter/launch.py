@@ -22,8 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ccmeter import config, periods, proxy, sessions, store
-from ccmeter.addon import ANTHROPIC_HOST, git_top
+from ccmeter.addon import ANTHROPIC_HOST
 from ccmeter.failures import summary as failure_summary
+from ccmeter.requestread import git_top
 
 log = logging.getLogger(__name__)
 
