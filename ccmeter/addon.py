@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +72,10 @@ class Meter:
         self.enforcer = Enforcer()
         #: This process's status file (see ccmeter.proxies), for doctor and the status line.
         self.status = proxies.ProxyStatus()
+        #: Set by :class:`ccmeter.rundesk.RunDesk`: a call of a ``ccmeter run`` starts, and
+        #: has its final row (with why it failed, if it did).
+        self.on_run_start: Callable[[str], None] | None = None
+        self.on_final: Callable[[str, str | None], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -337,6 +341,11 @@ class Meter:
             project=attribution.project_tag(tag),
             endpoint=endpoint,
         )
+        run = flow.metadata.get("ccmeter_run")  # see ccmeter.rundesk
+        if run is not None:
+            call.run_id, call.run_project = run
+            if self.on_run_start is not None:
+                self.on_run_start(call.run_id)
         self.calls[flow.id] = call
         self._flows[flow.id] = flow
         return call
@@ -350,7 +359,8 @@ class Meter:
     def _read_request(self, call: Call) -> None:
         """Fill in the call's attribution from its request (once; idempotent), and its
         project through its session's (see :meth:`_session_project`)."""
-        if not requestread.read_request(call, lambda: ctx.options.ccmeter_project):
+        if not requestread.read_request(
+                call, lambda: call.run_project or ctx.options.ccmeter_project):
             return
         call.project = self._session_project(call.attribution.session_id, call.project)
         if self.journal is not None and call.uid in self.journal.needs_detail:
@@ -454,6 +464,8 @@ class Meter:
                                      reached=flow.server_conn.timestamp_tcp_setup is not None)
             if failure:
                 log.warning("ccmeter: a call to %s failed: %s", call.host, failure)
+            if call.run_id and self.on_final is not None:
+                self.on_final(call.run_id, failure)
         if self.track_run:
             self.final_rows[call.uid] = {
                 k: row.get(k) for k in ("session_id", "cost_picousd", "status", "model")

@@ -88,6 +88,10 @@ class Call:
     response_headers: http.Headers | None = None
     #: Refused by a cap before its body arrived; recorded when the body is in.
     blocked: bool = False
+    #: The ``ccmeter run`` that sent it (from the proxy URL's credentials), and the project
+    #: that run tags its calls with (see :mod:`ccmeter.rundesk`).
+    run_id: str | None = None
+    run_project: str | None = None
 
 
 def read_plan_headers(call: Call) -> None:
@@ -124,6 +128,7 @@ def build_row(call: Call, *, status: str, catalog: pricing.Catalog, now: float,
         "requested_model": who.requested_model,
         "model": model,
         "fallback_from_model": state.fallback_from,
+        "run_id": call.run_id,
         "stream": int(who.stream),
         "status": status,
         "stop_reason": state.stop_reason,

@@ -153,6 +153,8 @@ class Journal:
                        endpoint.region_kind, endpoint.stream],
                 "msg": {k: msg[k] for k in ("id", "model", "usage") if k in msg},
             }
+            if call.run_id:
+                record["run"] = call.run_id
             if call.pending is None:  # the request has been read: who sent it is known
                 record["project"] = call.project
                 record["who"] = _who(call)
@@ -263,6 +265,8 @@ def row_of(record: Mapping[str, Any], catalog: pricing.Catalog, now: float) -> d
     call = callrow.Call(uid=str(record["uid"]), started_ts=float(record["ts"]),
                         host=str(record.get("host") or ""), attribution=who,
                         project=record.get("project"), endpoint=endpoint)
+    run = record.get("run")
+    call.run_id = run if isinstance(run, str) else None
     call.state.apply_event("message_start", {"message": dict(record.get("msg") or {})})
     row = callrow.build_row(call, status="incomplete", catalog=catalog, now=now)
     row.update(error_type=DIED, metering_error=DIED_NOTE)

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ccmeter import config, periods, proxy, sessions, store
+from ccmeter import config, periods, proxy, resident, sessions, store
 from ccmeter.addon import ANTHROPIC_HOST
+from ccmeter.failures import reason as failure_reason
 from ccmeter.failures import summary as failure_summary
 from ccmeter.requestread import git_top
 
@@ -286,7 +287,10 @@ class RunSummary:
 
 def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, *,
               cfg: Mapping | None = None, project: str | None = None,
-              metering_failure: str | None = None, unrecorded_calls: int = 0) -> RunSummary:
+              metering_failure: str | None = None, unrecorded_calls: int = 0,
+              failures: Sequence[str | None] | None = None) -> RunSummary:
+    """The run's summary from its calls' rows (``failures``: why calls failed, else read
+    from the rows themselves) and today's total and caps from the database."""
     rows = list(meter_rows.values())
     today = 0
     cap_note = None
@@ -312,8 +316,24 @@ def summarize(meter_rows: Mapping[str, Mapping], db_path: Path, exit_code: int, 
         blocked_calls=sum(1 for r in rows if r.get("status") == "blocked"),
         metering_failure=metering_failure,
         unrecorded_calls=unrecorded_calls,
-        failures=failure_summary(r.get("failure") for r in rows),
+        failures=failure_summary(failures if failures is not None
+                                 else (r.get("failure") for r in rows)),
     )
+
+
+def idle_seconds(text: str, what: str = "idle_exit") -> float:
+    """``10m`` -> 600.0: how long a proxy may be idle before it stops."""
+    duration = periods.parse_duration(text, what=what)
+    if duration.months:
+        raise config.CCMeterError(f"{what} must be at most a few weeks, got {text!r}")
+    return float(duration.seconds)
+
+
+def idle_exit_text(cfg: Mapping) -> str:
+    """``idle_exit`` in the config (checked), else the default of 10 minutes."""
+    text = config.config_text(cfg, "idle_exit") or resident.DEFAULT_IDLE_EXIT
+    idle_seconds(text, "idle_exit in the config")
+    return text
 
 
 def run_wrapped(
@@ -326,7 +346,8 @@ def run_wrapped(
     env: Mapping[str, str] | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> RunSummary:
-    """Start the proxy, run ``command`` under it, stop the proxy, and summarise the run.
+    """Run ``command`` through the user's resident proxy (joined, or started for it and
+    left running; see :mod:`ccmeter.resident`) and summarise the run from its rows.
     ``notify`` gets a line for the user when metering does not work as the command starts."""
     env = dict(os.environ if env is None else env)
     executable = shutil.which(command[0], path=env.get("PATH"))
@@ -335,36 +356,74 @@ def run_wrapped(
             f"command not found: {command[0]} (is it installed and on your PATH?)"
         )
     ensure_ca(paths)
-    settings = proxy.ProxySettings(
-        paths=paths,
-        upstream=upstream,
-        project=project,
-        extra_hosts=(*hosts_from_base_url(env), *extra_hosts),
-        cloud=cloud_providers(env),
-    )
-    running = proxy.start(settings)
-    running.meter.track_run = True
-    failing = running.meter.writer.failing if running.meter.writer is not None else None
-    if failing and notify is not None:
-        notify(metering_off_line(failing))
-    exit_code = 1
-    try:
-        exit_code = run_child([executable, *command[1:]],
-                              child_env(running.url, ca_bundle_for_child(paths, env), env,
-                                        settings.metered_hosts()))
-    finally:
-        writer = running.meter.writer
-        running.stop()  # finalizes the calls still in flight: they count in the summary too
-        rows = dict(running.meter.final_rows)
     try:
         cfg = config.load_config(paths)
     except config.CCMeterError:
         cfg = {}
-    failure = writer.failing or writer.last_failure if writer is not None else (
-        f"nothing was metered into {paths.db_file}")
+    settings = proxy.ProxySettings(
+        paths=paths, upstream=upstream, project=project,
+        extra_hosts=(*hosts_from_base_url(env), *extra_hosts), cloud=cloud_providers(env),
+    )
+    needs = resident.Needs(upstream=upstream, hosts=tuple(settings.metered_hosts()),
+                           cloud=settings.cloud)
+    run_id = resident.new_run_id()
+    joined = resident.join_or_start(paths, needs, run_id, idle_exit=idle_exit_text(cfg),
+                                    env=env)
+    log.info("ccmeter: run %s %s proxy %d on port %d", run_id,
+             "started" if joined.started else "joined", joined.pid, joined.port)
+    failing = _proxy_failing(paths, joined.pid)
+    if failing and notify is not None:
+        notify(metering_off_line(failing))
+    exit_code = 1
+    try:
+        exit_code = run_child([executable, *command[1:]], child_env(
+            resident.proxy_url(joined.port, run_id, project), ca_bundle_for_child(paths, env),
+            env, settings.metered_hosts()))
+    finally:
+        try:
+            ended = resident.bye(joined.port, run_id)
+        except resident.DeskError as exc:
+            log.warning("ccmeter: the proxy %d did not answer at the end of run %s: %s",
+                        joined.pid, run_id, exc)
+            ended = {"metering_failure": "the metering proxy stopped during this run (calls "
+                     "it had in flight are recorded when the next one starts)"}
+    rows = _run_rows(paths.db_file, run_id)
+    try:
+        cfg = config.load_config(paths)
+    except config.CCMeterError:
+        cfg = {}
+    seen = ended.get("seen")
+    failures = ended.get("failures")
     return summarize(rows, paths.db_file, exit_code, cfg=cfg, project=project,
-                     metering_failure=failure,
-                     unrecorded_calls=writer.unwritten if writer is not None else len(rows))
+                     metering_failure=ended.get("metering_failure"),
+                     unrecorded_calls=max(0, seen - len(rows)) if isinstance(seen, int) else 0,
+                     failures=failures if isinstance(failures, list) else None)
+
+
+def _run_rows(db_path: Path, run_id: str) -> dict[str, dict[str, Any]]:
+    try:
+        db = store.connect(db_path)
+        try:
+            calls = store.run_calls(db, run_id)
+        finally:
+            db.conn.close()
+    except Exception:
+        log.exception("could not read the run's calls")
+        return {}
+    for row in calls:
+        row["failure"] = failure_reason(row["status"], row.get("error_type"),
+                                        row.get("http_status"), None)
+    return {row["call_uid"]: row for row in calls}
+
+
+def _proxy_failing(paths: config.Paths, pid: int) -> str | None:
+    """Why the joined proxy cannot meter right now (its status file), or None."""
+    from ccmeter import proxies
+
+    for doc in proxies.running(paths, clean=False):
+        if doc.get("pid") == pid and doc.get("metering") == "failing":
+            return str(doc.get("reason") or "unknown")
+    return None
 
 
 def metering_off_line(reason: str) -> str:

@@ -62,6 +62,10 @@ class ProxyStatus:
         self._files: list[Path] = []
         self._lock = threading.Lock()
         self._warned = False
+        #: How many times metering has failed since this proxy started, and the last reason
+        #: (a shared proxy tells each run whether it failed during that run).
+        self.failed_times = 0
+        self.last_reason: str | None = None
 
     def start(self, where: config.Paths, *, failing: str | None = None,
               since: float | None = None) -> None:
@@ -69,7 +73,7 @@ class ProxyStatus:
             self._remove()
             self.doc = {
                 "pid": os.getpid(), "started_at": _iso(time.time()),
-                "listen": self.doc.get("listen"),
+                "listen": self.doc.get("listen"), "serves": self.doc.get("serves"),
                 "config_file": str(where.config_file), "db_file": str(where.db_file),
             }  # not the command line: `ccmeter run -- claude -p "…"` holds a prompt
             self._set_state(failing, since)
@@ -81,9 +85,19 @@ class ProxyStatus:
             self.doc["listen"] = address
             self._write()
 
+    def serves(self, doc: dict[str, Any]) -> None:
+        """What this proxy serves (mode, upstream, hosts; see :mod:`ccmeter.resident`), so
+        that a ``ccmeter run`` can tell whether to join it."""
+        with self._lock:
+            self.doc["serves"] = doc
+            self._write()
+
     def metering(self, failing: str | None, since: float | None = None) -> None:
         """The writer's state changed: ``failing`` is why rows cannot be written, or None."""
         with self._lock:
+            if failing:
+                self.failed_times += 1
+                self.last_reason = failing
             self._set_state(failing, since)
             self._write()
 

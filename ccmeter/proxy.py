@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ccmeter import config, providers
+from ccmeter import config, providers, resident
 from ccmeter.addon import ANTHROPIC_HOST, Meter
+from ccmeter.rundesk import RunDesk
 from ccmeter.shutdown import end_connections
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class ProxySettings:
     upstream_ca: str | None = None
     #: Clouds whose runtime hosts are decrypted and metered too ("bedrock", "vertex").
     cloud: tuple[str, ...] = ()
+    #: Stop after this long without a run, a connection or a call (None: run until stopped).
+    idle_exit_s: float | None = None
 
     def metered_hosts(self) -> list[str]:
         hosts = [ANTHROPIC_HOST, *self.extra_hosts]
@@ -86,6 +89,7 @@ class RunningProxy:
     settings: ProxySettings
     port: int
     meter: Meter
+    desk: RunDesk
     _master: Any = field(repr=False)
     _thread: threading.Thread = field(repr=False)
 
@@ -111,6 +115,10 @@ def start(settings: ProxySettings) -> RunningProxy:
     config.ensure_private_dir(settings.paths.data_dir)
     config.ensure_private_dir(settings.paths.ca_dir)
     meter, life = Meter(settings.paths), _Lifecycle()
+    desk = RunDesk(meter, resident.serves_doc(
+        reverse=settings.reverse, upstream=None if settings.reverse else settings.upstream,
+        hosts=settings.metered_hosts(), cloud=settings.cloud,
+        idle_exit_s=settings.idle_exit_s), settings.idle_exit_s)
     box: dict[str, Any] = {}
 
     def thread_main() -> None:
@@ -133,7 +141,7 @@ def start(settings: ProxySettings) -> RunningProxy:
                 opts.update(ssl_verify_upstream_trusted_ca=settings.upstream_ca)
             master = Master(opts)
             master.addons.add(*default_addons())
-            master.addons.add(meter, life)
+            master.addons.add(desk, meter, life)  # the desk tags a run's flows first
             master.options.update(
                 connection_strategy="lazy",
                 ccmeter_upstream=None if settings.reverse else settings.upstream,
@@ -167,5 +175,5 @@ def start(settings: ProxySettings) -> RunningProxy:
         )
         raise ProxyStartError(f"the proxy could not listen ({reason or hint})")
     port = int(life.addrs[0][1])
-    return RunningProxy(settings=settings, port=port, meter=meter, _master=box["master"],
+    return RunningProxy(settings=settings, port=port, meter=meter, desk=desk, _master=box["master"],
                         _thread=thread)

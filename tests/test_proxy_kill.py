@@ -216,9 +216,12 @@ STREAMER = """
 import http.client, json, os, ssl, sys, time
 from urllib.parse import urlsplit
 proxy = urlsplit(os.environ["HTTPS_PROXY"])
+import base64  # HTTPS_PROXY's credentials, sent as urllib, requests, curl, Node do
+auth = {"Proxy-Authorization": "Basic " + base64.b64encode(
+    f"{proxy.username}:{proxy.password}".encode()).decode()} if proxy.username else {}
 ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
 conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx, timeout=60)
-conn.set_tunnel("api.anthropic.com", 443)
+conn.set_tunnel("api.anthropic.com", 443, headers=auth)
 conn.request("POST", "/v1/messages", body=json.dumps({
     "model": "claude-opus-4-8", "max_tokens": 10, "stream": True,
     "messages": [{"role": "user", "content": "hi"}]}), headers={
@@ -243,7 +246,11 @@ print(streamer.pid, flush=True)
 """
 
 
-def test_ccmeter_run_ending_mid_stream_finalizes_the_row_and_counts_it(user_dirs, tmp_path):
+def test_ccmeter_run_ending_mid_stream_counts_the_call_the_shared_proxy_finishes(user_dirs,
+                                                                                  tmp_path):
+    """The proxy is shared and outlives the run: the run's summary counts the call as its
+    row stands when the run ends (billed from message_start); the call goes on, and its row
+    is finished when the stream ends (here, cut by the client's death)."""
     with StandIn() as standin:
         standin.enqueue(held_reply())
         result = subprocess.run(
@@ -252,8 +259,11 @@ def test_ccmeter_run_ending_mid_stream_finalizes_the_row_and_counts_it(user_dirs
             capture_output=True, text=True, timeout=120, cwd=tmp_path)
         streamer = int(result.stdout.split()[0])
         os.kill(streamer, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while not rows(user_dirs.db_file)[0]["error_type"] and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert result.returncode == 0, result.stderr
     [row] = rows(user_dirs.db_file)
     assert (row["status"], row["error_type"], row["cost_picousd"]) == (
-        "incomplete", "proxy_stopped", STARTED_COST)
+        "incomplete", "stream_cut", STARTED_COST)
     assert "this run $0.20" in result.stderr and "(1 call, 1 session)" in result.stderr

@@ -253,12 +253,13 @@ def test_run_passes_the_exit_code_and_keeps_stdout_clean(tmp_path):
     assert result.stderr.startswith("ccmeter: this run $0.00 (0 calls, 0 sessions)")
 
 
-def test_run_gives_the_child_a_private_proxy_and_ca(isolated_home):
+def test_run_gives_the_child_the_proxy_with_its_run_and_the_ca(isolated_home):
     script = ("import os, json; print(json.dumps({k: os.environ.get(k) for k in "
               "('HTTPS_PROXY', 'HTTP_PROXY', 'NODE_EXTRA_CA_CERTS')}))")
     result = ccmeter("run", "--", sys.executable, "-c", script)
     seen = json.loads(result.stdout)
-    assert seen["HTTPS_PROXY"].startswith("http://127.0.0.1:")
+    # the shared proxy, with this run (and its project) in the credentials
+    assert re.fullmatch(r"http://run-[0-9a-f]{16}:[\w-]+@127\.0\.0\.1:\d+", seen["HTTPS_PROXY"])
     assert seen["HTTP_PROXY"] == seen["HTTPS_PROXY"]
     ca = Path(seen["NODE_EXTRA_CA_CERTS"])
     assert ca.exists() and b"PRIVATE KEY" not in ca.read_bytes()

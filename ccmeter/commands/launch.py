@@ -36,6 +36,7 @@ PortOption = Annotated[
 ]
 
 
+
 def register(app: typer.Typer) -> None:
     app.command(
         # Everything from the first word of the command on belongs to the command, so
@@ -61,6 +62,10 @@ def checked_config(paths: config.Paths) -> dict:
     config.config_port(cfg)
     config.config_text(cfg, "project")
     config.config_text(cfg, "upstream")
+    if "idle_exit" in cfg:
+        from ccmeter import launch
+
+        launch.idle_exit_text(cfg)
     if "caps" in cfg:
         parse_policy(cfg)
     return cfg
@@ -73,9 +78,11 @@ def run(
 ) -> None:
     """Run a command (usually `claude`) with every Claude API call it makes metered.
 
-    The command gets its own proxy on 127.0.0.1 and ccmeter's CA, for it alone; nothing
-    system-wide changes. ccmeter exits with the command's exit code and prints one line
-    with what the run cost.
+    The command goes through your ccmeter proxy on 127.0.0.1, with ccmeter's CA given to
+    it alone; nothing system-wide changes. One proxy serves every run: a run joins the one
+    that is up (from an earlier run, `ccmeter serve` or a login service) or starts it, and a
+    proxy a run started stops once idle for 'idle_exit' (config, default 10m). ccmeter exits
+    with the command's exit code and prints one line with what this run cost.
 
     Examples:
       ccmeter run -- claude
@@ -109,29 +116,41 @@ def serve(
     upstream: UpstreamOption = None,
     project: Annotated[str | None, typer.Option("--project", "-p",
                        help="Tag every call through this proxy with a project name.")] = None,
+    idle_exit: Annotated[str | None, typer.Option(
+        "--idle-exit", help="Stop after this long without a `ccmeter run` using the proxy, "
+        "an open connection or a call, e.g. 10m (default: run until stopped).")] = None,
+    any_port: Annotated[bool, typer.Option(
+        "--any-port", hidden=True,
+        help="Listen on any free port (how `ccmeter run` starts the shared proxy).")] = False,
 ) -> None:
     """Run the metering proxy in the foreground, for tools that cannot be wrapped.
 
     Point a tool at it with the lines `ccmeter env` prints (HTTPS_PROXY and the CA), or
     with --reverse set ANTHROPIC_BASE_URL to it. Stop with Ctrl-C.
 
+    `ccmeter run` joins a running `ccmeter serve` (unless it is --reverse or sends to
+    another --upstream), so a login service can keep one up for every session.
+
     Examples:
       ccmeter serve
       ccmeter serve --reverse --port 8400
+      ccmeter serve --idle-exit 30m
     """
     from ccmeter import launch, proxy  # lazily: mitmproxy is slow to import
 
     paths = config.paths()
     cfg = checked_config(paths)
-    port = port or config.config_port(cfg)
+    idle_exit_s = launch.idle_seconds(idle_exit, "--idle-exit") if idle_exit else None
+    port = 0 if any_port else port or config.config_port(cfg)
     launch.setup_file_logging(paths)
     if not reverse:
         launch.ensure_ca(paths)
     settings = proxy.ProxySettings(
         paths=paths, port=port, reverse=reverse, project=project,
         upstream=launch.resolve_upstream(upstream, cfg),
-        extra_hosts=launch.configured_hosts(cfg),
+        extra_hosts=(*launch.hosts_from_base_url(os.environ), *launch.configured_hosts(cfg)),
         cloud=launch.cloud_providers(os.environ),
+        idle_exit_s=idle_exit_s,
     )
     running = proxy.start(settings)
     typer.echo(f"ccmeter: metering proxy on {running.url} (log: {paths.log_file})", err=True)
@@ -151,6 +170,9 @@ def serve(
         if stop.wait(0.5):
             break
         if not running._thread.is_alive():
+            if running.desk.idle_exited:
+                typer.echo("ccmeter: stopped after being idle", err=True)
+                return
             raise config.CCMeterError(f"the proxy stopped unexpectedly; see {paths.log_file}")
     running.stop()
     typer.echo("ccmeter: stopped", err=True)

@@ -19,6 +19,7 @@ from ccmeter.store.calls import (
     cost_history,
     get_call,
     reprice_calls,
+    run_calls,
     upsert_calls,
 )
 from ccmeter.store.capspend import (
@@ -87,6 +88,7 @@ __all__ = [
     "migrate",
     "query",
     "reprice_calls",
+    "run_calls",
     "run_spend_query",
     "schema_version",
     "spend_query",

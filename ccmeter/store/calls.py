@@ -72,6 +72,7 @@ CALL_COLUMNS: tuple[str, ...] = (
     "metering_error",
     "updated_ts",
     "fallback_from_model",
+    "run_id",
 )
 
 STATUSES = ("ok", "incomplete", "upstream_error", "blocked")
@@ -126,6 +127,17 @@ def upsert_calls(db: sqlite_utils.Database, rows: Iterable[Mapping[str, Any]], *
     else:
         write()
     return len(rows)
+
+
+RUN_CALLS_SQL = """
+SELECT call_uid, session_id, project, model, status, error_type, http_status, cost_picousd
+FROM api_calls WHERE run_id = ? ORDER BY started_ts, call_uid
+"""
+
+
+def run_calls(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
+    """The calls one ``ccmeter run`` sent (tagged with its id by the proxy), for its summary."""
+    return query(db, RUN_CALLS_SQL, [run_id])
 
 
 def get_call(db: sqlite_utils.Database, call_uid: str) -> dict[str, Any] | None:

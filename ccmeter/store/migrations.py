@@ -249,6 +249,13 @@ def _m006_calls_view_fallback(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m007_run_id(db: sqlite_utils.Database) -> None:
+    """Which ``ccmeter run`` sent a call (NULL for calls from anything else), so that runs
+    sharing one resident proxy each sum their own calls for their exit summary."""
+    db.execute("ALTER TABLE api_calls ADD COLUMN run_id TEXT")
+    db.execute("CREATE INDEX api_calls_run ON api_calls (run_id) WHERE run_id IS NOT NULL")
+
+
 #: Ordered migrations. A shipped migration is never edited; add a new one at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_calls,
@@ -257,4 +264,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m004_report_index,
     _m005_fallback_from_model,
     _m006_calls_view_fallback,
+    _m007_run_id,
 ]
