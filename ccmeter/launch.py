@@ -155,7 +155,14 @@ def ca_bundle_for_child(paths: config.Paths, env: Mapping[str, str]) -> Path:
         log.warning("NODE_EXTRA_CA_CERTS=%s is unreadable; using ccmeter's CA alone", existing)
         return paths.ca_cert
     bundle = paths.ca_dir / "node-extra-ca-bundle.pem"
-    bundle.write_bytes(paths.ca_cert.read_bytes() + b"\n" + theirs)
+    data = paths.ca_cert.read_bytes() + b"\n" + theirs
+    with contextlib.suppress(OSError):
+        if bundle.read_bytes() == data:
+            return bundle
+    # Atomically: runs starting at once each write it while the others' children read it.
+    tmp = bundle.with_name(f".{bundle.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, bundle)
     return bundle
 
 
@@ -355,7 +362,8 @@ def run_wrapped(
         raise CommandNotFound(
             f"command not found: {command[0]} (is it installed and on your PATH?)"
         )
-    ensure_ca(paths)
+    with resident.start_lock(paths):  # runs starting at once: one makes the CA on first use
+        ensure_ca(paths)
     try:
         cfg = config.load_config(paths)
     except config.CCMeterError:
