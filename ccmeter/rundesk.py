@@ -125,7 +125,11 @@ class RunDesk:
                 self.leases[run_id] = int(query.get("pid", ""))
             self._failed_before.setdefault(run_id, self.meter.status.failed_times)
         elif path == "/bye" and run_id:
-            await self._settle(run_id, float(query.get("wait", "3") or 3))
+            try:
+                wait_s = float(query.get("wait", "3"))
+            except ValueError:
+                wait_s = 3.0
+            await self._settle(run_id, wait_s)
             self.leases.pop(run_id, None)
             doc.update(
                 seen=self.seen.pop(run_id, 0),
@@ -143,7 +147,7 @@ class RunDesk:
     async def _settle(self, run_id: str, wait_s: float) -> None:
         """Until the run's calls have ended (or ``wait_s``), then until their rows are on
         disk (a child's connections close as it exits; the last rows follow at once)."""
-        deadline = time.monotonic() + max(0.0, min(wait_s, 60.0))
+        deadline = time.monotonic() + (max(0.0, min(wait_s, 60.0)) if wait_s == wait_s else 3.0)
         while (any(c.run_id == run_id for c in self.meter.calls.values())
                and time.monotonic() < deadline):
             await asyncio.sleep(0.02)
