@@ -69,8 +69,11 @@ class Connection:
     """A keep-alive HTTPS connection to ``target`` (host, port), optionally via ``proxy``."""
 
     def __init__(self, target: tuple[str, int], cafile: str,
-                 proxy: tuple[str, int] | None = None, timeout: float = 60.0) -> None:
+                 proxy: tuple[str, int] | None = None, timeout: float = 60.0,
+                 proxy_auth: str | None = None) -> None:
         self.target, self.proxy, self.cafile, self.timeout = target, proxy, cafile, timeout
+        #: ``Proxy-Authorization`` for the CONNECT (a ``ccmeter run``'s credentials).
+        self.proxy_auth = proxy_auth
         self.ctx = ssl.create_default_context(cafile=cafile)
         self.ctx.set_alpn_protocols(["http/1.1"])
         self.sock: ssl.SSLSocket | None = None
@@ -81,7 +84,9 @@ class Connection:
         raw = socket.create_connection(self.proxy or self.target, timeout=self.timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.proxy is not None:
-            raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            auth = f"Proxy-Authorization: {self.proxy_auth}\r\n" if self.proxy_auth else ""
+            raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n"
+                        .encode())
             head = b""
             while b"\r\n\r\n" not in head:
                 data = raw.recv(4096)
