@@ -82,7 +82,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions")
     parser.add_argument("--calls", type=int, default=150, help="calls per session and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three setups")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the setups")
+    parser.add_argument("--separate", action="store_true",
+                        help="a fourth setup: each session through a ccmeter proxy of its own "
+                        "(mitmdump -s, one per session: what N runs were before)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ccmeter-shared-"))
@@ -100,21 +103,28 @@ def main() -> None:
     assert resident.stdout is not None
     resident_port = int(resident.stdout.readline())
     bench_dir = str(Path(__file__).resolve().parent)
+    own: list[Proxy] = []
+    if args.separate:
+        for n in range(args.sessions):
+            meter_home = work / f"own-{n}"
+            meter_home.mkdir()
+            own.append(Proxy(f"own-{n}", work / "ca", work, meter_home=meter_home))
 
     def sessions(setup: str) -> list[float]:
         procs = []
-        for _ in range(args.sessions):
+        for n in range(args.sessions):
             if setup == "shared":
                 argv = [sys.executable, "-m", "ccmeter.cli", "run", "--upstream", upstream, "--",
                         sys.executable, "-c", SESSION, bench_dir, "api.anthropic.com", "443",
                         "-", str(args.calls)]
                 child_env = env
             else:
+                via = {"bare": bare, "separate": own[n] if own else None}.get(setup)
                 argv = [sys.executable, "-c", SESSION, bench_dir, "127.0.0.1", str(api.port),
-                        api.ca if setup == "direct" else bare.ca, str(args.calls)]
+                        via.ca if via else api.ca, str(args.calls)]
                 child_env = dict(env)
-                if setup == "bare":
-                    child_env["HTTPS_PROXY"] = f"http://127.0.0.1:{bare.port}"
+                if via is not None:
+                    child_env["HTTPS_PROXY"] = f"http://127.0.0.1:{via.port}"
             procs.append(subprocess.Popen(argv, env=child_env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
         got: list[float] = []
@@ -125,11 +135,11 @@ def main() -> None:
             got += json.loads(out.strip().splitlines()[-1])
         return got
 
-    setups = ["direct", "bare", "shared"]
+    setups = ["direct", "bare", "shared"] + (["separate"] if own else [])
     every: dict[str, list[float]] = {s: [] for s in setups}
     try:
         for r in range(args.rounds):
-            order = setups[r % 3:] + setups[:r % 3]
+            order = setups[r % len(setups):] + setups[:r % len(setups)]
             for setup in order:
                 began = time.monotonic()
                 every[setup] += sessions(setup)
@@ -138,16 +148,18 @@ def main() -> None:
     finally:
         resident.terminate()
         resident.wait(20)
-        bare.stop()
+        for proc in (bare, *own):
+            proc.stop()
         api.stop()
     fig = {s: {"p50": pct(v, 0.5), "p99": pct(v, 0.99), "n": len(v)} for s, v in every.items()}
     added = {s: {q: fig[s][q] - fig["direct"][q] for q in ("p50", "p99")}
-             for s in ("bare", "shared")}
+             for s in setups[1:]}
     result = {
         "sessions": args.sessions, "calls_per_session_and_round": args.calls,
         "rounds": args.rounds, "resident_proxies_seen": len(proxies),
         "resident_port": resident_port, "ttfb_ms": fig, "added_ms": added,
-        "ratio_added": {q: added["shared"][q] / added["bare"][q] for q in ("p50", "p99")},
+        "ratio_added": {s: {q: added[s][q] / added["bare"][q] for q in ("p50", "p99")}
+                        for s in setups[2:]},
     }
     print(json.dumps(result, indent=1))
 
