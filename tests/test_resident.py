@@ -431,3 +431,25 @@ def test_real_claude_code_sessions_share_one_proxy(residents, user_home, work):
     assert {r["project"] for r in recorded} == {"alpha", "beta"}
     assert len(status_files(residents)) == 1
     assert residents.log_file.read_text().count("started proxy") == 1
+
+
+def test_a_run_with_another_upstream_starts_a_shared_proxy_of_its_own(residents, work):
+    """Not refused, not sent to the wrong upstream: a run whose --upstream differs from the
+    running proxy's starts another shared proxy, which the next run with it joins."""
+    with StandIn() as first, StandIn() as second:
+        first.default = second.default = answer
+        a = start_run("sa:1", cwd=work, upstream=first.url)
+        a_out, a_err = finish(a)
+        b = start_run("sb:2", cwd=work, upstream=second.url)
+        b_out, b_err = finish(b)
+        c = start_run("sc:3", cwd=work, upstream=first.url)
+        c_out, c_err = finish(c)
+        sent = (len(first.messages_requests()), len(second.messages_requests()))
+    assert (a_out, b_out, c_out) == (["200"], ["200"], ["200"])
+    assert sent == (2, 1)
+    assert (a_err.startswith(summary_of(1, 1)) and b_err.startswith(summary_of(2, 1))
+            and c_err.startswith(summary_of(3, 1))), (a_err, b_err, c_err)
+    docs = status_files(residents)
+    assert sorted(d["serves"]["upstream"] for d in docs) == sorted([first.url, second.url])
+    log = residents.log_file.read_text()
+    assert log.count("started proxy") == 2 and log.count("joined proxy") == 1
