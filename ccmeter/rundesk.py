@@ -20,6 +20,7 @@ import os
 import time
 import weakref
 from collections import Counter
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, http
@@ -99,19 +100,22 @@ class RunDesk:
         if run is not None:
             self._tunnels[flow.client_conn] = run
 
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Synchronous on every call's path; only a request to the desk is answered (and
+        awaited by mitmproxy) as a coroutine."""
         self.last_activity = time.monotonic()
         request = flow.request
         run = self._tunnels.get(flow.client_conn)
         if AUTH_HEADER in request.headers:
-            run = resident.parse_credentials(request.headers[AUTH_HEADER]) or run
-            if run is not None:
-                del request.headers[AUTH_HEADER]  # ours: it never goes further
-        if request.pretty_host == resident.DESK_HOST and request.scheme == "http":
-            await self._answer(flow)
-            return
+            own = resident.parse_credentials(request.headers[AUTH_HEADER])
+            if own is not None:  # a plain-HTTP request's own credentials: ours, never sent on
+                run = own
+                del request.headers[AUTH_HEADER]
+        if request.scheme == "http" and request.pretty_host == resident.DESK_HOST:
+            return self._answer(flow)
         if run is not None:
             flow.metadata[RUN_KEY] = run
+        return None
 
     # --- the desk --------------------------------------------------------------------------
 
