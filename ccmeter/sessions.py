@@ -22,10 +22,10 @@ SELECT session_id, model,
     SUM(call_kind = 'subagent') AS subagent_calls,
     MIN(started_ts) AS first_ts,
     MAX(started_ts) AS last_ts,
-    MAX(project) AS project
+    project
 FROM api_calls
 {where}
-GROUP BY session_id, model
+GROUP BY session_id, model, project
 """
 
 SESSION_PREFIX_SQL = """
@@ -90,7 +90,7 @@ GROUP BY project
 @dataclass
 class SessionSummary:
     session_id: str | None
-    project: str | None
+    project_names: set[str]
     first_ts: float
     last_ts: float
     calls: int
@@ -98,6 +98,12 @@ class SessionSummary:
     unpriced_calls: int
     subagent_calls: int
     models: dict[str, int]
+
+    @property
+    def project(self) -> str | None:
+        """The session's one project; None when no call has one or they mix (the
+        ``(no session)`` row of curl and SDK calls): :attr:`projects` says which."""
+        return next(iter(self.project_names)) if len(self.project_names) == 1 else None
 
     def model_mix(self) -> str:
         """``opus-4-8 x12, haiku-4-5 x3``: models by calls, 'claude-' dropped."""
@@ -111,6 +117,7 @@ class SessionSummary:
             "started": self.first_ts,
             "last_call": self.last_ts,
             "project": self.project,
+            "projects": len(self.project_names),
             "models": self.model_mix(),
             "model_calls": dict(self.models),
             "calls": self.calls,
@@ -138,11 +145,12 @@ def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSum
         summary = sessions.get(sid)
         if summary is None:
             summary = sessions[sid] = SessionSummary(
-                sid, row["project"], row["first_ts"], row["last_ts"], 0, None, 0, 0, {}
+                sid, set(), row["first_ts"], row["last_ts"], 0, None, 0, 0, {}
             )
         summary.first_ts = min(summary.first_ts, row["first_ts"])
         summary.last_ts = max(summary.last_ts, row["last_ts"])
-        summary.project = summary.project or row["project"]
+        if row["project"]:
+            summary.project_names.add(row["project"])
         summary.calls += row["calls"]
         summary.subagent_calls += int(row["subagent_calls"] or 0)
         summary.unpriced_calls += row["calls"] - row["priced_calls"]
@@ -241,6 +249,7 @@ def session_detail(db: Any, session_id: str) -> SessionDetail:
         })
     totals = total.as_dict()
     totals["project"] = total.project
+    totals["projects"] = total.projects
     return SessionDetail(session_id, calls, agent_rows, totals)
 
 

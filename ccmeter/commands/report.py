@@ -54,6 +54,8 @@ def report_columns(dims: Sequence[str], fmt: str, rows: Sequence[Mapping[str, An
     if "session" in dims:
         if "project" not in dims:
             columns.append(Column("project", "Project"))
+            if fmt != "table":  # null project: none, or several (how many here)
+                columns.append(Column("projects", "Projects", "int"))
         columns.append(Column("first_call", "Started", "datetime"))
         if fmt != "table":
             columns.append(Column("last_call", "Last call", "datetime"))

@@ -1,0 +1,73 @@
+"""What a new user's review found in the output: a row that mixes projects, wide signs in
+``watch``, the main model first in ``sessions``, singular counts. Default user layout."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from datetime import UTC, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from ccmeter import config, store
+from ccmeter.cli import app
+
+
+def _row(uid: str, ts: float, *, session: str | None, project: str | None,
+         model: str = "claude-opus-4-8", cost: int | None = 10**12) -> dict:
+    return {
+        "call_uid": uid, "started_ts": ts,
+        "started_at": datetime.fromtimestamp(ts, UTC).isoformat(),
+        "session_id": session, "project": project, "model": model, "requested_model": model,
+        "status": "ok", "call_kind": "main", "input_tokens": 10, "cache_write_5m_tokens": 0,
+        "cache_write_1h_tokens": 0, "cache_read_tokens": 0, "output_tokens": 5,
+        "cost_picousd": cost, "updated_ts": ts,
+    }
+
+
+def _fill(rows: list[dict]) -> None:
+    db = store.connect(config.paths().db_file)
+    try:
+        store.upsert_calls(db, rows)
+    finally:
+        db.conn.close()
+
+
+def _run(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def mixed(user_dirs):
+    """Calls without a session from two projects, and one real session."""
+    now = time.time() - 60
+    _fill([_row("c1", now, session=None, project="alpha"),
+           _row("c2", now + 1, session=None, project="mitmrev"),
+           _row("c3", now + 2, session="s-1", project="web"),
+           _row("c4", now + 3, session="s-1", project="web")])
+
+
+def test_a_row_of_several_projects_says_so_in_every_report(mixed):
+    for args in (["sessions"], ["report", "--by", "session", "--since", "1d"]):
+        out = _run(*args)
+        line = next(x for x in out.splitlines() if x.startswith("(no session)"))
+        assert "(several)" in line and "alpha" not in line and "mitmrev" not in line, out
+        web = next(x for x in out.splitlines() if x.startswith("s-1"))
+        assert "web" in web
+    for args in (["sessions", "--format", "json"],
+                 ["report", "--by", "session", "--since", "1d", "--format", "json"]):
+        rows = json.loads(_run(*args))["rows"]
+        none = next(r for r in rows if r["session"] is None)
+        assert none["project"] is None and none["projects"] == 2
+        one = next(r for r in rows if r["session"] == "s-1")
+        assert one["project"] == "web" and one["projects"] == 1
+    for args in (["sessions", "--format", "csv"],
+                 ["report", "--by", "session", "--since", "1d", "--format", "csv"]):
+        rows = list(csv.DictReader(io.StringIO(_run(*args))))
+        none = next(r for r in rows if r["session"] == "")
+        assert none["project"] == "" and none["projects"] == "2"
