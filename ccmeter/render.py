@@ -355,8 +355,10 @@ def _natural_width(column: Column, rows: Sequence[Mapping[str, Any]], compact: b
             return format_int_compact(value)
         return format_cell(value, column.kind, places)
 
-    cells = [len(text(r.get(column.key))) for r in rows]
-    return max([len(column.header), *cells, _min_width(column) or 0])
+    from rich.cells import cell_len  # terminal cells: a wide sign or CJK name takes two
+
+    cells = [cell_len(text(r.get(column.key))) for r in rows]
+    return max([cell_len(column.header), *cells, _min_width(column) or 0])
 
 
 def _least_width(column: Column, natural: int) -> int:

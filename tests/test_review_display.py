@@ -71,3 +71,21 @@ def test_a_row_of_several_projects_says_so_in_every_report(mixed):
         rows = list(csv.DictReader(io.StringIO(_run(*args))))
         none = next(r for r in rows if r["session"] == "")
         assert none["project"] == "" and none["projects"] == "2"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_watch_shows_a_reached_caps_name_whole(user_dirs, monkeypatch, width):
+    """⛔ takes two terminal cells: measured as one, the cap's name was cut to ``daily c…``."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    _fill([_row("w1", time.time() - 30, session="s-w", project="web", cost=2 * 10**12)])
+    assert CliRunner().invoke(app, ["caps", "set", "--daily", "1"]).exit_code == 0
+    out = _run("watch", "--once")
+    line = next(x for x in out.splitlines() if "⛔" in x)
+    assert "…" not in line and "daily" in line, out
+
+
+def test_a_table_measures_wide_names_in_terminal_cells(user_dirs):
+    """A name in wide characters (two cells each) was sized by its length and cut."""
+    _fill([_row("j1", time.time() - 30, session="s-j", project="日本語のプロジェクト")])
+    out = _run("report", "--by", "project", "--since", "1d")
+    assert "日本語のプロジェクト" in out and "…" not in out, out

@@ -48,6 +48,7 @@ def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
                   shrink: int) -> Any:
     """A borderless rich table one line per row: every column as wide as its widest cell
     except column ``shrink`` (a name), which takes what is left and ends in an ellipsis."""
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
@@ -56,10 +57,11 @@ def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
     # names (projects, session and agent ids) come from headers: shown as text, never as
     # escape sequences or rich markup
     rows = [([printable(cell) for cell in cells], style) for cells, style in rows]
-    sizes = [max([len(h), *(len(cells[i]) for cells, _ in rows)])
+    # terminal cells, not characters: ⛔ and wide names take two
+    sizes = [max([cell_len(h), *(cell_len(cells[i]) for cells, _ in rows)])
              for i, (h, _) in enumerate(headers)]
     rest = width - sum(sizes) + sizes[shrink] - 2 * (len(sizes) - 1)
-    sizes[shrink] = max(min(sizes[shrink], rest), len(headers[shrink][0]), 8)
+    sizes[shrink] = max(min(sizes[shrink], rest), cell_len(headers[shrink][0]), 8)
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
     for (header, justify), size in zip(headers, sizes, strict=True):
         table.add_column(header, justify=justify, no_wrap=True,  # type: ignore[arg-type]
