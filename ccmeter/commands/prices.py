@@ -332,7 +332,7 @@ def import_command(
 
     Examples:
       ccmeter prices import model_prices_and_context_window.json --dry-run
-      ccmeter prices import ~/Downloads/model_prices_and_context_window.json --replace-known
+      ccmeter prices import ~/Downloads/prices.json --replace-known
     """
     from ccmeter import render
 
