@@ -5,7 +5,8 @@ latest plan utilization, burn per project, active agents). No rendering here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from ccmeter import store
@@ -98,6 +99,7 @@ class SessionSummary:
     unpriced_calls: int
     subagent_calls: int
     models: dict[str, int]
+    model_costs: dict[str, int] = field(default_factory=dict)
 
     @property
     def project(self) -> str | None:
@@ -106,9 +108,15 @@ class SessionSummary:
         return next(iter(self.project_names)) if len(self.project_names) == 1 else None
 
     def model_mix(self) -> str:
-        """``opus-4-8 x12, haiku-4-5 x3``: models by calls, 'claude-' dropped."""
-        parts = sorted(self.models.items(), key=lambda item: (-item[1], item[0]))
-        text = ", ".join(f"{short_model(name)} ×{count}" for name, count in parts[:3])
+        """``opus-4-8 ×2, haiku-4-5 ×12``: the costliest model first (then by calls), each
+        without ``claude-`` and its date (kept where two would read the same), so a narrow
+        column still shows the model that mattered whole."""
+        parts = sorted(self.models.items(), key=lambda item: (
+            -self.model_costs.get(item[0], 0), -item[1], item[0]))
+        short = [short_model(name, dated=False) for name, _ in parts]
+        names = [short_model(name) if short.count(s) > 1 else s
+                 for (name, _), s in zip(parts, short, strict=True)]
+        text = ", ".join(f"{n} ×{count}" for n, (_, count) in zip(names[:3], parts, strict=False))
         return text + (f", +{len(parts) - 3} more" if len(parts) > 3 else "")
 
     def as_row(self) -> dict[str, Any]:
@@ -127,10 +135,15 @@ class SessionSummary:
         }
 
 
-def short_model(name: str | None) -> str:
+_DATE_SUFFIX = re.compile(r"-\d{8}$")
+
+
+def short_model(name: str | None, *, dated: bool = True) -> str:
+    """``claude-haiku-4-5-20251001`` -> ``haiku-4-5-20251001`` (``haiku-4-5`` undated)."""
     if not name:
         return "?"
-    return name.removeprefix("claude-")
+    short = name.removeprefix("claude-")
+    return short if dated else _DATE_SUFFIX.sub("", short)
 
 
 def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSummary]:
@@ -156,6 +169,8 @@ def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSum
         summary.unpriced_calls += row["calls"] - row["priced_calls"]
         name = row["model"] or "?"
         summary.models[name] = summary.models.get(name, 0) + row["calls"]
+        summary.model_costs[name] = (summary.model_costs.get(name, 0)
+                                     + int(row["cost_picousd"] or 0))
         costs[sid] = costs.get(sid, 0) + int(row["cost_picousd"] or 0)
         priced[sid] = priced.get(sid, 0) + row["priced_calls"]
     for sid, summary in sessions.items():

@@ -89,3 +89,31 @@ def test_a_table_measures_wide_names_in_terminal_cells(user_dirs):
     _fill([_row("j1", time.time() - 30, session="s-j", project="日本語のプロジェクト")])
     out = _run("report", "--by", "project", "--since", "1d")
     assert "日本語のプロジェクト" in out and "…" not in out, out
+
+
+def test_sessions_show_the_costliest_model_first_and_whole_at_80_columns(user_dirs,
+                                                                          monkeypatch):
+    """Sorted by calls, a session's many cheap haiku calls came first and were cut to
+    ``haiku-4-5-2025…``, hiding that the money went to opus-4-8."""
+    monkeypatch.setenv("COLUMNS", "80")
+    now = time.time() - 600
+    rows = [_row(f"o{i}", now + i, session="5e55-main", project="mitmrev",
+                 model="claude-opus-4-8", cost=40 * 10**10) for i in range(3)]
+    rows += [_row(f"h{i}", now + 10 + i, session="5e55-main", project="mitmrev",
+                  model="claude-haiku-4-5-20251001", cost=10**9) for i in range(20)]
+    _fill(rows)
+    out = _run("sessions")
+    line = next(x for x in out.splitlines() if x.startswith("5e55-mai"))
+    assert "opus-4-8 ×3" in line, out
+    assert "2025" not in line and "claude-" not in line, out
+    models = json.loads(_run("sessions", "--format", "json"))["rows"][0]["models"]
+    assert models == "opus-4-8 ×3, haiku-4-5 ×20"
+
+
+def test_model_mix_keeps_a_date_where_two_models_would_read_the_same():
+    from ccmeter.sessions import SessionSummary
+
+    summary = SessionSummary("s", set(), 0.0, 0.0, 3, None, 0, 0,
+                             {"claude-3-5-sonnet-20240620": 1, "claude-3-5-sonnet-20241022": 2},
+                             {"claude-3-5-sonnet-20240620": 5, "claude-3-5-sonnet-20241022": 1})
+    assert summary.model_mix() == "3-5-sonnet-20240620 ×1, 3-5-sonnet-20241022 ×2"
