@@ -177,12 +177,12 @@ def statusline_text(raw: str, *, now: float | None = None,
         daily = next((s for s in mine if s.name == "daily" and s.scope == "global"), None)
         if daily is not None:
             parts.append(_mark(daily.fraction) + (
-                f"today {money.format_usd(daily.spent_picousd)}/"
-                f"{money.format_usd(daily.limit_picousd)} "
+                f"today {money.spend_usd(daily.spent_picousd, daily.limit_picousd)}/"
+                f"{money.cap_usd(daily.limit_picousd)} "
                 f"({render.format_percent(daily.fraction)})"))
         else:
             today, _unpriced = sessions.spend_since(db, periods.local_midnight(now))
-            parts.append(f"today {money.format_usd(today or 0)}")
+            parts.append(f"today {money.spend_usd(today or 0)}")
         others = [s for s in mine if s is not daily and s.fraction >= 0.8]
         if others:
             worst = max(others, key=lambda s: s.fraction)

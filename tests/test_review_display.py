@@ -117,3 +117,48 @@ def test_model_mix_keeps_a_date_where_two_models_would_read_the_same():
                              {"claude-3-5-sonnet-20240620": 1, "claude-3-5-sonnet-20241022": 2},
                              {"claude-3-5-sonnet-20240620": 5, "claude-3-5-sonnet-20241022": 1})
     assert summary.model_mix() == "3-5-sonnet-20240620 ×1, 3-5-sonnet-20241022 ×2"
+
+
+def _today(cost: int) -> None:
+    _fill([_row("t1", time.time() - 5, session="s-t", project="web", cost=cost)])
+
+
+def _statusline() -> str:
+    from ccmeter.statusline import statusline_text
+
+    return statusline_text(json.dumps({"session_id": "s-t"}))
+
+
+def test_a_cap_shows_as_it_was_set_in_every_view(user_dirs, monkeypatch):
+    """``caps set`` echoed $0.50, the caps table showed $0.5000 and the status line
+    ``$7.42/$0.5000``: a cap is shown with the decimals it was set with everywhere."""
+    monkeypatch.setenv("COLUMNS", "100")
+    _today(742 * 10**10)
+    assert "$0.50" in _run("caps", "set", "--daily", "0.5")
+    caps = _run("caps")
+    assert "$0.50 " in caps and "$0.5000" not in caps and "$7.42" in caps, caps
+    assert "today $7.42/$0.50 " in _statusline()
+    watch = _run("watch", "--once")
+    assert "$0.5000" not in watch and "$0.50 " in watch, watch
+
+
+def test_spend_against_a_cap_is_floored_everywhere(user_dirs, monkeypatch):
+    """$1.29825 was ``$1.29 spent`` in the refusal but ``$1.30`` in the run summary, caps
+    and the status line: beside a cap it has not passed, a spend never looks like the cap."""
+    from ccmeter.caps.messages import refusal_message
+    from ccmeter.caps.policy import CapStatus
+    from ccmeter.launch import RunSummary
+
+    monkeypatch.setenv("COLUMNS", "100")
+    spent = 1_298_250_000_000
+    _today(spent)
+    _run("caps", "set", "--daily", "1.30")
+    caps = _run("caps")
+    assert "$1.29 " in caps and "$1.30 " in caps, caps
+    assert "today $1.29/$1.30 " in _statusline()
+    watch = _run("watch", "--once")
+    assert "today $1.29" in watch and "$1.29 " in watch, watch
+    summary = RunSummary(0, 1, 1, spent, 0, spent, "daily cap reached").line()
+    assert "this run $1.29 " in summary and "today $1.29 " in summary, summary
+    status = CapStatus("daily", "global", 1_300_000_000_000, spent, None, 1.0, "calendar")
+    assert "($1.29 spent)" in refusal_message(status, time.time())

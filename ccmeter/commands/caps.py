@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from ccmeter import config, render, store
 from ccmeter.caps.guard import cap_statuses
 from ccmeter.caps.policy import MODES, parse_policy, parse_warn_at
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS
-from ccmeter.money import exact_places, floor_usd, parse_usd, usd_text
+from ccmeter.money import cap_places, cap_usd, floor_usd, parse_usd, spend_usd, usd_text
 
 caps_app = typer.Typer(name="caps", invoke_without_command=True)  # help: the callback's
 
@@ -151,17 +152,19 @@ def _show(fmt: str, session: str | None) -> None:
     if paused is not None:
         meta["paused_until"] = (render.format_datetime(paused) if fmt == "table"
                                 else render.iso_datetime(paused))
+    # caps and their spend: one precision, the caps' own (money.cap_places), in every view
+    places = cap_places(c.limit_picousd for c in policy.caps)
     per_session = [c for c in policy.caps if c.scope == "per_session"]
     if per_session and session is None:
         meta["per_session"] = ", ".join(
-            f"{c.name} {floor_usd(c.limit_picousd, exact_places(c.limit_picousd))}"
+            f"{c.name} {cap_usd(c.limit_picousd, places)}"
             for c in per_session) + " (spend: --session ID)"
     if not policy.caps and fmt == "table":
         typer.echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
         if paused is not None:
             typer.echo(f"(paused until {render.format_datetime(paused)})")
         return
-    rows = [{
+    rows: list[dict[str, Any]] = [{
         "cap": s.name, "scope": s.scope, "limit": s.limit_picousd, "spent": s.spent_picousd,
         "remaining": s.remaining_picousd, "used": s.fraction, "resets": s.resets_at,
         "window": s.window,
@@ -177,7 +180,11 @@ def _show(fmt: str, session: str | None) -> None:
         render.Column("window", "Window", drop=3), render.Column("state", "State", drop=1),
     ]
     if fmt == "table":
-        rows = [{**row, "scope": _scope_label(str(row["scope"]))} for row in rows]
+        rows = [{**row, "scope": _scope_label(str(row["scope"])),
+                 "limit": cap_usd(row["limit"], places),
+                 "spent": spend_usd(row["spent"], row["limit"], places),
+                 "remaining": floor_usd(row["remaining"], places)} for row in rows]
+        columns = [replace(c, kind="number") if c.kind == "usd" else c for c in columns]
     title = "Spending caps" + (" — PAUSED" if paused is not None else "")
     render.emit(rows, columns, fmt, title=title, meta=meta)
 
@@ -254,7 +261,7 @@ def set_caps(
         for name, value in given.items():
             pico = parse_usd(value, f"--{name}")
             target[name] = usd_text(pico)
-            done.append(f"{name} {floor_usd(pico, exact_places(pico))}")
+            done.append(f"{name} {cap_usd(pico)}")
         for key, value in chosen.items():
             if key == "warn_at":
                 table[key] = list(parse_warn_at(value.split(",")))

@@ -88,7 +88,7 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
         head.append(NO_CALLS_YET)
     else:
         today, unpriced_today = spend_since(db, periods.local_midnight(now))
-        head.append(f"today {money.format_usd(today) if today is not None else '$0.00'}",
+        head.append(f"today {money.spend_usd(today) if today is not None else '$0.00'}",
                     style="bold")
         if unpriced_today:
             head.append(f" (+{unpriced_today} unpriced calls)", style="yellow")
@@ -120,7 +120,7 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
     """Each cap's spend, limit, use, reset and pace; the bar only where there is room."""
     from ccmeter import render
 
-    places = money.usd_places(a for s in statuses for a in (s.spent_picousd, s.limit_picousd))
+    places = money.cap_places(s.limit_picousd for s in statuses)  # as `caps` shows them
     headers = [("Cap", "left"), ("Spent", "right"), ("Limit", "right"), ("Used", "right"),
                ("", "left"), ("Resets", "left"), ("At this pace", "left")]
     rows = []
@@ -130,8 +130,8 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
         mark = "⛔ " if status.fraction >= 1 else ("⚠ " if status.fraction >= 0.8 else "")
         rows.append(([
             mark + getattr(status, "label", f"{status.name} {status.scope}"),
-            money.format_usd(status.spent_picousd, places),
-            money.format_usd(status.limit_picousd, places),
+            money.spend_usd(status.spent_picousd, status.limit_picousd, places),
+            money.cap_usd(status.limit_picousd, places),
             render.format_percent(status.fraction),
             render.bar(status.fraction, 10),
             _local(status.resets_at, "%a %H:%M") if status.resets_at else "—",
