@@ -85,6 +85,11 @@ class Column:
 # --- values ------------------------------------------------------------------------------
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 call``, ``2 calls``, ``0 calls``, ``1,234 calls``: every count printed for people."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def format_int(value: Any) -> str:
     return "" if value is None else f"{int(value):,}"
 

@@ -162,3 +162,17 @@ def test_spend_against_a_cap_is_floored_everywhere(user_dirs, monkeypatch):
     assert "this run $1.29 " in summary and "today $1.29 " in summary, summary
     status = CapStatus("daily", "global", 1_300_000_000_000, spent, None, 1.0, "calendar")
     assert "($1.29 spent)" in refusal_message(status, time.time())
+
+
+def test_one_call_is_one_call_not_one_calls(user_dirs, monkeypatch):
+    """``session`` said ``· 1 calls ·``; every printed count agrees with its noun."""
+    monkeypatch.setenv("COLUMNS", "120")
+    _fill([_row("u1", time.time() - 5, session="s-one", project="web", cost=None,
+                model="claude-unknown-9")])
+    assert " · 1 call · " in _run("session", "s-one")
+    assert "1 call of models without a price" in _run("report", "--by", "model", "--since",
+                                                     "1d")
+    assert "(+1 unpriced call)" in _run("watch", "--once")
+    assert "(1 call, schema v" in CliRunner().invoke(app, ["doctor"]).output
+    _run("caps", "set", "--daily", "5")
+    assert "removed 1 cap" in _run("caps", "clear")

@@ -324,11 +324,11 @@ def clear_caps(
             names = [n for n in SESSION_WINDOWS if n in target]
             for name in names:
                 del target[name]
-            return f"removed {len(names)} cap(s) for {label}"
+            return f"removed {render.plural(len(names), 'cap')} for {label}"
         count = sum(1 for n in WINDOWS if table.pop(n, None) is not None)
         count += sum(len(t) for t in (table.pop("projects", None) or {}).values())
         count += len(table.pop("per_session", None) or {})
-        return f"removed {count} cap(s)"
+        return f"removed {render.plural(count, 'cap')}"
 
     _user_errors(lambda: _edit(change))
 

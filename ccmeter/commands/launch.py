@@ -222,7 +222,7 @@ def doctor() -> None:
     Example:
       ccmeter doctor
     """
-    from ccmeter import exposure, launch, proxies, store  # lazily: mitmproxy is slow to import
+    from ccmeter import exposure, launch, proxies, render, store  # lazily: mitmproxy is slow
 
     paths = config.paths()
     problems = 0
@@ -268,7 +268,7 @@ def doctor() -> None:
         db = store.connect(paths.db_file)
         count = store.query(db, "SELECT COUNT(*) AS n FROM api_calls")[0]["n"]
         db.conn.close()
-        report(True, f"database {shown(paths.db_file)} ({count} calls, schema v"
+        report(True, f"database {shown(paths.db_file)} ({render.plural(count, 'call')}, schema v"
                f"{len(store.MIGRATIONS)})")
     except Exception as exc:
         report(False, f"database {shown(paths.db_file)}: {exc}",

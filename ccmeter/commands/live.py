@@ -77,7 +77,7 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
     laid out for a terminal ``width`` columns wide."""
     from rich.text import Text
 
-    from ccmeter import periods
+    from ccmeter import periods, render
     from ccmeter.sessions import active_agents, burn_by_project, has_calls, latest_plan, spend_since
 
     now = time.time() if now is None else now
@@ -91,7 +91,7 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
         head.append(f"today {money.spend_usd(today) if today is not None else '$0.00'}",
                     style="bold")
         if unpriced_today:
-            head.append(f" (+{unpriced_today} unpriced calls)", style="yellow")
+            head.append(f" (+{render.plural(unpriced_today, 'unpriced call')})", style="yellow")
         head.append(f" · burn {money.format_usd(sum(burn.values()))}/h over the last hour")
 
     statuses, why = _caps(db, cfg, now)

@@ -524,7 +524,8 @@ def reprice(
         render.emit(rows, columns, fmt, title=f"Repriced with catalog {catalog.version}",
                     totals=totals)
     verb = "would change" if dry_run else "changed"
-    typer.echo(f"{summary['examined']:,} calls examined, {summary['changed']:,} {verb} "
+    examined = render.plural(summary["examined"], "call")
+    typer.echo(f"{examined} examined, {summary['changed']:,} {verb} "
                f"({summary['newly_priced']:,} newly priced, {summary['now_unpriced']:,} now "
                f"unpriced); old figures kept in the cost_history table"
                + (" (dry run: nothing written)" if dry_run else "") + ".")

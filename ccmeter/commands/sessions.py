@@ -198,7 +198,7 @@ def session(
     project = totals.get("project") or (reports.SEVERAL_PROJECTS if totals.get("projects")
                                         else reports.NO_PROJECT)
     title = (f"Session {detail.session_id} · {project} · "
-             f"{first} · {totals['calls']:,} calls · "
+             f"{first} · {render.plural(totals['calls'], 'call')} · "
              f"{money.format_usd(totals['cost'])}")
     render.emit(rows, columns, fmt, title=title, totals=totals)
     if len(detail.agents) > 1 or any(a["kind"] != "main" for a in detail.agents):

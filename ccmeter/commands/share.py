@@ -110,8 +110,8 @@ def push(
                            f"renamed to {result.user})", err=True)
         return
     if verbose:
-        typer.echo(f"pushed {plural(result.rows, 'row')} as {result.user} (machine "
-                   f"{result.machine}): {plural(len(result.written), 'file')} written, "
+        typer.echo(f"pushed {render.plural(result.rows, 'row')} as {result.user} (machine "
+                   f"{result.machine}): {render.plural(len(result.written), 'file')} written, "
                    f"{len(result.unchanged)} unchanged")
         for path in result.written:
             typer.echo(f"  wrote {path}")
@@ -119,11 +119,6 @@ def push(
             typer.echo(f"removed {old_user}'s copy from this machine: renamed to {result.user}")
             for old in old_paths:
                 typer.echo(f"  removed {old}")
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 file``, ``2 files``, ``0 files``."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 BY_HELP = (f"Group by one or two of: {', '.join(team.DIMENSIONS)} "
