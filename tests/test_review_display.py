@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -34,6 +37,13 @@ def _fill(rows: list[dict]) -> None:
         store.upsert_calls(db, rows)
     finally:
         db.conn.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """The installed command, as a user runs it (its errors are one line and an exit code)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "ccmeter")
+    return subprocess.run([exe, *args], env=os.environ.copy(), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
 
 
 def _run(*args: str) -> str:
@@ -176,3 +186,47 @@ def test_one_call_is_one_call_not_one_calls(user_dirs, monkeypatch):
     assert "(1 call, schema v" in CliRunner().invoke(app, ["doctor"]).output
     _run("caps", "set", "--daily", "5")
     assert "removed 1 cap" in _run("caps", "clear")
+
+
+def test_caps_pause_for_takes_a_date_as_its_message_says(user_dirs):
+    result = CliRunner().invoke(app, ["caps", "pause", "--for", "999y"])
+    assert result.exit_code == 2 and "or a date (2026-11-01)" in result.output
+    year = datetime.now().year + 1
+    out = _run("caps", "pause", "--for", f"{year}-12-01")
+    assert f"caps paused until {year}-12-01 00:00" in out
+    out = _run("caps", "pause", "--for", f"{year}-12-01T09:30")
+    assert f"caps paused until {year}-12-01 09:30" in out
+    past = CliRunner().invoke(app, ["caps", "pause", "--for", "2020-01-01"])
+    assert past.exit_code == 2 and "not in the future" in past.output
+
+
+@pytest.mark.parametrize("args", [["report", "--since", "1M"], ["sessions", "--since", "7D"],
+                                  ["caps", "pause", "--for", "1M"]])
+def test_uppercase_units_are_refused_not_read_as_minutes(user_dirs, args):
+    """``--since 1M`` silently meant one minute."""
+    _fill([_row("m1", time.time() - 5, session="s-m", project="web")])
+    result = _cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert "units are lowercase" in result.stderr and "mo months" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
+
+
+def test_a_corrupt_database_is_one_message_and_code_everywhere(user_dirs):
+    db_file = config.paths().db_file
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    db_file.write_bytes(b"this is not sqlite at all " * 100)
+    seen = set()
+    for args in (["caps"], ["report"], ["sessions"], ["watch", "--once"]):
+        result = _cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith(f"ccmeter: cannot open {db_file}: "), result.stderr
+        seen.add(result.stderr.strip())
+    assert len(seen) == 1, seen
+
+
+def test_env_help_does_not_say_it_listens_and_prices_names_no_missing_file(user_dirs):
+    text = CliRunner().invoke(app, ["env", "--help"]).output
+    assert "listen on" not in " ".join(text.split())
+    out = _run("prices")
+    assert not config.paths().config_file.exists()
+    assert "overrides: 0 in" not in " ".join(out.split()) and "does not exist yet" in out

@@ -7,7 +7,6 @@ See docs/caps.md.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -15,10 +14,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ccmeter import config, render, store
+from ccmeter import config, render
 from ccmeter.caps.guard import cap_statuses
 from ccmeter.caps.policy import MODES, parse_policy, parse_warn_at
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS
+from ccmeter.commands.common import open_db
 from ccmeter.money import cap_places, cap_usd, floor_usd, parse_usd, spend_usd, usd_text
 
 caps_app = typer.Typer(name="caps", invoke_without_command=True)  # help: the callback's
@@ -137,7 +137,7 @@ def _show(fmt: str, session: str | None) -> None:
     cfg = config.load_config(paths)
     policy = parse_policy(cfg)
     now = datetime.now().timestamp()
-    db = store.connect(paths.db_file)
+    db = open_db()  # a database that cannot be opened: the one message report gives
     try:
         if session is not None:
             session = _resolve_session(db, session)
@@ -362,8 +362,9 @@ PAUSE_DEFAULT = "1h"
 @caps_app.command("pause")
 def pause(
     for_: Annotated[str, typer.Option(
-        "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w; "
-        "one hour when not given.", show_default=False)] = PAUSE_DEFAULT,
+        "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w, or "
+        "until when: 2026-12-01 (its midnight), 2026-12-01T09:00; one hour when not given.",
+        show_default=False)] = PAUSE_DEFAULT,
 ) -> None:
     """Lift enforcement for a while (one hour unless --for says otherwise); spend is still
     metered. Logged, and shown in `ccmeter caps`.
@@ -371,12 +372,13 @@ def pause(
     Examples:
       ccmeter caps pause
       ccmeter caps pause --for 30m
+      ccmeter caps pause --for 2026-12-01
     """
 
     def change(table: dict[str, Any]) -> str:
         from ccmeter import periods
 
-        ends = periods.parse_duration(for_).after(time.time())
+        ends = periods.parse_until(for_)
         until = datetime.fromtimestamp(ends).astimezone()
         table["paused_until"] = until.replace(microsecond=0)
         _log(config.paths(), f"caps paused until {until:%Y-%m-%d %H:%M:%S %z} "

@@ -157,7 +157,10 @@ def serve(
 
 
 def env(
-    port: PortOption = None,
+    port: Annotated[int | None, typer.Option(
+        "--port", help=f"The port `ccmeter serve` listens on, for the export lines to point "
+        f"at (default {config.DEFAULT_PORT}, or 'port' in the config file).", min=1,
+        max=65535)] = None,
     reverse: ReverseOption = False,
 ) -> None:
     """Print `export` lines that point a shell at `ccmeter serve`.

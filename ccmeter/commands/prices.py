@@ -126,7 +126,9 @@ def prices(
     }
     if fmt == "table":
         caption = {"unit": "USD per million tokens", "catalog": catalog.version,
-                   "overrides": f"{len(overridden)} in {paths.config_file}"}
+                   "overrides": (f"{len(overridden)} in {paths.config_file}"
+                                 if paths.config_file.exists() else
+                                 f"none ({paths.config_file} does not exist yet)")}
         if catalog.discount_percent:
             caption["discount"] = f"{_plain(catalog.discount_percent)}%"
         render.emit(rows, columns, fmt, title=f"Prices ({catalog.version})", meta=caption)

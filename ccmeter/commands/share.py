@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ccmeter import config, periods, render, share, share_identity, store, team
-from ccmeter.commands.common import FormatOption
+from ccmeter import config, periods, render, share, share_identity, team
+from ccmeter.commands.common import FormatOption, open_db
 
 team_app = typer.Typer(
     name="team",
@@ -94,7 +94,7 @@ def push(
         if verbose or dry_run:
             typer.echo(f"nothing to push: no database yet at {paths.db_file}", err=True)
         return
-    db = store.connect(paths.db_file)
+    db = open_db()
     try:
         result, plan = share.push(db, paths, settings, since=since_day, dry_run=dry_run,
                                   rename=rename_to is not None)
