@@ -121,11 +121,18 @@ def claude_code_estimate(data: Mapping[str, Any]) -> str | None:
 
 
 def _meter_warning(paths: config.Paths) -> list[str]:
-    """``⚠ metering off`` while a running proxy cannot write its rows (see ccmeter.proxies:
-    a few small files read, no database)."""
+    """``⚠ metering off`` while a running proxy cannot write its rows, ``⚠ config not
+    applied`` while one keeps old caps or prices because config.toml is wrong (see
+    ccmeter.proxies: a few small files read, no database)."""
     from ccmeter import proxies
 
-    return ["⚠ metering off (ccmeter doctor)"] if proxies.failing(paths) else []
+    running = proxies.running(paths, clean=False)
+    out = []
+    if any(doc.get("metering") == "failing" for doc in running):
+        out.append("⚠ metering off (ccmeter doctor)")
+    if any(doc.get("config_error") for doc in running):
+        out.append("⚠ config not applied (ccmeter doctor)")
+    return out
 
 
 def _mark(fraction: float) -> str:

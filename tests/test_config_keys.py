@@ -152,6 +152,8 @@ def test_serve_keeps_its_prices_when_a_bad_prices_table_comes_and_says_so(user_d
             second = subprocess.run([sys.executable, "-c", CLIENT, "s1"], env=env,
                                     capture_output=True, text=True, timeout=60)
             doctor = cli("doctor")
+            status = subprocess.run([sys.executable, "-m", "ccmeter.cli", "statusline"],
+                                    input="{}", capture_output=True, text=True, timeout=60)
         finally:
             proc.terminate()
             proc.communicate(timeout=30)
@@ -160,6 +162,7 @@ def test_serve_keeps_its_prices_when_a_bad_prices_table_comes_and_says_so(user_d
     assert doctor.returncode == 1
     assert "config not applied: [prices]" in doctor.stdout
     assert "discount_percent" in doctor.stdout
+    assert status.stdout.startswith("⚠ config not applied (ccmeter doctor)"), status.stdout
 
 
 # --- 4. env --------------------------------------------------------------------------------
