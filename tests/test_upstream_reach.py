@@ -38,10 +38,12 @@ ONE_CALL = textwrap.dedent("""
         "content-type": "application/json", "x-api-key": "sk-ant-api03-dummy",
         "anthropic-version": "2023-06-01"})
     reply = conn.getresponse()
-    body = json.loads(reply.read())
+    raw = reply.read()
     print(reply.status, reply.headers.get("x-should-retry"), reply.headers["content-type"])
-    print(body["type"], body["error"]["type"])
-    print(body["error"]["message"])
+    if reply.headers["content-type"] == "application/json":
+        body = json.loads(raw)
+        print(body["type"], body["error"]["type"])
+        print(body["error"]["message"])
 """)
 
 
@@ -161,3 +163,35 @@ def test_real_claude_code_gives_up_at_once_on_a_dead_local_upstream(user_dirs, t
     assert took < 30, f"Claude Code took {took:.0f} s to give up"
     assert "upstream unreachable (connection refused)" in result.stderr
     assert config.paths().db_file == user_dirs.db_file
+
+
+
+def test_an_upstream_that_goes_away_later_is_answered_as_json_from_the_next_call(user_dirs):
+    """Once the upstream has answered, calls go without a try first; the first call that
+    then cannot connect gets mitmproxy's answer, and from the next one on ccmeter's JSON."""
+    port = free_port()
+    standin = StandIn().__enter__()
+    proc = None
+    try:
+        priced_replies(standin, 1)
+        dead = standin.url
+        proc = subprocess.Popen([sys.executable, "-m", "ccmeter.cli", "serve", "--port",
+                                 str(port), "--upstream", dead],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for_port(port, proc=proc)
+        env = _proxy_env(port, user_dirs.ca_cert)
+        first = subprocess.run([sys.executable, "-c", CLIENT, "s1"], env=env,
+                               capture_output=True, text=True, timeout=60)
+        standin.close()
+        later = [subprocess.run([sys.executable, "-c", ONE_CALL], env=env, capture_output=True,
+                                text=True, timeout=60) for _ in range(2)]
+    finally:
+        standin.close()
+        if proc is not None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    assert first.stdout.split() == ["200"]
+    assert later[0].stdout.startswith("502 None text/html")  # mitmproxy's page, once
+    assert later[1].stdout.splitlines() == [
+        "502 false application/json", "error api_error",
+        f"ccmeter: cannot reach the upstream {dead} (connection refused)"]
