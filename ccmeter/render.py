@@ -85,6 +85,11 @@ class Column:
 # --- values ------------------------------------------------------------------------------
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 call``, ``2 calls``, ``0 calls``, ``1,234 calls``: every count printed for people."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def format_int(value: Any) -> str:
     return "" if value is None else f"{int(value):,}"
 
@@ -355,8 +360,10 @@ def _natural_width(column: Column, rows: Sequence[Mapping[str, Any]], compact: b
             return format_int_compact(value)
         return format_cell(value, column.kind, places)
 
-    cells = [len(text(r.get(column.key))) for r in rows]
-    return max([len(column.header), *cells, _min_width(column) or 0])
+    from rich.cells import cell_len  # terminal cells: a wide sign or CJK name takes two
+
+    cells = [cell_len(text(r.get(column.key))) for r in rows]
+    return max([cell_len(column.header), *cells, _min_width(column) or 0])
 
 
 def _least_width(column: Column, natural: int) -> int:

@@ -11,6 +11,10 @@ The default (autouse) is what a newcomer has after ``pip install``: ``HOME`` set
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +28,7 @@ _LAYOUT_VARS = ("CCMETER_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_H
 
 
 @pytest.fixture(autouse=True)
-def user_home(tmp_path_factory, monkeypatch) -> Path:
+def user_home(tmp_path_factory, monkeypatch) -> Iterator[Path]:
     """A fresh ``HOME`` with no ccmeter or XDG variables: the layout users have."""
     home = tmp_path_factory.mktemp("user-home")
     monkeypatch.setenv("HOME", str(home))
@@ -32,7 +36,22 @@ def user_home(tmp_path_factory, monkeypatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.setenv("NO_COLOR", "1")
-    return home
+    yield home
+    _stop_resident_proxies(home)
+
+
+def _stop_resident_proxies(*roots: Path) -> None:
+    """A ``ccmeter run`` leaves its shared proxy running until it has been idle a while
+    (ten minutes by default): stop the ones this test's runs started, by their status files."""
+    homes = [*roots, *(Path(h) for h in [os.environ.get("CCMETER_HOME")] if h)]
+    for root in homes:
+        for status in root.glob("**/proxies/*.json"):
+            try:
+                pid = json.loads(status.read_text())["pid"]
+                if isinstance(pid, int) and pid not in (0, os.getpid()):
+                    os.kill(pid, signal.SIGTERM)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
 
 
 @pytest.fixture

@@ -7,18 +7,19 @@ See docs/caps.md.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
-from ccmeter import config, render, store
+from ccmeter import config, render
 from ccmeter.caps.guard import cap_statuses
 from ccmeter.caps.policy import MODES, parse_policy, parse_warn_at
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS
-from ccmeter.money import exact_places, floor_usd, parse_usd, usd_text
+from ccmeter.commands.common import open_db
+from ccmeter.money import cap_places, cap_usd, floor_usd, parse_usd, spend_usd, usd_text
 
 caps_app = typer.Typer(name="caps", invoke_without_command=True)  # help: the callback's
 
@@ -136,7 +137,7 @@ def _show(fmt: str, session: str | None) -> None:
     cfg = config.load_config(paths)
     policy = parse_policy(cfg)
     now = datetime.now().timestamp()
-    db = store.connect(paths.db_file)
+    db = open_db()  # a database that cannot be opened: the one message report gives
     try:
         if session is not None:
             session = _resolve_session(db, session)
@@ -151,17 +152,19 @@ def _show(fmt: str, session: str | None) -> None:
     if paused is not None:
         meta["paused_until"] = (render.format_datetime(paused) if fmt == "table"
                                 else render.iso_datetime(paused))
+    # caps and their spend: one precision, the caps' own (money.cap_places), in every view
+    places = cap_places(c.limit_picousd for c in policy.caps)
     per_session = [c for c in policy.caps if c.scope == "per_session"]
     if per_session and session is None:
         meta["per_session"] = ", ".join(
-            f"{c.name} {floor_usd(c.limit_picousd, exact_places(c.limit_picousd))}"
+            f"{c.name} {cap_usd(c.limit_picousd, places)}"
             for c in per_session) + " (spend: --session ID)"
     if not policy.caps and fmt == "table":
         typer.echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
         if paused is not None:
             typer.echo(f"(paused until {render.format_datetime(paused)})")
         return
-    rows = [{
+    rows: list[dict[str, Any]] = [{
         "cap": s.name, "scope": s.scope, "limit": s.limit_picousd, "spent": s.spent_picousd,
         "remaining": s.remaining_picousd, "used": s.fraction, "resets": s.resets_at,
         "window": s.window,
@@ -177,7 +180,11 @@ def _show(fmt: str, session: str | None) -> None:
         render.Column("window", "Window", drop=3), render.Column("state", "State", drop=1),
     ]
     if fmt == "table":
-        rows = [{**row, "scope": _scope_label(str(row["scope"]))} for row in rows]
+        rows = [{**row, "scope": _scope_label(str(row["scope"])),
+                 "limit": cap_usd(row["limit"], places),
+                 "spent": spend_usd(row["spent"], row["limit"], places),
+                 "remaining": floor_usd(row["remaining"], places)} for row in rows]
+        columns = [replace(c, kind="number") if c.kind == "usd" else c for c in columns]
     title = "Spending caps" + (" — PAUSED" if paused is not None else "")
     render.emit(rows, columns, fmt, title=title, meta=meta)
 
@@ -254,7 +261,7 @@ def set_caps(
         for name, value in given.items():
             pico = parse_usd(value, f"--{name}")
             target[name] = usd_text(pico)
-            done.append(f"{name} {floor_usd(pico, exact_places(pico))}")
+            done.append(f"{name} {cap_usd(pico)}")
         for key, value in chosen.items():
             if key == "warn_at":
                 table[key] = list(parse_warn_at(value.split(",")))
@@ -317,11 +324,11 @@ def clear_caps(
             names = [n for n in SESSION_WINDOWS if n in target]
             for name in names:
                 del target[name]
-            return f"removed {len(names)} cap(s) for {label}"
+            return f"removed {render.plural(len(names), 'cap')} for {label}"
         count = sum(1 for n in WINDOWS if table.pop(n, None) is not None)
         count += sum(len(t) for t in (table.pop("projects", None) or {}).values())
         count += len(table.pop("per_session", None) or {})
-        return f"removed {count} cap(s)"
+        return f"removed {render.plural(count, 'cap')}"
 
     _user_errors(lambda: _edit(change))
 
@@ -355,8 +362,9 @@ PAUSE_DEFAULT = "1h"
 @caps_app.command("pause")
 def pause(
     for_: Annotated[str, typer.Option(
-        "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w; "
-        "one hour when not given.", show_default=False)] = PAUSE_DEFAULT,
+        "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w, or "
+        "until when: 2026-12-01 (its midnight), 2026-12-01T09:00; one hour when not given.",
+        show_default=False)] = PAUSE_DEFAULT,
 ) -> None:
     """Lift enforcement for a while (one hour unless --for says otherwise); spend is still
     metered. Logged, and shown in `ccmeter caps`.
@@ -364,12 +372,13 @@ def pause(
     Examples:
       ccmeter caps pause
       ccmeter caps pause --for 30m
+      ccmeter caps pause --for 2026-12-01
     """
 
     def change(table: dict[str, Any]) -> str:
         from ccmeter import periods
 
-        ends = periods.parse_duration(for_).after(time.time())
+        ends = periods.parse_until(for_)
         until = datetime.fromtimestamp(ends).astimezone()
         table["paused_until"] = until.replace(microsecond=0)
         _log(config.paths(), f"caps paused until {until:%Y-%m-%d %H:%M:%S %z} "

@@ -48,6 +48,7 @@ def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
                   shrink: int) -> Any:
     """A borderless rich table one line per row: every column as wide as its widest cell
     except column ``shrink`` (a name), which takes what is left and ends in an ellipsis."""
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
@@ -56,10 +57,11 @@ def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
     # names (projects, session and agent ids) come from headers: shown as text, never as
     # escape sequences or rich markup
     rows = [([printable(cell) for cell in cells], style) for cells, style in rows]
-    sizes = [max([len(h), *(len(cells[i]) for cells, _ in rows)])
+    # terminal cells, not characters: ⛔ and wide names take two
+    sizes = [max([cell_len(h), *(cell_len(cells[i]) for cells, _ in rows)])
              for i, (h, _) in enumerate(headers)]
     rest = width - sum(sizes) + sizes[shrink] - 2 * (len(sizes) - 1)
-    sizes[shrink] = max(min(sizes[shrink], rest), len(headers[shrink][0]), 8)
+    sizes[shrink] = max(min(sizes[shrink], rest), cell_len(headers[shrink][0]), 8)
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
     for (header, justify), size in zip(headers, sizes, strict=True):
         table.add_column(header, justify=justify, no_wrap=True,  # type: ignore[arg-type]
@@ -75,7 +77,7 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
     laid out for a terminal ``width`` columns wide."""
     from rich.text import Text
 
-    from ccmeter import periods
+    from ccmeter import periods, render
     from ccmeter.sessions import active_agents, burn_by_project, has_calls, latest_plan, spend_since
 
     now = time.time() if now is None else now
@@ -86,10 +88,10 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
         head.append(NO_CALLS_YET)
     else:
         today, unpriced_today = spend_since(db, periods.local_midnight(now))
-        head.append(f"today {money.format_usd(today) if today is not None else '$0.00'}",
+        head.append(f"today {money.spend_usd(today) if today is not None else '$0.00'}",
                     style="bold")
         if unpriced_today:
-            head.append(f" (+{unpriced_today} unpriced calls)", style="yellow")
+            head.append(f" (+{render.plural(unpriced_today, 'unpriced call')})", style="yellow")
         head.append(f" · burn {money.format_usd(sum(burn.values()))}/h over the last hour")
 
     statuses, why = _caps(db, cfg, now)
@@ -118,7 +120,7 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
     """Each cap's spend, limit, use, reset and pace; the bar only where there is room."""
     from ccmeter import render
 
-    places = money.usd_places(a for s in statuses for a in (s.spent_picousd, s.limit_picousd))
+    places = money.cap_places(s.limit_picousd for s in statuses)  # as `caps` shows them
     headers = [("Cap", "left"), ("Spent", "right"), ("Limit", "right"), ("Used", "right"),
                ("", "left"), ("Resets", "left"), ("At this pace", "left")]
     rows = []
@@ -128,8 +130,8 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
         mark = "⛔ " if status.fraction >= 1 else ("⚠ " if status.fraction >= 0.8 else "")
         rows.append(([
             mark + getattr(status, "label", f"{status.name} {status.scope}"),
-            money.format_usd(status.spent_picousd, places),
-            money.format_usd(status.limit_picousd, places),
+            money.spend_usd(status.spent_picousd, status.limit_picousd, places),
+            money.cap_usd(status.limit_picousd, places),
             render.format_percent(status.fraction),
             render.bar(status.fraction, 10),
             _local(status.resets_at, "%a %H:%M") if status.resets_at else "—",
@@ -263,11 +265,13 @@ def statusline() -> None:
 
     Shows this session's cost, today's spend against the daily cap (⚠ from 80 %), and for
     subscribers the 5-hour and 7-day plan usage last seen. It never fails: on any problem
-    it prints a minimal line and exits 0. Set it up in ~/.claude/settings.json:
-    {"statusLine": {"type": "command", "command": "ccmeter statusline"}}
+    it prints a minimal line and exits 0.
+
+    Set it up in ~/.claude/settings.json:
+      {"statusLine": {"type": "command", "command": "ccmeter statusline"}}
 
     Example:
-      echo '{"session_id": "72292d5c", "model": {"id": "claude-opus-4-8"}}' | ccmeter statusline
+      echo '{"session_id": "72292d5c"}' | ccmeter statusline
     """
     from ccmeter import statusline as line
 

@@ -74,6 +74,7 @@ def sessions(
         render.Column("started", "Started", "datetime"),
         render.Column("last_call", "Last call", "datetime"),
         render.Column("project", "Project"),
+        render.Column("projects", "Projects", "int"),  # null project: none, or several
         render.Column("models", "Models"),
         render.Column("calls", "Calls", "int"),
         render.Column("subagent_calls", "Subagent", "int"),
@@ -90,7 +91,7 @@ def sessions(
                    render.Column("last_clock", "Last call", keep=True),
                    *(replace(c, drop=1) if c.key == "models" else
                      replace(c, drop=2) if c.key == "subagent_calls" else c
-                     for c in columns[3:])]
+                     for c in columns[3:] if c.key != "projects")]
         rows = [{**row, "last_clock": _last_clock(row["started"], row["last_call"])}
                 for row in table_rows(rows)]
         caption = {"since": _local(filters.since), "hint": "details: ccmeter session <id>"}
@@ -174,6 +175,7 @@ def session(
         meta = {
             "session_id": detail.session_id,
             "project": totals.get("project"),
+            "projects": totals.get("projects"),
             "first_call": iso(totals.get("first_call")),
             "last_call": iso(totals.get("last_call")),
             "agents": [render.machine_row(a, agent_columns) for a in detail.agents],
@@ -193,8 +195,10 @@ def session(
                for c in columns
                if c.key != "status" or any(r.get("status") != "ok" for r in rows)]
     first = _local(totals.get("first_call"))
-    title = (f"Session {detail.session_id} · {totals.get('project') or reports.NO_PROJECT} · "
-             f"{first} · {totals['calls']:,} calls · "
+    project = totals.get("project") or (reports.SEVERAL_PROJECTS if totals.get("projects")
+                                        else reports.NO_PROJECT)
+    title = (f"Session {detail.session_id} · {project} · "
+             f"{first} · {render.plural(totals['calls'], 'call')} · "
              f"{money.format_usd(totals['cost'])}")
     render.emit(rows, columns, fmt, title=title, totals=totals)
     if len(detail.agents) > 1 or any(a["kind"] != "main" for a in detail.agents):
