@@ -112,9 +112,9 @@ def status_files(where: config.Paths) -> list[dict]:
 
 def summary_of(thousands: int, calls: int, sessions: int = 1) -> str:
     """The summary's first words for ``calls`` calls of ``thousands`` thousand input tokens."""
-    from ccmeter.money import format_usd
+    from ccmeter.money import spend_usd  # the run summary's rule: spend, floored
 
-    return (f"ccmeter: this run {format_usd(thousands * PER_THOUSAND)} "
+    return (f"ccmeter: this run {spend_usd(thousands * PER_THOUSAND)} "
             f"({calls} call{'s' * (calls != 1)}, "
             f"{sessions} session{'s' * (sessions != 1)})")
 
@@ -394,7 +394,7 @@ def test_serve_answers_as_the_shared_proxy_and_never_forwards_the_credentials(re
 def test_real_claude_code_sessions_share_one_proxy(residents, user_home, work):
     from realclients import claude_bin
 
-    from ccmeter.money import format_usd
+    from ccmeter.money import spend_usd
 
     claude = claude_bin()
     (user_home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
@@ -426,7 +426,7 @@ def test_real_claude_code_sessions_share_one_proxy(residents, user_home, work):
         mine = [r for r in recorded if r["project"] == project]
         assert mine and len({r["run_id"] for r in mine}) == 1
         calls, cost = len(mine), sum(r["cost_picousd"] for r in mine)
-        assert err.startswith(f"ccmeter: this run {format_usd(cost)} ({calls} "
+        assert err.startswith(f"ccmeter: this run {spend_usd(cost)} ({calls} "
                               f"call{'s' * (calls != 1)}, 1 session)"), err
     assert {r["project"] for r in recorded} == {"alpha", "beta"}
     assert len(status_files(residents)) == 1
