@@ -1,0 +1,83 @@
+"""``ccmeter caps`` without a subcommand, at run time: each cap's spend, what remains, and when
+it resets. No Typer here: the command and its options are in :mod:`ccmeter.commands.caps`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ccmeter import config, render, store
+from ccmeter.caps.guard import cap_statuses
+from ccmeter.caps.policy import parse_policy
+from ccmeter.money import exact_places, floor_usd
+from ccmeter.views.common import echo
+
+
+def show(fmt: str, session: str | None) -> None:
+    if fmt not in render.FORMATS:
+        raise config.CCMeterError(f"unknown format {fmt!r}; one of {', '.join(render.FORMATS)}")
+    paths = config.paths()
+    cfg = config.load_config(paths)
+    policy = parse_policy(cfg)
+    now = datetime.now().timestamp()
+    db = store.connect(paths.db_file)
+    try:
+        if session is not None:
+            session = _resolve_session(db, session)
+        statuses = cap_statuses(db, cfg, now, session_id=session)
+    finally:
+        db.conn.close()
+    paused = policy.paused_until if policy.paused(now) else None
+    meta: dict[str, Any] = {"mode": policy.mode, "window": policy.window,
+                            "on_error": policy.on_error}
+    if policy.timezone:
+        meta["timezone"] = policy.timezone
+    if paused is not None:
+        meta["paused_until"] = (render.format_datetime(paused) if fmt == "table"
+                                else render.iso_datetime(paused))
+    per_session = [c for c in policy.caps if c.scope == "per_session"]
+    if per_session and session is None:
+        meta["per_session"] = ", ".join(
+            f"{c.name} {floor_usd(c.limit_picousd, exact_places(c.limit_picousd))}"
+            for c in per_session) + " (spend: --session ID)"
+    if not policy.caps and fmt == "table":
+        echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
+        if paused is not None:
+            echo(f"(paused until {render.format_datetime(paused)})")
+        return
+    rows = [{
+        "cap": s.name, "scope": s.scope, "limit": s.limit_picousd, "spent": s.spent_picousd,
+        "remaining": s.remaining_picousd, "used": s.fraction, "resets": s.resets_at,
+        "window": s.window,
+        "state": "reached" if s.reached else ("warning" if s.warning else "ok"),
+    } for s in statuses]
+    # on a narrow terminal Window, Remaining and State go; Used and Resets stay
+    columns = [
+        render.Column("cap", "Cap"), render.Column("scope", "Scope"),
+        render.Column("limit", "Limit", "usd"), render.Column("spent", "Spent", "usd", keep=True),
+        render.Column("remaining", "Remaining", "usd", drop=2),
+        render.Column("used", "Used", "percent", keep=True),
+        render.Column("resets", "Resets", "datetime", keep=True),
+        render.Column("window", "Window", drop=3), render.Column("state", "State", drop=1),
+    ]
+    if fmt == "table":
+        rows = [{**row, "scope": _scope_label(str(row["scope"]))} for row in rows]
+    title = "Spending caps" + (" — PAUSED" if paused is not None else "")
+    render.emit(rows, columns, fmt, title=title, meta=meta)
+
+
+def _scope_label(scope: str) -> str:
+    """A session's scope by the short id reports show (``session:72292d5c``)."""
+    kind, _, name = scope.partition(":")
+    return f"{kind}:{name[:8]}" if kind == "session" else scope
+
+
+def _resolve_session(db: Any, prefix: str) -> str:
+    """The full id of the one session starting with ``prefix`` (as ``ccmeter session``)."""
+    from ccmeter import sessions
+
+    try:
+        return sessions.resolve_session(db, prefix)
+    except ValueError as exc:
+        raise config.CCMeterError(str(exc)) from None
