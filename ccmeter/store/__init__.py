@@ -43,7 +43,9 @@ from ccmeter.store.capspend import (
 )
 from ccmeter.store.db import (
     BUSY_TIMEOUT_MS,
+    MigratedDatabase,
     connect,
+    connect_migrated,
     connect_reader,
     data_version,
     migrate,
@@ -64,6 +66,7 @@ __all__ = [
     "REPRICE_ROWS_SQL",
     "STATUSES",
     "CallWriter",
+    "MigratedDatabase",
     "Reservation",
     "SpendQuery",
     "SpendWindow",
@@ -79,6 +82,7 @@ __all__ = [
     "cap_spent",
     "connect",
     "connect_cap_checker",
+    "connect_migrated",
     "connect_reader",
     "cost_history",
     "data_version",

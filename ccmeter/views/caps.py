@@ -21,7 +21,7 @@ def show(fmt: str, session: str | None) -> None:
     cfg = config.load_config(paths)
     policy = parse_policy(cfg)
     now = datetime.now().timestamp()
-    db = store.connect(paths.db_file)
+    db = store.connect_migrated(paths.db_file)
     try:
         if session is not None:
             session = _resolve_session(db, session)

@@ -64,7 +64,7 @@ def open_db() -> Any:
 
     paths = config.paths()
     try:
-        return store.connect(paths.db_file)
+        return store.connect_migrated(paths.db_file)
     except Exception as exc:
         raise config.CCMeterError(f"cannot open {paths.db_file}: {exc}") from exc
 
