@@ -1,0 +1,147 @@
+"""The console script's fast path answers exactly as the full Typer CLI does.
+
+``ccmeter.entry`` runs ``report``, ``sessions``, ``caps`` and ``watch --once`` through
+:mod:`ccmeter.fastpath` without building the Typer app; these tests hold it to the CLI: the
+same options, and byte for byte the same output, errors and exit codes, run as real
+processes against a real database in the user's layout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from ccmeter import fastpath, store
+from ccmeter.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _click_command(name: str):
+    group = typer.main.get_command(app)
+    return group.commands[name]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", sorted(fastpath.OPTIONS))
+def test_options_are_the_typer_commands_options(name):
+    command = _click_command(name)
+    declared = {}
+    defaults = {}
+    for param in command.params:
+        if param.param_type_name != "option" or param.name == "help":
+            continue
+        kind = ("flag" if param.is_flag else "list" if param.multiple else
+                "count" if isinstance(param.default, int) else
+                "seconds" if isinstance(param.default, float) else "str")
+        least = getattr(param, "min", None)  # typer >= 0.2x keeps it; click on its type
+        least = getattr(getattr(param, "type", None), "min", None) if least is None else least
+        assert least == {"count": 0, "seconds": 0.2}.get(kind), (param.name, least)
+        for opt in (*param.opts, *param.secondary_opts):
+            declared[opt] = (param.name, kind)
+        defaults[param.name] = param.default
+    assert fastpath.OPTIONS[name] == declared
+    expected = dict(fastpath.DEFAULTS[name])
+    if expected.get("by", "") is None:
+        expected["by"] = defaults["by"]  # click keeps "no --by" as None or ()
+    assert defaults == expected
+
+
+def test_only_plain_command_lines_take_the_fast_path():
+    assert fastpath.parse(["report", "--by", "model", "-b", "day", "--since=30d"]) == (
+        "report", {"by": ["model", "day"], "since": "30d", "until": None, "project": None,
+                   "model": None, "fmt": "table"})
+    assert fastpath.parse(["sessions", "-n", "5", "-n", "7"])[1]["limit"] == 7  # last wins
+    for args in (["report", "--help"], ["report", "-h"], ["report", "--by"],
+                 ["report", "--bogus"], ["report", "extra"], ["report", "-s30d"],
+                 ["report", "--project", "-x"], ["sessions", "--limit", "-1"],
+                 ["sessions", "--limit", "x"], ["caps", "set", "--daily", "5"],
+                 ["watch", "--once", "--interval", "0.1"], ["watch", "--once=1"],
+                 ["report", "--project", "caf\udcc3"], ["statusline"], []):
+        assert fastpath.parse(args) is None, args
+
+
+def _run(entry: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    code = f"import sys; sys.argv[0] = 'ccmeter'; from {entry} import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, timeout=120, errors="surrogateescape")
+
+
+def _steady(text: str) -> str:
+    """Output without the clock: generated_at and watch's header second."""
+    text = re.sub(r'"generated_at": "[^"]*"', '"generated_at": …', text)
+    return re.sub(r"ccmeter watch · \S+ \S+", "ccmeter watch · …", text)
+
+
+CASES = [
+    ["report"], ["report", "--format", "json"], ["report", "-f", "csv"],
+    ["report", "--by", "model", "--by", "day", "--since", "14d"],
+    ["report", "--by", "session", "--project", "api-server"],
+    ["report", "--by", "nonsense"], ["report", "--since", "tomorrow-ish"],
+    ["report", "--since", "2d", "--until", "3d"], ["report", "--format", "yaml"],
+    ["sessions"], ["sessions", "-n", "3", "--format", "json"], ["sessions", "--since", "1d"],
+    ["caps"], ["caps", "--format", "csv"], ["caps", "--session", "nope"],
+    ["caps", "--format", "xml"],
+    ["watch", "--once"], ["watch", "--once", "--active", "2h"],
+    ["watch", "--once", "--active", "soon"],
+]
+
+
+def test_the_fast_path_prints_what_the_cli_prints(user_dirs):
+    from tests.realistic_db import fill_realistic
+
+    fill_realistic()
+    user_dirs.config_file.parent.mkdir(parents=True, exist_ok=True)
+    user_dirs.config_file.write_text('[caps]\ndaily = "5"\nweekly = "40"\n\n'
+                                     '[caps.projects.web]\ndaily = "1"\n', encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    for args in CASES:
+        fast, full = _run("ccmeter.entry", args, env), _run("ccmeter.cli", args, env)
+        assert fast.returncode == full.returncode, (args, fast.stderr, full.stderr)
+        assert _steady(fast.stdout) == _steady(full.stdout), args
+        assert fast.stderr == full.stderr, args
+        assert "Traceback" not in fast.stderr
+
+
+def test_an_empty_home_gets_the_same_first_steps(user_dirs):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args in (["report"], ["sessions"], ["caps"], ["watch", "--once"]):
+        fast, full = _run("ccmeter.entry", args, env), _run("ccmeter.cli", args, env)
+        assert (fast.returncode, _steady(fast.stdout), fast.stderr) == (
+            full.returncode, _steady(full.stdout), full.stderr), args
+
+
+def test_a_migrated_database_opens_without_sqlite_utils(tmp_path):
+    path = tmp_path / "ccmeter.db"
+    store.connect(path).conn.close()
+    db = store.connect_migrated(path)
+    assert isinstance(db, store.MigratedDatabase)
+    assert db.execute("SELECT COUNT(*) FROM api_calls").fetchone() == (0,)
+    assert "api_calls" in db.table_names()  # anything else: sqlite-utils, built on demand
+    assert db["api_calls"].count == 0
+    db.conn.close()
+    code = ("import sys; from ccmeter import store; db = store.connect_migrated(sys.argv[1]); "
+            "db.execute('SELECT 1'); print('sqlite_utils' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                           text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert shown.stdout.strip() == "False"
+
+
+def test_an_older_database_is_migrated_as_before(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    db = store.connect_migrated(path)  # not WAL, schema 0: the full connect migrates it
+    assert not isinstance(db, store.MigratedDatabase)
+    assert store.schema_version(db) == len(store.MIGRATIONS)
+    db.conn.close()
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError):
+        store.connect_migrated(tmp_path / "junk.db")
