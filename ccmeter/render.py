@@ -256,6 +256,15 @@ def emit(
                              escape_controls(fields[n]) if isinstance(fields[n], str) else
                              fields[n] for n in names])
     elif fmt == "table":
+        if not _is_terminal(out):  # no colour: plain text, as rich would lay it out
+            from ccmeter.plaintable import table_text
+
+            text = table_text(rows, columns, title=title, totals=totals, meta=meta,
+                              width=_file_width())
+            if text is not None:
+                out.write(text)
+                out.flush()
+                return
         console = make_console(out)
         console.print(render_table(rows, columns, title=title, totals=totals, meta=meta,
                                    width=console.width))
@@ -280,10 +289,9 @@ def make_console(file: TextIO | None = None, width: int | None = None) -> Any:
     from rich.console import Console
 
     out = file if file is not None else sys.stdout
-    is_tty = bool(getattr(out, "isatty", lambda: False)())
+    is_tty = _is_terminal(out)
     if width is None and not is_tty:
-        columns = os.environ.get("COLUMNS", "")
-        width = int(columns) if columns.isdigit() and int(columns) > 0 else 200
+        width = _file_width()
     return Console(
         file=out,
         width=width,
@@ -294,6 +302,16 @@ def make_console(file: TextIO | None = None, width: int | None = None) -> Any:
         emoji=False,
         soft_wrap=False,
     )
+
+
+def _is_terminal(out: TextIO) -> bool:
+    return bool(getattr(out, "isatty", lambda: False)())
+
+
+def _file_width() -> int:
+    """The width of a table written to a file or a pipe: ``COLUMNS`` if set, else 200."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 200
 
 
 def render_table(
