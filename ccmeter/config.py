@@ -64,6 +64,11 @@ class Paths:
     def log_file(self) -> Path:
         return self.log_dir / "ccmeter.log"
 
+    @property
+    def journal_dir(self) -> Path:
+        """Each proxy's call journal (see :mod:`ccmeter.journal`)."""
+        return self.data_dir / "journal"
+
 
 def paths(env: Mapping[str, str] | None = None, *, home: str | None = None) -> Paths:
     """Where ccmeter's files are: the one answer every part of ccmeter uses.

@@ -54,7 +54,7 @@ _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
 def journal_dir(paths: config.Paths) -> Path:
-    return paths.data_dir / "journal"
+    return paths.journal_dir
 
 
 # --- locks: who holds a journal file ---------------------------------------------------

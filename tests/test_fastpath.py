@@ -102,17 +102,29 @@ def test_the_fast_path_prints_what_the_cli_prints(user_dirs):
                                      '[caps.projects.web]\ndaily = "1"\n', encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
     for args in CASES:
-        fast, full = _run("ccmeter.entry", args, env), _run("ccmeter.cli", args, env)
+        fast, full = _both(args, env)
         assert fast.returncode == full.returncode, (args, fast.stderr, full.stderr)
         assert _steady(fast.stdout) == _steady(full.stdout), args
         assert fast.stderr == full.stderr, args
         assert "Traceback" not in fast.stderr
 
 
+def _both(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess,
+                                                          subprocess.CompletedProcess]:
+    """Both runs of ``args``. The output holds the clock ("since 05:51", "3m ago"): a pair
+    that straddles such a change runs again (it cannot straddle one every time)."""
+    for _ in range(4):
+        fast, full = _run("ccmeter.entry", args, env), _run("ccmeter.cli", args, env)
+        if (fast.returncode, _steady(fast.stdout), fast.stderr) == (
+                full.returncode, _steady(full.stdout), full.stderr):
+            break
+    return fast, full
+
+
 def test_an_empty_home_gets_the_same_first_steps(user_dirs):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for args in (["report"], ["sessions"], ["caps"], ["watch", "--once"]):
-        fast, full = _run("ccmeter.entry", args, env), _run("ccmeter.cli", args, env)
+        fast, full = _both(args, env)
         assert (fast.returncode, _steady(fast.stdout), fast.stderr) == (
             full.returncode, _steady(full.stdout), full.stderr), args
 

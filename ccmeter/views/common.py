@@ -6,6 +6,7 @@ once in :mod:`ccmeter.commands.common`. Heavy imports happen inside the function
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -72,9 +73,15 @@ def open_db() -> Any:
 def fold_journals(db: Any, catalog: Any) -> None:
     """Calls of a proxy killed mid-call wait in its journal for the next proxy start; a
     report folds them in first, so that it never leaves out a billed call."""
-    from ccmeter.journal import fold_dead, journal_dir
+    where = config.paths().journal_dir
+    try:
+        if not any(name.endswith(".jsonl") for name in os.listdir(where)):
+            return  # nothing to fold (the usual case): no need to import the journal code
+    except OSError:
+        return  # no journal folder yet: fold_dead would find nothing either
+    from ccmeter.journal import fold_dead
 
-    fold_dead(journal_dir(config.paths()), db, catalog)
+    fold_dead(where, db, catalog)
 
 
 def load_catalog(cfg: Mapping[str, Any]) -> Any:
