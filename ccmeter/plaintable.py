@@ -29,11 +29,12 @@ from ccmeter.render import (
 from ccmeter.untrusted import printable
 
 #: Characters besides printable ASCII that are one cell wide in every terminal (and to rich).
-_ONE_CELL = frozenset("→·—–…×─ ▏▎▍▌▋▊▉█▁▂▃▄▅▆▇")
+_ONE_CELL = frozenset("→·—–…×─└⚠ ▏▎▍▌▋▊▉█▁▂▃▄▅▆▇")
 _WORD = re.compile(r"\s*\S+\s*")
 
 
-def _plain(text: str) -> bool:
+def plain(text: str) -> bool:
+    """Every character one cell wide, no control characters: text this module can lay out."""
     return all(" " <= ch <= "~" or ch in _ONE_CELL for ch in text)
 
 
@@ -72,7 +73,7 @@ def table_text(
         if shown[0].key not in totals:
             total[0] = "total"
         lines.append(total)
-    if not all(_plain(text) for line in lines for text in line):
+    if not all(plain(text) for line in lines for text in line):
         return None
     # rich's padding: one cell each side, none at the table's edges; collapsed (compact),
     # a column's left padding gives way to its neighbour's right padding
@@ -96,7 +97,7 @@ def table_text(
 
     body: list[str] = []
     if title is not None:
-        wrapped = _wrap(printable(title), table_width)
+        wrapped = wrap(printable(title), table_width)
         if wrapped is None:
             return None
         body += wrapped
@@ -108,17 +109,18 @@ def table_text(
             body.append(" " * table_width)
         body.append(row_line(lines[-1]))
     if caption is not None:
-        wrapped = _wrap(printable(caption), table_width)
+        wrapped = wrap(printable(caption), table_width)
         if wrapped is None:
             return None
         body += wrapped
     return "".join(line + "\n" for line in body)
 
 
-def _wrap(text: str, width: int) -> list[str] | None:
-    """``text`` word-wrapped to ``width`` and padded to it, as rich wraps a title (words keep
-    their trailing spaces; a line break goes before the word that does not fit)."""
-    if not _plain(text) or not text.strip():
+def wrap(text: str, width: int, *, pad: bool = True) -> list[str] | None:
+    """``text`` word-wrapped to ``width`` as rich wraps it (words keep their trailing spaces;
+    a line break goes before the word that does not fit), padded to ``width`` as a table's
+    title is (``pad``) or not, as a plain line of text is; None where rich would fold."""
+    if not plain(text) or not text.strip():
         return None
     lines: list[str] = []
     current = ""
@@ -132,4 +134,4 @@ def _wrap(text: str, width: int) -> list[str] | None:
         else:
             current += word
     lines.append(current)
-    return [line[:width].ljust(width) for line in lines]
+    return [line[:width].ljust(width) if pad else line[:width] for line in lines]

@@ -109,3 +109,40 @@ def test_the_real_tables_take_the_plain_path_and_match_rich(user_dirs, monkeypat
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "90"}
     assert "Spend by model" in _table(["report", "--by", "model", "--since", "14d"], env,
                                       "ccmeter.entry")
+
+
+def _rich_frame(parts, width: int) -> str:
+    from rich.console import Group
+
+    from ccmeter.views.watch import _rich
+
+    buffer = io.StringIO()
+    render.make_console(buffer, width=width).print(Group(*(_rich(p) for p in parts)))
+    return buffer.getvalue()
+
+
+def test_watch_frames_match_rich(user_dirs):
+    import time
+
+    from ccmeter import config, store
+    from ccmeter.views.watch import _plain_frame, frame_parts
+    from tests.realistic_db import fill_realistic
+
+    db = store.connect(user_dirs.db_file)
+    now = time.time()
+    empty = frame_parts(db, {}, now, 15, 100)
+    assert _plain_frame(empty, 100) == _rich_frame(empty, 100)
+    fill_realistic(now)
+    plain_frames = 0
+    for caps in ({}, {"daily": "500", "weekly": "4000"}, {"daily": "0.01"},
+                 {"daily": "1000", "projects": {"web": {"daily": "0.5"}}}):
+        cfg = {**config.load_config(), "caps": caps} if caps else {}
+        for width in (200, 120, 100, 80, 60, 40, 25):
+            for minutes in (15, 60 * 24 * 30):
+                parts = frame_parts(db, cfg, now, minutes, width)
+                plain = _plain_frame(parts, width)
+                if plain is not None:
+                    plain_frames += 1
+                    assert plain == _rich_frame(parts, width), (caps, width, minutes)
+    db.conn.close()
+    assert plain_frames >= 20  # the usual frames take the plain path (not "⛔", 2 cells wide)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ccmeter import money
@@ -33,14 +34,33 @@ def _eta(status: Any, burn: dict[str | None, int], now: float) -> str:
     return _local(at, "%H:%M" if at - now < 86400 else "%a %H:%M")
 
 
+@dataclass
+class _Line:
+    """A line of text in a frame (a rich ``Text``): its style and styled pieces."""
+
+    style: str | None
+    pieces: list[tuple[str, str | None]]
+
+    def append(self, text: str, style: str | None = None) -> None:
+        self.pieces.append((text, style))
+
+
+@dataclass
+class _Grid:
+    """A borderless table in a frame: title, (header, justify) pairs, rows of cells with a
+    row style, and each column's width."""
+
+    title: str
+    headers: Sequence[tuple[str, str]]
+    rows: Sequence[tuple[Sequence[str], str | None]]
+    sizes: list[int]
+
+
 def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
                   rows: Sequence[tuple[Sequence[str], str | None]], width: int,
-                  shrink: int) -> Any:
-    """A borderless rich table one line per row: every column as wide as its widest cell
-    except column ``shrink`` (a name), which takes what is left and ends in an ellipsis."""
-    from rich.table import Table
-    from rich.text import Text
-
+                  shrink: int) -> _Grid:
+    """A borderless table one line per row: every column as wide as its widest cell except
+    column ``shrink`` (a name), which takes what is left and ends in an ellipsis."""
     from ccmeter.untrusted import printable
 
     # names (projects, session and agent ids) come from headers: shown as text, never as
@@ -50,11 +70,24 @@ def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
              for i, (h, _) in enumerate(headers)]
     rest = width - sum(sizes) + sizes[shrink] - 2 * (len(sizes) - 1)
     sizes[shrink] = max(min(sizes[shrink], rest), len(headers[shrink][0]), 8)
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for (header, justify), size in zip(headers, sizes, strict=True):
+    return _Grid(title, headers, rows, sizes)
+
+
+def _rich(part: _Line | _Grid) -> Any:
+    """A frame part as the rich renderable the live view draws."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if isinstance(part, _Line):
+        text = Text(part.pieces[0][0], style=part.style or "")
+        for piece, style in part.pieces[1:]:
+            text.append(piece, style=style)
+        return text
+    table = Table(title=part.title, title_justify="left", box=None, pad_edge=False)
+    for (header, justify), size in zip(part.headers, part.sizes, strict=True):
         table.add_column(header, justify=justify, no_wrap=True,  # type: ignore[arg-type]
                          overflow="ellipsis", width=size)
-    for cells, style in rows:
+    for cells, style in part.rows:
         table.add_row(*(Text(cell) for cell in cells), style=style)
     return table
 
@@ -63,14 +96,19 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
                       active_minutes: int = 15, width: int = 100) -> list[Any]:
     """The parts of one ``watch`` frame (rich renderables), newest figures from ``db``,
     laid out for a terminal ``width`` columns wide."""
-    from rich.text import Text
+    return [_rich(part) for part in frame_parts(db, cfg, now, active_minutes, width)]
 
+
+def frame_parts(db: Any, cfg: Mapping[str, Any], now: float | None = None,
+                active_minutes: int = 15, width: int = 100) -> list[_Line | _Grid]:
+    """The parts of one ``watch`` frame, newest figures from ``db``, laid out for a
+    terminal ``width`` columns wide."""
     from ccmeter import periods
     from ccmeter.sessions import active_agents, burn_by_project, has_calls, latest_plan, spend_since
 
     now = time.time() if now is None else now
-    head = Text(f"ccmeter watch · {_local(now, '%Y-%m-%d %H:%M:%S')}\n", style="bold")
-    parts: list[Any] = [head]
+    head = _Line("bold", [(f"ccmeter watch · {_local(now, '%Y-%m-%d %H:%M:%S')}\n", None)])
+    parts: list[_Line | _Grid] = [head]
     burn = burn_by_project(db, now - 3600)
     if not has_calls(db):
         head.append(NO_CALLS_YET)
@@ -84,9 +122,9 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
 
     statuses, why = _caps(db, cfg, now)
     if statuses is None:
-        parts.append(Text(why or "caps: unavailable", style="dim"))
+        parts.append(_Line("dim", [(why or "caps: unavailable", None)]))
     elif not statuses:
-        parts.append(Text("no caps set (ccmeter caps set --daily 20)", style="dim"))
+        parts.append(_Line("dim", [("no caps set (ccmeter caps set --daily 20)", None)]))
     else:
         parts.append(_caps_table(statuses, burn, now, width))
 
@@ -94,17 +132,17 @@ def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
     if agents:
         parts.append(_active_table(agents, now, active_minutes, width))
     else:
-        parts.append(Text(f"no active sessions (no call in the last {active_minutes} min)",
-                          style="dim"))
+        parts.append(_Line("dim", [(f"no active sessions (no call in the last "
+                                    f"{active_minutes} min)", None)]))
 
     plan = latest_plan(db)
     if plan is not None:
-        parts.append(Text(plan_line(plan, now, long=True)))
+        parts.append(_Line(None, [(plan_line(plan, now, long=True), None)]))
     return parts
 
 
 def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float,
-                width: int) -> Any:
+                width: int) -> _Grid:
     """Each cap's spend, limit, use, reset and pace; the bar only where there is room."""
     from ccmeter import render
 
@@ -132,7 +170,7 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
 
 
 def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
-                  width: int = 100) -> Any:
+                  width: int = 100) -> _Grid:
     from ccmeter import reports
     from ccmeter.sessions import short_agent, short_id
 
@@ -171,14 +209,55 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
 def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float | None = None,
                        *, active_minutes: int = 15, width: int = 100) -> str:
     """One ``watch`` frame as plain text (no escape codes): for ``--once`` and tests."""
+    parts = frame_parts(db, cfg or {}, now, active_minutes, width)
+    text = _plain_frame(parts, width)
+    if text is not None:
+        return text
     from rich.console import Group
 
     from ccmeter.render import make_console
 
     buffer = io.StringIO()
     console = make_console(buffer, width=width)
-    console.print(Group(*watch_renderables(db, cfg or {}, now, active_minutes, width)))
+    console.print(Group(*(_rich(part) for part in parts)))
     return buffer.getvalue()
+
+
+def _plain_frame(parts: Sequence[_Line | _Grid], width: int) -> str | None:
+    """The frame as rich prints it without colour, written directly (see
+    :mod:`ccmeter.plaintable`); None for anything but the plain case."""
+    from ccmeter.plaintable import plain, wrap
+
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, _Line):
+            for line in "".join(piece for piece, _ in part.pieces).split("\n"):
+                wrapped = wrap(line, width, pad=False) if line else [""]
+                if wrapped is None:
+                    return None
+                out += wrapped
+            continue
+        cells = [[h for h, _ in part.headers], *(list(cells) for cells, _ in part.rows)]
+        if not all(plain(cell) for row in cells for cell in row):
+            return None
+        last = len(part.sizes) - 1
+        table_width = sum(part.sizes) + 2 * last  # one cell of padding each side inside
+        if table_width > width:
+            return None
+        title = wrap(part.title, table_width)
+        if title is None:
+            return None
+        out += title
+        for row in cells:
+            texts = []
+            for index, (cell, size, (_, justify)) in enumerate(zip(
+                    row, part.sizes, part.headers, strict=True)):
+                if len(cell) > size:
+                    cell = cell[:size - 1] + "…"
+                cell = cell.rjust(size) if justify == "right" else cell.ljust(size)
+                texts.append((" " if index else "") + cell + (" " if index < last else ""))
+            out.append("".join(texts))
+    return "".join(line + "\n" for line in out)
 
 
 def _minutes(text: str, option: str) -> int:
@@ -197,16 +276,17 @@ def print_once(active: str) -> None:
     import sys
 
     from ccmeter import config
-    from ccmeter.render import make_console
+    from ccmeter.render import _file_width, make_console
     from ccmeter.views.common import open_db
 
     active_minutes = _minutes(active, "--active")
     cfg = config.load_config()
     db = open_db()
     try:
-        console = make_console(sys.stdout)
+        # off a terminal the width is COLUMNS or 200, as rich would take it
+        width = (make_console(sys.stdout).width if sys.stdout.isatty() else _file_width())
         sys.stdout.write(render_watch_frame(db, cfg, active_minutes=active_minutes,
-                                            width=console.width))
+                                            width=width))
     except KeyboardInterrupt:
         pass
     finally:
