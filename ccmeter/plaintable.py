@@ -30,12 +30,38 @@ from ccmeter.untrusted import printable
 
 #: Characters besides printable ASCII that are one cell wide in every terminal (and to rich).
 _ONE_CELL = frozenset("→·—–…×─└⚠ ▏▎▍▌▋▊▉█▁▂▃▄▅▆▇")
+#: ... and those two cells wide (watch marks a reached cap with one)
+_TWO_CELLS = frozenset("⛔")
 _WORD = re.compile(r"\s*\S+\s*")
 
 
 def plain(text: str) -> bool:
     """Every character one cell wide, no control characters: text this module can lay out."""
-    return all(" " <= ch <= "~" or ch in _ONE_CELL for ch in text)
+    return all(" " <= ch <= "~" or ch in _ONE_CELL or ch in _TWO_CELLS for ch in text)
+
+
+def cells(text: str) -> int:
+    """How many terminal cells ``text`` (:func:`plain`) takes."""
+    return len(text) + sum(ch in _TWO_CELLS for ch in text)
+
+
+def fit(text: str, size: int, *, right: bool = False) -> str:
+    """``text`` in exactly ``size`` cells, as rich fits a cell that does not wrap: cut with
+    an ellipsis when too long (a wide character that would straddle the cut becomes a
+    space), padded on the right (or the left, ``right``) when short."""
+    if cells(text) > size:
+        if size <= 0:
+            return ""
+        kept, used = [], 0
+        for ch in text:
+            width = cells(ch)
+            if used + width > size - 1:
+                break
+            kept.append(ch)
+            used += width
+        text = "".join(kept) + " " * (size - 1 - used) + "…"
+    pad = " " * (size - cells(text))
+    return pad + text if right else text + pad
 
 
 def table_text(
@@ -53,8 +79,8 @@ def table_text(
     places = money.usd_places(r.get(c.key) for r in every for c in columns if c.kind == "usd")
     sizes = _fitting(columns, every, width, compact, places)
     shown = [c for c in columns if c.key in sizes]
-    if not shown:
-        return None
+    if not shown or not all(sizes[c.key] > 0 for c in shown):
+        return None  # rich gives a column of width 0 a cell anyway
     caption = _caption(meta)
     hidden = len([c for c in columns if c not in shown and c.kind != "spark"])
     if hidden:
@@ -87,12 +113,8 @@ def table_text(
     def row_line(texts: Sequence[str]) -> str:
         out = []
         for text, column, (left, right) in zip(texts, shown, pads, strict=True):
-            size = sizes[column.key]
-            if len(text) > size:
-                text = text[:size - 1] + "…" if size > 0 else ""
             numeric = column.kind in ("int", "usd", "percent", "number")
-            out.append(" " * left + (text.rjust(size) if numeric else text.ljust(size))
-                       + " " * right)
+            out.append(" " * left + fit(text, sizes[column.key], right=numeric) + " " * right)
         return " ".join(out)
 
     body: list[str] = []
@@ -126,12 +148,17 @@ def wrap(text: str, width: int, *, pad: bool = True) -> list[str] | None:
     current = ""
     for match in _WORD.finditer(text):
         word = match.group(0)
-        if len(word.rstrip()) > width:
+        if cells(word.rstrip()) > width:
             return None  # rich folds such a word; not worth copying
-        if current and len(current) + len(word.rstrip()) > width:
+        if current and cells(current) + cells(word.rstrip()) > width:
             lines.append(current)
             current = word
         else:
             current += word
     lines.append(current)
-    return [line[:width].ljust(width) if pad else line[:width] for line in lines]
+    out = []
+    for line in lines:
+        while cells(line) > width:  # only trailing spaces can pass the width
+            line = line[:-1]
+        out.append(line + " " * (width - cells(line)) if pad else line)
+    return out

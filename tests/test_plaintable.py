@@ -42,7 +42,7 @@ COLUMNS = [
     render.Column("rate", "Rate", "number", drop=2),
     render.Column("bar", "", "spark"),
 ]
-names = st.text(st.sampled_from("abc-_ XYZ09/[]→·é✓漢\t"), max_size=50)
+names = st.text(st.sampled_from("abc-_ XYZ09/[]→·é✓漢\t⛔⚠└"), max_size=50)
 amounts = st.one_of(st.none(), st.integers(0, 10**16))
 rows_strategy = st.lists(st.fixed_dictionaries({
     "project": st.one_of(st.none(), names), "session": names,

@@ -226,7 +226,7 @@ def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float
 def _plain_frame(parts: Sequence[_Line | _Grid], width: int) -> str | None:
     """The frame as rich prints it without colour, written directly (see
     :mod:`ccmeter.plaintable`); None for anything but the plain case."""
-    from ccmeter.plaintable import plain, wrap
+    from ccmeter.plaintable import fit, plain, wrap
 
     out: list[str] = []
     for part in parts:
@@ -240,6 +240,8 @@ def _plain_frame(parts: Sequence[_Line | _Grid], width: int) -> str | None:
         cells = [[h for h, _ in part.headers], *(list(cells) for cells, _ in part.rows)]
         if not all(plain(cell) for row in cells for cell in row):
             return None
+        if not all(part.sizes):
+            return None  # rich gives a column of width 0 a cell anyway
         last = len(part.sizes) - 1
         table_width = sum(part.sizes) + 2 * last  # one cell of padding each side inside
         if table_width > width:
@@ -252,9 +254,7 @@ def _plain_frame(parts: Sequence[_Line | _Grid], width: int) -> str | None:
             texts = []
             for index, (cell, size, (_, justify)) in enumerate(zip(
                     row, part.sizes, part.headers, strict=True)):
-                if len(cell) > size:
-                    cell = cell[:size - 1] + "…"
-                cell = cell.rjust(size) if justify == "right" else cell.ljust(size)
+                cell = fit(cell, size, right=justify == "right")
                 texts.append((" " if index else "") + cell + (" " if index < last else ""))
             out.append("".join(texts))
     return "".join(line + "\n" for line in out)
