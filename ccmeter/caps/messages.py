@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
@@ -121,6 +120,8 @@ def utc_iso(ts: float) -> str:
 
 def desktop_notify(text: str) -> None:
     """A desktop notification where there is one; never blocks, never raises."""
+    import subprocess  # here: `ccmeter caps` and `watch` import this module, rarely notify
+
     try:
         if sys.platform == "darwin" and shutil.which("osascript"):
             script = f"display notification {_applescript(text)} with title \"ccmeter\""
