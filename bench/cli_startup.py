@@ -7,12 +7,14 @@ Usage::
 
 Each round runs every case once, in turn (a bare interpreter first, then each command), so
 machine load falls on all of them alike; the table shows each case's median wall time and its
-ratio to the bare interpreter's median. The commands run as the installed console script
-does (``from ccmeter.entry import main``, this checkout first on ``sys.path``), with bytecode
-compiled as pip compiles it at install time, stdout to ``/dev/null`` (not a terminal), against
-a database of 100,000 realistic calls over 90 days (``bench_reports.generate``) and a config
-with daily, weekly and monthly caps. Targets (issue 14): ``--version`` ≤ 3 × the bare
-interpreter; ``report``, ``sessions``, ``caps`` and ``watch --once`` ≤ 2.5 ×.
+ratio to the bare interpreter's median (``--compare DIR`` adds the same commands run from
+another copy of the project, e.g. the code before a change). The commands run as the
+installed console script does (``from ccmeter.entry import main``, this checkout first on
+``sys.path``), with bytecode compiled as pip compiles it at install time, stdout to
+``/dev/null`` (not a terminal), against a database of 100,000 realistic calls over 90 days
+(``bench_reports.generate``) and a config with daily, weekly and monthly caps. Targets
+(issue 14): ``--version`` ≤ 3 × the bare interpreter; ``report``, ``sessions``, ``caps`` and
+``watch --once`` ≤ 2.5 ×.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100_000, help="rows in the database")
     parser.add_argument("--keep", type=Path, help="build the database here and keep it")
     parser.add_argument("--extra", action="store_true", help="also time a few other forms")
+    parser.add_argument("--compare", type=Path, help="also run each command from this copy "
+                        "of the project (e.g. `git worktree add /tmp/before main`), interleaved")
     args = parser.parse_args()
 
     home = args.keep or Path(tempfile.mkdtemp(prefix="ccmeter-cli-bench-"))
@@ -86,6 +90,13 @@ def main() -> None:
               for label, argv, target in CASES]
     if args.extra:
         cases += [(label, [sys.executable, str(script), *argv], None) for label, argv in EXTRA]
+    envs = {label: env for label, _, _ in cases}
+    if args.compare is not None:
+        before = {**env, "PYTHONPATH": str(args.compare.resolve())}
+        compileall.compile_dir(str(args.compare / "ccmeter"), quiet=1)
+        for label, argv, _ in CASES:
+            cases.append((f"{label} (compare)", [sys.executable, str(script), *argv], None))
+            envs[f"{label} (compare)"] = before
     where = subprocess.run([sys.executable, "-c", "import ccmeter; print(ccmeter.__file__)"],
                            env=env, capture_output=True, text=True, check=True).stdout.strip()
     print(f"ccmeter from {where}; {args.rounds} rounds; load average "
@@ -93,13 +104,14 @@ def main() -> None:
 
     times: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     for _ in range(2):  # warm the page cache and the bytecode
-        for _, argv, _ in cases:
-            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for label, argv, _ in cases:
+            subprocess.run(argv, env=envs[label], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
     for index in range(args.rounds):
         order = cases[index % len(cases):] + cases[:index % len(cases)]
         for label, argv, _ in order:
             began = time.perf_counter()
-            done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL,
+            done = subprocess.run(argv, env=envs[label], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE)
             times[label].append(time.perf_counter() - began)
             if done.returncode != 0:
