@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 APP = "ccmeter"
 
 #: The platform whose folders :func:`paths` uses (a name as in ``sys.platform``).
@@ -130,6 +128,8 @@ def save_config(config: dict[str, Any], p: Paths | None = None) -> Path:
     p = p or paths()
     ensure_private_dir(p.config_dir)
     tmp = p.config_file.with_suffix(".toml.tmp")
+    import tomli_w  # only writing needs it; every command reads
+
     tmp.write_text(tomli_w.dumps(config), encoding="utf-8")
     os.replace(tmp, p.config_file)
     return p.config_file

@@ -37,7 +37,6 @@ amount, so decimal points line up and a column never mixes ``$9.33`` with ``$0.5
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -247,6 +246,8 @@ def emit(
         }
         out.write(json_text(json.dumps(document, indent=2, ensure_ascii=False)) + "\n")
     elif fmt == "csv":
+        import csv
+
         writer = csv.writer(out, lineterminator="\n")
         names = field_names(columns)
         writer.writerow(names)
