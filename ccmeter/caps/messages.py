@@ -7,7 +7,6 @@ The texts are pure (a :class:`~ccmeter.caps.policy.CapStatus` in, a string out);
 
 from __future__ import annotations
 
-import logging
 import math
 import shutil
 import sys
@@ -19,8 +18,6 @@ from shlex import quote
 from ccmeter.caps.policy import CapStatus, most_constraining
 from ccmeter.caps.windows import local_time
 from ccmeter.money import exact_places, floor_usd
-
-log = logging.getLogger(__name__)
 
 
 def format_spend(spent: int, limit: int) -> str:
@@ -133,7 +130,9 @@ def desktop_notify(text: str) -> None:
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     except Exception:
-        log.debug("desktop notification failed", exc_info=True)
+        import logging
+
+        logging.getLogger(__name__).debug("desktop notification failed", exc_info=True)
 
 def _applescript(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
