@@ -10,10 +10,16 @@ streamed Message whose shape the client picks with request headers:
 Every event goes out as its own HTTP chunk (and so its own TLS record), as the real API
 flushes them. Bodies are rendered once per shape; each answer gets a fresh message id of
 the same length, so call rows stay distinct.
+
+By hand: ``python bench/standin_server.py --http`` serves plain HTTP on a free loopback
+port (the JSON line gives its ``url``), so a proxy can be pointed at it with
+``ccmeter serve --reverse --upstream http://127.0.0.1:PORT``; without ``--http`` it serves
+HTTPS with a throwaway CA (``ca`` in the JSON line). ``--help`` says so.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import threading
@@ -64,8 +70,25 @@ def answer(rec: Recorded) -> Reply:
     return reply
 
 
-def main() -> None:
-    api = StandIn(tls=True)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/standin_server.py",
+        description="A stand-in Anthropic API for benchmarks and by-hand runs: POST "
+        "/v1/messages answers a streamed Message (headers x-bench-events: N events, "
+        "x-bench-delay-ms: D between events). Prints one JSON line {port, url, ca} once it "
+        "listens on a free 127.0.0.1 port, then serves until its stdin closes (Ctrl-D) or "
+        "Ctrl-C.",
+        epilog="Example: python bench/standin_server.py --http, then "
+        "ccmeter serve --reverse --upstream http://127.0.0.1:PORT")
+    parser.add_argument("--http", action="store_true",
+                        help="serve plain HTTP (default: HTTPS with a throwaway CA, as "
+                        "bench/run.py uses it)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    api = StandIn(tls=not args.http)
     api.default = answer
 
     def forget() -> None:  # the request log would grow for the whole run
@@ -74,9 +97,13 @@ def main() -> None:
                 api.requests.clear()
 
     threading.Thread(target=forget, daemon=True).start()
-    print(json.dumps({"port": api.port, "ca": api.ca_path}), flush=True)
-    sys.stdin.read()  # until the parent closes our stdin (or dies)
-    api.close()
+    print(json.dumps({"port": api.port, "url": api.url, "ca": api.ca_path}), flush=True)
+    try:
+        sys.stdin.read()  # until the parent closes our stdin (or dies), or Ctrl-D
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.close()
 
 
 if __name__ == "__main__":

@@ -20,12 +20,21 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
-from ccmeter import attribution, callrow, config, pricing, providers, proxies, requestread, store
+from ccmeter import (
+    attribution,
+    callrow,
+    config,
+    pricing,
+    providers,
+    proxies,
+    requestread,
+    routing,
+    store,
+)
 from ccmeter.callrow import Call
 from ccmeter.enforce import Enforcer
 from ccmeter.failures import reason as failure_reason
@@ -36,7 +45,7 @@ from ccmeter.tees import RequestTee, StreamTee
 
 log = logging.getLogger(__name__)
 
-ANTHROPIC_HOST = "api.anthropic.com"
+ANTHROPIC_HOST = routing.ANTHROPIC_HOST
 #: How long after forwarding a request its JSON is read (when caps do not need it sooner).
 READ_REQUEST_DELAY_S = 0.005
 #: How long after message_start a still-running call's first row is written.
@@ -67,8 +76,8 @@ class Meter:
         #: upstream is then recorded with its model, project and kind.
         self._upstream_answered = False
         self._db_path: Path | None = None
-        self._hosts: frozenset[str] = frozenset({ANTHROPIC_HOST})
-        self._upstream: tuple[str, str, int, str] | None = None
+        #: The upstream and metered hosts: the options, else config.toml's.
+        self.routes = routing.Routes()
         self.enforcer = Enforcer()
         #: This process's status file (see ccmeter.proxies), for doctor and the status line.
         self.status = proxies.ProxyStatus()
@@ -98,18 +107,10 @@ class Meter:
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if "ccmeter_upstream" in updated or "ccmeter_hosts" in updated:
-            self._upstream = None
-            hosts = {ANTHROPIC_HOST, *(h.lower() for h in opts.ccmeter_hosts)}
-            if opts.ccmeter_upstream:
-                parts = urlsplit(opts.ccmeter_upstream)
-                if parts.scheme not in ("http", "https") or not parts.hostname:
-                    raise exceptions.OptionsError(
-                        f"ccmeter_upstream must be an http(s) URL, got {opts.ccmeter_upstream!r}"
-                    )
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                self._upstream = (parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
-                hosts.add(parts.hostname.lower())
-            self._hosts = frozenset(hosts)
+            try:
+                self.routes.options(opts.ccmeter_upstream, opts.ccmeter_hosts)
+            except ValueError as exc:
+                raise exceptions.OptionsError(f"ccmeter_upstream {exc}") from None
         if "ccmeter_home" in updated or self.writer is None:
             if opts.ccmeter_home or self._given_paths is None:
                 where = config.paths(home=opts.ccmeter_home)
@@ -125,21 +126,30 @@ class Meter:
                 log.info("ccmeter: metering into %s", where.db_file)
                 self.enforcer.open(where.db_file)
                 self.status.start(where, failing=self.writer.failing)
-            self.enforcer.watch(where.config_file, on_change=self._load_prices)
+            self.enforcer.watch(where.config_file, on_change=self._apply_config,
+                                on_problem=self.status.config_state)
+        self.routes.lazy_connections()
 
-    def _load_prices(self, cfg: dict[str, Any]) -> None:
-        """Apply ``[prices]`` (at start, and whenever config.toml changes)."""
+    def _apply_config(self, cfg: dict[str, Any]) -> str | None:
+        """Apply ``[prices]``, ``upstream`` and ``hosts`` (at start, and whenever config.toml
+        changes); what could not be applied, if anything (the previous settings stay)."""
+        problems = [p for p in (self.routes.config(cfg), self._load_prices(cfg)) if p]
+        self.routes.lazy_connections()
+        return "; ".join(problems) or None
+
+    def _load_prices(self, cfg: dict[str, Any]) -> str | None:
         overrides = cfg.get("prices")
         try:
             catalog = pricing.Catalog.bundled()
             if overrides:
                 catalog = catalog.with_overrides(overrides)
         except ValueError as exc:
-            log.warning("ccmeter: [prices] not applied, keeping the previous prices: %s", exc)
-            return
+            log.error("ccmeter: [prices] not applied, keeping the previous prices: %s", exc)
+            return f"[prices]: {exc} (the previous prices stay)"
         if catalog.version != self.catalog.version:
             log.info("ccmeter: prices: catalog %s", catalog.version)
         self.catalog = catalog
+        return None
 
     def running(self) -> None:
         self._warn_if_exposed()
@@ -239,7 +249,7 @@ class Meter:
     def is_api_flow(self, flow: http.HTTPFlow, host: str) -> bool:
         """A flow to an Anthropic-compatible API: a known host, or anything in reverse mode.
         ``host`` is the request's ``pretty_host``, lower-cased."""
-        if host in self._hosts or providers.is_cloud_host(host):
+        if host in self.routes.hosts or providers.is_cloud_host(host):
             return True
         mode = getattr(flow.client_conn, "proxy_mode", None)
         return isinstance(mode, mode_specs.ReverseMode)
@@ -275,7 +285,7 @@ class Meter:
                     log.exception("ccmeter: checking spending caps failed; the call goes on")
                 if flow.response is None and self._upstream_answered:
                     request.stream = RequestTee()  # not refused: send the body on as it comes
-        self._route_upstream(flow, host)
+        self.routes.route(flow, host)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         """The whole request is here (and, when it streamed, already upstream)."""
@@ -283,6 +293,8 @@ class Meter:
         if call is None:
             return
         request = call.pending = flow.request
+        if await self._answer_unreachable(flow, call):
+            return
         streamed = requestread.take_streamed_body(request)
         if streamed or not (call.blocked or self.enforcer.needs_request_body):
             # The body has gone upstream (or goes now: the caps were checked with its
@@ -305,25 +317,24 @@ class Meter:
         except Exception:
             log.exception("ccmeter: checking spending caps failed; the call goes on")
 
-    def _route_upstream(self, flow: http.HTTPFlow, original: str) -> None:
-        if self._upstream is None:
-            return
-        if providers.is_cloud_host(original):
-            # Only the destination changes: path, Host and every signed header stay as sent.
-            scheme, host, port, prefix = self._upstream
-            headers, authority = flow.request.headers.copy(), flow.request.authority
-            flow.request.scheme, flow.request.host, flow.request.port = scheme, host, port
-            flow.request.headers, flow.request.authority = headers, authority
-            flow.request.path = prefix + flow.request.path
-            return
-        if original != ANTHROPIC_HOST:
-            return
-        scheme, host, port, prefix = self._upstream
-        flow.request.scheme = scheme
-        flow.request.host = host
-        flow.request.port = port
-        flow.request.path = prefix + flow.request.path
-        flow.request.headers["host"] = host if port in (80, 443) else f"{host}:{port}"
+    async def _answer_unreachable(self, flow: http.HTTPFlow, call: Call) -> bool:
+        """Until the upstream has answered, it is tried before the call goes: one that cannot
+        be reached is answered here, in the provider's shape (see :mod:`ccmeter.routing`)."""
+        up = self.routes.upstream
+        if (self._upstream_answered or up is None or flow.response is not None or call.blocked
+                or flow.server_conn.via is not None
+                or (flow.request.host, flow.request.port) != (up.host, up.port)):
+            return False
+        cause = await routing.unreachable(up.host, up.port)
+        if cause is None:
+            return False
+        call.state.error_type = "connection"
+        call.state.error_message = f"cannot connect to {up.url}: {cause}"
+        self.calls.pop(flow.id, None)
+        self.record(call, status="upstream_error", flow=flow)  # before the answer: no status
+        flow.response = routing.unreachable_response(
+            call.endpoint.provider, up.url, cause, retry=routing.should_retry(up.host, cause))
+        return True
 
     def _start_call(self, flow: http.HTTPFlow, endpoint: providers.Endpoint, host: str,
                     tag: str | None) -> Call:
@@ -453,7 +464,7 @@ class Meter:
                                      call.state.error_message,
                                      reached=flow.server_conn.timestamp_tcp_setup is not None)
             if failure:
-                log.warning("ccmeter: a call to %s failed: %s", call.host, failure)
+                log.warning("ccmeter: a call to %s failed: %s", routing.target(flow), failure)
         if self.track_run:
             self.final_rows[call.uid] = {
                 k: row.get(k) for k in ("session_id", "cost_picousd", "status", "model")

@@ -13,7 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from ccmeter import __version__
+from ccmeter import __version__, config
 from ccmeter.commands.helptext import TidyGroup
 from ccmeter.config import CCMeterError
 
@@ -44,6 +44,7 @@ def root(
     ] = False,
 ) -> None:
     """Meter and cap what Claude Code costs, per project, session and model."""
+    config.tell_unknown_keys(lambda line: typer.echo(f"ccmeter: warning: {line}", err=True))
 
 
 def _register() -> None:
@@ -81,8 +82,6 @@ def _log_traceback() -> str | None:
     import traceback
 
     try:
-        from ccmeter import config
-
         where = config.paths().log_file
         config.ensure_private_dir(where.parent)
         with open(where, "a", encoding="utf-8") as log_file:

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,8 +101,111 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def load_config(p: Paths | None = None) -> dict[str, Any]:
-    """Read config.toml; a missing file is an empty config, a broken one a CCMeterError."""
+# --- every key the config knows -------------------------------------------------------------
+
+#: A table whose keys are names the user chooses (model ids, project names), values unchecked.
+ANY_NAME: dict[str, Any] = {"*": None}
+_CAP_WINDOWS = {"hourly": None, "daily": None, "weekly": None, "monthly": None}
+_RATES = dict.fromkeys(("input", "cache_write_5m", "cache_write_1h", "cache_read", "output"))
+
+#: The one list of valid keys and tables (docs/configuration.md, caps.md, team-share.md):
+#: a key maps to None (a value), to the table of keys it holds, or to ``{"*": …}`` when its
+#: keys are the user's own names. Anything else is an unknown key (see :func:`unknown_keys`).
+SCHEMA: dict[str, Any] = {
+    "upstream": None, "project": None, "port": None, "hosts": None,
+    "prices": {"discount_percent": None, "models": {"*": _RATES}},
+    "caps": {
+        **_CAP_WINDOWS,
+        **dict.fromkeys(("mode", "window", "warn_at", "on_error", "timezone", "notify",
+                         "estimate", "reservation_ttl", "paused_until")),
+        "estimates": ANY_NAME,
+        "projects": {"*": _CAP_WINDOWS},
+        "per_session": {**_CAP_WINDOWS, "total": None},
+    },
+    "share": {**dict.fromkeys(("path", "user", "salt", "anonymize", "hash_projects")),
+              "project_names": ANY_NAME},
+}
+
+
+@dataclass(frozen=True)
+class UnknownKey:
+    """A key the config has and ccmeter does not know: ``caps.dialy``, maybe ``daily``."""
+
+    path: tuple[str, ...]
+    suggestion: str | None
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+    def __str__(self) -> str:
+        hint = f" (did you mean {self.suggestion}?)" if self.suggestion else ""
+        return f"{self.dotted}{hint}"
+
+
+def unknown_keys(cfg: Mapping[str, Any], schema: Mapping[str, Any] | None = None,
+                 where: tuple[str, ...] = ()) -> list[UnknownKey]:
+    """Every key of ``cfg`` that :data:`SCHEMA` does not know, with the closest valid one."""
+    schema = SCHEMA if schema is None else schema
+    out: list[UnknownKey] = []
+    for key, value in cfg.items():
+        if "*" in schema:
+            sub = schema["*"]
+        elif key in schema:
+            sub = schema[key]
+        else:
+            import difflib  # only for a key that is not known (~1 ms)
+
+            known = [k for k in schema if k != "*"]
+            lowered = {k.lower().replace("-", "_"): k for k in known}
+            close = lowered.get(str(key).lower().replace("-", "_")) or next(
+                iter(difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)), None)
+            out.append(UnknownKey((*where, str(key)), close))
+            continue
+        if isinstance(sub, Mapping) and isinstance(value, Mapping):
+            out += unknown_keys(value, sub, (*where, str(key)))
+    return out
+
+
+def unknown_keys_text(unknown: list[UnknownKey], config_file: Path) -> str | None:
+    """The one warning line about unknown keys, or None when there are none."""
+    if not unknown:
+        return None
+    return (f"{config_file}: unknown key{'s' * (len(unknown) != 1)} ignored: "
+            + "; ".join(str(u) for u in unknown))
+
+
+def caps_unknown_error(cfg: Mapping[str, Any]) -> CCMeterError | None:
+    """An unknown key inside ``[caps]`` is a cap that is not there (a typo costs money): the
+    ``[caps]`` table is then not understood, as if invalid (run, serve, caps set refuse)."""
+    table = cfg.get("caps")
+    if not isinstance(table, Mapping):
+        return None
+    unknown = unknown_keys(table, SCHEMA["caps"], ("caps",))
+    if not unknown:
+        return None
+    return CCMeterError(f"unknown key{'s' * (len(unknown) != 1)} in [caps]: "
+                        + "; ".join(str(u) for u in unknown)
+                        + "; fix the name (a cap ccmeter does not understand is not enforced)")
+
+
+#: Told once per command about a config's unknown keys (the CLI prints it on stderr).
+unknown_keys_hook: Callable[[str], None] | None = None
+_told: set[str] = set()
+
+
+def tell_unknown_keys(hook: Callable[[str], None] | None) -> None:
+    """From now on, each config read with unknown keys tells ``hook`` one line, once."""
+    global unknown_keys_hook
+    unknown_keys_hook = hook
+    _told.clear()
+
+
+def load_config(p: Paths | None = None, *, quiet: bool = False) -> dict[str, Any]:
+    """Read config.toml; a missing file is an empty config, a broken one a CCMeterError.
+
+    Unknown keys are told to :data:`unknown_keys_hook` once per process (not when ``quiet``:
+    a running proxy logs them instead)."""
     p = p or paths()
     try:
         text = p.config_file.read_text(encoding="utf-8")
@@ -116,11 +219,17 @@ def load_config(p: Paths | None = None) -> dict[str, Any]:
             f"{exc.start}); fix it or move it aside"
         ) from exc
     try:
-        return tomllib.loads(text)
+        cfg = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CCMeterError(
             f"{p.config_file} is not valid TOML ({exc}); fix it or move it aside"
         ) from exc
+    if not quiet and unknown_keys_hook is not None:
+        line = unknown_keys_text(unknown_keys(cfg), p.config_file)
+        if line and line not in _told:
+            _told.add(line)
+            unknown_keys_hook(line)
+    return cfg
 
 
 def save_config(config: dict[str, Any], p: Paths | None = None) -> Path:

@@ -75,7 +75,11 @@ class Enforcer:
         self._config_stamp: tuple[int, int] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pause_logged: float | None = None
-        self._on_change: Callable[[dict[str, Any]], None] | None = None
+        self._on_change: Callable[[dict[str, Any]], str | None] | None = None
+        self._on_problem: Callable[[str | None], None] | None = None
+        self._unknown_told: str | None = None
+        #: Why the config last read could not be applied (None: it was), for the status file.
+        self.config_problem: str | None = None
         self._db_file: Path | None = None
         self._generation = 0
         self._retried = 0.0
@@ -86,11 +90,15 @@ class Enforcer:
         self._db_file = db_file
 
     def watch(self, config_file: Path,
-              on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+              on_change: Callable[[dict[str, Any]], str | None] | None = None,
+              on_problem: Callable[[str | None], None] | None = None) -> None:
         """Take the caps from ``config_file`` (now, and whenever it changes); ``on_change``
-        gets the whole config each time it is read (the meter re-reads ``[prices]``)."""
+        gets the whole config each time it is read (the meter re-reads ``[prices]``) and
+        returns why some of it was not applied, if so; ``on_problem`` hears what was not
+        applied (None once everything is), for the status file that ``doctor`` reads."""
         self._config_file, self._config_stamp = config_file, None
         self._on_change = on_change
+        self._on_problem = on_problem
         self.reload()
 
     def close(self) -> None:
@@ -120,14 +128,38 @@ class Enforcer:
         if stamp == self._config_stamp:
             return
         self._config_stamp = stamp
+        problems: list[str] = []
         try:
-            where = config.Paths(self._config_file.parent, self._config_file.parent)
-            cfg = config.load_config(where)
-            if self._on_change is not None:
-                self._on_change(cfg)
+            self._apply(problems)
+        finally:
+            problem = "; ".join(problems) or None
+            if problem != self.config_problem and self._on_problem is not None:
+                self._on_problem(problem)
+            self.config_problem = problem
+
+    def _apply(self, problems: list[str]) -> None:
+        assert self._config_file is not None
+        where = config.Paths(self._config_file.parent, self._config_file.parent)
+        try:
+            cfg = config.load_config(where, quiet=True)
+        except config.CCMeterError as exc:
+            log.error("ccmeter: config not applied, keeping the previous caps and prices: %s",
+                      exc)
+            problems.append(str(exc))
+            return
+        unknown = config.unknown_keys_text(config.unknown_keys(cfg), self._config_file)
+        if unknown and unknown != self._unknown_told:
+            log.warning("ccmeter: %s", unknown)
+        self._unknown_told = unknown
+        if self._on_change is not None:
+            problem = self._on_change(cfg)
+            if problem:
+                problems.append(problem)
+        try:
             policy = parse_policy(cfg)
         except config.CCMeterError as exc:
             log.error("ccmeter: [caps] config not applied, keeping the previous caps: %s", exc)
+            problems.append(f"[caps]: {exc} (the previous caps stay)")
             return
         if policy != self.policy:
             log.info("ccmeter: caps: %d cap(s), mode %s, window %s%s", len(policy.caps),

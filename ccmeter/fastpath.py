@@ -136,6 +136,10 @@ def run(args: Sequence[str]) -> bool:
     if parsed is None:
         return False
     name, params = parsed
+    from ccmeter import config
+
+    # unknown config keys: the one warning line the CLI's root callback arranges
+    config.tell_unknown_keys(_warn)
     try:
         RUN[name](params)
     except KeyboardInterrupt:
@@ -149,6 +153,12 @@ def run(args: Sequence[str]) -> bool:
     except Exception as exc:
         _failed(name, exc)
     sys.exit(0)
+
+
+def _warn(line: str) -> None:
+    """A warning on stderr, as the CLI writes it (``typer.echo(..., err=True)``)."""
+    sys.stderr.write(f"ccmeter: warning: {line}\n")
+    sys.stderr.flush()
 
 
 def _failed(name: str, exc: Exception) -> NoReturn:

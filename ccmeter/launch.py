@@ -264,14 +264,14 @@ class RunSummary:
     failures: str | None = None
 
     def line(self) -> str:
-        from ccmeter.money import format_usd  # the tables' rule for people's dollars
+        from ccmeter.money import spend_usd  # floored, as every spend beside a cap
 
-        run = f"this run {format_usd(self.cost_picousd)} "
+        run = f"this run {spend_usd(self.cost_picousd)} "
         run += f"({self.calls} call{'s' * (self.calls != 1)}, "
         run += f"{self.sessions} session{'s' * (self.sessions != 1)})"
         if self.unpriced_calls:
             run += f" + {self.unpriced_calls} unpriced"
-        line = f"ccmeter: {run} · today {format_usd(self.today_picousd)}"
+        line = f"ccmeter: {run} · today {spend_usd(self.today_picousd)}"
         if self.blocked_calls:
             line += f" · {self.blocked_calls} refused by caps"
         if self.failures:

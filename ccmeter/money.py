@@ -12,6 +12,14 @@ module is the one place that turns text into picodollars and picodollars into te
   below, one precision per table), ``unpriced`` for an unknown cost.
 - :func:`floor_usd` / :func:`exact_places`: a cap or a spend beside it, never shown above
   what it is.
+- :func:`cap_places`, :func:`cap_usd`, :func:`spend_usd`: the one rule for caps and spend
+  against them, in ``caps set``, ``caps``, ``watch``, the status line, the run summary and
+  the refusal message alike: a cap at the decimals it was set with (at least 2: ``$0.50``,
+  ``$20.00``, ``$0.005``); a spend at the same decimals, floored (so ``$1.29825`` is
+  ``$1.29``, never ``$1.30`` beside a cap it has not reached), with more decimals only
+  where a spend past the cap would otherwise look equal to it.
+
+People's amounts elsewhere (report tables) are rounded half-even, one precision per table.
 """
 
 from __future__ import annotations
@@ -106,3 +114,35 @@ def exact_places(pico: int) -> int:
     """Decimals needed to show an amount exactly, at least 2 ($0.005 stays $0.005)."""
     exponent = Decimal(pico).scaleb(-12).normalize().as_tuple().exponent
     return max(2, -int(exponent)) if isinstance(exponent, int) else 2
+
+
+def cap_places(limits: Iterable[int]) -> int:
+    """Decimals for caps shown together: the most any was set with, at least 2."""
+    return max((exact_places(int(limit)) for limit in limits), default=2)
+
+
+def cap_usd(limit: int, places: int | None = None) -> str:
+    """A cap as set: ``$0.50``, ``$20.00``, ``$0.005`` (``places``: a table's precision)."""
+    return floor_usd(limit, exact_places(limit) if places is None else places)
+
+
+def spend_usd(spent: int, limit: int | None = None, places: int | None = None) -> str:
+    """A spend, floored: beside a cap at the cap's precision (or ``places``), with more
+    decimals only where flooring would show a spend past the cap as equal to it or below
+    (``$0.0026`` past a ``$0.002`` cap, ``$20.004`` past ``$20.00``). Without a cap: cents
+    from $1, four decimals below (``<$0.0001`` for less), as the tables show a lone amount."""
+    if places is None:
+        if limit is not None:
+            places = exact_places(limit)
+        else:
+            places = 2 if abs(spent) >= PICO_PER_USD or spent == 0 else 4
+            if 0 < spent < PICO_PER_USD // 10**4:
+                return "<$0.0001"
+    if limit is not None:
+        while spent > limit and places < 12:
+            shown = Decimal(spent).scaleb(-12).quantize(Decimal(1).scaleb(-places),
+                                                        rounding=ROUND_FLOOR)
+            if shown > Decimal(limit).scaleb(-12):
+                break
+            places += 1
+    return floor_usd(spent, places)

@@ -78,13 +78,17 @@ class Duration:
         return self.months * 30.436875 * 86400 + self.seconds
 
 
-def parse_duration(text: str, *, what: str = "duration") -> Duration:
+def parse_duration(text: str, *, what: str = "duration", or_date: bool = False) -> Duration:
     """``30m``, ``1h30m``, ``7d``, ``2w``, ``3mo``, ``1y`` -> a :class:`Duration` (> 0).
 
     Raises :class:`PeriodError` naming the units for anything else, and for a duration over
-    :data:`MAX_YEARS` years.
+    :data:`MAX_YEARS` years (``or_date``: where a date is accepted too, the error says so).
+    Units are lowercase: ``1M`` (a minute or a month?) is an error, not a minute.
     """
-    compact = re.sub(r"\s+", "", str(text)).lower()
+    compact = re.sub(r"\s+", "", str(text))
+    if _PART.match(compact.lower()) and compact != compact.lower():
+        raise PeriodError(f"{text!r}: units are lowercase ({UNITS_HELP}); "
+                          "m is minutes, mo months")
     parts = list(_PART.finditer(compact))
     units = [match.group(2) for match in parts]
     if (not parts or "".join(match.group(0) for match in parts) != compact
@@ -95,21 +99,44 @@ def parse_duration(text: str, *, what: str = "duration") -> Duration:
     for match in parts:
         count, unit = int(match.group(1)), match.group(2)
         if count > MAX_SECONDS:  # bound before multiplying: 10**19 days is not worth computing
-            raise _too_long(text)
+            raise _too_long(text, or_date)
         if unit in UNIT_MONTHS:
             months += count * UNIT_MONTHS[unit]
         else:
             seconds += count * UNIT_SECONDS[unit]
     if months * 30.5 * 86400 + seconds > MAX_SECONDS:  # 1200 months is 100 years
-        raise _too_long(text)
+        raise _too_long(text, or_date)
     if months == 0 and seconds == 0:
         raise PeriodError(f"{text!r} is no time at all; give a {what} above zero, e.g. 30m")
     return Duration(months=months, seconds=seconds)
 
 
-def _too_long(text: str) -> PeriodError:
-    return PeriodError(f"{text!r} is longer than {MAX_YEARS} years; give a shorter duration "
-                       "or a date (2026-11-01)")
+def _too_long(text: str, or_date: bool = True) -> PeriodError:
+    return PeriodError(f"{text!r} is longer than {MAX_YEARS} years; give a shorter duration"
+                       + (" or a date (2026-11-01)" if or_date else ""))
+
+
+def parse_until(text: str, *, now: float | None = None, what: str = "duration") -> float:
+    """The end of a ``--for``: a duration from now (``2h``, ``3mo``) or a moment after now
+    (``2026-12-01`` = that day's midnight, ``2026-12-01T09:00``)."""
+    now = time.time() if now is None else now
+    value = re.sub(r"\s+", "", str(text))
+    if _PART.match(value.lower()):
+        return parse_duration(text, what=what, or_date=True).after(now)
+    if not re.match(r"\d{4}-\d{2}", value):
+        raise PeriodError(f"{text!r} is not a {what}; use a number and a unit ({UNITS_HELP}), "
+                          "e.g. 30m, 2h, 1d, or a date (2026-12-01) or date and time "
+                          "(2026-12-01T09:00)")
+    try:
+        moment = parse_when(value, now=now)
+    except PeriodError:
+        raise PeriodError(f"cannot read {text!r} as a date; use 2026-12-01 or "
+                          "2026-12-01T09:00, or a duration (30m, 2h, 1d)") from None
+    if moment <= now:
+        raise PeriodError(f"{text!r} is not in the future; give a later date or a duration")
+    if moment - now > MAX_SECONDS:
+        raise _too_long(text)
+    return moment
 
 
 def parse_when(text: str, *, now: float | None = None, end: bool = False) -> float:
@@ -134,7 +161,7 @@ def parse_when(text: str, *, now: float | None = None, end: bool = False) -> flo
             first += timedelta(days=1)
         return _midnight_of(first)
     if _PART.match(re.sub(r"\s+", "", value)):
-        return parse_duration(text, what="time").before(now)
+        return parse_duration(text, what="time", or_date=True).before(now)
     try:
         if _MONTH.fullmatch(value):
             first = datetime.fromisoformat(value + "-01")

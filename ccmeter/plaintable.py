@@ -20,6 +20,8 @@ from typing import Any
 from ccmeter import money
 from ccmeter.render import (
     COMPACT,
+    ONE_CELL,
+    TWO_CELLS,
     Column,
     _caption,
     _fitting,
@@ -28,21 +30,17 @@ from ccmeter.render import (
 )
 from ccmeter.untrusted import printable
 
-#: Characters besides printable ASCII that are one cell wide in every terminal (and to rich).
-_ONE_CELL = frozenset("→·—–…×─└⚠ ▏▎▍▌▋▊▉█▁▂▃▄▅▆▇")
-#: ... and those two cells wide (watch marks a reached cap with one)
-_TWO_CELLS = frozenset("⛔")
 _WORD = re.compile(r"\s*\S+\s*")
 
 
 def plain(text: str) -> bool:
     """Every character one cell wide, no control characters: text this module can lay out."""
-    return all(" " <= ch <= "~" or ch in _ONE_CELL or ch in _TWO_CELLS for ch in text)
+    return all(" " <= ch <= "~" or ch in ONE_CELL or ch in TWO_CELLS for ch in text)
 
 
 def cells(text: str) -> int:
     """How many terminal cells ``text`` (:func:`plain`) takes."""
-    return len(text) + sum(ch in _TWO_CELLS for ch in text)
+    return len(text) + sum(ch in TWO_CELLS for ch in text)
 
 
 def fit(text: str, size: int, *, right: bool = False) -> str:

@@ -373,6 +373,24 @@ def refusal(provider: str, message: str) -> Refusal:
     return Refusal(429, headers, json.dumps(body).encode())
 
 
+def upstream_unreachable(provider: str, message: str, *, retry: bool) -> Refusal:
+    """A 502 in the provider's error shape for a call the proxy could not deliver;
+    ``x-should-retry`` tells the SDK whether to try again (see ccmeter.routing)."""
+    token = uuid.uuid4()
+    flag = "true" if retry else "false"
+    body: dict[str, Any]
+    if provider == BEDROCK:
+        body = {"message": message}
+        headers = {"content-type": "application/json",
+                   "x-amzn-errortype": "ServiceUnavailableException",
+                   "x-amzn-requestid": str(token), "x-should-retry": flag}
+    else:
+        body = {"type": "error", "error": {"type": "api_error", "message": message}}
+        headers = {"content-type": "application/json", "x-should-retry": flag,
+                   "request-id": f"ccmeter-{token.hex[:24]}"}
+    return Refusal(502, headers, json.dumps(body).encode())
+
+
 def bedrock_stream_error(message: str) -> bytes:
     """What ends a Bedrock stream that a hard cap cuts: a ``throttlingException`` frame, which
     the Bedrock SDK raises as an error (first-party and Vertex streams get an SSE ``error``)."""

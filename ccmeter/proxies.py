@@ -7,7 +7,8 @@ its metering state changes, and removed when it stops cleanly::
     {"pid": 4242, "started_at": "2026-11-30T05:00:00Z", "listen": "127.0.0.1:8337",
      "config_file": "/home/me/.config/ccmeter/config.toml",
      "db_file": "/home/me/.local/share/ccmeter/ccmeter.db",
-     "metering": "failing", "reason": "cannot write to …: database is locked", "since": "…"}
+     "metering": "failing", "reason": "cannot write to …: database is locked", "since": "…",
+     "config_error": "[prices]: … (the previous caps and prices stay)"}
 
 ``ccmeter doctor`` lists them and fails when one reads another config file than the CLI
 writes, or meters into another database, or is failing; the status line and ``run``'s
@@ -25,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -71,6 +73,7 @@ class ProxyStatus:
                 "pid": os.getpid(), "started_at": _iso(time.time()),
                 "listen": self.doc.get("listen"),
                 "config_file": str(where.config_file), "db_file": str(where.db_file),
+                "config_error": self.doc.get("config_error"),
             }  # not the command line: `ccmeter run -- claude -p "…"` holds a prompt
             self._set_state(failing, since)
             self._files = [d / f"{os.getpid()}.json" for d in status_dirs(where)]
@@ -85,6 +88,14 @@ class ProxyStatus:
         """The writer's state changed: ``failing`` is why rows cannot be written, or None."""
         with self._lock:
             self._set_state(failing, since)
+            self._write()
+
+    def config_state(self, problem: str | None) -> None:
+        """The config it re-read could not be applied (``problem``), or it could (None)."""
+        with self._lock:
+            if self.doc.get("config_error") == problem:
+                return
+            self.doc["config_error"] = problem
             self._write()
 
     def stop(self) -> None:
@@ -184,3 +195,13 @@ def listen_text(addrs: Any) -> str | None:
     """``127.0.0.1:8337`` from mitmproxy's ``listen_addrs()`` ((host, port, …) tuples)."""
     text = ", ".join(f"{a[0]}:{a[1]}" for a in addrs if isinstance(a, tuple) and len(a) >= 2)
     return text or None
+
+
+def answers(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """Does anything accept connections on ``host:port`` (``ccmeter env``'s check that the
+    shell it sets up will reach a proxy)?"""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

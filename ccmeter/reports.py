@@ -42,6 +42,10 @@ MAX_FILLED_BUCKETS = 2000
 #: What a table shows where a call has no project (and the same for any other grouping):
 #: one name in report, sessions, session, watch and team report. JSON/CSV keep null.
 NO_PROJECT = "(no project)"
+#: What a table shows for a row whose calls came from more than one project (calls without a
+#: Claude Code session: curl, SDK scripts): report --by session, sessions, session. JSON/CSV
+#: give ``project`` null and ``projects``, the number of projects.
+SEVERAL_PROJECTS = "(several)"
 
 
 def missing_label(dimension: str) -> str:
@@ -160,7 +164,17 @@ class Group:
     saved: Decimal | None = None
     first_ts: float | None = None
     last_ts: float | None = None
-    project: str | None = None
+    project_names: set[str] = field(default_factory=set)
+
+    @property
+    def project(self) -> str | None:
+        """The one project of the group's calls; None when none has one or they mix."""
+        return next(iter(self.project_names)) if len(self.project_names) == 1 else None
+
+    @property
+    def projects(self) -> int:
+        """How many projects the group's calls came from (calls without one not counted)."""
+        return len(self.project_names)
 
     def add(self, row: Mapping[str, Any], saved: Decimal | None) -> None:
         self.calls += int(row["calls"])
@@ -175,8 +189,8 @@ class Group:
             self.first_ts = first
         if last is not None and (self.last_ts is None or last > self.last_ts):
             self.last_ts = last
-        if row.get("project") and not self.project:
-            self.project = row["project"]
+        if row.get("project"):
+            self.project_names.add(row["project"])
 
     def merge(self, other: Group) -> None:
         self.calls += other.calls
@@ -191,6 +205,7 @@ class Group:
                 continue
             self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        self.project_names |= other.project_names
 
     @property
     def cost_picousd(self) -> int | None:
@@ -420,5 +435,6 @@ def _ordered_rows(dims: Sequence[str], groups: Mapping[tuple[Any, ...], Group]) 
         row.update(group.as_dict())
         if "session" in dims and "project" not in dims:
             row["project"] = group.project
+            row["projects"] = group.projects
         rows.append(row)
     return rows

@@ -171,10 +171,12 @@ def read_json_body(call: Call, response: http.Response) -> None:
         return
     if looks_like_event_stream(content):  # no content-type (or a wrong one): sniffed
         for event in [*(decoder := SSEDecoder()).feed(content), *decoder.flush()]:
-            if event.unread:
-                call.state.unread(event.name, event.unread)
-            elif event.data is not None:
+            if event.data is not None:
                 call.state.apply_event(event.name, event.data)
+                if event.unread and call.metering_error is None:  # read in part
+                    call.metering_error = f"{event.name} {event.unread}"
+            elif event.unread:
+                call.state.unread(event.name, event.unread)
         return
     try:
         body = untrusted.loads(content)

@@ -5,7 +5,8 @@ latest plan utilization, burn per project, active agents). No rendering here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from ccmeter import store
@@ -22,12 +23,12 @@ SELECT session_id, model,
     SUM(call_kind = 'subagent') AS subagent_calls,
     MIN(started_ts) AS first_ts,
     MAX(started_ts) AS last_ts,
-    MAX(project) AS project
+    project
 FROM api_calls
 {where}
 -- "+session_id": with --since, read the time range (api_calls_started_ts) rather than
 -- skip-scan every session in api_calls_session (100k calls, 7 days: 12 -> 9 ms)
-GROUP BY +session_id, model
+GROUP BY +session_id, model, project
 """
 
 SESSION_PREFIX_SQL = """
@@ -92,7 +93,7 @@ GROUP BY project
 @dataclass
 class SessionSummary:
     session_id: str | None
-    project: str | None
+    project_names: set[str]
     first_ts: float
     last_ts: float
     calls: int
@@ -100,11 +101,24 @@ class SessionSummary:
     unpriced_calls: int
     subagent_calls: int
     models: dict[str, int]
+    model_costs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def project(self) -> str | None:
+        """The session's one project; None when no call has one or they mix (the
+        ``(no session)`` row of curl and SDK calls): :attr:`projects` says which."""
+        return next(iter(self.project_names)) if len(self.project_names) == 1 else None
 
     def model_mix(self) -> str:
-        """``opus-4-8 x12, haiku-4-5 x3``: models by calls, 'claude-' dropped."""
-        parts = sorted(self.models.items(), key=lambda item: (-item[1], item[0]))
-        text = ", ".join(f"{short_model(name)} ×{count}" for name, count in parts[:3])
+        """``opus-4-8 ×2, haiku-4-5 ×12``: the costliest model first (then by calls), each
+        without ``claude-`` and its date (kept where two would read the same), so a narrow
+        column still shows the model that mattered whole."""
+        parts = sorted(self.models.items(), key=lambda item: (
+            -self.model_costs.get(item[0], 0), -item[1], item[0]))
+        short = [short_model(name, dated=False) for name, _ in parts]
+        names = [short_model(name) if short.count(s) > 1 else s
+                 for (name, _), s in zip(parts, short, strict=True)]
+        text = ", ".join(f"{n} ×{count}" for n, (_, count) in zip(names[:3], parts, strict=False))
         return text + (f", +{len(parts) - 3} more" if len(parts) > 3 else "")
 
     def as_row(self) -> dict[str, Any]:
@@ -113,6 +127,7 @@ class SessionSummary:
             "started": self.first_ts,
             "last_call": self.last_ts,
             "project": self.project,
+            "projects": len(self.project_names),
             "models": self.model_mix(),
             "model_calls": dict(self.models),
             "calls": self.calls,
@@ -122,10 +137,15 @@ class SessionSummary:
         }
 
 
-def short_model(name: str | None) -> str:
+_DATE_SUFFIX = re.compile(r"-\d{8}$")
+
+
+def short_model(name: str | None, *, dated: bool = True) -> str:
+    """``claude-haiku-4-5-20251001`` -> ``haiku-4-5-20251001`` (``haiku-4-5`` undated)."""
     if not name:
         return "?"
-    return name.removeprefix("claude-")
+    short = name.removeprefix("claude-")
+    return short if dated else _DATE_SUFFIX.sub("", short)
 
 
 def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSummary]:
@@ -140,16 +160,19 @@ def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSum
         summary = sessions.get(sid)
         if summary is None:
             summary = sessions[sid] = SessionSummary(
-                sid, row["project"], row["first_ts"], row["last_ts"], 0, None, 0, 0, {}
+                sid, set(), row["first_ts"], row["last_ts"], 0, None, 0, 0, {}
             )
         summary.first_ts = min(summary.first_ts, row["first_ts"])
         summary.last_ts = max(summary.last_ts, row["last_ts"])
-        summary.project = summary.project or row["project"]
+        if row["project"]:
+            summary.project_names.add(row["project"])
         summary.calls += row["calls"]
         summary.subagent_calls += int(row["subagent_calls"] or 0)
         summary.unpriced_calls += row["calls"] - row["priced_calls"]
         name = row["model"] or "?"
         summary.models[name] = summary.models.get(name, 0) + row["calls"]
+        summary.model_costs[name] = (summary.model_costs.get(name, 0)
+                                     + int(row["cost_picousd"] or 0))
         costs[sid] = costs.get(sid, 0) + int(row["cost_picousd"] or 0)
         priced[sid] = priced.get(sid, 0) + row["priced_calls"]
     for sid, summary in sessions.items():
@@ -243,6 +266,7 @@ def session_detail(db: Any, session_id: str) -> SessionDetail:
         })
     totals = total.as_dict()
     totals["project"] = total.project
+    totals["projects"] = total.projects
     return SessionDetail(session_id, calls, agent_rows, totals)
 
 

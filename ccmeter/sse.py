@@ -31,7 +31,15 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 MAX_PARSED_EVENTS = 200_000
 #: How much of a skipped event is kept to name it.
 _HEAD_BYTES = 512
+_TAIL_BYTES = 4096
 _TYPE_IN_HEAD = re.compile(rb'"type"\s*:\s*"([A-Za-z_]{1,64})"')
+# A message_start too large to hold is billed from its two ends: the model and id open the
+# message, its usage closes it (``…"usage":{…}}}`` at the very end of the event's data).
+_MODEL_IN_HEAD = re.compile(rb'"model"\s*:\s*"([^"\\]{1,256})"')
+_ID_IN_HEAD = re.compile(rb'"id"\s*:\s*"([^"\\]{1,128})"')
+_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_USAGE_AT_END = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}"]|' + _STRING + rb'|\{(?:[^{}"]|'
+                           + _STRING + rb')*\})*\})\s*\}\s*\}\s*$')
 #: How an event stream begins: a field (``event:``, ``data:``, ``id:``, ``retry:``) or a
 #: ``:`` comment, maybe after blank lines. JSON never does.
 #: Blank lines beyond the one that ends an event (a flood of them is one separator).
@@ -67,6 +75,24 @@ _UNNAMED = Event("message", None)
 _GAVE_UP = Event("stream", None, unread=f"events past {MAX_PARSED_EVENTS:,} not read")
 
 
+def _from_ends(name: str, head: bytes, tail: bytes) -> Event | None:
+    """A ``message_start`` too large to read, rebuilt from its first and last bytes: its
+    model, id and usage, when they are where the API puts them. None otherwise."""
+    if name != "message_start" or (usage := _USAGE_AT_END.search(tail)) is None:
+        return None
+    try:
+        counts = untrusted.loads(usage.group(1))
+    except ValueError:
+        return None
+    message: dict[str, Any] = {"usage": counts}
+    for key, pattern in (("model", _MODEL_IN_HEAD), ("id", _ID_IN_HEAD)):
+        if found := pattern.search(head):
+            message[key] = found.group(1).decode("utf-8", "replace")
+    return Event(name, {"type": name, "message": message},
+                 unread=f"event over {MAX_EVENT_BYTES // 2**20} MB: only its model, id and "
+                        "usage were read")
+
+
 class SSEDecoder:
     """Feed it chunks with :meth:`feed`; it returns the events completed by each chunk."""
 
@@ -77,8 +103,8 @@ class SSEDecoder:
         #: The pieces of an event not yet ended (kept as pieces: joined once, at its end).
         self._held: list[bytes] = []
         self._held_size = 0
-        #: While skipping an event too large to hold: its name, and the last byte seen.
-        self._oversized: tuple[str, bytes] | None = None
+        #: While skipping an event too large to hold: its name, first and last bytes.
+        self._oversized: tuple[str, bytes, bytes] | None = None
         self._pending_cr = False
         self._parses_left = MAX_PARSED_EVENTS
         self.wanted = wanted
@@ -155,26 +181,33 @@ class SSEDecoder:
             found = _TYPE_IN_HEAD.search(head)
             if found:
                 name = found.group(1).decode()
+        tail = b""
+        for part in reversed(self._held):
+            tail = part[-_TAIL_BYTES:] + tail
+            if len(tail) >= _TAIL_BYTES:
+                break
         self.dropped_bytes += self._held_size
-        self._oversized = (name, self._held[-1][-1:])
+        self._oversized = (name, head, tail[-_TAIL_BYTES:])
         self._held.clear()
         self._held_size = 0
 
     def _skip_oversized(self, chunk: bytes) -> list[Event]:
         assert self._oversized is not None
-        name, last = self._oversized
-        if last == b"\n" and chunk[0] == 0x0A:
-            rest = chunk[1:]
+        name, head, tail = self._oversized
+        if tail[-1:] == b"\n" and chunk[0] == 0x0A:
+            end, rest = 0, chunk[1:]
         else:
             end = chunk.find(b"\n\n")
             if end < 0:
                 self.dropped_bytes += len(chunk)
-                self._oversized = (name, chunk[-1:])
+                self._oversized = (name, head, (tail + chunk[-_TAIL_BYTES:])[-_TAIL_BYTES:])
                 return []
             rest = chunk[end + 2 :]
+        tail = (tail + chunk[max(0, end - _TAIL_BYTES) : end])[-_TAIL_BYTES:]
         self.dropped_bytes += len(chunk) - len(rest)
         self._oversized = None
-        event = Event(name, None, unread=f"event over {MAX_EVENT_BYTES // 2**20} MB, not read")
+        event = _from_ends(name, head, tail) or Event(
+            name, None, unread=f"event over {MAX_EVENT_BYTES // 2**20} MB, not read")
         return [event, *self._feed_lines(rest)] if rest else [event]
 
     def _dispatch(self, block: bytes) -> list[Event]:

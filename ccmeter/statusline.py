@@ -121,11 +121,18 @@ def claude_code_estimate(data: Mapping[str, Any]) -> str | None:
 
 
 def _meter_warning(paths: config.Paths) -> list[str]:
-    """``⚠ metering off`` while a running proxy cannot write its rows (see ccmeter.proxies:
-    a few small files read, no database)."""
+    """``⚠ metering off`` while a running proxy cannot write its rows, ``⚠ config not
+    applied`` while one keeps old caps or prices because config.toml is wrong (see
+    ccmeter.proxies: a few small files read, no database)."""
     from ccmeter import proxies
 
-    return ["⚠ metering off (ccmeter doctor)"] if proxies.failing(paths) else []
+    running = proxies.running(paths, clean=False)
+    out = []
+    if any(doc.get("metering") == "failing" for doc in running):
+        out.append("⚠ metering off (ccmeter doctor)")
+    if any(doc.get("config_error") for doc in running):
+        out.append("⚠ config not applied (ccmeter doctor)")
+    return out
 
 
 def _mark(fraction: float) -> str:
@@ -177,12 +184,12 @@ def statusline_text(raw: str, *, now: float | None = None,
         daily = next((s for s in mine if s.name == "daily" and s.scope == "global"), None)
         if daily is not None:
             parts.append(_mark(daily.fraction) + (
-                f"today {money.format_usd(daily.spent_picousd)}/"
-                f"{money.format_usd(daily.limit_picousd)} "
+                f"today {money.spend_usd(daily.spent_picousd, daily.limit_picousd)}/"
+                f"{money.cap_usd(daily.limit_picousd)} "
                 f"({render.format_percent(daily.fraction)})"))
         else:
             today, _unpriced = sessions.spend_since(db, periods.local_midnight(now))
-            parts.append(f"today {money.format_usd(today or 0)}")
+            parts.append(f"today {money.spend_usd(today or 0)}")
         others = [s for s in mine if s is not daily and s.fraction >= 0.8]
         if others:
             worst = max(others, key=lambda s: s.fraction)

@@ -136,6 +136,8 @@ class StreamTee:
         for event in events:
             if event.data is not None:
                 state.apply_event(event.name, event.data)
+                if event.unread and self.call.metering_error is None:  # read in part
+                    self.call.metering_error = f"{event.name} {event.unread}"
             elif event.unread:  # skipped, work and memory bounded: the cost is unknown
                 state.unread(event.name, event.unread)
             if self.call.limit is not None:

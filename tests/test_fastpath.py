@@ -157,3 +157,119 @@ def test_an_older_database_is_migrated_as_before(tmp_path):
     (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
     with pytest.raises(sqlite3.DatabaseError):
         store.connect_migrated(tmp_path / "junk.db")
+
+
+def _call(uid: str, ts: float, *, session: str | None, project: str | None,
+          model: str = "claude-opus-4-8", cost: int = 10**12) -> dict:
+    from datetime import UTC, datetime
+
+    return {
+        "call_uid": uid, "started_ts": ts,
+        "started_at": datetime.fromtimestamp(ts, UTC).isoformat(),
+        "session_id": session, "project": project, "model": model, "requested_model": model,
+        "status": "ok", "call_kind": "main", "input_tokens": 10, "cache_write_5m_tokens": 0,
+        "cache_write_1h_tokens": 0, "cache_read_tokens": 0, "output_tokens": 5,
+        "cost_picousd": cost, "updated_ts": ts,
+    }
+
+
+def _fill_calls(paths, rows: list[dict]) -> None:
+    db = store.connect(paths.db_file)
+    try:
+        store.upsert_calls(db, rows)
+    finally:
+        db.conn.close()
+
+
+def _assert_same(cases: list[list[str]], env: dict[str, str]) -> dict[str, tuple]:
+    """Each command line through both paths: the same exit code, stdout and stderr."""
+    seen = {}
+    for args in cases:
+        fast, full = _both(args, env)
+        assert (fast.returncode, _steady(fast.stdout), fast.stderr) == (
+            full.returncode, _steady(full.stdout), full.stderr), args
+        assert "Traceback" not in fast.stderr, args
+        seen[" ".join(args)] = (fast.returncode, fast.stdout, fast.stderr)
+    return seen
+
+
+READING = [["report"], ["sessions"], ["caps"], ["watch", "--once"]]
+
+
+def test_unknown_config_keys_are_warned_on_the_fast_path_too(user_dirs):
+    import time
+
+    _fill_calls(user_dirs, [_call("k1", time.time() - 60, session="s-k", project="web")])
+    user_dirs.config_file.parent.mkdir(parents=True, exist_ok=True)
+    user_dirs.config_file.write_text('prot = 8080\n[share]\nusr = "me"\n', encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    seen = _assert_same([*READING, ["report", "--format", "json"]], env)
+    for args, (rc, _out, err) in seen.items():
+        assert rc == 0
+        if args == "sessions":
+            assert err == ""  # it does not read the config
+            continue
+        assert err.startswith("ccmeter: warning: ") and "prot (did you mean port?)" in err, err
+        assert len(err.splitlines()) == 1, err  # once per command, however often it is read
+
+
+def test_a_caps_typo_is_refused_on_the_fast_path_too(user_dirs):
+    import time
+
+    _fill_calls(user_dirs, [_call("t1", time.time() - 60, session="s-t", project="web")])
+    user_dirs.config_file.parent.mkdir(parents=True, exist_ok=True)
+    user_dirs.config_file.write_text('[caps]\ndialy = "5"\n', encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    seen = _assert_same([*READING, ["caps", "--format", "json"]], env)
+    rc, _out, err = seen["caps"]
+    assert rc != 0 and "unknown key in [caps]: caps.dialy (did you mean daily?)" in err, err
+    assert "caps.dialy" in seen["watch --once"][1] + seen["watch --once"][2]
+
+
+def test_a_corrupt_database_is_the_same_message_on_both_paths(user_dirs):
+    user_dirs.db_file.parent.mkdir(parents=True, exist_ok=True)
+    user_dirs.db_file.write_bytes(b"this is not sqlite at all " * 100)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    seen = _assert_same([*READING, ["sessions", "--format", "json"]], env)
+    for rc, out, err in seen.values():
+        assert rc == 2 and not out
+        assert err.startswith(f"ccmeter: cannot open {user_dirs.db_file}: "), err
+
+
+def test_a_row_mixing_projects_reads_the_same_on_both_paths(user_dirs):
+    import time
+
+    now = time.time() - 60
+    _fill_calls(user_dirs, [
+        _call("m1", now, session=None, project="alpha"),
+        _call("m2", now + 1, session=None, project="mitmrev",
+              model="claude-haiku-4-5-20251001", cost=10**11),
+        _call("m3", now + 2, session="s-1", project="web"),
+        _call("m4", now + 3, session="s-1", project="web", model="claude-haiku-4-5-20251001")])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80"}
+    by_session = ["report", "--by", "session", "--since", "1d"]
+    seen = _assert_same([["sessions"], ["sessions", "-f", "json"], ["sessions", "-f", "csv"],
+                         by_session, [*by_session, "-f", "json"], [*by_session, "-f", "csv"]],
+                        env)
+    for args in ("sessions", " ".join(by_session)):
+        line = next(x for x in seen[args][1].splitlines() if x.startswith("(no session)"))
+        assert "(several)" in line, seen[args][1]
+    assert '"projects": 2' in seen["sessions -f json"][1]
+
+
+@pytest.mark.parametrize("width", ["60", "80", "120"])
+def test_a_reached_cap_in_watch_once_reads_the_same_on_both_paths(user_dirs, width):
+    import time
+
+    _fill_calls(user_dirs, [_call("w1", time.time() - 30, session="s-w", project="web",
+                                  cost=2 * 10**12)])
+    user_dirs.config_file.parent.mkdir(parents=True, exist_ok=True)
+    user_dirs.config_file.write_text('[caps]\ndaily = "1"\nweekly = "1.50"\n',
+                                     encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": width}
+    seen = _assert_same([["watch", "--once"], ["caps"]], env)
+    frame = seen["watch --once"][1]
+    line = next(x for x in frame.splitlines() if "⛔" in x)
+    assert "daily" in line and "$2.00" in line and "$1.00" in line, frame
+    if width != "60":
+        assert "…" not in line, frame

@@ -83,3 +83,35 @@ def test_caps_pause_without_for_pauses_one_hour(user_dirs):
     minutes = (paused - before).total_seconds() / 60
     assert 59 <= minutes <= 61, paused
     assert "caps paused until" in result.output
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: " ".join(p) or "ccmeter")
+def test_examples_stay_whole_at_80_columns(path, monkeypatch):
+    """An example is copied and pasted: rich wrapping one mid-pipeline put ``ccmeter
+    statusline`` on a line of its own. Every indented block line shows on one line."""
+    from ccmeter.commands.helptext import _KEEP_INDENT
+
+    monkeypatch.setenv("COLUMNS", str(WIDTH))
+    text = CliRunner().invoke(app, [*path, "--help"]).output
+    shown = [line.strip() for line in text.split("╭")[0].splitlines()]
+    help_text = getattr(command_at(path), "help", None) or ""
+    block = [line.replace(_KEEP_INDENT, "").strip().replace("\\[", "[")
+             for line in help_text.splitlines() if _KEEP_INDENT in line]
+    for line in block:
+        if line:
+            assert line in shown, f"{line!r} is wrapped in:\n{text}"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: " ".join(p) or "ccmeter")
+def test_option_descriptions_get_room(path, monkeypatch):
+    """A --x/--no-x pair took a column of its own and left descriptions ~23 characters."""
+    monkeypatch.setenv("COLUMNS", str(WIDTH))
+    text = CliRunner().invoke(app, [*path, "--help"]).output
+    panel = text.split("╭", 1)[1] if "╭" in text else ""
+    for param in command_at(path).params:  # type: ignore[attr-defined]
+        if getattr(param, "param_type_name", "") != "option" or not param.help:
+            continue
+        start = " ".join(param.help.replace("\\[", "[").split()[:2])
+        line = next((x for x in panel.splitlines() if start in x), None)
+        if line is not None:
+            assert line.index(start) <= 45, f"{param.opts}: description squeezed:\n{text}"

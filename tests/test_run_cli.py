@@ -407,12 +407,12 @@ def test_env_prints_shell_lines(isolated_home):
     runner = CliRunner()
     forward = runner.invoke(app, ["env", "--port", "9999"])
     assert forward.exit_code == 0
-    assert forward.output.splitlines() == [
+    assert forward.stdout.splitlines() == [  # stdout stays eval-able
         "export HTTPS_PROXY=http://127.0.0.1:9999",
         f"export NODE_EXTRA_CA_CERTS={Path(isolated_home) / 'ca' / 'mitmproxy-ca-cert.pem'}",
     ]
     reverse = runner.invoke(app, ["env", "--reverse"])
-    assert reverse.output == "export ANTHROPIC_BASE_URL=http://127.0.0.1:8337\n"
+    assert reverse.stdout == "export ANTHROPIC_BASE_URL=http://127.0.0.1:8337\n"
 
 
 def test_cert_shows_path_and_fingerprint_and_is_stable(isolated_home):

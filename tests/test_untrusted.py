@@ -188,8 +188,8 @@ def test_a_decompression_bomb_stops_the_metered_copy_at_its_budget(encoding):
         for at in range(0, len(bomb), 4096):
             out += len(decode(bomb[at:at + 4096]))
     assert out <= 8 * 2**20
-    fine = compress(b"event: ping\ndata: {}\n\n" * 1000, encoding)
-    assert incremental_decoder(encoding, budget=8 * 2**20)(fine) == b"event: ping\ndata: {}\n\n" * 1000
+    pings = b"event: ping\ndata: {}\n\n" * 1000
+    assert incremental_decoder(encoding, budget=8 * 2**20)(compress(pings, encoding)) == pings
 
 
 def test_a_model_named_in_a_cloud_url_is_cut_and_cleaned():
@@ -205,3 +205,22 @@ def test_a_model_named_in_a_cloud_url_is_cut_and_cleaned():
     assert bedrock.model is not None and len(bedrock.model) <= 256
     assert bedrock.model.startswith("us.anthropic.claude-sonnet-4-5[31m")
     assert vertex.model == "claude-x"
+
+
+@pytest.mark.parametrize("cut", [0, 1, 2, 3, 700])
+def test_a_message_start_too_large_to_hold_is_read_from_its_ends(cut):
+    start = {"type": "message_start", "message": {
+        "model": "claude-opus-4-8", "id": "msg_01big", "content": "x" * (MAX_EVENT_BYTES + 5000),
+        "usage": {"input_tokens": 321, "cache_creation": {"ephemeral_5m_input_tokens": 7},
+                  "output_tokens": 1, "service_tier": "standard"}}}
+    body = b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n"
+    body += serialize_events(message_events()[-1:])  # message_stop
+    at = body.index(b"\n\n", len(body) - 200) + 1 - cut  # split around the event's end
+    decoder = SSEDecoder()
+    events = [*decoder.feed(body[:2**20]), *decoder.feed(body[2**20:at]),
+              *decoder.feed(body[at:]), *decoder.flush()]
+    first = events[0]
+    assert first.name == "message_start" and first.unread and first.data is not None
+    assert first.data["message"] == {"model": "claude-opus-4-8", "id": "msg_01big",
+                                     "usage": start["message"]["usage"]}
+    assert [e.name for e in events[1:]] == ["message_stop"]

@@ -202,16 +202,26 @@ def test_an_answer_without_usage_is_unknown_never_zero(standin, proxy, user_dirs
     assert all("cost unknown" in r["pricing_note"] for r in rows)
 
 
-def test_a_message_start_over_16_mb_is_unknown_with_a_note_and_memory_stays_bounded(
+def test_a_message_start_over_16_mb_is_billed_from_its_ends_and_memory_stays_bounded(
         standin, proxy, user_dirs):
-    events = message_events(input_tokens=500, output_tokens=50)
+    """It went unbilled without a note: now its model, id and usage are read from its first
+    and last bytes (the rest skipped, 16 MB held at most), or the cost is NULL with a note."""
+    events = message_events(input_tokens=500, output_tokens=50, message_id="msg_big")
     events[0][1]["message"]["content"] = [{"type": "text", "text": "x" * (17 * 2**20)}]
-    stream = serialize_events(events)
-    standin.enqueue(sse_reply(stream, chunk_sizes=65536))
+    stream = serialize_events(events[:1]) + b"event: message_stop\ndata: {}\n\n"
+    usage = events[0][1]["message"].pop("usage")
+    events[0][1]["message"]["zzz"] = usage  # usage not where the API puts it: not found
+    unfindable = serialize_events(events)
+    standin.enqueue(sse_reply(stream, chunk_sizes=65536), sse_reply(unfindable, chunk_sizes=65536))
     rss_before = proxy.rss_mb()
     assert proxy.post(request())[2] == stream
-    [row] = calls(user_dirs.db_file, expect=1)
-    assert row["cost_picousd"] is None and "message_start event over 16 MB" in row["pricing_note"]
+    assert proxy.post(request())[2] == unfindable
+    rows = calls(user_dirs.db_file, expect=2)
+    assert (rows[0]["cost_picousd"], rows[0]["model"], rows[0]["message_id"]) == (
+        cost(500, 1), "claude-opus-4-8", "msg_big")  # the start's own output count
+    assert "only its model, id and usage were read" in rows[0]["metering_error"]
+    assert rows[1]["cost_picousd"] is None
+    assert "message_start event over 16 MB, not read" in rows[1]["pricing_note"]
     assert proxy.rss_mb() - rss_before < 120  # 17 MB passed through, a 16 MB bound held
 
 
@@ -311,4 +321,4 @@ def test_hard_mode_holds_back_at_most_a_megabyte_of_an_event_without_end(standin
         grew = proxy.rss_mb() - rss_before
     assert took < 5 and grew < 100, (took, grew)
     [row] = calls(user_dirs.db_file, expect=1)
-    assert row["cost_picousd"] is None and "over 16 MB" in row["pricing_note"]
+    assert row["cost_picousd"] == cost(500, 50) and "over 16 MB" in row["metering_error"]

@@ -12,26 +12,17 @@ import shutil
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
-from decimal import ROUND_FLOOR, Decimal
 from shlex import quote
 
 from ccmeter.caps.policy import CapStatus, most_constraining
 from ccmeter.caps.windows import local_time
-from ccmeter.money import exact_places, floor_usd
+from ccmeter.money import cap_usd, spend_usd
 
 
 def format_spend(spent: int, limit: int) -> str:
-    """A spend shown beside its cap: at the cap's precision (so ``$20.07`` of ``$20.00``),
-    with more decimals only where flooring would show a spend above the cap as equal to it
-    or below it (``$0.0026`` past a ``$0.002`` cap, ``$20.004`` past ``$20.00``)."""
-    places = exact_places(limit)
-    while spent > limit and places < 12:
-        shown = Decimal(spent).scaleb(-12).quantize(Decimal(1).scaleb(-places),
-                                                    rounding=ROUND_FLOOR)
-        if shown > Decimal(limit).scaleb(-12):
-            break
-        places += 1
-    return floor_usd(spent, places)
+    """A spend shown beside its cap (:func:`ccmeter.money.spend_usd`): at the cap's
+    precision, floored, with more decimals only where a spend past the cap needs them."""
+    return spend_usd(spent, limit)
 
 def format_in(seconds: float) -> str:
     """A time left, ``3h12m`` (minutes rounded up); ``2d3h`` from a day on."""
@@ -70,10 +61,9 @@ def reset_phrase(status: CapStatus, now: float, tz: tzinfo | None = None) -> str
 def refusal_message(status: CapStatus, now: float, tz: tzinfo | None = None) -> str:
     """The text Claude Code shows: ``ccmeter: daily cap $20.00 reached ($20.07 spent);
     resets 00:00 (in 3h12m). Raise it with: ccmeter caps set --daily N``."""
-    places = exact_places(status.limit_picousd)
     spent = format_spend(status.spent_picousd, status.limit_picousd)
     return (
-        f"ccmeter: {status.label} {floor_usd(status.limit_picousd, places)} reached "
+        f"ccmeter: {status.label} {cap_usd(status.limit_picousd)} reached "
         f"({spent} spent); {reset_phrase(status, now, tz)}. "
         f"Raise it with: {raise_command(status)}"
     )
@@ -86,11 +76,10 @@ def error_refusal_message(reason: str) -> str:
 
 def warning_message(status: CapStatus, threshold: float, now: float,
                     tz: tzinfo | None = None) -> str:
-    places = exact_places(status.limit_picousd)
     return (
         f"{status.label} at {status.fraction:.0%} (warning at {threshold:.0%}): "
         f"{format_spend(status.spent_picousd, status.limit_picousd)} of "
-        f"{floor_usd(status.limit_picousd, places)}; {reset_phrase(status, now, tz)}"
+        f"{cap_usd(status.limit_picousd)}; {reset_phrase(status, now, tz)}"
     )
 
 def summary_note(statuses: Sequence[CapStatus], project: str | None = None) -> str | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
+from ccmeter import config
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS, window_bounds, zone
 from ccmeter.config import CCMeterError
 from ccmeter.money import parse_usd
@@ -121,8 +122,11 @@ def _timestamp(value: Any, where: str) -> float | None:
 def parse_policy(cfg: Mapping[str, Any]) -> Policy:
     """The ``[caps]`` table of a loaded config (the whole config dict) as a :class:`Policy`.
 
-    Raises CCMeterError naming the bad key.
+    Raises CCMeterError naming the bad key, or the unknown one (a typo'd cap is no cap).
     """
+    unknown = config.caps_unknown_error(cfg)
+    if unknown is not None:
+        raise unknown
     table = cfg.get("caps") or {}
     if not isinstance(table, Mapping):
         raise CCMeterError("[caps] must be a table")

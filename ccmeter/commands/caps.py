@@ -7,7 +7,6 @@ See docs/caps.md.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -17,7 +16,7 @@ import typer
 from ccmeter import config, render
 from ccmeter.caps.policy import MODES, parse_policy, parse_warn_at
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS
-from ccmeter.money import exact_places, floor_usd, parse_usd, usd_text
+from ccmeter.money import cap_usd, parse_usd, usd_text
 from ccmeter.views.caps import show
 
 caps_app = typer.Typer(name="caps", invoke_without_command=True)  # help: the callback's
@@ -185,7 +184,7 @@ def set_caps(
         for name, value in given.items():
             pico = parse_usd(value, f"--{name}")
             target[name] = usd_text(pico)
-            done.append(f"{name} {floor_usd(pico, exact_places(pico))}")
+            done.append(f"{name} {cap_usd(pico)}")
         for key, value in chosen.items():
             if key == "warn_at":
                 table[key] = list(parse_warn_at(value.split(",")))
@@ -248,11 +247,11 @@ def clear_caps(
             names = [n for n in SESSION_WINDOWS if n in target]
             for name in names:
                 del target[name]
-            return f"removed {len(names)} cap(s) for {label}"
+            return f"removed {render.plural(len(names), 'cap')} for {label}"
         count = sum(1 for n in WINDOWS if table.pop(n, None) is not None)
         count += sum(len(t) for t in (table.pop("projects", None) or {}).values())
         count += len(table.pop("per_session", None) or {})
-        return f"removed {count} cap(s)"
+        return f"removed {render.plural(count, 'cap')}"
 
     _user_errors(lambda: _edit(change))
 
@@ -286,8 +285,9 @@ PAUSE_DEFAULT = "1h"
 @caps_app.command("pause")
 def pause(
     for_: Annotated[str, typer.Option(
-        "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w; "
-        "one hour when not given.", show_default=False)] = PAUSE_DEFAULT,
+        "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w, or "
+        "until when: 2026-12-01 (its midnight), 2026-12-01T09:00; one hour when not given.",
+        show_default=False)] = PAUSE_DEFAULT,
 ) -> None:
     """Lift enforcement for a while (one hour unless --for says otherwise); spend is still
     metered. Logged, and shown in `ccmeter caps`.
@@ -295,12 +295,13 @@ def pause(
     Examples:
       ccmeter caps pause
       ccmeter caps pause --for 30m
+      ccmeter caps pause --for 2026-12-01
     """
 
     def change(table: dict[str, Any]) -> str:
         from ccmeter import periods
 
-        ends = periods.parse_duration(for_).after(time.time())
+        ends = periods.parse_until(for_)
         until = datetime.fromtimestamp(ends).astimezone()
         table["paused_until"] = until.replace(microsecond=0)
         _log(config.paths(), f"caps paused until {until:%Y-%m-%d %H:%M:%S %z} "

@@ -53,4 +53,3 @@ ModelOption = Annotated[
     typer.Option("--model", "-m", help="Only models whose id contains this text, e.g. opus "
                  "or claude-sonnet-5."),
 ]
-

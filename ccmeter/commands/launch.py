@@ -54,7 +54,9 @@ def register(app: typer.Typer) -> None:
 
 def checked_config(paths: config.Paths) -> dict:
     """The config, with everything a proxy relies on checked before it starts: a typo in
-    ``[caps]`` must stop the start with one line, not switch the caps off silently."""
+    ``[caps]`` (an unknown key included) or a bad ``[prices]`` must stop the start with one
+    line, not switch the caps off or store list prices silently. Other unknown keys are only
+    warned about (by ``load_config``): a newer ccmeter's settings must not stop this one."""
     from ccmeter.caps.policy import parse_policy
 
     cfg = config.load_config(paths)
@@ -63,6 +65,10 @@ def checked_config(paths: config.Paths) -> dict:
     config.config_text(cfg, "upstream")
     if "caps" in cfg:
         parse_policy(cfg)
+    if "prices" in cfg:  # as `report` does: never store costs at prices the user did not mean
+        from ccmeter.commands.common import load_catalog
+
+        load_catalog(cfg)
     return cfg
 
 
@@ -157,7 +163,10 @@ def serve(
 
 
 def env(
-    port: PortOption = None,
+    port: Annotated[int | None, typer.Option(
+        "--port", help=f"The port `ccmeter serve` listens on, for the export lines to point "
+        f"at (default {config.DEFAULT_PORT}, or 'port' in the config file).", min=1,
+        max=65535)] = None,
     reverse: ReverseOption = False,
 ) -> None:
     """Print `export` lines that point a shell at `ccmeter serve`.
@@ -174,6 +183,12 @@ def env(
         launch.ensure_ca(paths)
     for line in launch.env_lines(port=port, reverse=reverse, paths=paths):
         typer.echo(line)
+    from ccmeter import proxies
+
+    if not proxies.answers(port):  # stderr: stdout stays eval-able
+        typer.echo(f"ccmeter: warning: no ccmeter proxy answers on 127.0.0.1:{port}; start "
+                   f"`ccmeter serve{'' if port == config.DEFAULT_PORT else f' --port {port}'}"
+                   f"{' --reverse' if reverse else ''}` or calls will fail", err=True)
 
 
 def cert(
@@ -222,7 +237,7 @@ def doctor() -> None:
     Example:
       ccmeter doctor
     """
-    from ccmeter import exposure, launch, proxies, store  # lazily: mitmproxy is slow to import
+    from ccmeter import exposure, launch, proxies, render, store  # lazily: mitmproxy is slow
 
     paths = config.paths()
     problems = 0
@@ -259,16 +274,30 @@ def doctor() -> None:
     typer.echo(f"config folder: {shown(paths.config_dir)}\ndata folder:   {shown(paths.data_dir)}")
     cfg: dict = {}
     try:
-        cfg = config.load_config(paths)
+        cfg = config.load_config(paths, quiet=True)  # its unknown keys are reported below
         report(True, f"config {shown(paths.config_file)}"
                + ("" if paths.config_file.exists() else " (none yet; defaults apply)"))
     except config.CCMeterError as exc:
         report(False, str(exc), f"edit or remove {shown(paths.config_file)}")
+    for unknown in config.unknown_keys(cfg):
+        report(False, f"unknown key {unknown.dotted} in {shown(paths.config_file)}: ignored"
+               + (" (and [caps] is not applied)" if unknown.path[0] == "caps" else ""),
+               f"did you mean {unknown.suggestion}?" if unknown.suggestion
+               else "remove it, or see docs/configuration.md for the valid keys")
+    if "prices" in cfg:
+        from ccmeter.commands.common import load_catalog
+
+        try:
+            load_catalog(cfg)
+            report(True, "[prices] settings")
+        except config.CCMeterError as exc:
+            report(False, str(exc), "`ccmeter prices` or edit the config file; until then "
+                   "`run` and `serve` refuse to start")
     try:
         db = store.connect(paths.db_file)
         count = store.query(db, "SELECT COUNT(*) AS n FROM api_calls")[0]["n"]
         db.conn.close()
-        report(True, f"database {shown(paths.db_file)} ({count} calls, schema v"
+        report(True, f"database {shown(paths.db_file)} ({render.plural(count, 'call')}, schema v"
                f"{len(store.MIGRATIONS)})")
     except Exception as exc:
         report(False, f"database {shown(paths.db_file)}: {exc}",
@@ -285,6 +314,10 @@ def doctor() -> None:
             report(False, f"{label}: metering FAILING since {proxy.get('since')}: "
                    f"{proxy.get('reason')}", "fix what the reason says; the proxy tries again "
                    "on every call and writes the rows it kept")
+        elif proxy.get("config_error"):
+            report(False, f"{label}: config not applied: {proxy.get('config_error')}",
+                   f"fix {shown(proxy.get('config_file') or paths.config_file)}; the proxy "
+                   "keeps the caps and prices it had and re-reads the file when it changes")
         else:
             report(True, f"{label}: metering ok, since {proxy.get('started_at')}")
         wide = exposure.exposed_text(proxy.get("listen"))

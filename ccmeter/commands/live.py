@@ -87,11 +87,13 @@ def statusline() -> None:
 
     Shows this session's cost, today's spend against the daily cap (⚠ from 80 %), and for
     subscribers the 5-hour and 7-day plan usage last seen. It never fails: on any problem
-    it prints a minimal line and exits 0. Set it up in ~/.claude/settings.json:
-    {"statusLine": {"type": "command", "command": "ccmeter statusline"}}
+    it prints a minimal line and exits 0.
+
+    Set it up in ~/.claude/settings.json:
+      {"statusLine": {"type": "command", "command": "ccmeter statusline"}}
 
     Example:
-      echo '{"session_id": "72292d5c", "model": {"id": "claude-opus-4-8"}}' | ccmeter statusline
+      echo '{"session_id": "72292d5c"}' | ccmeter statusline
     """
     from ccmeter import statusline as line
 

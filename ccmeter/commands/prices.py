@@ -126,7 +126,9 @@ def prices(
     }
     if fmt == "table":
         caption = {"unit": "USD per million tokens", "catalog": catalog.version,
-                   "overrides": f"{len(overridden)} in {paths.config_file}"}
+                   "overrides": (f"{len(overridden)} in {paths.config_file}"
+                                 if paths.config_file.exists() else
+                                 f"none ({paths.config_file} does not exist yet)")}
         if catalog.discount_percent:
             caption["discount"] = f"{_plain(catalog.discount_percent)}%"
         render.emit(rows, columns, fmt, title=f"Prices ({catalog.version})", meta=caption)
@@ -332,7 +334,7 @@ def import_command(
 
     Examples:
       ccmeter prices import model_prices_and_context_window.json --dry-run
-      ccmeter prices import ~/Downloads/model_prices_and_context_window.json --replace-known
+      ccmeter prices import ~/Downloads/prices.json --replace-known
     """
     from ccmeter import render
 
@@ -524,7 +526,8 @@ def reprice(
         render.emit(rows, columns, fmt, title=f"Repriced with catalog {catalog.version}",
                     totals=totals)
     verb = "would change" if dry_run else "changed"
-    typer.echo(f"{summary['examined']:,} calls examined, {summary['changed']:,} {verb} "
+    examined = render.plural(summary["examined"], "call")
+    typer.echo(f"{examined} examined, {summary['changed']:,} {verb} "
                f"({summary['newly_priced']:,} newly priced, {summary['now_unpriced']:,} now "
                f"unpriced); old figures kept in the cost_history table"
                + (" (dry run: nothing written)" if dry_run else "") + ".")

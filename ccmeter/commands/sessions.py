@@ -112,6 +112,7 @@ def session(
         meta = {
             "session_id": detail.session_id,
             "project": totals.get("project"),
+            "projects": totals.get("projects"),
             "first_call": iso(totals.get("first_call")),
             "last_call": iso(totals.get("last_call")),
             "agents": [render.machine_row(a, agent_columns) for a in detail.agents],
@@ -131,8 +132,10 @@ def session(
                for c in columns
                if c.key != "status" or any(r.get("status") != "ok" for r in rows)]
     first = _local(totals.get("first_call"))
-    title = (f"Session {detail.session_id} · {totals.get('project') or reports.NO_PROJECT} · "
-             f"{first} · {totals['calls']:,} calls · "
+    project = totals.get("project") or (reports.SEVERAL_PROJECTS if totals.get("projects")
+                                        else reports.NO_PROJECT)
+    title = (f"Session {detail.session_id} · {project} · "
+             f"{first} · {render.plural(totals['calls'], 'call')} · "
              f"{money.format_usd(totals['cost'])}")
     render.emit(rows, columns, fmt, title=title, totals=totals)
     if len(detail.agents) > 1 or any(a["kind"] != "main" for a in detail.agents):

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ccmeter import config, periods, render, share, share_identity, store, team
-from ccmeter.commands.common import FormatOption
+from ccmeter import config, periods, render, share, share_identity, team
+from ccmeter.commands.common import FormatOption, open_db
 
 team_app = typer.Typer(
     name="team",
@@ -35,6 +35,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(team_app)
 
 
+def _either(yes: bool, no: bool, flag: str) -> bool | None:
+    """``--FLAG`` -> True, ``--no-FLAG`` -> False, neither -> None (the config decides)."""
+    if yes and no:
+        raise config.CCMeterError(f"give --{flag} or --no-{flag}, not both")
+    return True if yes else (False if no else None)
+
+
 def push(
     to: Annotated[Path | None, typer.Option("--to", help="Share folder (a mounted team "
                   "folder); default: \\[share] path in the config.")] = None,
@@ -43,12 +50,19 @@ def push(
         "--rename-to", metavar="NAME", help="Publish this machine's summaries under NAME from "
         "now on, moving its files from the name it published under (a push never does this "
         "on its own).")] = None,
-    anonymize: Annotated[bool | None, typer.Option("--anonymize/--no-anonymize",
+    # four plain flags, not --x/--no-x pairs: a pair takes a help column of its own and
+    # squeezed every description to ~23 characters at 80 columns
+    anonymize: Annotated[bool, typer.Option("--anonymize",
                          help="Publish a salted hash instead of the user name (needs "
-                         "\\[share] salt in the config).")] = None,
-    hash_projects: Annotated[bool | None, typer.Option("--hash-projects/--no-hash-projects",
+                         "\\[share] salt in the config).")] = False,
+    no_anonymize: Annotated[bool, typer.Option("--no-anonymize", help="Publish the user "
+                            "name even if the config says \\[share] anonymize = true.")] = False,
+    hash_projects: Annotated[bool, typer.Option("--hash-projects",
                              help="Publish salted hashes of project names (names mapped "
-                             "under \\[share.project_names] are kept as mapped).")] = None,
+                             "under \\[share.project_names] are kept as mapped).")] = False,
+    no_hash_projects: Annotated[bool, typer.Option("--no-hash-projects", help="Publish "
+                                "project names even if the config says \\[share] "
+                                "hash_projects = true.")] = False,
     since: Annotated[str | None, typer.Option("--since", help="Only rewrite the months from "
                      "this date's month on (default: every month in the database).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the rows that would be "
@@ -72,14 +86,15 @@ def push(
         raise config.CCMeterError("give --user or --rename-to, not both")
     settings = share_identity.resolve_settings(
         config.load_config(paths), os.environ, share=to, user=rename_to or user,
-        anonymize=anonymize, hash_projects=hash_projects,
+        anonymize=_either(anonymize, no_anonymize, "anonymize"),
+        hash_projects=_either(hash_projects, no_hash_projects, "hash-projects"),
     )
     since_day = periods.parse_day(since) if since else None
     if not paths.db_file.exists():
         if verbose or dry_run:
             typer.echo(f"nothing to push: no database yet at {paths.db_file}", err=True)
         return
-    db = store.connect(paths.db_file)
+    db = open_db()
     try:
         result, plan = share.push(db, paths, settings, since=since_day, dry_run=dry_run,
                                   rename=rename_to is not None)
@@ -95,8 +110,8 @@ def push(
                            f"renamed to {result.user})", err=True)
         return
     if verbose:
-        typer.echo(f"pushed {plural(result.rows, 'row')} as {result.user} (machine "
-                   f"{result.machine}): {plural(len(result.written), 'file')} written, "
+        typer.echo(f"pushed {render.plural(result.rows, 'row')} as {result.user} (machine "
+                   f"{result.machine}): {render.plural(len(result.written), 'file')} written, "
                    f"{len(result.unchanged)} unchanged")
         for path in result.written:
             typer.echo(f"  wrote {path}")
@@ -104,11 +119,6 @@ def push(
             typer.echo(f"removed {old_user}'s copy from this machine: renamed to {result.user}")
             for old in old_paths:
                 typer.echo(f"  removed {old}")
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 file``, ``2 files``, ``0 files``."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 BY_HELP = (f"Group by one or two of: {', '.join(team.DIMENSIONS)} "

@@ -4,14 +4,15 @@ it resets. No Typer here: the command and its options are in :mod:`ccmeter.comma
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ccmeter import config, render, store
+from ccmeter import config, render
 from ccmeter.caps.guard import cap_statuses
 from ccmeter.caps.policy import parse_policy
-from ccmeter.money import exact_places, floor_usd
-from ccmeter.views.common import echo
+from ccmeter.money import cap_places, cap_usd, floor_usd, spend_usd
+from ccmeter.views.common import echo, open_db
 
 
 def show(fmt: str, session: str | None) -> None:
@@ -21,7 +22,7 @@ def show(fmt: str, session: str | None) -> None:
     cfg = config.load_config(paths)
     policy = parse_policy(cfg)
     now = datetime.now().timestamp()
-    db = store.connect_migrated(paths.db_file)
+    db = open_db()  # a database that cannot be opened: the one message report gives
     try:
         if session is not None:
             session = _resolve_session(db, session)
@@ -36,17 +37,19 @@ def show(fmt: str, session: str | None) -> None:
     if paused is not None:
         meta["paused_until"] = (render.format_datetime(paused) if fmt == "table"
                                 else render.iso_datetime(paused))
+    # caps and their spend: one precision, the caps' own (money.cap_places), in every view
+    places = cap_places(c.limit_picousd for c in policy.caps)
     per_session = [c for c in policy.caps if c.scope == "per_session"]
     if per_session and session is None:
         meta["per_session"] = ", ".join(
-            f"{c.name} {floor_usd(c.limit_picousd, exact_places(c.limit_picousd))}"
+            f"{c.name} {cap_usd(c.limit_picousd, places)}"
             for c in per_session) + " (spend: --session ID)"
     if not policy.caps and fmt == "table":
         echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
         if paused is not None:
             echo(f"(paused until {render.format_datetime(paused)})")
         return
-    rows = [{
+    rows: list[dict[str, Any]] = [{
         "cap": s.name, "scope": s.scope, "limit": s.limit_picousd, "spent": s.spent_picousd,
         "remaining": s.remaining_picousd, "used": s.fraction, "resets": s.resets_at,
         "window": s.window,
@@ -62,7 +65,11 @@ def show(fmt: str, session: str | None) -> None:
         render.Column("window", "Window", drop=3), render.Column("state", "State", drop=1),
     ]
     if fmt == "table":
-        rows = [{**row, "scope": _scope_label(str(row["scope"]))} for row in rows]
+        rows = [{**row, "scope": _scope_label(str(row["scope"])),
+                 "limit": cap_usd(row["limit"], places),
+                 "spent": spend_usd(row["spent"], row["limit"], places),
+                 "remaining": floor_usd(row["remaining"], places)} for row in rows]
+        columns = [replace(c, kind="number") if c.kind == "usd" else c for c in columns]
     title = "Spending caps" + (" — PAUSED" if paused is not None else "")
     render.emit(rows, columns, fmt, title=title, meta=meta)
 

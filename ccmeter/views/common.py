@@ -106,13 +106,16 @@ def timezone_name() -> str:
 
 
 def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as a table shows them: short session ids, ``(no project)`` for a missing name."""
-    from ccmeter.reports import missing_label
+    """Rows as a table shows them: short session ids, ``(no project)`` for a missing name,
+    ``(several)`` for a row whose calls came from more than one project."""
+    from ccmeter.reports import SEVERAL_PROJECTS, missing_label
     from ccmeter.sessions import short_id
 
     shown = []
     for row in rows:
         copy = dict(row)
+        if copy.get("project") is None and (copy.get("projects") or 0) > 1:
+            copy["project"] = SEVERAL_PROJECTS
         for key in ("project", "model"):
             if key in copy and copy[key] is None:
                 copy[key] = missing_label(key)

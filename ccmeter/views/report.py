@@ -43,6 +43,8 @@ def report_columns(dims: Sequence[str], fmt: str, rows: Sequence[Mapping[str, An
     if "session" in dims:
         if "project" not in dims:
             columns.append(Column("project", "Project"))
+            if fmt != "table":  # null project: none, or several (how many here)
+                columns.append(Column("projects", "Projects", "int"))
         columns.append(Column("first_call", "Started", "datetime"))
         if fmt != "table":
             columns.append(Column("last_call", "Last call", "datetime"))
@@ -79,12 +81,14 @@ def _report_meta(rep: Any, now: float) -> dict[str, Any]:
 
 
 def _caption(rep: Any, now: float) -> dict[str, Any]:
+    from ccmeter.render import plural
+
     flt = rep.filters
     since = _local(flt.since) if flt.since is not None else "first call"
     caption: dict[str, Any] = {"period": f"{since} → {_local(flt.until)} ({timezone_name()})"}
     if rep.totals.get("unpriced_calls"):
-        caption["unpriced"] = (f"{rep.totals['unpriced_calls']:,} calls of models without a "
-                               "price (see `ccmeter prices`)")
+        unpriced = plural(rep.totals["unpriced_calls"], "call")
+        caption["unpriced"] = f"{unpriced} of models without a price (see `ccmeter prices`)"
     caption["cache saved"] = f"vs. plain input at catalog {rep.catalog_version} rates"
     return caption
 

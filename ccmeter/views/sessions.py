@@ -49,6 +49,7 @@ def run(since: str | None, until: str | None, project: str | None, model: str | 
         render.Column("started", "Started", "datetime"),
         render.Column("last_call", "Last call", "datetime"),
         render.Column("project", "Project"),
+        render.Column("projects", "Projects", "int"),  # null project: none, or several
         render.Column("models", "Models"),
         render.Column("calls", "Calls", "int"),
         render.Column("subagent_calls", "Subagent", "int"),
@@ -65,7 +66,7 @@ def run(since: str | None, until: str | None, project: str | None, model: str | 
                    render.Column("last_clock", "Last call", keep=True),
                    *(replace(c, drop=1) if c.key == "models" else
                      replace(c, drop=2) if c.key == "subagent_calls" else c
-                     for c in columns[3:])]
+                     for c in columns[3:] if c.key != "projects")]
         rows = [{**row, "last_clock": _last_clock(row["started"], row["last_call"])}
                 for row in table_rows(rows)]
         caption = {"since": _local(filters.since), "hint": "details: ccmeter session <id>"}

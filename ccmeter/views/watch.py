@@ -61,15 +61,17 @@ def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
                   shrink: int) -> _Grid:
     """A borderless table one line per row: every column as wide as its widest cell except
     column ``shrink`` (a name), which takes what is left and ends in an ellipsis."""
+    from ccmeter.render import cell_len
     from ccmeter.untrusted import printable
 
     # names (projects, session and agent ids) come from headers: shown as text, never as
     # escape sequences or rich markup
     rows = [([printable(cell) for cell in cells], style) for cells, style in rows]
-    sizes = [max([len(h), *(len(cells[i]) for cells, _ in rows)])
+    # terminal cells, not characters: ⛔ and wide names take two
+    sizes = [max([cell_len(h), *(cell_len(cells[i]) for cells, _ in rows)])
              for i, (h, _) in enumerate(headers)]
     rest = width - sum(sizes) + sizes[shrink] - 2 * (len(sizes) - 1)
-    sizes[shrink] = max(min(sizes[shrink], rest), len(headers[shrink][0]), 8)
+    sizes[shrink] = max(min(sizes[shrink], rest), cell_len(headers[shrink][0]), 8)
     return _Grid(title, headers, rows, sizes)
 
 
@@ -103,7 +105,7 @@ def frame_parts(db: Any, cfg: Mapping[str, Any], now: float | None = None,
                 active_minutes: int = 15, width: int = 100) -> list[_Line | _Grid]:
     """The parts of one ``watch`` frame, newest figures from ``db``, laid out for a
     terminal ``width`` columns wide."""
-    from ccmeter import periods
+    from ccmeter import periods, render
     from ccmeter.sessions import active_agents, burn_by_project, has_calls, latest_plan, spend_since
 
     now = time.time() if now is None else now
@@ -114,10 +116,10 @@ def frame_parts(db: Any, cfg: Mapping[str, Any], now: float | None = None,
         head.append(NO_CALLS_YET)
     else:
         today, unpriced_today = spend_since(db, periods.local_midnight(now))
-        head.append(f"today {money.format_usd(today) if today is not None else '$0.00'}",
+        head.append(f"today {money.spend_usd(today) if today is not None else '$0.00'}",
                     style="bold")
         if unpriced_today:
-            head.append(f" (+{unpriced_today} unpriced calls)", style="yellow")
+            head.append(f" (+{render.plural(unpriced_today, 'unpriced call')})", style="yellow")
         head.append(f" · burn {money.format_usd(sum(burn.values()))}/h over the last hour")
 
     statuses, why = _caps(db, cfg, now)
@@ -146,7 +148,7 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
     """Each cap's spend, limit, use, reset and pace; the bar only where there is room."""
     from ccmeter import render
 
-    places = money.usd_places(a for s in statuses for a in (s.spent_picousd, s.limit_picousd))
+    places = money.cap_places(s.limit_picousd for s in statuses)  # as `caps` shows them
     headers = [("Cap", "left"), ("Spent", "right"), ("Limit", "right"), ("Used", "right"),
                ("", "left"), ("Resets", "left"), ("At this pace", "left")]
     rows = []
@@ -156,8 +158,8 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
         mark = "⛔ " if status.fraction >= 1 else ("⚠ " if status.fraction >= 0.8 else "")
         rows.append(([
             mark + getattr(status, "label", f"{status.name} {status.scope}"),
-            money.format_usd(status.spent_picousd, places),
-            money.format_usd(status.limit_picousd, places),
+            money.spend_usd(status.spent_picousd, status.limit_picousd, places),
+            money.cap_usd(status.limit_picousd, places),
             render.format_percent(status.fraction),
             render.bar(status.fraction, 10),
             _local(status.resets_at, "%a %H:%M") if status.resets_at else "—",
