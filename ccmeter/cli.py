@@ -107,6 +107,16 @@ def main() -> None:
                       "as UTF-8", 2)
     try:
         code = app(standalone_mode=False)
+    except Exception as exc:
+        fail_for(exc)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def fail_for(error: Exception) -> NoReturn:
+    """``error``, raised by a command, as the user sees it: one line on stderr and an exit
+    code (the fast path in :mod:`ccmeter.fastpath` ends the same way)."""
+    try:
+        raise error
     except CCMeterError as exc:
         _fail(str(exc), exc.exit_code)
     except typer.Abort:
@@ -129,7 +139,7 @@ def main() -> None:
         where = _log_traceback()
         _fail(f"unexpected error: {type(exc).__name__}: {exc} (a bug; "
               + (f"details in {where})" if where else "please report it)"), 70)
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(1)  # not reached: every branch above exits
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ directories are used (XDG on Linux, ``~/Library/Application Support`` on macOS,
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import sys
 import tomllib
@@ -17,8 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomli_w
 
 APP = "ccmeter"
 
@@ -64,6 +61,11 @@ class Paths:
     @property
     def log_file(self) -> Path:
         return self.log_dir / "ccmeter.log"
+
+    @property
+    def journal_dir(self) -> Path:
+        """Each proxy's call journal (see :mod:`ccmeter.journal`)."""
+        return self.data_dir / "journal"
 
 
 def paths(env: Mapping[str, str] | None = None, *, home: str | None = None) -> Paths:
@@ -152,6 +154,8 @@ def unknown_keys(cfg: Mapping[str, Any], schema: Mapping[str, Any] | None = None
         elif key in schema:
             sub = schema[key]
         else:
+            import difflib  # only for a key that is not known (~1 ms)
+
             known = [k for k in schema if k != "*"]
             lowered = {k.lower().replace("-", "_"): k for k in known}
             close = lowered.get(str(key).lower().replace("-", "_")) or next(
@@ -233,6 +237,8 @@ def save_config(config: dict[str, Any], p: Paths | None = None) -> Path:
     p = p or paths()
     ensure_private_dir(p.config_dir)
     tmp = p.config_file.with_suffix(".toml.tmp")
+    import tomli_w  # only writing needs it; every command reads
+
     tmp.write_text(tomli_w.dumps(config), encoding="utf-8")
     os.replace(tmp, p.config_file)
     return p.config_file

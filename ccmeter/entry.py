@@ -1,7 +1,13 @@
 """The ``ccmeter`` console script.
 
-``ccmeter statusline`` runs after every Claude Code turn, so it skips building the whole CLI
-(Typer, rich, mitmproxy) and goes straight to its one job.
+Some command lines skip building the whole CLI (Typer, rich, every command module), which
+costs more than their whole answer:
+
+- ``ccmeter statusline`` runs after every Claude Code turn and goes straight to its one job;
+- ``ccmeter --version`` prints the version;
+- ``report``, ``sessions``, ``caps`` and ``watch --once`` go through :mod:`ccmeter.fastpath`
+  when their options are plainly well formed; anything else (``--help``, a typo) gets the
+  full CLI, with its own help and error messages.
 """
 
 from __future__ import annotations
@@ -10,11 +16,22 @@ import sys
 
 
 def main() -> None:
-    if sys.argv[1:] == ["statusline"]:
+    args = sys.argv[1:]
+    if args == ["statusline"]:
         from ccmeter.statusline import main as statusline
 
         statusline()
         return
+    if args == ["--version"]:
+        from ccmeter import __version__
+
+        sys.stdout.write(f"ccmeter {__version__}\n")
+        sys.stdout.flush()
+        sys.exit(0)
+    if args and args[0] in ("report", "sessions", "caps", "watch"):
+        from ccmeter import fastpath
+
+        fastpath.run(args)  # exits when it ran the command
     from ccmeter.cli import main as cli_main
 
     cli_main()

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ccmeter import attribution, config, providers
+from ccmeter import attribution, config
 
 if TYPE_CHECKING:
     from ccmeter import pricing
@@ -54,7 +54,7 @@ _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
 def journal_dir(paths: config.Paths) -> Path:
-    return paths.data_dir / "journal"
+    return paths.journal_dir
 
 
 # --- locks: who holds a journal file ---------------------------------------------------
@@ -255,7 +255,10 @@ def calls_from(lines: Iterable[bytes]) -> dict[str, dict[str, Any]]:
 def row_of(record: Mapping[str, Any], catalog: pricing.Catalog, now: float) -> dict[str, Any]:
     """The row a journaled call gets when its proxy died: its ``message_start`` row, priced
     as the proxy would have priced it, marked as cut short by the proxy's death."""
-    from ccmeter import callrow  # the proxy's row builder; imports no mitmproxy at run time
+    from ccmeter import (
+        callrow,  # the proxy's row builder; imports no mitmproxy at run time
+        providers,  # here: reports import this module, and it is not light
+    )
 
     ep = record.get("ep") or []
     endpoint = providers.Endpoint(*ep) if len(ep) == 6 else providers.MESSAGES

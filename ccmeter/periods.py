@@ -22,7 +22,6 @@ daylight-saving changes; local midnight lives here and nowhere else.
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
 from dataclasses import dataclass
@@ -203,6 +202,8 @@ def add_months(moment: datetime, months: int) -> datetime:
     year, month = divmod(index, 12)
     if not 1 <= year <= 9999:
         raise PeriodError(f"{months} months from {moment:%Y-%m-%d} is outside the calendar")
+    import calendar  # here: it imports locale, and only month arithmetic needs it
+
     day = min(moment.day, calendar.monthrange(year, month + 1)[1])
     return moment.replace(year=year, month=month + 1, day=day)
 

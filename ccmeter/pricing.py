@@ -1,7 +1,7 @@
 """What one Claude API answer cost, from its ``Usage``, the model id and the time of the call.
 
 Pure: the only input besides the arguments is the bundled catalog, ``data/prices.json``,
-read through ``importlib.resources``. The rules follow Anthropic's pricing page (see
+read from beside this module. The rules follow Anthropic's pricing page (see
 ``anthropic-pricing.md`` in the shared references); the ones that are easy to get wrong:
 
 - Cache rates are stored per model, never derived from one global multiplier: cache reads are
@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -646,5 +646,7 @@ class _EndpointPrices:
 
 @cache
 def _bundled() -> Catalog:
-    text = (resources.files("ccmeter") / "data" / "prices.json").read_text(encoding="utf-8")
+    # beside this module (package data); plain file reading, as importlib.resources costs a
+    # few milliseconds of imports on every short-lived command
+    text = (Path(__file__).parent / "data" / "prices.json").read_text(encoding="utf-8")
     return Catalog.from_dict(json.loads(text))

@@ -37,7 +37,6 @@ amount, so decimal points line up and a column never mixes ``$9.33`` with ``$0.5
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -83,6 +82,24 @@ class Column:
 
 
 # --- values ------------------------------------------------------------------------------
+
+
+#: Characters besides printable ASCII that are one cell wide in every terminal (and to rich)
+ONE_CELL = frozenset("→·—–…×─└⚠ ▏▎▍▌▋▊▉█▁▂▃▄▅▆▇")
+#: ... and those two cells wide (watch marks a reached cap with one)
+TWO_CELLS = frozenset("⛔")
+
+
+def cell_len(text: str) -> int:
+    """How many terminal cells ``text`` takes, as rich measures it; rich's tables (~9 ms to
+    import) are asked only for characters other than the ones ccmeter itself prints."""
+    if all(" " <= ch <= "~" or ch in ONE_CELL for ch in text):
+        return len(text)
+    if all(" " <= ch <= "~" or ch in ONE_CELL or ch in TWO_CELLS for ch in text):
+        return len(text) + sum(ch in TWO_CELLS for ch in text)
+    from rich.cells import cell_len as rich_cell_len
+
+    return rich_cell_len(text)
 
 
 def plural(count: int, noun: str) -> str:
@@ -252,6 +269,8 @@ def emit(
         }
         out.write(json_text(json.dumps(document, indent=2, ensure_ascii=False)) + "\n")
     elif fmt == "csv":
+        import csv
+
         writer = csv.writer(out, lineterminator="\n")
         names = field_names(columns)
         writer.writerow(names)
@@ -261,6 +280,15 @@ def emit(
                              escape_controls(fields[n]) if isinstance(fields[n], str) else
                              fields[n] for n in names])
     elif fmt == "table":
+        if not _is_terminal(out):  # no colour: plain text, as rich would lay it out
+            from ccmeter.plaintable import table_text
+
+            text = table_text(rows, columns, title=title, totals=totals, meta=meta,
+                              width=_file_width())
+            if text is not None:
+                out.write(text)
+                out.flush()
+                return
         console = make_console(out)
         console.print(render_table(rows, columns, title=title, totals=totals, meta=meta,
                                    width=console.width))
@@ -285,10 +313,9 @@ def make_console(file: TextIO | None = None, width: int | None = None) -> Any:
     from rich.console import Console
 
     out = file if file is not None else sys.stdout
-    is_tty = bool(getattr(out, "isatty", lambda: False)())
+    is_tty = _is_terminal(out)
     if width is None and not is_tty:
-        columns = os.environ.get("COLUMNS", "")
-        width = int(columns) if columns.isdigit() and int(columns) > 0 else 200
+        width = _file_width()
     return Console(
         file=out,
         width=width,
@@ -299,6 +326,16 @@ def make_console(file: TextIO | None = None, width: int | None = None) -> Any:
         emoji=False,
         soft_wrap=False,
     )
+
+
+def _is_terminal(out: TextIO) -> bool:
+    return bool(getattr(out, "isatty", lambda: False)())
+
+
+def _file_width() -> int:
+    """The width of a table written to a file or a pipe: ``COLUMNS`` if set, else 200."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 200
 
 
 def render_table(
@@ -360,8 +397,7 @@ def _natural_width(column: Column, rows: Sequence[Mapping[str, Any]], compact: b
             return format_int_compact(value)
         return format_cell(value, column.kind, places)
 
-    from rich.cells import cell_len  # terminal cells: a wide sign or CJK name takes two
-
+    # terminal cells: a wide sign or CJK name takes two
     cells = [cell_len(text(r.get(column.key))) for r in rows]
     return max([cell_len(column.header), *cells, _min_width(column) or 0])
 

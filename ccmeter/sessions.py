@@ -26,7 +26,9 @@ SELECT session_id, model,
     project
 FROM api_calls
 {where}
-GROUP BY session_id, model, project
+-- "+session_id": with --since, read the time range (api_calls_started_ts) rather than
+-- skip-scan every session in api_calls_session (100k calls, 7 days: 12 -> 9 ms)
+GROUP BY +session_id, model, project
 """
 
 SESSION_PREFIX_SQL = """

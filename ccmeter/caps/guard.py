@@ -8,14 +8,13 @@ importing this module pulls in no database code.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccmeter.caps.messages import (
     desktop_notify,
@@ -34,7 +33,15 @@ from ccmeter.caps.policy import (
 )
 from ccmeter.caps.windows import ROLLING_SPAN_S
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    """This module's logger; logging is imported on first use (`ccmeter caps` never logs)."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 
 @dataclass
@@ -132,7 +139,7 @@ class Guard:
                 worst = most_constraining([s for s in statuses if s.reached])
                 assert worst is not None
                 message = refusal_message(worst, now, policy.tz)
-                log.warning("ccmeter: refused a call: %s", message.removeprefix("ccmeter: "))
+                _log().warning("ccmeter: refused a call: %s", message.removeprefix("ccmeter: "))
                 return Decision(False, message, statuses, reason="cap")
             self._warn(policy, statuses, now, wait)
         finally:
@@ -170,9 +177,9 @@ class Guard:
     def _on_error(self, policy: Policy, exc: Exception) -> Decision:
         reason = f"database error: {type(exc).__name__}: {exc}"[:200]
         if policy.on_error == "block":
-            log.error("ccmeter: cannot check caps (%s); refusing (on_error = block)", reason)
+            _log().error("ccmeter: cannot check caps (%s); refusing (on_error = block)", reason)
             return Decision(False, error_refusal_message(reason), reason="db_error")
-        log.error("ccmeter: cannot check caps (%s); allowing (on_error = allow)", reason)
+        _log().error("ccmeter: cannot check caps (%s); allowing (on_error = allow)", reason)
         return Decision(True, reason="db_error")
 
     def _warn(self, policy: Policy, statuses: Sequence[CapStatus], now: float,
@@ -196,11 +203,12 @@ class Guard:
                 first = store.cap_mark_warned(self._conn(wait), memo[0], window_key, threshold,
                                               now, wait=wait)
             except Exception as exc:
-                log.warning("ccmeter: could not record a cap warning (%s); giving it anyway", exc)
+                _log().warning("ccmeter: could not record a cap warning (%s); giving it anyway",
+                               exc)
                 first = True
             if first:
                 text = warning_message(status, threshold, now, policy.tz)
-                log.warning("ccmeter: %s", text)
+                _log().warning("ccmeter: %s", text)
                 if policy.notify:
                     self._notify(text)
 

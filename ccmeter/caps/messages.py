@@ -7,10 +7,8 @@ The texts are pure (a :class:`~ccmeter.caps.policy.CapStatus` in, a string out);
 
 from __future__ import annotations
 
-import logging
 import math
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
@@ -19,8 +17,6 @@ from shlex import quote
 from ccmeter.caps.policy import CapStatus, most_constraining
 from ccmeter.caps.windows import local_time
 from ccmeter.money import cap_usd, spend_usd
-
-log = logging.getLogger(__name__)
 
 
 def format_spend(spent: int, limit: int) -> str:
@@ -110,6 +106,8 @@ def utc_iso(ts: float) -> str:
 
 def desktop_notify(text: str) -> None:
     """A desktop notification where there is one; never blocks, never raises."""
+    import subprocess  # here: `ccmeter caps` and `watch` import this module, rarely notify
+
     try:
         if sys.platform == "darwin" and shutil.which("osascript"):
             script = f"display notification {_applescript(text)} with title \"ccmeter\""
@@ -121,7 +119,9 @@ def desktop_notify(text: str) -> None:
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     except Exception:
-        log.debug("desktop notification failed", exc_info=True)
+        import logging
+
+        logging.getLogger(__name__).debug("desktop notification failed", exc_info=True)
 
 def _applescript(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -9,7 +9,6 @@ with the zone's rules so a day is 23 or 25 hours long when the clocks change.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ccmeter.config import CCMeterError
 from ccmeter.periods import midnight
@@ -23,6 +22,8 @@ def zone(name: str | None) -> tzinfo | None:
     """An IANA zone; None means the system's local time (with its DST rules)."""
     if not name:
         return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only for a configured zone
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

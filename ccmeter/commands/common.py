@@ -2,18 +2,30 @@
 
 ``report``, ``sessions``, ``session``, ``watch``, ``prices`` and ``share`` take the same
 ``--format``, ``--since``, ``--until``, ``--project`` and ``--model`` options and open the
-database the same way; this module defines each once. Heavy imports happen inside the
-functions, so ``ccmeter statusline`` (run by Claude Code after every turn) starts quickly.
+database the same way; this module declares each option once. The run-time helpers live in
+:mod:`ccmeter.views.common` (no Typer there, so the fast path can use them) and are
+re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ccmeter import config
+from ccmeter.views.common import (  # noqa: F401  (re-exported)
+    NO_CALLS_YET,
+    check_format,
+    fold_journals,
+    iso,
+    load_catalog,
+    nothing_yet,
+    open_db,
+    parse_time,
+    table_rows,
+    time_range,
+    timezone_name,
+)
 
 FormatOption = Annotated[
     str,
@@ -41,103 +53,3 @@ ModelOption = Annotated[
     typer.Option("--model", "-m", help="Only models whose id contains this text, e.g. opus "
                  "or claude-sonnet-5."),
 ]
-
-
-def check_format(fmt: str) -> str:
-    from ccmeter.render import FORMATS
-
-    fmt = fmt.strip().lower()
-    if fmt not in FORMATS:
-        raise config.CCMeterError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return fmt
-
-
-def parse_time(value: str | None, *, end: bool = False, now: float | None = None) -> float | None:
-    from ccmeter import periods
-
-    return None if value is None else periods.parse_when(value, now=now, end=end)
-
-
-def time_range(since: str | None, until: str | None,
-               now: float) -> tuple[float | None, float | None]:
-    """``--since`` / ``--until`` as Unix seconds; a range with nothing in it is a user error."""
-    start, end = parse_time(since, now=now), parse_time(until, end=True, now=now)
-    if start is not None and end is not None and start >= end:
-        raise config.CCMeterError(f"--since {since} is not before --until {until}: nothing "
-                                  "can fall between them; swap them or widen the range")
-    return start, end
-
-
-NO_CALLS_YET = ("No calls recorded yet. Run Claude Code through ccmeter: "
-                "ccmeter run -- claude")
-
-
-def nothing_yet(db: Any) -> bool:
-    """True, having said what to do next, when nothing was ever recorded: an empty
-    database gets a next step, not a table of zeros."""
-    from ccmeter.sessions import has_calls
-
-    if has_calls(db):
-        return False
-    typer.echo(NO_CALLS_YET)
-    return True
-
-
-def open_db() -> Any:
-    from ccmeter import store
-
-    paths = config.paths()
-    try:
-        return store.connect(paths.db_file)
-    except Exception as exc:
-        raise config.CCMeterError(f"cannot open {paths.db_file}: {exc}") from exc
-
-
-def fold_journals(db: Any, catalog: Any) -> None:
-    """Calls of a proxy killed mid-call wait in its journal for the next proxy start; a
-    report folds them in first, so that it never leaves out a billed call."""
-    from ccmeter.journal import fold_dead, journal_dir
-
-    fold_dead(journal_dir(config.paths()), db, catalog)
-
-
-def load_catalog(cfg: Mapping[str, Any]) -> Any:
-    from ccmeter import reports
-
-    try:
-        return reports.current_catalog(cfg)
-    except ValueError as exc:
-        raise config.CCMeterError(f"[prices] in {config.paths().config_file}: {exc}") from None
-
-
-def iso(ts: float | None) -> str | None:
-    from ccmeter.render import iso_datetime
-
-    return iso_datetime(ts) if ts is not None else None
-
-
-def timezone_name() -> str:
-    from datetime import datetime
-
-    return datetime.now().astimezone().tzname() or "local"
-
-
-def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as a table shows them: short session ids, ``(no project)`` for a missing name,
-    ``(several)`` for a row whose calls came from more than one project."""
-    from ccmeter.reports import SEVERAL_PROJECTS, missing_label
-    from ccmeter.sessions import short_id
-
-    shown = []
-    for row in rows:
-        copy = dict(row)
-        if copy.get("project") is None and (copy.get("projects") or 0) > 1:
-            copy["project"] = SEVERAL_PROJECTS
-        for key in ("project", "model"):
-            if key in copy and copy[key] is None:
-                copy[key] = missing_label(key)
-        if "session" in copy:
-            copy["session"] = (short_id(copy["session"]) if copy["session"]
-                               else missing_label("session"))
-        shown.append(copy)
-    return shown

@@ -7,201 +7,25 @@ land; ``statusline`` prints Claude Code's status bar line (its work is in
 
 from __future__ import annotations
 
-import io
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ccmeter import config, money
-from ccmeter.commands.common import NO_CALLS_YET, open_db
-from ccmeter.statusline import _ago, _caps, _local, plan_line
+from ccmeter import config
+from ccmeter.commands.common import open_db
+from ccmeter.views.watch import (
+    _minutes,
+    print_once,
+    render_watch_frame,  # noqa: F401  (re-exported: tests)
+    watch_renderables,
+)
 
 
 def register(app: typer.Typer) -> None:
     app.command()(watch)
     app.command()(statusline)
-
-
-def _eta(status: Any, burn: dict[str | None, int], now: float) -> str:
-    """When a cap is reached at the last hour's pace, or why not."""
-    if status.spent_picousd >= status.limit_picousd:
-        return "reached"
-    if status.scope == "global":
-        per_hour = sum(burn.values())
-    elif status.scope.startswith("project:"):
-        per_hour = burn.get(status.scope.removeprefix("project:"), 0)
-    else:
-        return "—"
-    if per_hour <= 0:
-        return "—"
-    at = now + (status.limit_picousd - status.spent_picousd) / per_hour * 3600
-    if status.resets_at is not None and at >= status.resets_at:
-        return "not before reset"
-    return _local(at, "%H:%M" if at - now < 86400 else "%a %H:%M")
-
-
-def _fitted_table(title: str, headers: Sequence[tuple[str, str]],
-                  rows: Sequence[tuple[Sequence[str], str | None]], width: int,
-                  shrink: int) -> Any:
-    """A borderless rich table one line per row: every column as wide as its widest cell
-    except column ``shrink`` (a name), which takes what is left and ends in an ellipsis."""
-    from rich.cells import cell_len
-    from rich.table import Table
-    from rich.text import Text
-
-    from ccmeter.untrusted import printable
-
-    # names (projects, session and agent ids) come from headers: shown as text, never as
-    # escape sequences or rich markup
-    rows = [([printable(cell) for cell in cells], style) for cells, style in rows]
-    # terminal cells, not characters: ⛔ and wide names take two
-    sizes = [max([cell_len(h), *(cell_len(cells[i]) for cells, _ in rows)])
-             for i, (h, _) in enumerate(headers)]
-    rest = width - sum(sizes) + sizes[shrink] - 2 * (len(sizes) - 1)
-    sizes[shrink] = max(min(sizes[shrink], rest), cell_len(headers[shrink][0]), 8)
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for (header, justify), size in zip(headers, sizes, strict=True):
-        table.add_column(header, justify=justify, no_wrap=True,  # type: ignore[arg-type]
-                         overflow="ellipsis", width=size)
-    for cells, style in rows:
-        table.add_row(*(Text(cell) for cell in cells), style=style)
-    return table
-
-
-def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
-                      active_minutes: int = 15, width: int = 100) -> list[Any]:
-    """The parts of one ``watch`` frame (rich renderables), newest figures from ``db``,
-    laid out for a terminal ``width`` columns wide."""
-    from rich.text import Text
-
-    from ccmeter import periods, render
-    from ccmeter.sessions import active_agents, burn_by_project, has_calls, latest_plan, spend_since
-
-    now = time.time() if now is None else now
-    head = Text(f"ccmeter watch · {_local(now, '%Y-%m-%d %H:%M:%S')}\n", style="bold")
-    parts: list[Any] = [head]
-    burn = burn_by_project(db, now - 3600)
-    if not has_calls(db):
-        head.append(NO_CALLS_YET)
-    else:
-        today, unpriced_today = spend_since(db, periods.local_midnight(now))
-        head.append(f"today {money.spend_usd(today) if today is not None else '$0.00'}",
-                    style="bold")
-        if unpriced_today:
-            head.append(f" (+{render.plural(unpriced_today, 'unpriced call')})", style="yellow")
-        head.append(f" · burn {money.format_usd(sum(burn.values()))}/h over the last hour")
-
-    statuses, why = _caps(db, cfg, now)
-    if statuses is None:
-        parts.append(Text(why or "caps: unavailable", style="dim"))
-    elif not statuses:
-        parts.append(Text("no caps set (ccmeter caps set --daily 20)", style="dim"))
-    else:
-        parts.append(_caps_table(statuses, burn, now, width))
-
-    agents = active_agents(db, now - active_minutes * 60)
-    if agents:
-        parts.append(_active_table(agents, now, active_minutes, width))
-    else:
-        parts.append(Text(f"no active sessions (no call in the last {active_minutes} min)",
-                          style="dim"))
-
-    plan = latest_plan(db)
-    if plan is not None:
-        parts.append(Text(plan_line(plan, now, long=True)))
-    return parts
-
-
-def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float,
-                width: int) -> Any:
-    """Each cap's spend, limit, use, reset and pace; the bar only where there is room."""
-    from ccmeter import render
-
-    places = money.cap_places(s.limit_picousd for s in statuses)  # as `caps` shows them
-    headers = [("Cap", "left"), ("Spent", "right"), ("Limit", "right"), ("Used", "right"),
-               ("", "left"), ("Resets", "left"), ("At this pace", "left")]
-    rows = []
-    for status in statuses:
-        style = "red" if status.fraction >= 1 else ("yellow" if status.fraction >= 0.8
-                                                    else None)
-        mark = "⛔ " if status.fraction >= 1 else ("⚠ " if status.fraction >= 0.8 else "")
-        rows.append(([
-            mark + getattr(status, "label", f"{status.name} {status.scope}"),
-            money.spend_usd(status.spent_picousd, status.limit_picousd, places),
-            money.cap_usd(status.limit_picousd, places),
-            render.format_percent(status.fraction),
-            render.bar(status.fraction, 10),
-            _local(status.resets_at, "%a %H:%M") if status.resets_at else "—",
-            _eta(status, burn, now),
-        ], style))
-    if width < 100:  # the bar repeats Used; the cap's name needs the room more
-        headers.pop(4)
-        rows = [(cells[:4] + cells[5:], style) for cells, style in rows]
-    return _fitted_table("Caps", headers, rows, width, shrink=0)
-
-
-def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
-                  width: int = 100) -> Any:
-    from ccmeter import reports
-    from ccmeter.sessions import short_agent, short_id
-
-    by_session: dict[str, list[Mapping[str, Any]]] = {}
-    for row in agents:
-        by_session.setdefault(row["session_id"], []).append(row)
-
-    def total(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int | None, float]:
-        calls = sum(r["calls"] for r in rows)
-        priced = sum(r["priced_calls"] for r in rows)
-        cost = sum(int(r["cost_picousd"] or 0) for r in rows) if priced else None
-        return calls, cost, max(r["last_ts"] for r in rows)
-
-    lines: list[tuple[list[Any], str | None]] = []
-    ordered = sorted(by_session.items(), key=lambda item: -total(item[1])[2])
-    for sid, rows in ordered:
-        calls, cost, last = total(rows)
-        project = next((r["project"] for r in rows if r["project"]), reports.NO_PROJECT)
-        lines.append(([short_id(sid), project, _ago(now - last), f"{calls:,}", cost], None))
-        for row in sorted(rows, key=lambda r: -(r["cost_picousd"] or 0)):
-            if row["call_kind"] != "subagent" and not row["agent_id"]:
-                continue
-            label = f"  └ {short_agent(row['agent_id']) or 'subagent'}"
-            cost = row["cost_picousd"] if row["priced_calls"] else None
-            lines.append(([label, "", _ago(now - row["last_ts"]), f"{row['calls']:,}", cost],
-                          "dim"))
-    places = money.usd_places(cells[4] for cells, _ in lines)
-    for cells, _ in lines:
-        cells[4] = money.format_usd(cells[4], places)
-    headers = [("Session", "left"), ("Project", "left"), ("Last call", "left"),
-               ("Calls", "right"), ("Cost", "right")]
-    return _fitted_table(f"Active sessions (a call in the last {minutes} min)", headers,
-                         lines, width, shrink=1)
-
-
-def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float | None = None,
-                       *, active_minutes: int = 15, width: int = 100) -> str:
-    """One ``watch`` frame as plain text (no escape codes): for ``--once`` and tests."""
-    from rich.console import Group
-
-    from ccmeter.render import make_console
-
-    buffer = io.StringIO()
-    console = make_console(buffer, width=width)
-    console.print(Group(*watch_renderables(db, cfg or {}, now, active_minutes, width)))
-    return buffer.getvalue()
-
-
-def _minutes(text: str, option: str) -> int:
-    """Whole minutes (at least 1) for a length in the one duration grammar; a bare number
-    is minutes, as ``--active`` always took."""
-    from ccmeter import periods
-
-    value = text.strip()
-    length = periods.parse_duration(value + "m" if value.isdigit() else value,
-                                    what=f"length for {option}")
-    return max(1, round(length.approx_seconds / 60))
 
 
 def watch(
@@ -227,15 +51,13 @@ def watch(
     from ccmeter import store
     from ccmeter.render import make_console
 
+    if once or not sys.stdout.isatty():
+        print_once(active)
+        return
     active_minutes = _minutes(active, "--active")
     cfg = config.load_config()
     db = open_db()
     try:
-        if once or not sys.stdout.isatty():
-            console = make_console(sys.stdout)
-            sys.stdout.write(render_watch_frame(db, cfg, active_minutes=active_minutes,
-                                                width=console.width))
-            return
         console = make_console(sys.stdout)
         frame = Group(*watch_renderables(db, cfg, None, active_minutes, console.width))
         version, drawn = store.data_version(db), time.monotonic()

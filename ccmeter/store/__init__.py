@@ -8,52 +8,114 @@
 - :mod:`.recovered` inserts the rows folded in from a dead proxy's call journal.
 
 Everything a caller needs is re-exported here, so ``from ccmeter import store`` and
-``store.connect(...)`` read the same wherever they are used.
+``store.connect(...)`` read the same wherever they are used. The re-exports are lazy: a
+command that only reads (``ccmeter report``) loads :mod:`.db` and not the writer thread, its
+logging and the cap SQL, which it would never use.
 """
 
-from ccmeter.store.calls import (
-    CALL_COLUMNS,
-    REPRICE_ROWS_SQL,
-    STATUSES,
-    bulk_insert_calls,
-    cost_history,
-    get_call,
-    reprice_calls,
-    run_calls,
-    upsert_calls,
-)
-from ccmeter.store.capspend import (
-    CAP_BUCKET_S,
-    CAP_CHECK_WAIT_MS,
-    RELEASE_RESERVATION,
-    Reservation,
-    SpendQuery,
-    SpendWindow,
-    WouldBlock,
-    _spends_sql,
-    cap_check_and_reserve,
-    cap_mark_warned,
-    cap_release,
-    cap_reservations,
-    cap_rolling_release_ts,
-    cap_spends,
-    cap_spent,
-    connect_cap_checker,
-    run_spend_query,
-    spend_query,
-)
-from ccmeter.store.db import (
-    BUSY_TIMEOUT_MS,
-    connect,
-    connect_reader,
-    data_version,
-    migrate,
-    query,
-    schema_version,
-)
-from ccmeter.store.migrations import MIGRATIONS
-from ccmeter.store.recovered import insert_missing_calls
-from ccmeter.store.writer import CallWriter
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ccmeter.store.calls import (
+        CALL_COLUMNS,
+        REPRICE_ROWS_SQL,
+        STATUSES,
+        bulk_insert_calls,
+        cost_history,
+        get_call,
+        reprice_calls,
+        run_calls,
+        upsert_calls,
+    )
+    from ccmeter.store.capspend import (
+        CAP_BUCKET_S,
+        CAP_CHECK_WAIT_MS,
+        RELEASE_RESERVATION,
+        Reservation,
+        SpendQuery,
+        SpendWindow,
+        WouldBlock,
+        _spends_sql,
+        cap_check_and_reserve,
+        cap_mark_warned,
+        cap_release,
+        cap_reservations,
+        cap_rolling_release_ts,
+        cap_spends,
+        cap_spent,
+        connect_cap_checker,
+        run_spend_query,
+        spend_query,
+    )
+    from ccmeter.store.db import (
+        BUSY_TIMEOUT_MS,
+        MigratedDatabase,
+        connect,
+        connect_migrated,
+        connect_reader,
+        data_version,
+        migrate,
+        query,
+        schema_version,
+    )
+    from ccmeter.store.migrations import MIGRATIONS
+    from ccmeter.store.recovered import insert_missing_calls
+    from ccmeter.store.writer import CallWriter
+
+#: where each re-exported name lives
+_HOMES = {
+    "CALL_COLUMNS": "calls",
+    "REPRICE_ROWS_SQL": "calls",
+    "STATUSES": "calls",
+    "bulk_insert_calls": "calls",
+    "cost_history": "calls",
+    "get_call": "calls",
+    "reprice_calls": "calls",
+    "run_calls": "calls",
+    "upsert_calls": "calls",
+    "CAP_BUCKET_S": "capspend",
+    "CAP_CHECK_WAIT_MS": "capspend",
+    "RELEASE_RESERVATION": "capspend",
+    "Reservation": "capspend",
+    "SpendQuery": "capspend",
+    "SpendWindow": "capspend",
+    "WouldBlock": "capspend",
+    "_spends_sql": "capspend",
+    "cap_check_and_reserve": "capspend",
+    "cap_mark_warned": "capspend",
+    "cap_release": "capspend",
+    "cap_reservations": "capspend",
+    "cap_rolling_release_ts": "capspend",
+    "cap_spends": "capspend",
+    "cap_spent": "capspend",
+    "connect_cap_checker": "capspend",
+    "run_spend_query": "capspend",
+    "spend_query": "capspend",
+    "BUSY_TIMEOUT_MS": "db",
+    "MigratedDatabase": "db",
+    "connect": "db",
+    "connect_migrated": "db",
+    "connect_reader": "db",
+    "data_version": "db",
+    "migrate": "db",
+    "query": "db",
+    "schema_version": "db",
+    "MIGRATIONS": "migrations",
+    "insert_missing_calls": "recovered",
+    "CallWriter": "writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -65,6 +127,7 @@ __all__ = [
     "REPRICE_ROWS_SQL",
     "STATUSES",
     "CallWriter",
+    "MigratedDatabase",
     "Reservation",
     "SpendQuery",
     "SpendWindow",
@@ -80,6 +143,7 @@ __all__ = [
     "cap_spent",
     "connect",
     "connect_cap_checker",
+    "connect_migrated",
     "connect_reader",
     "cost_history",
     "data_version",

@@ -47,6 +47,57 @@ def connect(path: Path | str, *, wait_ms: int = BUSY_TIMEOUT_MS,
     return db
 
 
+class MigratedDatabase:
+    """A database already at the latest schema, opened with plain :mod:`sqlite3`.
+
+    It answers ``conn`` and ``execute`` as :class:`sqlite_utils.Database` does, which is all
+    the reading commands use; anything else builds that Database (importing sqlite-utils,
+    ~30-60 ms with its plugin scan) on first use and hands the call to it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._full: sqlite_utils.Database | None = None
+
+    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        if parameters is not None:
+            return self.conn.execute(sql, parameters)
+        return self.conn.execute(sql)
+
+    def _database(self) -> sqlite_utils.Database:
+        if self._full is None:
+            import sqlite_utils
+
+            self._full = sqlite_utils.Database(self.conn)
+        return self._full
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database(), name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._database()[name]
+
+
+def connect_migrated(path: Path | str) -> MigratedDatabase | sqlite_utils.Database:
+    """The database at ``path`` for a command that reads it: when the file is already in WAL
+    mode at the latest schema (the usual case), a :class:`MigratedDatabase` without
+    sqlite-utils; otherwise (missing, older, unreadable) whatever :func:`connect` does."""
+    path = Path(path)
+    if path.is_file():
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if (conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS)
+                    and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"):
+                conn.execute("PRAGMA synchronous=NORMAL")
+                return MigratedDatabase(conn)
+        except sqlite3.Error:
+            pass  # connect() below meets the same problem and says so as it always has
+        conn.close()
+    return connect(path)
+
+
 def schema_version(db: sqlite_utils.Database) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 

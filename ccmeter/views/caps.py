@@ -1,0 +1,90 @@
+"""``ccmeter caps`` without a subcommand, at run time: each cap's spend, what remains, and when
+it resets. No Typer here: the command and its options are in :mod:`ccmeter.commands.caps`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from ccmeter import config, render
+from ccmeter.caps.guard import cap_statuses
+from ccmeter.caps.policy import parse_policy
+from ccmeter.money import cap_places, cap_usd, floor_usd, spend_usd
+from ccmeter.views.common import echo, open_db
+
+
+def show(fmt: str, session: str | None) -> None:
+    if fmt not in render.FORMATS:
+        raise config.CCMeterError(f"unknown format {fmt!r}; one of {', '.join(render.FORMATS)}")
+    paths = config.paths()
+    cfg = config.load_config(paths)
+    policy = parse_policy(cfg)
+    now = datetime.now().timestamp()
+    db = open_db()  # a database that cannot be opened: the one message report gives
+    try:
+        if session is not None:
+            session = _resolve_session(db, session)
+        statuses = cap_statuses(db, cfg, now, session_id=session)
+    finally:
+        db.conn.close()
+    paused = policy.paused_until if policy.paused(now) else None
+    meta: dict[str, Any] = {"mode": policy.mode, "window": policy.window,
+                            "on_error": policy.on_error}
+    if policy.timezone:
+        meta["timezone"] = policy.timezone
+    if paused is not None:
+        meta["paused_until"] = (render.format_datetime(paused) if fmt == "table"
+                                else render.iso_datetime(paused))
+    # caps and their spend: one precision, the caps' own (money.cap_places), in every view
+    places = cap_places(c.limit_picousd for c in policy.caps)
+    per_session = [c for c in policy.caps if c.scope == "per_session"]
+    if per_session and session is None:
+        meta["per_session"] = ", ".join(
+            f"{c.name} {cap_usd(c.limit_picousd, places)}"
+            for c in per_session) + " (spend: --session ID)"
+    if not policy.caps and fmt == "table":
+        echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
+        if paused is not None:
+            echo(f"(paused until {render.format_datetime(paused)})")
+        return
+    rows: list[dict[str, Any]] = [{
+        "cap": s.name, "scope": s.scope, "limit": s.limit_picousd, "spent": s.spent_picousd,
+        "remaining": s.remaining_picousd, "used": s.fraction, "resets": s.resets_at,
+        "window": s.window,
+        "state": "reached" if s.reached else ("warning" if s.warning else "ok"),
+    } for s in statuses]
+    # on a narrow terminal Window, Remaining and State go; Used and Resets stay
+    columns = [
+        render.Column("cap", "Cap"), render.Column("scope", "Scope"),
+        render.Column("limit", "Limit", "usd"), render.Column("spent", "Spent", "usd", keep=True),
+        render.Column("remaining", "Remaining", "usd", drop=2),
+        render.Column("used", "Used", "percent", keep=True),
+        render.Column("resets", "Resets", "datetime", keep=True),
+        render.Column("window", "Window", drop=3), render.Column("state", "State", drop=1),
+    ]
+    if fmt == "table":
+        rows = [{**row, "scope": _scope_label(str(row["scope"])),
+                 "limit": cap_usd(row["limit"], places),
+                 "spent": spend_usd(row["spent"], row["limit"], places),
+                 "remaining": floor_usd(row["remaining"], places)} for row in rows]
+        columns = [replace(c, kind="number") if c.kind == "usd" else c for c in columns]
+    title = "Spending caps" + (" — PAUSED" if paused is not None else "")
+    render.emit(rows, columns, fmt, title=title, meta=meta)
+
+
+def _scope_label(scope: str) -> str:
+    """A session's scope by the short id reports show (``session:72292d5c``)."""
+    kind, _, name = scope.partition(":")
+    return f"{kind}:{name[:8]}" if kind == "session" else scope
+
+
+def _resolve_session(db: Any, prefix: str) -> str:
+    """The full id of the one session starting with ``prefix`` (as ``ccmeter session``)."""
+    from ccmeter import sessions
+
+    try:
+        return sessions.resolve_session(db, prefix)
+    except ValueError as exc:
+        raise config.CCMeterError(str(exc)) from None
