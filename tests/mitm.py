@@ -60,10 +60,17 @@ class MitmDump:
             values = value if isinstance(value, list) else [value]
             for item in values:
                 args += ["--set", f"{key}={item}"]
-        env = dict(os.environ, CCMETER_HOME=str(self.home))
+        self._launch(args, dict(os.environ, CCMETER_HOME=str(self.home)))
+
+    def _launch(self, args: list[str], env: dict[str, str]) -> None:
+        """Start ``args`` logging to ``self.log_path``; return once the addon listens."""
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self._wait_for_addon()
+        try:
+            self._wait_for_addon()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_for_addon(self, timeout: float = 30.0) -> None:
         """mitmproxy loads ``-s`` scripts from a watcher task, so the port may accept

@@ -10,36 +10,30 @@ from __future__ import annotations
 import http.client
 import os
 import sqlite3
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mitm import ADDON, MITMDUMP, free_port, wait_for_port
+from mitm import ADDON, MITMDUMP, MitmDump, free_port
 
 
-class UserProxy:
-    """mitmdump in front of ``upstream`` on a free loopback port; ``stop()`` or ``with``."""
+class UserProxy(MitmDump):
+    """mitmdump in front of ``upstream`` on a free loopback port; ``stop()`` or ``with``.
+
+    Unlike :class:`MitmDump` it sets no ``ccmeter_home`` and no ``CCMETER_HOME``."""
 
     def __init__(self, upstream: str, workdir: Path, extra_args: Sequence[str] = ()) -> None:
+        self.home = Path(workdir)
         self.port = free_port()
-        self.log_path = Path(workdir) / f"mitmdump-{self.port}.log"
+        self.confdir = self.home / "mitmproxy-ca"
+        self.log_path = self.home / f"mitmdump-{self.port}.log"
         args = [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:{upstream}",
                 "--listen-host", "127.0.0.1", "-p", str(self.port),
-                "--set", f"confdir={Path(workdir) / 'mitmproxy-ca'}",
+                "--set", f"confdir={self.confdir}",
                 "--set", "termlog_verbosity=info", "--set", "flow_detail=0",
                 "--set", "connection_strategy=lazy", *extra_args]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ))
-        deadline = time.monotonic() + 30
-        while b"ccmeter: metering into" not in self.log_path.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the proxy did not start: {self.log_text()[-2000:]}")
-            time.sleep(0.05)
-        wait_for_port(self.port, proc=self.proc)
+        self._launch(args, dict(os.environ))
 
     def rss_mb(self) -> float:
         """The proxy's resident memory now (0 once it has exited)."""
@@ -69,25 +63,6 @@ class UserProxy:
             return response.status, {k.lower(): v for k, v in response.getheaders()}, data
         finally:
             conn.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def __enter__(self) -> UserProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def calls(db: Path, expect: int, timeout: float = 20.0) -> list[dict[str, Any]]:
