@@ -3,7 +3,7 @@
 ``ccmeter report | less``, scripts and the fast path (:mod:`ccmeter.fastpath`) print tables
 to something that is not a terminal, where rich draws no colour: there the layout
 :func:`ccmeter.render.render_table` asks rich for (``SIMPLE_HEAD`` box, no edges, every column
-exactly as wide as ``render._fitting`` says, one line per row, an ellipsis where text is cut,
+exactly as wide as ``render.layout`` says, one line per row, an ellipsis where text is cut,
 title and caption word-wrapped to the table's width) is simple enough to write directly,
 without importing rich (~20 ms) or running its layout engine. :func:`table_text` returns
 ``None`` for anything outside that plain case (characters whose terminal width is not one
@@ -17,17 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ccmeter import money
-from ccmeter.render import (
-    COMPACT,
-    ONE_CELL,
-    TWO_CELLS,
-    Column,
-    _caption,
-    _fitting,
-    format_cell,
-    format_int_compact,
-)
+from ccmeter.render import ONE_CELL, TWO_CELLS, Column, cell_text, layout
 from ccmeter.untrusted import printable
 
 _WORD = re.compile(r"\s*\S+\s*")
@@ -72,23 +62,12 @@ def table_text(
     width: int = 120,
 ) -> str | None:
     """The table as rich prints it without colour, or None when rich must lay it out."""
-    compact = width < COMPACT
-    every = [*rows, *([totals] if totals is not None else [])]
-    places = money.usd_places(r.get(c.key) for r in every for c in columns if c.kind == "usd")
-    sizes = _fitting(columns, every, width, compact, places)
-    shown = [c for c in columns if c.key in sizes]
+    compact, places, sizes, shown, caption = layout(rows, columns, totals, meta, width)
     if not shown or not all(sizes[c.key] > 0 for c in shown):
         return None  # rich gives a column of width 0 a cell anyway
-    caption = _caption(meta)
-    hidden = len([c for c in columns if c not in shown and c.kind != "spark"])
-    if hidden:
-        note = f"{hidden} column{'s' * (hidden > 1)} hidden to fit {width} columns"
-        caption = f"{caption} · {note}" if caption else note
 
     def cell(value: Any, column: Column) -> str:
-        if compact and column.kind == "int":
-            return format_int_compact(value)
-        return format_cell(value, column.kind, places)
+        return cell_text(value, column, compact, places)
 
     lines = [[c.header for c in shown]]
     lines += [[cell(row.get(c.key), c) for c in shown] for row in rows]

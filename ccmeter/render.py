@@ -352,16 +352,7 @@ def render_table(
     from rich.table import Table
     from rich.text import Text
 
-    compact = width < COMPACT
-    every = [*rows, *([totals] if totals is not None else [])]
-    places = money.usd_places(r.get(c.key) for r in every for c in columns if c.kind == "usd")
-    sizes = _fitting(columns, every, width, compact, places)
-    shown = [c for c in columns if c.key in sizes]
-    caption = _caption(meta)
-    hidden = len([c for c in columns if c not in shown and c.kind != "spark"])
-    if hidden:
-        note = f"{hidden} column{'s' * (hidden > 1)} hidden to fit {width} columns"
-        caption = f"{caption} · {note}" if caption else note
+    compact, places, sizes, shown, caption = layout(rows, columns, totals, meta, width)
     table = Table(title=_plain(title), caption=_plain(caption), box=box.SIMPLE_HEAD,
                   title_justify="left",
                   caption_justify="left", pad_edge=False, show_edge=False,
@@ -389,16 +380,37 @@ def render_table(
     return table
 
 
+def layout(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column],
+           totals: Mapping[str, Any] | None, meta: Mapping[str, Any] | None,
+           width: int) -> tuple[bool, int | None, dict[str, int], list[Column], str | None]:
+    """How a table of ``rows`` is laid out in ``width`` cells, whoever draws it (rich or
+    :mod:`ccmeter.plaintable`): (compact, money places, column widths, the columns shown,
+    the caption with its note on hidden columns)."""
+    compact = width < COMPACT
+    every = [*rows, *([totals] if totals is not None else [])]
+    places = money.usd_places(r.get(c.key) for r in every for c in columns if c.kind == "usd")
+    sizes = _fitting(columns, every, width, compact, places)
+    shown = [c for c in columns if c.key in sizes]
+    caption = _caption(meta)
+    hidden = len([c for c in columns if c not in shown and c.kind != "spark"])
+    if hidden:
+        note = f"{hidden} column{'s' * (hidden > 1)} hidden to fit {width} columns"
+        caption = f"{caption} · {note}" if caption else note
+    return compact, places, sizes, shown, caption
+
+
+def cell_text(value: Any, column: Column, compact: bool, places: int | None) -> str:
+    """A cell's text, as every table shows it (compact counts in a narrow terminal)."""
+    if compact and column.kind == "int":
+        return format_int_compact(value)
+    return format_cell(value, column.kind, places)
+
+
 def _natural_width(column: Column, rows: Sequence[Mapping[str, Any]], compact: bool,
                    places: int | None = None) -> int:
     """The width of ``column``'s widest cell or header (no padding)."""
-    def text(value: Any) -> str:
-        if compact and column.kind == "int":
-            return format_int_compact(value)
-        return format_cell(value, column.kind, places)
-
     # terminal cells: a wide sign or CJK name takes two
-    cells = [cell_len(text(r.get(column.key))) for r in rows]
+    cells = [cell_len(cell_text(r.get(column.key), column, compact, places)) for r in rows]
     return max([cell_len(column.header), *cells, _min_width(column) or 0])
 
 
@@ -470,10 +482,7 @@ def _min_width(column: Column) -> int | None:
 
 def _cell(value: Any, column: Column, text_type: Any, compact: bool = False,
           places: int | None = None) -> Any:
-    if compact and column.kind == "int":
-        text = format_int_compact(value)
-    else:
-        text = format_cell(value, column.kind, places)
+    text = cell_text(value, column, compact, places)
     if column.kind == "usd" and value is None:
         return text_type(text, style="yellow")
     return text_type(text)
