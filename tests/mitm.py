@@ -17,6 +17,25 @@ ADDON = ROOT / "addons" / "ccmeter.py"
 MITMDUMP = Path(sys.executable).with_name("mitmdump")
 
 
+# The start of every scripted client that talks like Claude Code: HTTPS to api.anthropic.com
+# through the proxy in HTTPS_PROXY (sending its credentials, as Node, curl and requests do:
+# they tag a `ccmeter run`'s calls), trusting the CA in NODE_EXTRA_CA_CERTS. A client's own
+# code follows it and opens connections with `tunnel(timeout)`.
+TUNNEL = """
+import base64, http.client, json, os, ssl, sys, time
+from urllib.parse import urlsplit
+proxy = urlsplit(os.environ["HTTPS_PROXY"])
+auth = {"Proxy-Authorization": "Basic " + base64.b64encode(
+    f"{proxy.username}:{proxy.password}".encode()).decode()} if proxy.username else {}
+ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
+
+def tunnel(timeout):
+    conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx,
+                                       timeout=timeout)
+    conn.set_tunnel("api.anthropic.com", 443, headers=auth)
+    return conn
+"""
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

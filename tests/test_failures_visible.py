@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mitm import MitmDump
+from mitm import TUNNEL, MitmDump
 from standin import StandIn, error_reply
 
 from ccmeter import failures, launch, proxy
@@ -29,21 +29,13 @@ from ccmeter import failures, launch, proxy
 CCMETER = [sys.executable, "-m", "ccmeter.cli"]
 
 # Like Claude Code: HTTPS to api.anthropic.com through HTTPS_PROXY, a main-prompt body.
-CLIENT = textwrap.dedent("""
-    import http.client, json, os, ssl, sys
-    from urllib.parse import urlsplit
-    proxy = urlsplit(os.environ["HTTPS_PROXY"])
-    import base64  # HTTPS_PROXY's credentials, sent as urllib, requests, curl, Node do
-    auth = {"Proxy-Authorization": "Basic " + base64.b64encode(
-        f"{proxy.username}:{proxy.password}".encode()).decode()} if proxy.username else {}
-    ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
+CLIENT = TUNNEL + textwrap.dedent("""
     body = json.dumps({"model": "claude-opus-4-8", "max_tokens": 10, "stream": True,
         "system": [{"type": "text", "text": " - Primary working directory: /src/shop\\n"}],
         "tools": [{"name": "Read", "input_schema": {"type": "object"}}],
         "messages": [{"role": "user", "content": "hi"}]})
     for _ in range(int(sys.argv[1])):
-        conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx, timeout=30)
-        conn.set_tunnel("api.anthropic.com", 443, headers=auth)
+        conn = tunnel(30)
         conn.request("POST", "/v1/messages", body=body, headers={
             "content-type": "application/json", "x-api-key": "sk-ant-api03-dummy"})
         reply = conn.getresponse()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from mitm import TUNNEL
 from standin import Reply, StandIn, message_events, sse_reply
 from userproxy import UserProxy, calls
 
@@ -266,16 +267,8 @@ def test_a_killed_proxy_leaves_no_running_status(user_dirs):
 
 
 # A client like Claude Code: HTTPS through HTTPS_PROXY, trusting NODE_EXTRA_CA_CERTS.
-CLIENT = """
-import http.client, json, os, ssl, sys
-from urllib.parse import urlsplit
-proxy = urlsplit(os.environ["HTTPS_PROXY"])
-import base64  # HTTPS_PROXY's credentials, sent as urllib, requests, curl, Node do
-auth = {"Proxy-Authorization": "Basic " + base64.b64encode(
-    f"{proxy.username}:{proxy.password}".encode()).decode()} if proxy.username else {}
-ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
-conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx, timeout=30)
-conn.set_tunnel("api.anthropic.com", 443, headers=auth)
+CLIENT = TUNNEL + """
+conn = tunnel(30)
 conn.request("POST", "/v1/messages", body=json.dumps({"model": "claude-opus-4-8",
     "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
     headers={"content-type": "application/json", "x-api-key": "sk-ant-api03-dummy"})

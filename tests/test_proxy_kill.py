@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mitm import ADDON, MITMDUMP, free_port, wait_for_port
+from mitm import ADDON, MITMDUMP, TUNNEL, free_port, wait_for_port
 from standin import StandIn, message_events, serialize_events, sse_reply
 
 # 40,000 input tokens of Opus 4.8 at $5 / MTok and message_start's 1 output token at $25.
@@ -212,16 +212,8 @@ def test_ccmeter_serve_stopped_mid_stream_finalizes_the_row(user_dirs, tmp_path)
 
 # ``ccmeter run``'s child starts a call in a process of its own, and exits once the answer
 # has begun: run then stops its proxy with the call still streaming.
-STREAMER = """
-import http.client, json, os, ssl, sys, time
-from urllib.parse import urlsplit
-proxy = urlsplit(os.environ["HTTPS_PROXY"])
-import base64  # HTTPS_PROXY's credentials, sent as urllib, requests, curl, Node do
-auth = {"Proxy-Authorization": "Basic " + base64.b64encode(
-    f"{proxy.username}:{proxy.password}".encode()).decode()} if proxy.username else {}
-ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
-conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx, timeout=60)
-conn.set_tunnel("api.anthropic.com", 443, headers=auth)
+STREAMER = TUNNEL + """
+conn = tunnel(60)
 conn.request("POST", "/v1/messages", body=json.dumps({
     "model": "claude-opus-4-8", "max_tokens": 10, "stream": True,
     "messages": [{"role": "user", "content": "hi"}]}), headers={

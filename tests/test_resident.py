@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mitm import TUNNEL
 from standin import StandIn, message_events, serialize_events, sse_reply
 
 from ccmeter import config, proxies, resident
@@ -35,13 +36,7 @@ PER_THOUSAND = 5 * 10**9
 # requests send them) trusting NODE_EXTRA_CA_CERTS. Arguments: "SESSION:N" makes a call
 # of N thousand input tokens in that session and prints its HTTP status; "wait:PATH" waits
 # for a file; "touch:PATH" makes one.
-CLIENT = textwrap.dedent("""
-    import base64, http.client, json, os, ssl, sys, time
-    from urllib.parse import urlsplit
-    proxy = urlsplit(os.environ["HTTPS_PROXY"])
-    auth = {"Proxy-Authorization": "Basic " + base64.b64encode(
-        f"{proxy.username}:{proxy.password}".encode()).decode()} if proxy.username else {}
-    ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
+CLIENT = TUNNEL + textwrap.dedent("""
     for arg in sys.argv[1:]:
         verb, _, what = arg.partition(":")
         if verb == "wait":
@@ -52,9 +47,7 @@ CLIENT = textwrap.dedent("""
             open(what, "w").close()
             continue
         try:
-            conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx,
-                                               timeout=60)
-            conn.set_tunnel("api.anthropic.com", 443, headers=auth)
+            conn = tunnel(60)
             body = json.dumps({"model": "claude-opus-4-8", "max_tokens": int(what),
                                "stream": True, "messages": [{"role": "user", "content": "hi"}]})
             conn.request("POST", "/v1/messages", body=body, headers={

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mitm import ADDON, MITMDUMP, free_port, wait_for_port
+from mitm import ADDON, MITMDUMP, TUNNEL, free_port, wait_for_port
 from realclients import claude_bin
 from standin import StandIn
 from test_user_layout import CLIENT, _proxy_env, cli, priced_replies, rows
@@ -25,16 +25,8 @@ from test_user_layout import CLIENT, _proxy_env, cli, priced_replies, rows
 from ccmeter import config, routing
 
 # One call through HTTPS_PROXY; prints the status, x-should-retry and the error message.
-ONE_CALL = textwrap.dedent("""
-    import http.client, json, os, ssl
-    from urllib.parse import urlsplit
-    proxy = urlsplit(os.environ["HTTPS_PROXY"])
-    import base64  # HTTPS_PROXY's credentials (the run's tag), sent as real clients do
-    auth = {"Proxy-Authorization": "Basic " + base64.b64encode(
-        f"{proxy.username}:{proxy.password}".encode()).decode()} if proxy.username else {}
-    ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
-    conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx, timeout=60)
-    conn.set_tunnel("api.anthropic.com", 443, headers=auth)
+ONE_CALL = TUNNEL + textwrap.dedent("""
+    conn = tunnel(60)
     conn.request("POST", "/v1/messages", body=json.dumps({
         "model": "claude-opus-4-8", "max_tokens": 10, "stream": True,
         "messages": [{"role": "user", "content": "hi"}]}), headers={

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mitm import ADDON, MITMDUMP, free_port, wait_for_port
+from mitm import ADDON, MITMDUMP, TUNNEL, free_port, wait_for_port
 from standin import StandIn, message_events, sse_reply
 
 PICO = 10**12
@@ -32,17 +32,9 @@ CALL_COST = 200_000 * 10**6
 
 # A client like Claude Code: HTTPS through the proxy named in HTTPS_PROXY, trusting the CA
 # named in NODE_EXTRA_CA_CERTS; one call per argument, each printing the HTTP status.
-CLIENT = textwrap.dedent("""
-    import http.client, json, os, ssl, sys
-    from urllib.parse import urlsplit
-    proxy = urlsplit(os.environ["HTTPS_PROXY"])
-    import base64  # HTTPS_PROXY's credentials, sent as urllib, requests, curl, Node do
-    auth = {"Proxy-Authorization": "Basic " + base64.b64encode(
-        f"{proxy.username}:{proxy.password}".encode()).decode()} if proxy.username else {}
-    ctx = ssl.create_default_context(cafile=os.environ["NODE_EXTRA_CA_CERTS"])
+CLIENT = TUNNEL + textwrap.dedent("""
     for session in sys.argv[1:]:
-        conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, context=ctx, timeout=30)
-        conn.set_tunnel("api.anthropic.com", 443, headers=auth)
+        conn = tunnel(30)
         body = json.dumps({"model": "claude-opus-4-8", "max_tokens": 10, "stream": True,
                            "messages": [{"role": "user", "content": "hi"}]})
         conn.request("POST", "/v1/messages", body=body, headers={
