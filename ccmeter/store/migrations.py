@@ -256,6 +256,22 @@ def _m007_run_id(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX api_calls_run ON api_calls (run_id) WHERE run_id IS NOT NULL")
 
 
+def _m008_cache_keys(db: sqlite_utils.Database) -> None:
+    """What each call's prompt cache keyed on, as fingerprints (no text), and the loop
+    guard's count: ``ccmeter waste`` prices every cache re-write and unread write from them.
+
+    - ``cache_key_json``: fingerprints of the tools, the system prompt, and the prefix up to
+      each ``cache_control`` breakpoint with its TTL (see ccmeter.cachekeys);
+    - ``cache_change``: what changed against the previous call of the same conversation as
+      the proxy saw it (``tools``, ``system``, ``model``, ``message:N``; NULL: nothing);
+    - ``tool_call_fp``: the newest tool call the request reports back (name:fingerprint);
+    - ``tool_repeats``: how many times the session had made that tool call.
+    """
+    for column, kind in (("cache_key_json", "TEXT"), ("cache_change", "TEXT"),
+                         ("tool_call_fp", "TEXT"), ("tool_repeats", "INTEGER")):
+        db.execute(f"ALTER TABLE api_calls ADD COLUMN {column} {kind}")
+
+
 #: Ordered migrations. A shipped migration is never edited; add a new one at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_calls,
@@ -265,4 +281,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m005_fallback_from_model,
     _m006_calls_view_fallback,
     _m007_run_id,
+    _m008_cache_keys,
 ]

@@ -1,0 +1,201 @@
+"""What a request's prompt cache keys on, as fingerprints: never the text itself. Pure.
+
+The API caches a prompt's prefix in the order tools → system → messages, up to each
+``cache_control`` breakpoint; a later call reads the longest cached prefix it repeats byte for
+byte. :func:`shape` reads one request body (already parsed) into a :class:`Shape`:
+
+- ``tools`` and ``system``: one fingerprint each (every tool definition / system block, in order);
+- ``messages``: a running fingerprint after each message (message *i*'s value covers messages
+  0..i), held in memory only, so the next call of the chain can say which message changed;
+- ``breakpoints``: where each ``cache_control`` sits, its TTL, and the running fingerprint of
+  the whole prefix up to it (tools, system, messages, model);
+- ``tool_call`` and ``failed_result``: the newest tool call the request reports back (its name
+  and a fingerprint of its input) and, when its result was an error, a fingerprint of that
+  result — what :mod:`ccmeter.loops` counts.
+
+A fingerprint is the first 8 bytes of a BLAKE2b digest of the part's canonical JSON (sorted
+keys, no ``cache_control`` marker: moving a breakpoint changes no cached content), as 16 hex
+digits. Tool-use ids are left out of a tool call's fingerprint (they are new every call).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any
+
+from ccmeter import untrusted
+
+#: The API's default cache lifetime, and the one ``"ttl": "1h"`` asks for.
+TTL_5M_S = 300
+TTL_1H_S = 3600
+#: At most this many breakpoints are kept per call (the API accepts 4).
+MAX_BREAKPOINTS = 8
+#: A tool name is kept up to this length (it names a tool, never carries prompt text).
+MAX_TOOL_NAME = 64
+
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+
+
+def _digest(data: bytes) -> bytes:
+    return blake2b(data, digest_size=8).digest()
+
+
+def fingerprint(value: Any) -> str:
+    """The fingerprint of one JSON value (16 hex digits)."""
+    return _digest(_canonical(value)).hex()
+
+
+def _canonical(value: Any) -> bytes:
+    if isinstance(value, Mapping) and "cache_control" in value:
+        value = {k: v for k, v in value.items() if k != "cache_control"}
+    try:
+        return _encode(value).encode("utf-8", "surrogatepass")
+    except (ValueError, TypeError, RecursionError):  # a cycle cannot come from JSON; be safe
+        return repr(value).encode("utf-8", "surrogatepass")
+
+
+def _chain(previous: bytes, part: bytes) -> bytes:
+    return _digest(previous + _digest(part))
+
+
+def ttl_seconds(marker: Any) -> int:
+    """The TTL a ``cache_control`` marker asks for: 1 hour for ``"ttl": "1h"``, else 5 min."""
+    if isinstance(marker, Mapping) and marker.get("ttl") == "1h":
+        return TTL_1H_S
+    return TTL_5M_S
+
+
+@dataclass(frozen=True)
+class Breakpoint:
+    """One ``cache_control``: ``at`` is ``tools.3``, ``system.2`` or ``messages.12.0``."""
+
+    at: str
+    ttl_s: int
+    prefix: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at": self.at, "ttl": "1h" if self.ttl_s == TTL_1H_S else "5m",
+                "prefix": self.prefix}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one request's cache keys on (see the module docstring)."""
+
+    model: str | None
+    tools: str
+    system: str
+    messages: tuple[bytes, ...]
+    breakpoints: tuple[Breakpoint, ...]
+    tool_call: str | None = None
+    failed_result: str | None = None
+
+    @property
+    def shortest_ttl_s(self) -> int | None:
+        return min((b.ttl_s for b in self.breakpoints), default=None)
+
+    def key_json(self) -> str:
+        """The fingerprints a row keeps (``cache_key_json``): no text, no per-message list."""
+        return json.dumps({
+            "tools": self.tools,
+            "system": self.system,
+            "messages": len(self.messages),
+            "breakpoints": [b.as_json() for b in self.breakpoints],
+        }, separators=(",", ":"))
+
+    def change_from(self, previous: Shape) -> str | None:
+        """What this call's cached prefix changed against ``previous`` (the chain's last
+        call): ``model``, ``tools``, ``system``, ``message:N`` (the first message that
+        differs, counted from 0), or None when everything ``previous`` sent is repeated."""
+        if self.model != previous.model:
+            return "model"
+        if self.tools != previous.tools:
+            return "tools"
+        if self.system != previous.system:
+            return "system"
+        for index, (mine, theirs) in enumerate(zip(self.messages, previous.messages,
+                                                   strict=False)):
+            if mine != theirs:
+                return f"message:{index}"
+        if len(self.messages) < len(previous.messages):  # messages were dropped at the end
+            return f"message:{len(self.messages)}"
+        return None
+
+
+def _blocks(content: Any) -> Sequence[Any]:
+    if isinstance(content, list):
+        return content
+    return [content]
+
+
+def shape(body: Mapping[str, Any]) -> Shape:
+    """The cache shape of a Messages request body (any JSON: what is not a list is read as
+    nothing there). Prompt text is hashed here and dropped."""
+    model = untrusted.text(body.get("model"), 256) if isinstance(body.get("model"), str) else None
+    breakpoints: list[Breakpoint] = []
+    running = _digest((model or "").encode("utf-8", "surrogatepass"))
+
+    def mark(block: Any, at: str) -> None:
+        if (isinstance(block, Mapping) and "cache_control" in block
+                and len(breakpoints) < MAX_BREAKPOINTS):
+            breakpoints.append(Breakpoint(at, ttl_seconds(block.get("cache_control")),
+                                          running.hex()))
+
+    tools = body.get("tools")
+    tools = tools if isinstance(tools, list) else []
+    tools_digest = b""
+    for index, tool in enumerate(tools):
+        part = _canonical(tool)
+        tools_digest = _chain(tools_digest, part)
+        running = _chain(running, part)
+        mark(tool, f"tools.{index}")
+    system = body.get("system")
+    system_blocks = _blocks(system) if system is not None else []
+    system_digest = b""
+    for index, block in enumerate(system_blocks):
+        part = _canonical(block)
+        system_digest = _chain(system_digest, part)
+        running = _chain(running, part)
+        mark(block, f"system.{index}")
+    messages = body.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    cumulative: list[bytes] = []
+    for m_index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, Mapping) else None
+        content = message.get("content") if isinstance(message, Mapping) else message
+        running = _chain(running, _canonical(role))
+        for b_index, block in enumerate(_blocks(content)):
+            running = _chain(running, _canonical(block))
+            mark(block, f"messages.{m_index}.{b_index}")
+        cumulative.append(running)
+    tool_call, failed = newest_tool_call(messages)
+    return Shape(model=model, tools=tools_digest.hex() or fingerprint([]),
+                 system=system_digest.hex() or fingerprint([]), messages=tuple(cumulative),
+                 breakpoints=tuple(breakpoints), tool_call=tool_call, failed_result=failed)
+
+
+def newest_tool_call(messages: Sequence[Any]) -> tuple[str | None, str | None]:
+    """(``Name:fingerprint`` of the newest tool call a request reports back, the
+    fingerprint of its result when that result is an error): read from the last assistant
+    message's ``tool_use`` blocks when the request ends with their results. Several calls in
+    one turn make one fingerprint (names joined by ``+``, inputs hashed together)."""
+    if len(messages) < 2:
+        return None, None
+    answer, results = messages[-2], messages[-1]
+    if not (isinstance(answer, Mapping) and isinstance(results, Mapping)
+            and answer.get("role") == "assistant" and results.get("role") == "user"):
+        return None, None
+    uses = [b for b in _blocks(answer.get("content"))
+            if isinstance(b, Mapping) and b.get("type") in ("tool_use", "server_tool_use")]
+    if not uses:
+        return None, None
+    names = "+".join(sorted({str(b.get("name"))[:MAX_TOOL_NAME] for b in uses}))
+    name = untrusted.text(names, MAX_TOOL_NAME * 2) or "?"
+    call = f"{name}:{fingerprint([[b.get('name'), b.get('input')] for b in uses])}"
+    errors = [b.get("content") for b in _blocks(results.get("content"))
+              if isinstance(b, Mapping) and b.get("type") == "tool_result"
+              and b.get("is_error") is True]
+    return call, (fingerprint(errors) if errors else None)
