@@ -271,7 +271,7 @@ def account(calls: Iterable[CacheCall], pricer: Pricer, now: float) -> Accountin
                 losses.append(Loss(cur, NEVER_READ, NEVER_READ, expired5, expired1,
                                    pricer.saving(cur, t5=expired5, t1=expired1,
                                                  instead="input")))
-    losses.sort(key=lambda loss: (loss.call.started_ts, loss.call.call_uid, loss.kind))
+    losses.sort(key=lambda loss: (loss.call.started_ts, loss.call.call_uid, loss.kind != REWRITE))
     return Accounting(tuple(losses), tuple(pending))
 
 

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     )
     from ccmeter.store.migrations import MIGRATIONS
     from ccmeter.store.recovered import insert_missing_calls
+    from ccmeter.store.waste import cache_calls, session_cache_calls, spend
     from ccmeter.store.writer import CallWriter
 
 #: where each re-exported name lives
@@ -106,6 +107,9 @@ _HOMES = {
     "MIGRATIONS": "migrations",
     "insert_missing_calls": "recovered",
     "CallWriter": "writer",
+    "cache_calls": "waste",
+    "session_cache_calls": "waste",
+    "spend": "waste",
 }
 
 
@@ -134,6 +138,7 @@ __all__ = [
     "WouldBlock",
     "_spends_sql",
     "bulk_insert_calls",
+    "cache_calls",
     "cap_check_and_reserve",
     "cap_mark_warned",
     "cap_release",
@@ -155,6 +160,8 @@ __all__ = [
     "run_calls",
     "run_spend_query",
     "schema_version",
+    "session_cache_calls",
+    "spend",
     "spend_query",
     "upsert_calls",
 ]
