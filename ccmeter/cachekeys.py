@@ -179,23 +179,24 @@ def shape(body: Mapping[str, Any]) -> Shape:
 
 def newest_tool_call(messages: Sequence[Any]) -> tuple[str | None, str | None]:
     """(``Name:fingerprint`` of the newest tool call a request reports back, the
-    fingerprint of its result when that result is an error): read from the last assistant
-    message's ``tool_use`` blocks when the request ends with their results. Several calls in
-    one turn make one fingerprint (names joined by ``+``, inputs hashed together)."""
-    if len(messages) < 2:
+    fingerprint of its result when that result is an error): the last assistant message's
+    ``tool_use`` blocks, when the messages after it (Claude Code may add a reminder of its
+    own) carry their results. Several calls in one turn make one fingerprint (names joined
+    by ``+``, inputs hashed together)."""
+    last = next((i for i in range(len(messages) - 1, -1, -1)
+                 if isinstance(messages[i], Mapping)
+                 and messages[i].get("role") == "assistant"), None)
+    if last is None or last == len(messages) - 1:
         return None, None
-    answer, results = messages[-2], messages[-1]
-    if not (isinstance(answer, Mapping) and isinstance(results, Mapping)
-            and answer.get("role") == "assistant" and results.get("role") == "user"):
-        return None, None
-    uses = [b for b in _blocks(answer.get("content"))
+    uses = [b for b in _blocks(messages[last].get("content"))
             if isinstance(b, Mapping) and b.get("type") in ("tool_use", "server_tool_use")]
-    if not uses:
+    results = [b for m in messages[last + 1:] if isinstance(m, Mapping)
+               for b in _blocks(m.get("content"))
+               if isinstance(b, Mapping) and b.get("type") == "tool_result"]
+    if not uses or not results:
         return None, None
     names = "+".join(sorted({str(b.get("name"))[:MAX_TOOL_NAME] for b in uses}))
     name = untrusted.text(names, MAX_TOOL_NAME * 2) or "?"
     call = f"{name}:{fingerprint([[b.get('name'), b.get('input')] for b in uses])}"
-    errors = [b.get("content") for b in _blocks(results.get("content"))
-              if isinstance(b, Mapping) and b.get("type") == "tool_result"
-              and b.get("is_error") is True]
+    errors = [b.get("content") for b in results if b.get("is_error") is True]
     return call, (fingerprint(errors) if errors else None)
