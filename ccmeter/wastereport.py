@@ -129,3 +129,48 @@ def session_waste(db: Any, session_id: str, catalog: Catalog, now: float) -> int
         return 0
     priced = [x.waste_picousd for x in found.losses if x.waste_picousd is not None]
     return sum(priced) if priced else None
+
+
+def session_notes(db: Any, session_id: str, cfg: Any, now: float) -> list[str]:
+    """For the status line and ``watch``: ``cache waste $0.03`` when the session has lost
+    money to the cache, ``⚠ loop: Read ×6`` when it repeats a tool call (at the warning
+    count or more). Empty when there is nothing to say, or the database cannot tell."""
+    from ccmeter import loops, money
+
+    notes = []
+    lost = session_waste(db, session_id, _catalog(cfg), now)
+    if lost is None:
+        notes.append("cache waste unpriced")
+    elif lost:
+        notes.append(f"cache waste {money.format_usd(lost)}")
+    latest = store.latest_repeat(db, session_id)
+    limit = _loop_limit(cfg)
+    warn_at = min(loops.DEFAULT_WARN_AT, limit) if limit else loops.DEFAULT_WARN_AT
+    if latest and latest["tool_repeats"] >= warn_at:
+        name = str(latest["tool_call_fp"]).rpartition(":")[0]
+        cap = f"/{limit}" if limit else ""
+        notes.append(f"{'⛔' if limit and latest['tool_repeats'] >= limit else '⚠'} loop: "
+                     f"{name} ×{latest['tool_repeats']}{cap}")
+    return notes
+
+
+def _catalog(cfg: Any) -> Catalog:
+    catalog = Catalog.bundled()
+    overrides = cfg.get("prices") if hasattr(cfg, "get") else None
+    if overrides:
+        try:
+            catalog = catalog.with_overrides(overrides)
+        except ValueError:
+            pass  # report says what is wrong with [prices]; here the bundled prices do
+    return catalog
+
+
+def _loop_limit(cfg: Any) -> int | None:
+    from ccmeter.caps.policy import parse_loop
+    from ccmeter.config import CCMeterError
+
+    table = cfg.get("caps") if hasattr(cfg, "get") else None
+    try:
+        return parse_loop(table.get("loop")) if isinstance(table, dict) else None
+    except CCMeterError:
+        return None

@@ -73,6 +73,12 @@ def test_a_loop_is_refused_at_the_cap_other_sessions_go_on_and_a_pause_lets_it_c
         assert "caps paused for session loopy until" in result.output
         assert post(port, conversation(4, session="loopy"), session="loopy")[0] == 200
         rows = db_rows(home, expect=8)
+    from ccmeter.statusline import statusline_text
+
+    line = statusline_text(json.dumps({"session_id": "loopy"}), cfg={"caps": {"loop": 3}})
+    assert "⛔ loop: Read ×4/3" in line, line
+    calm = statusline_text(json.dumps({"session_id": "calm"}), cfg={"caps": {"loop": 3}})
+    assert "loop" not in calm
     blocked = [r for r in rows if r["status"] == "blocked"]
     assert [(r["session_id"], r["error_type"], r["cost_picousd"]) for r in blocked] == [
         ("loopy", "loop", 0)]

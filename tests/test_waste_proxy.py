@@ -219,3 +219,20 @@ def test_no_prompt_text_is_stored(home, cached_api):
     assert key["messages"] == 1 and [b["at"] for b in key["breakpoints"]] == [
         "system.0", "messages.0.0"]
     assert time.time() - row["started_ts"] < 120
+
+
+def test_the_status_line_and_watch_show_the_sessions_waste(home, cached_api):
+    from ccmeter import store
+    from ccmeter.statusline import statusline_text
+    from ccmeter.views.watch import render_watch_frame
+
+    server, _ = cached_api
+    run_calls(home, server, [body(FIRST), body(SECOND, tool_words=999)])
+    line = statusline_text(json.dumps({"session_id": "s1"}), cfg={})
+    assert "cache waste $0.0345" in line, line
+    db = store.connect_migrated(home / "ccmeter.db")
+    try:
+        frame = render_watch_frame(db, {}, width=100)
+    finally:
+        db.conn.close()
+    assert "cache waste $0.0345" in frame, frame

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     )
     from ccmeter.store.migrations import MIGRATIONS
     from ccmeter.store.recovered import insert_missing_calls
-    from ccmeter.store.waste import cache_calls, session_cache_calls, spend
+    from ccmeter.store.waste import cache_calls, latest_repeat, session_cache_calls, spend
     from ccmeter.store.writer import CallWriter
 
 #: where each re-exported name lives
@@ -108,6 +108,7 @@ _HOMES = {
     "insert_missing_calls": "recovered",
     "CallWriter": "writer",
     "cache_calls": "waste",
+    "latest_repeat": "waste",
     "session_cache_calls": "waste",
     "spend": "waste",
 }
@@ -154,6 +155,7 @@ __all__ = [
     "data_version",
     "get_call",
     "insert_missing_calls",
+    "latest_repeat",
     "migrate",
     "query",
     "reprice_calls",

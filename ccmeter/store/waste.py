@@ -50,3 +50,16 @@ def spend(db: Any, start: float, end: float, project: str | None = None,
           session_id: str | None = None) -> dict[str, Any]:
     return query(db, SPEND_SQL, {"start": start, "end": end, "project": project,
                                  "session": session_id})[0]
+
+
+#: A session's newest counted tool call (the loop guard's count), for the status line.
+LATEST_REPEAT_SQL = """
+SELECT tool_call_fp, tool_repeats FROM api_calls
+WHERE session_id = :session AND tool_repeats IS NOT NULL
+ORDER BY started_ts DESC LIMIT 1
+"""
+
+
+def latest_repeat(db: Any, session_id: str) -> dict[str, Any] | None:
+    rows = query(db, LATEST_REPEAT_SQL, {"session": session_id})
+    return rows[0] if rows else None

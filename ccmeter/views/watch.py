@@ -132,7 +132,8 @@ def frame_parts(db: Any, cfg: Mapping[str, Any], now: float | None = None,
 
     agents = active_agents(db, now - active_minutes * 60)
     if agents:
-        parts.append(_active_table(agents, now, active_minutes, width))
+        notes = _session_notes(db, cfg, now, {row["session_id"] for row in agents})
+        parts.append(_active_table(agents, now, active_minutes, width, notes))
     else:
         parts.append(_Line("dim", [(f"no active sessions (no call in the last "
                                     f"{active_minutes} min)", None)]))
@@ -171,8 +172,29 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
     return _fitted_table("Caps", headers, rows, width, shrink=0)
 
 
+def _session_notes(db: Any, cfg: Mapping[str, Any], now: float,
+                   session_ids: set[str]) -> dict[str, list[str]]:
+    """Each active session's cache waste and loop warning (ccmeter.wastereport); none when
+    the database cannot tell."""
+    import sqlite3
+
+    from ccmeter import wastereport
+
+    out = {}
+    for sid in session_ids:
+        if not sid:
+            continue
+        try:
+            found = wastereport.session_notes(db, sid, cfg, now)
+        except sqlite3.Error:
+            return {}
+        if found:
+            out[sid] = found
+    return out
+
+
 def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
-                  width: int = 100) -> _Grid:
+                  width: int = 100, notes: Mapping[str, list[str]] | None = None) -> _Grid:
     from ccmeter import reports
     from ccmeter.sessions import short_agent, short_id
 
@@ -192,6 +214,8 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
         calls, cost, last = total(rows)
         project = next((r["project"] for r in rows if r["project"]), reports.NO_PROJECT)
         lines.append(([short_id(sid), project, _ago(now - last), f"{calls:,}", cost], None))
+        for note in (notes or {}).get(sid, []):  # cache waste, a loop: a line of its own
+            lines.append(([f"  {note}", "", "", "", ""], "yellow" if "loop" in note else "dim"))
         for row in sorted(rows, key=lambda r: -(r["cost_picousd"] or 0)):
             if row["call_kind"] != "subagent" and not row["agent_id"]:
                 continue
@@ -199,9 +223,10 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
             cost = row["cost_picousd"] if row["priced_calls"] else None
             lines.append(([label, "", _ago(now - row["last_ts"]), f"{row['calls']:,}", cost],
                           "dim"))
-    places = money.usd_places(cells[4] for cells, _ in lines)
+    places = money.usd_places(cells[4] for cells, _ in lines if cells[4] != "")
     for cells, _ in lines:
-        cells[4] = money.format_usd(cells[4], places)
+        if cells[4] != "":
+            cells[4] = money.format_usd(cells[4], places)
     headers = [("Session", "left"), ("Project", "left"), ("Last call", "left"),
                ("Calls", "right"), ("Cost", "right")]
     return _fitted_table(f"Active sessions (a call in the last {minutes} min)", headers,
