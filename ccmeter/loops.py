@@ -99,11 +99,11 @@ class LoopDetector:
         """The warning to give for ``seen`` at ``threshold`` repeats, once per tool call (or
         failing result) per session; None when there is nothing (new) to say."""
         state = self._session(seen.session_id)
-        if seen.tool_call is not None and seen.repeats >= threshold:
-            if seen.tool_call not in state.warned:
-                state.warned.add(seen.tool_call)
-                return (f"session {seen.session_id} made the same {seen.tool_name} call "
-                        f"{seen.repeats} times: a loop?")
+        if (seen.tool_call is not None and seen.repeats >= threshold
+                and seen.tool_call not in state.warned):
+            state.warned.add(seen.tool_call)
+            return (f"session {seen.session_id} made the same {seen.tool_name} call "
+                    f"{seen.repeats} times: a loop?")
         if seen.failures >= threshold:
             key = f"failure:{seen.tool_call}"
             if key not in state.warned:

@@ -5,6 +5,7 @@ for the status line and ``watch``. Reads the store; renders nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,10 +159,9 @@ def _catalog(cfg: Any) -> Catalog:
     catalog = Catalog.bundled()
     overrides = cfg.get("prices") if hasattr(cfg, "get") else None
     if overrides:
-        try:
+        # report says what is wrong with [prices]; here the bundled prices do
+        with contextlib.suppress(ValueError):
             catalog = catalog.with_overrides(overrides)
-        except ValueError:
-            pass  # report says what is wrong with [prices]; here the bundled prices do
     return catalog
 
 

@@ -27,7 +27,8 @@ def test_warnings_once_per_call_and_for_failures():
     d2 = loops.LoopDetector()
     for n in range(1, 4):
         seen = d2.observe("s", messages=n * 2, tool_call=f"Bash:{n}", failed_result="err")
-    assert d2.first_warning(seen, 3) == "session s got the same failing Bash result 3 times: a loop?"
+    assert d2.first_warning(seen, 3) == (
+        "session s got the same failing Bash result 3 times: a loop?")
 
 
 def test_forgive_starts_counting_anew():

@@ -95,7 +95,7 @@ def run_calls(home: Path, server: StandIn, bodies: list[dict], between=None) -> 
 
 
 def test_the_normal_turn_reads_the_cache_and_wastes_nothing(home, cached_api):
-    server, cache = cached_api
+    server, _ = cached_api
     rows = run_calls(home, server, [body(FIRST), body(SECOND)])
     assert [(r["cache_read_tokens"], r["cache_write_5m_tokens"]) for r in rows] == [
         (0, 6001), (6001, 510)]

@@ -41,8 +41,8 @@ def _columns(group_by: str | None, fmt: str) -> list[Any]:
                        Column("tokens", "Tokens", "int"), Column("tokens_5m", "5m", "int"),
                        Column("tokens_1h", "1h", "int"), Column("waste", "Waste", "usd")]
             return columns
-        return columns + [Column("cause", "Cause", whole=True), Column("detail", "Why"),
-                          Column("tokens", "Tokens", "int"), Column("waste", "Waste", "usd")]
+        return [*columns, Column("cause", "Cause", whole=True), Column("detail", "Why"),
+                Column("tokens", "Tokens", "int"), Column("waste", "Waste", "usd")]
     return [Column(group_by, _GROUP_HEADERS[group_by], whole=True),
             Column("calls", "Calls", "int"),
             Column("rewrite_tokens", "Re-written", "int"),
