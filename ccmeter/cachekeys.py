@@ -57,10 +57,6 @@ def _canonical(value: Any) -> bytes:
         return repr(value).encode("utf-8", "surrogatepass")
 
 
-def _chain(previous: bytes, part: bytes) -> bytes:
-    return _digest(previous + _digest(part))
-
-
 def ttl_seconds(marker: Any) -> int:
     """The TTL a ``cache_control`` marker asks for: 1 hour for ``"ttl": "1h"``, else 5 min."""
     if isinstance(marker, Mapping) and marker.get("ttl") == "1h":
@@ -133,48 +129,69 @@ def _blocks(content: Any) -> Sequence[Any]:
 
 def shape(body: Mapping[str, Any]) -> Shape:
     """The cache shape of a Messages request body (any JSON: what is not a list is read as
-    nothing there). Prompt text is hashed here and dropped."""
+    nothing there). Prompt text is hashed here and dropped.
+
+    One running BLAKE2b over the prefix, fed one section at a time — the tool list, the
+    system blocks, then each message (its role and blocks) — each encoded once, without its
+    ``cache_control`` markers; a breakpoint inside a section hashes the section up to its
+    block on a copy (a breakpoint on the section's last block, the usual case, costs nothing)."""
     model = untrusted.text(body.get("model"), 256) if isinstance(body.get("model"), str) else None
     breakpoints: list[Breakpoint] = []
-    running = _digest((model or "").encode("utf-8", "surrogatepass"))
+    running = blake2b(digest_size=8)
+    running.update((model or "").encode("utf-8", "surrogatepass") + b"\0")
 
-    def mark(block: Any, at: str) -> None:
-        if (isinstance(block, Mapping) and "cache_control" in block
-                and len(breakpoints) < MAX_BREAKPOINTS):
-            breakpoints.append(Breakpoint(at, ttl_seconds(block.get("cache_control")),
-                                          running.hex()))
+    def section(items: Sequence[Any], label: str, head: list[Any], own: bool = False) -> bytes:
+        """Feed one section; its own fingerprint (for the tools and the system prompt)."""
+        marked = [index for index, item in enumerate(items)  # JSON objects are dicts
+                  if isinstance(item, dict) and "cache_control" in item]
+        stripped = [_unmarked(item) for item in items] if marked else items
+        before = running.copy() if marked else running
+        part = _encoded([*head, stripped])
+        running.update(len(part).to_bytes(8, "little") + part)
+        for index in marked:
+            item = items[index]
+            if len(breakpoints) >= MAX_BREAKPOINTS:
+                break
+            if index == len(items) - 1:
+                prefix = running.copy()
+            else:
+                prefix = before.copy()
+                upto = _encoded([*head, stripped[:index + 1]])
+                prefix.update(len(upto).to_bytes(8, "little") + upto)
+            breakpoints.append(Breakpoint(f"{label}.{index}",
+                                          ttl_seconds(item.get("cache_control")),
+                                          prefix.hexdigest()))
+        return _digest(part) if own else b""
 
     tools = body.get("tools")
-    tools = tools if isinstance(tools, list) else []
-    tools_digest = b""
-    for index, tool in enumerate(tools):
-        part = _canonical(tool)
-        tools_digest = _chain(tools_digest, part)
-        running = _chain(running, part)
-        mark(tool, f"tools.{index}")
+    tools_fp = section(tools if isinstance(tools, list) else [], "tools", [], own=True)
     system = body.get("system")
-    system_blocks = _blocks(system) if system is not None else []
-    system_digest = b""
-    for index, block in enumerate(system_blocks):
-        part = _canonical(block)
-        system_digest = _chain(system_digest, part)
-        running = _chain(running, part)
-        mark(block, f"system.{index}")
+    system_fp = section(_blocks(system) if system is not None else [], "system", [], own=True)
     messages = body.get("messages")
     messages = messages if isinstance(messages, list) else []
     cumulative: list[bytes] = []
     for m_index, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, Mapping) else None
-        content = message.get("content") if isinstance(message, Mapping) else message
-        running = _chain(running, _canonical(role))
-        for b_index, block in enumerate(_blocks(content)):
-            running = _chain(running, _canonical(block))
-            mark(block, f"messages.{m_index}.{b_index}")
-        cumulative.append(running)
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else message
+        section(_blocks(content), f"messages.{m_index}", [role])
+        cumulative.append(running.copy().digest())
     tool_call, failed = newest_tool_call(messages)
-    return Shape(model=model, tools=tools_digest.hex() or fingerprint([]),
-                 system=system_digest.hex() or fingerprint([]), messages=tuple(cumulative),
-                 breakpoints=tuple(breakpoints), tool_call=tool_call, failed_result=failed)
+    return Shape(model=model, tools=tools_fp.hex(), system=system_fp.hex(),
+                 messages=tuple(cumulative), breakpoints=tuple(breakpoints),
+                 tool_call=tool_call, failed_result=failed)
+
+
+def _unmarked(item: Any) -> Any:
+    if isinstance(item, Mapping) and "cache_control" in item:
+        return {k: v for k, v in item.items() if k != "cache_control"}
+    return item
+
+
+def _encoded(value: Any) -> bytes:
+    try:
+        return _encode(value).encode("utf-8", "surrogatepass")
+    except (ValueError, TypeError, RecursionError):
+        return repr(value).encode("utf-8", "surrogatepass")
 
 
 def newest_tool_call(messages: Sequence[Any]) -> tuple[str | None, str | None]:

@@ -47,7 +47,10 @@ class _Session:
     calls: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     seen_requests: dict[tuple[int, str | None], Seen] = field(default_factory=dict)
-    spend: deque[tuple[float, int]] = field(default_factory=deque)
+    #: The calls of the last RATE_WINDOW_S (cost by time), and the sum of every cost before.
+    recent: deque[tuple[float, int]] = field(default_factory=deque)
+    recent_total: int = 0
+    before_total: int = 0
     first_ts: float | None = None
     warned: set[str] = field(default_factory=set)
     rate_warned_ts: float = 0.0
@@ -118,9 +121,12 @@ class LoopDetector:
         state = self._session(session_id)
         if state.first_ts is None or ts < state.first_ts:
             state.first_ts = ts
-        state.spend.append((ts, cost_picousd))
-        if len(state.spend) > MAX_CALLS_PER_SESSION:
-            state.spend.popleft()
+        state.recent.append((ts, cost_picousd))
+        state.recent_total += cost_picousd
+        while state.recent and state.recent[0][0] < ts - RATE_WINDOW_S:  # O(1) per call
+            _, old = state.recent.popleft()
+            state.recent_total -= old
+            state.before_total += old
         return rate_warning(session_id, state, ts)
 
 
@@ -130,8 +136,7 @@ def rate_warning(session_id: str, state: _Session, now: float) -> str | None:
         return None
     if now - state.rate_warned_ts < RATE_WINDOW_S:
         return None
-    recent = sum(c for ts, c in state.spend if ts >= now - RATE_WINDOW_S)
-    before = sum(c for ts, c in state.spend if ts < now - RATE_WINDOW_S)
+    recent, before = state.recent_total, state.before_total
     norm_per_s = before / max(now - RATE_WINDOW_S - start, 1.0)
     rate_per_s = recent / RATE_WINDOW_S
     if rate_per_s * 3600 < RATE_FLOOR_PICOUSD or rate_per_s < RATE_FACTOR * norm_per_s:
