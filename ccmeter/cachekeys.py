@@ -140,8 +140,12 @@ def shape(body: Mapping[str, Any]) -> Shape:
     running = blake2b(digest_size=8)
     running.update((model or "").encode("utf-8", "surrogatepass") + b"\0")
 
-    def section(items: Sequence[Any], label: str, head: list[Any], own: bool = False) -> bytes:
-        """Feed one section; its own fingerprint (for the tools and the system prompt)."""
+    def section(items: Sequence[Any], label: str, head: list[Any], own: bool = False,
+                skip: Any = None) -> bytes:
+        """Feed one section; its own fingerprint (for the tools and the system prompt).
+        ``skip(item)``: a block the API's cache does not key on (its place is kept)."""
+        if skip is not None:
+            items = [None if skip(item) else item for item in items]
         marked = [index for index, item in enumerate(items)  # JSON objects are dicts
                   if isinstance(item, dict) and "cache_control" in item]
         stripped = [_unmarked(item) for item in items] if marked else items
@@ -166,7 +170,8 @@ def shape(body: Mapping[str, Any]) -> Shape:
     tools = body.get("tools")
     tools_fp = section(tools if isinstance(tools, list) else [], "tools", [], own=True)
     system = body.get("system")
-    system_fp = section(_blocks(system) if system is not None else [], "system", [], own=True)
+    system_fp = section(_blocks(system) if system is not None else [], "system", [], own=True,
+                        skip=_billing_header)
     messages = body.get("messages")
     messages = messages if isinstance(messages, list) else []
     cumulative: list[bytes] = []
@@ -179,6 +184,17 @@ def shape(body: Mapping[str, Any]) -> Shape:
     return Shape(model=model, tools=tools_fp.hex(), system=system_fp.hex(),
                  messages=tuple(cumulative), breakpoints=tuple(breakpoints),
                  tool_call=tool_call, failed_result=failed)
+
+
+#: Claude Code's first system block, ``x-anthropic-billing-header: cc_version=…; cch=…;``,
+#: changes with every request (its ``cch`` part) and is read by the API, not cached on: if
+#: it were part of the cache key no call would ever read the cache.
+BILLING_HEADER = "x-anthropic-billing-header:"
+
+
+def _billing_header(block: Any) -> bool:
+    return (isinstance(block, dict) and isinstance(block.get("text"), str)
+            and block["text"].startswith(BILLING_HEADER) and "cache_control" not in block)
 
 
 def _unmarked(item: Any) -> Any:

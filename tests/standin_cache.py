@@ -2,7 +2,8 @@
 
 What the API does (protocol-notes, anthropic-pricing §3), reproduced:
 
-- the prompt is a prefix in the order tools → system → messages, cut into blocks (each tool
+- the prompt is a prefix in the order tools → system → messages (Claude Code's
+  ``x-anthropic-billing-header`` system block, which changes every request, left out), cut into blocks (each tool
   definition, each system block, each message's content blocks; a message's role goes with
   its first block); the model is part of every key;
 - a block with ``cache_control`` is a breakpoint: the prefix up to it is written with its TTL
@@ -99,6 +100,9 @@ def blocks(body: dict[str, Any]) -> list[Block]:
         add(tool)
     system = body.get("system")
     for block in ([system] if isinstance(system, str) else system or []):
+        if (isinstance(block, dict) and str(block.get("text", "")).startswith(
+                "x-anthropic-billing-header:")):
+            continue  # Claude Code's billing marker (new every request) is not cached on
         add(block)
     for message in body.get("messages") or []:
         content = message.get("content")

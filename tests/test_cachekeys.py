@@ -104,3 +104,14 @@ def test_any_json_is_read_without_raising():
                  {"system": "a plain string", "model": 12}):
         shape = cachekeys.shape(body)
         assert isinstance(shape.key_json(), str)
+
+
+def test_claude_codes_billing_header_is_not_part_of_any_fingerprint():
+    first, second = request(), request()
+    first["system"][0]["text"] = "x-anthropic-billing-header: cc_version=2.1.197.7d5; cch=32373;"
+    second["system"][0]["text"] = "x-anthropic-billing-header: cc_version=2.1.197.7d5; cch=67a86;"
+    a, b = cachekeys.shape(first), cachekeys.shape(second)
+    assert a.system == b.system and a.breakpoints == b.breakpoints and b.change_from(a) is None
+    edited = request()
+    edited["system"][0]["text"] = "another first block"
+    assert cachekeys.shape(edited).change_from(cachekeys.shape(request())) == "system"

@@ -128,7 +128,13 @@ def run(by: str | None, since: str | None, until: str | None, project: str | Non
     columns = _columns(group, fmt)
     if fmt == "table" and not rep.rows:
         meta = _meta(rep, now, fmt)
-        echo(f"No cache waste in this period: {meta['period']}.\n{meta['spend']}.")
+        spent = rep.spend["cost_picousd"] or 0
+        from ccmeter import money
+
+        echo(f"No cache waste in this period: {meta['period']}.\n"
+             f"Spent {money.format_usd(spent)} in {rep.spend['calls']} calls, none of it lost "
+             "to cache re-writes or writes never read."
+             + (f"\n{meta['pending']}." if "pending" in meta else ""))
         return
     rows = table_rows(rep.rows) if fmt == "table" else rep.rows
     render.emit(rows, columns, fmt, title=title, totals=rep.totals if group else
