@@ -3,9 +3,9 @@
 What the API does (protocol-notes, anthropic-pricing §3), reproduced:
 
 - the prompt is a prefix in the order tools → system → messages (Claude Code's
-  ``x-anthropic-billing-header`` system block, which changes every request, left out), cut into blocks (each tool
-  definition, each system block, each message's content blocks; a message's role goes with
-  its first block); the model is part of every key;
+  ``x-anthropic-billing-header`` system block, which changes every request, left out), cut
+  into blocks (each tool definition, each system block, each message's content blocks; a
+  message's role goes with its first block); the model is part of every key;
 - a block with ``cache_control`` is a breakpoint: the prefix up to it is written with its TTL
   (``{"ttl": "1h"}``: one hour, else five minutes);
 - a request reads the longest prefix in the cache that it repeats exactly, looked for at each
