@@ -131,22 +131,31 @@ class LoopDetector:
 
 
 def rate_warning(session_id: str, state: _Session, now: float) -> str | None:
-    start = state.first_ts
-    if start is None or now - start < RATE_MIN_HISTORY_S + RATE_WINDOW_S:
-        return None
     if now - state.rate_warned_ts < RATE_WINDOW_S:
         return None
-    recent, before = state.recent_total, state.before_total
-    norm_per_s = before / max(now - RATE_WINDOW_S - start, 1.0)
+    factor = rate_alarm(state.first_ts, state.recent_total, state.before_total, now)
+    if factor is None:
+        return None
+    state.rate_warned_ts = now
+    rate = state.recent_total / RATE_WINDOW_S * 3600 / 10**12
+    return (f"session {session_id} is spending {rate:.2f} $/h over the last "
+            f"{int(RATE_WINDOW_S // 60)} min, "
+            + (f"{factor:.0f}x its own average: a loop?" if factor != float("inf") else
+               "after spending nothing before: a loop?"))
+
+
+def rate_alarm(first_ts: float | None, recent: int, before: int, now: float) -> float | None:
+    """How many times its own average a session's spend rate over the last
+    :data:`RATE_WINDOW_S` is (``recent``: picodollars spent then, ``before``: before then),
+    when that is an alarm: at least :data:`RATE_FACTOR` times, above
+    :data:`RATE_FLOOR_PICOUSD` an hour, after :data:`RATE_MIN_HISTORY_S` of history."""
+    if first_ts is None or now - first_ts < RATE_MIN_HISTORY_S + RATE_WINDOW_S:
+        return None
+    norm_per_s = before / max(now - RATE_WINDOW_S - first_ts, 1.0)
     rate_per_s = recent / RATE_WINDOW_S
     if rate_per_s * 3600 < RATE_FLOOR_PICOUSD or rate_per_s < RATE_FACTOR * norm_per_s:
         return None
-    state.rate_warned_ts = now
-    factor = rate_per_s / norm_per_s if norm_per_s else float("inf")
-    return (f"session {session_id} is spending {rate_per_s * 3600 / 10**12:.2f} $/h over the "
-            f"last {int(RATE_WINDOW_S // 60)} min, "
-            + (f"{factor:.0f}x its own average: a loop?" if norm_per_s else
-               "after spending nothing before: a loop?"))
+    return rate_per_s / norm_per_s if norm_per_s else float("inf")
 
 
 def refusal_message(seen: Seen, limit: int) -> str:

@@ -135,7 +135,9 @@ def session_waste(db: Any, session_id: str, catalog: Catalog, now: float) -> int
 def session_notes(db: Any, session_id: str, cfg: Any, now: float) -> list[str]:
     """For the status line and ``watch``: ``cache waste $0.03`` when the session has lost
     money to the cache, ``⚠ loop: Read ×6`` when it repeats a tool call (at the warning
-    count or more). Empty when there is nothing to say, or the database cannot tell."""
+    count or more), ``⚠ spend 8× its norm`` when its last minutes cost far more than its
+    average (:func:`ccmeter.loops.rate_alarm`). Empty when there is nothing to say, or the
+    database cannot tell."""
     from ccmeter import loops, money
 
     notes = []
@@ -152,6 +154,11 @@ def session_notes(db: Any, session_id: str, cfg: Any, now: float) -> list[str]:
         cap = f"/{limit}" if limit else ""
         notes.append(f"{'⛔' if limit and latest['tool_repeats'] >= limit else '⚠'} loop: "
                      f"{name} ×{latest['tool_repeats']}{cap}")
+    rate = store.session_rate(db, session_id, now - loops.RATE_WINDOW_S)
+    factor = loops.rate_alarm(rate["first_ts"], rate["recent"], rate["before"], now)
+    if factor is not None:
+        notes.append("⚠ spend " + (f"{factor:.0f}× its norm" if factor != float("inf")
+                                   else "jumped"))
     return notes
 
 

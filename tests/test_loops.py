@@ -57,3 +57,12 @@ def test_refusal_message_names_the_way_out():
     assert loops.refusal_message(seen, 8) == (
         "ccmeter: loop guard: this session made the same Read call 8 times (loop cap 8); its "
         "requests are refused. To let it continue: ccmeter caps pause --session 3f2a --for 10m")
+
+
+def test_the_rate_alarm_alone():
+    hour = 3600.0
+    assert loops.rate_alarm(None, 10**12, 0, hour) is None
+    assert loops.rate_alarm(0.0, 10**12, 10**12, 600.0) is None  # too little history
+    # $1 over 55 minutes before, then $1 in 5 minutes: 11x its own rate, $12/h
+    assert round(loops.rate_alarm(0.0, 10**12, 10**12, hour)) == 11
+    assert loops.rate_alarm(0.0, 10**10, 10**10, hour) is None  # $0.12/h: never an alarm

@@ -240,3 +240,21 @@ def test_the_status_line_and_watch_show_the_sessions_waste(home, cached_api):
     finally:
         db.conn.close()
     assert "cache waste $0.0345" in frame, frame
+
+
+def test_the_status_line_warns_when_a_sessions_spend_jumps(home):
+    from ccmeter import store
+    from ccmeter.statusline import statusline_text
+
+    now = time.time()
+    db = store.connect(home / "ccmeter.db")
+    rows = [{"call_uid": f"c{i}", "started_at": "x", "started_ts": now - 3600 + i * 300,
+             "status": "ok", "session_id": "r", "model": "claude-opus-4-8",
+             "cost_picousd": 10**12 // 11, "updated_ts": now} for i in range(11)]
+    rows.append({"call_uid": "burst", "started_at": "x", "started_ts": now - 60, "status": "ok",
+                 "session_id": "r", "model": "claude-opus-4-8", "cost_picousd": 10**12,
+                 "updated_ts": now})
+    store.upsert_calls(db, rows)
+    db.conn.close()
+    line = statusline_text(json.dumps({"session_id": "r"}), cfg={}, now=now)
+    assert "⚠ spend 11× its norm" in line, line

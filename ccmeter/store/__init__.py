@@ -63,7 +63,13 @@ if TYPE_CHECKING:
     )
     from ccmeter.store.migrations import MIGRATIONS
     from ccmeter.store.recovered import insert_missing_calls
-    from ccmeter.store.waste import cache_calls, latest_repeat, session_cache_calls, spend
+    from ccmeter.store.waste import (
+        cache_calls,
+        latest_repeat,
+        session_cache_calls,
+        session_rate,
+        spend,
+    )
     from ccmeter.store.writer import CallWriter
 
 #: where each re-exported name lives
@@ -110,6 +116,7 @@ _HOMES = {
     "cache_calls": "waste",
     "latest_repeat": "waste",
     "session_cache_calls": "waste",
+    "session_rate": "waste",
     "spend": "waste",
 }
 
@@ -163,6 +170,7 @@ __all__ = [
     "run_spend_query",
     "schema_version",
     "session_cache_calls",
+    "session_rate",
     "spend",
     "spend_query",
     "upsert_calls",

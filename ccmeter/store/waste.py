@@ -63,3 +63,16 @@ ORDER BY started_ts DESC LIMIT 1
 def latest_repeat(db: Any, session_id: str) -> dict[str, Any] | None:
     rows = query(db, LATEST_REPEAT_SQL, {"session": session_id})
     return rows[0] if rows else None
+
+
+#: A session's spend before and within its last few minutes (the loop guard's rate alarm).
+SESSION_RATE_SQL = """
+SELECT MIN(started_ts) AS first_ts,
+       COALESCE(SUM(CASE WHEN started_ts >= :recent THEN cost_picousd END), 0) AS recent,
+       COALESCE(SUM(CASE WHEN started_ts < :recent THEN cost_picousd END), 0) AS before
+FROM api_calls WHERE session_id = :session
+"""
+
+
+def session_rate(db: Any, session_id: str, recent_since: float) -> dict[str, Any]:
+    return query(db, SESSION_RATE_SQL, {"session": session_id, "recent": recent_since})[0]
