@@ -25,7 +25,7 @@ from ccmeter import config, periods, proxy, resident, sessions, store
 from ccmeter.addon import ANTHROPIC_HOST
 from ccmeter.failures import reason as failure_reason
 from ccmeter.failures import summary as failure_summary
-from ccmeter.requestread import git_top
+from ccmeter.gitdir import git_top
 
 log = logging.getLogger(__name__)
 
