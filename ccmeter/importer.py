@@ -23,13 +23,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccmeter import store, transcripts
 from ccmeter.gitdir import project_for_dir
-from ccmeter.pricing import Catalog
 from ccmeter.transcripts import CallRecord
 from ccmeter.usage import Hop, TokenCounts, Usage
+
+if TYPE_CHECKING:
+    from ccmeter.pricing import Catalog
 
 log = logging.getLogger(__name__)
 

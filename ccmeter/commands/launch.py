@@ -104,6 +104,9 @@ def run(
     paths = config.paths()
     cfg = checked_config(paths)
     launch.setup_file_logging(paths)
+    from ccmeter.runimport import at_run_start  # transcripts: a hint, or a background import
+
+    at_run_start(paths, cfg, lambda line: typer.echo(line, err=True))
     summary = launch.run_wrapped(
         command,
         paths=paths,

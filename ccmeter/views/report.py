@@ -82,8 +82,7 @@ def imported_caption(totals: Mapping[str, Any]) -> dict[str, str]:
     count = totals.get("transcript_calls") or 0
     if not count:
         return {}
-    return {"imported": f"{plural(count, 'call')} of {plural(totals['calls'], 'call')} "
-                        f"{IMPORTED_NOTE}"}
+    return {"imported": f"{count} of {plural(totals['calls'], 'call')} {IMPORTED_NOTE}"}
 
 
 def _report_meta(rep: Any, now: float) -> dict[str, Any]:
