@@ -165,12 +165,13 @@ def reconcile(
     finally:
         db.conn.close()
     machine = fmt != "table"
+    # calls and money stay on a narrow terminal; the start, then the token deltas, go first
     columns = [render.Column("session", "Session", whole=True),
                render.Column("project", "Project"),
-               render.Column("first_call", "Started", "datetime"),
-               render.Column("wire_calls", "Wire calls", "int"),
-               render.Column("transcript_calls", "Transcript calls", "int"),
-               render.Column("missing_calls", "Missing", "int")]
+               render.Column("first_call", "Started", "datetime", drop=2),
+               render.Column("wire_calls", "Wire calls", "int", keep=True),
+               render.Column("transcript_calls", "Transcript calls", "int", keep=True),
+               render.Column("missing_calls", "Missing", "int", keep=True)]
     headers = {"input_tokens": "input", "cache_write_tokens": "cache write",
                "cache_read_tokens": "cache read", "output_tokens": "output"}
     for kind in TOKEN_KINDS:
@@ -200,7 +201,8 @@ def reconcile(
                           "subagents)",
                "Δ, difference": "wire minus transcript"}
     render.emit(table_rows(result.rows), columns, fmt,
-                title=f"Reconcile: wire vs transcripts ({result.totals['sessions']} sessions)",
+                title=f"Reconcile: wire vs transcripts "
+                      f"({render.plural(result.totals['sessions'], 'session')})",
                 totals=result.totals, meta=caption)
 
 
