@@ -112,7 +112,8 @@ def _project(cwd: str | None, cache: dict[str, str | None]) -> str | None:
 
 
 def record_row(record: CallRecord, catalog: Catalog, now: float) -> dict[str, Any]:
-    """The ``transcript_calls`` row of a call, priced at its own time."""
+    """The ``transcript_calls`` row of a call (its ``project`` resolved), priced at its own
+    time."""
     usage = record.usage
     row: dict[str, Any] = {
         "call_key": record.key,
@@ -210,7 +211,6 @@ class _Batch:
         self.projects: dict[str, str | None] = {}
 
     def add(self, record: CallRecord) -> None:
-        record = replace(record, project=_project(record.cwd, self.projects), cwd=None)
         old = self.calls.get(record.key)
         self.calls[record.key] = record if old is None else transcripts.merge(old, record)
 
@@ -220,7 +220,9 @@ class _Batch:
         now = time.time()
         rows, added = [], []
         for key, record in self.calls.items():
-            row = stored.get(key)
+            # the working directory names a project once per call, and is not kept
+            record = replace(record, project=_project(record.cwd, self.projects), cwd=None)
+            row = stored.get(key) if stored else None
             if row is not None:
                 old = record_from_row(row)
                 record = transcripts.merge(old, record)

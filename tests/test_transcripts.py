@@ -152,3 +152,55 @@ def test_growing_usage_keeps_the_final_counts():
              assistant_line(usage={"output_tokens": 12})]
     assert _fold(lines).usage.output_tokens == 31
     assert _fold(lines[::-1]).usage.input_tokens == 27
+
+
+_any_value = st.one_of(st.none(), st.integers(-5, 2_000_000_000), st.floats(allow_nan=False),
+                       st.text(max_size=5), st.booleans())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(usage_dicts(), st.dictionaries(st.sampled_from([
+    "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens",
+    "service_tier", "speed", "inference_geo", "unknown_key"]), _any_value, max_size=6)),
+    st.one_of(st.none(), st.dictionaries(st.sampled_from([
+        "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"]), _any_value)),
+    st.one_of(st.none(), st.dictionaries(st.sampled_from([
+        "web_search_requests", "web_fetch_requests"]), _any_value)))
+def test_the_quick_usage_reader_reads_as_the_meter_does(raw, split, tools):
+    from ccmeter.usage import merge_usage
+
+    if split is not None:
+        raw = {**raw, "cache_creation": split}
+    if tools is not None:
+        raw = {**raw, "server_tool_use": tools}
+    assert transcripts.read_usage(raw) == merge_usage(None, raw)
+
+
+def _full_parse(line: bytes):
+    doc = json.loads(line)
+    return transcripts._call(doc) if doc.get("type") == "assistant" else (OTHER, None)
+
+
+_tricky = st.sampled_from([
+    "plain", '"content":[', ',"stop_reason":"x"', '"usage":{"input_tokens":9}', "\\", '"}]}',
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(usage_dicts(), st.lists(_tricky, max_size=4), st.dictionaries(
+    st.sampled_from(["usage", "stop_reason", "content", "model", "type"]),
+    st.one_of(st.integers(0, 9), st.text(max_size=4), st.just({"input_tokens": 7})),
+    max_size=4))
+def test_reading_a_line_without_its_content_reads_as_the_whole_line(usage, texts, tool_input):
+    doc = json.loads(assistant_line(usage=usage, text="".join(texts)))
+    doc["message"]["content"].append({"type": "tool_use", "id": "toolu_1", "name": "Edit",
+                                      "input": tool_input})
+    line = json.dumps(doc, separators=(",", ":")).encode()
+    assert transcripts._without_content(line) is not None
+    assert classify(line) == _full_parse(line)
+    # another key order, an extra object after the message: still read right (slow path)
+    doc["extra"] = {"usage": {"input_tokens": 99}, "stop_reason": "z"}
+    moved = {"message": doc.pop("message"), **doc}
+    for variant in (doc | {"message": moved["message"]}, moved):
+        line = json.dumps(variant, separators=(",", ":")).encode()
+        assert classify(line) == _full_parse(line)

@@ -9,6 +9,7 @@ view, which leaves out every row a wire row matches by request id or message id.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ccmeter.store.db import query, retry_locked, transaction
@@ -40,6 +41,8 @@ _UPSERT_FILE = (
     f"VALUES ({', '.join('?' for _ in FILE_COLUMNS)}) ON CONFLICT(path) DO UPDATE SET "
     + ", ".join(f"{c}=excluded.{c}" for c in FILE_COLUMNS if c != "path")
 )
+_CALL_VALUES = itemgetter(*TRANSCRIPT_COLUMNS)
+_FILE_VALUES = itemgetter(*FILE_COLUMNS)
 KNOWN_FILES_SQL = f"SELECT {', '.join(FILE_COLUMNS)} FROM transcript_files"
 _CALLS_BY_KEY_SQL = "SELECT * FROM transcript_calls WHERE call_key IN ({marks})"
 #: How many of some transcript calls a wire row matches (by request id or message id).
@@ -81,10 +84,10 @@ def calls_on_wire(db: sqlite_utils.Database, keys: Sequence[str]) -> int:
 
 def save_transcript_batch(db: sqlite_utils.Database, calls: Iterable[Mapping[str, Any]],
                           files: Iterable[Mapping[str, Any]]) -> None:
-    """Write call rows (by ``call_key``) and file positions in one transaction, so a file's
-    position never moves past calls that were not written."""
-    call_rows = [[row.get(c) for c in TRANSCRIPT_COLUMNS] for row in calls]
-    file_rows = [[row[c] for c in FILE_COLUMNS] for row in files]
+    """Write call rows (by ``call_key``, every column given) and file positions in one
+    transaction, so a file's position never moves past calls that were not written."""
+    call_rows = list(map(_CALL_VALUES, calls))
+    file_rows = list(map(_FILE_VALUES, files))
     if not call_rows and not file_rows:
         return
 
