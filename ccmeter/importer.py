@@ -265,6 +265,7 @@ def import_transcripts(db: Any, catalog: Catalog, roots: Sequence[Path], *,
     """Read what is new in the transcripts under ``roots`` into the database."""
     started = time.perf_counter()
     stats = ImportStats()
+    store.prepare_import(db)
     known = store.known_files(db)
     batch = _Batch(db, catalog, stats)
     for path in transcript_files(roots):

@@ -300,10 +300,9 @@ def _m008_transcripts(db: sqlite_utils.Database) -> None:
         )
         """
     )
+    # a message id is found through call_key (the message id whenever a line has one)
     db.execute("CREATE INDEX transcript_calls_request ON transcript_calls (request_id) "
                "WHERE request_id IS NOT NULL")
-    db.execute("CREATE INDEX transcript_calls_message ON transcript_calls (message_id) "
-               "WHERE message_id IS NOT NULL")
     db.execute("CREATE INDEX transcript_calls_session ON transcript_calls (session_id, started_ts)")
     db.execute("CREATE INDEX transcript_calls_started_ts ON transcript_calls (started_ts)")
     db.execute("CREATE INDEX api_calls_request ON api_calls (request_id) "
