@@ -14,10 +14,12 @@ held in memory is one block and one batch of calls, whatever the corpus's size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -72,6 +74,21 @@ def transcript_files(roots: Sequence[Path]) -> Iterator[str]:
             if real not in seen:
                 seen.add(real)
                 yield path
+
+
+@contextlib.contextmanager
+def one_at_a_time(lock_file: Path) -> Iterator[None]:
+    """Imports into one database run one after another (each ``ccmeter run`` may start one in
+    the background); the next one then finds little or nothing new."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 @dataclass
@@ -221,7 +238,10 @@ class _Batch:
         rows, added = [], []
         for key, record in self.calls.items():
             # the working directory names a project once per call, and is not kept
-            record = replace(record, project=_project(record.cwd, self.projects), cwd=None)
+            record = CallRecord(
+                record.key, record.started_ts, record.request_id, record.message_id,
+                record.session_id, None, record.agent_id, record.sidechain, record.model,
+                record.usage, record.stop_reason, _project(record.cwd, self.projects))
             row = stored.get(key) if stored else None
             if row is not None:
                 old = record_from_row(row)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -199,6 +199,7 @@ def _count(value: Any) -> bool:
     return type(value) is int and 0 <= value <= MAX_COUNT
 
 
+_SPLIT_KEYS = frozenset(("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"))
 _PLAIN_KEYS = frozenset((
     "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens",
     "cache_creation", "server_tool_use", "service_tier", "inference_geo", "speed", "iterations",
@@ -208,18 +209,18 @@ _PLAIN_KEYS = frozenset((
 def read_usage(raw: dict[str, Any]) -> Usage:
     """``usage.merge_usage(None, raw)``, the same result, faster for the usual usage: plain
     counts, no hops, no output details (anything else goes to ``merge_usage`` itself)."""
-    if not _PLAIN_KEYS.issuperset(raw) or raw.get("iterations"):
+    get = raw.get
+    if get("iterations") or not _PLAIN_KEYS.issuperset(raw):
         return merge_usage(None, raw)
-    counts = (raw.get("input_tokens"), raw.get("cache_creation_input_tokens"),
-              raw.get("cache_read_input_tokens"), raw.get("output_tokens"))
-    if not all(value is None or _count(value) for value in counts):
-        return merge_usage(None, raw)
-    total = counts[1]
-    split = raw.get("cache_creation")
+    inp, total, read, out = (get("input_tokens"), get("cache_creation_input_tokens"),
+                             get("cache_read_input_tokens"), get("output_tokens"))
+    for value in (inp, total, read, out):
+        if value is not None and not (type(value) is int and 0 <= value <= MAX_COUNT):
+            return merge_usage(None, raw)
+    split = get("cache_creation")
     if split is None:
         five, one = (total or 0), 0
-    elif isinstance(split, dict) and set(split) <= {"ephemeral_5m_input_tokens",
-                                                    "ephemeral_1h_input_tokens"}:
+    elif type(split) is dict and _SPLIT_KEYS.issuperset(split):
         five, one = split.get("ephemeral_5m_input_tokens"), split.get("ephemeral_1h_input_tokens")
         if not (five is None or _count(five)) or not (one is None or _count(one)):
             return merge_usage(None, raw)
@@ -232,25 +233,16 @@ def read_usage(raw: dict[str, Any]) -> Usage:
     else:
         return merge_usage(None, raw)
     search = fetch = 0
-    tools = raw.get("server_tool_use")
+    tools = get("server_tool_use")
     if tools is not None:
-        if not isinstance(tools, dict):
+        if type(tools) is not dict:
             return merge_usage(None, raw)
         search, fetch = tools.get("web_search_requests", 0), tools.get("web_fetch_requests", 0)
         if not (_count(search) and _count(fetch)):
             return merge_usage(None, raw)
-    return Usage(
-        input_tokens=counts[0] or 0,
-        cache_write_5m_tokens=five,
-        cache_write_1h_tokens=one,
-        cache_read_tokens=counts[2] or 0,
-        output_tokens=counts[3] or 0,
-        web_search_requests=search,
-        web_fetch_requests=fetch,
-        service_tier=_label(raw.get("service_tier"), 100),
-        inference_geo=_label(raw.get("inference_geo"), 100),
-        speed=_label(raw.get("speed"), 100),
-    )
+    return Usage(inp or 0, five, one, read or 0, out or 0, None, search, fetch,
+                 _label(get("service_tier"), 100), _label(get("inference_geo"), 100),
+                 _label(get("speed"), 100))
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -319,13 +311,19 @@ def _first_key(record: CallRecord) -> tuple[Any, ...]:
 def merge(a: CallRecord, b: CallRecord) -> CallRecord:
     """Two lines (or merged records) of one call as one. Commutative, associative and
     idempotent: any order and repetition of a call's lines merges to the same record."""
-    first = min(a, b, key=_first_key)
-    return replace(
-        first,
-        key=min(a.key, b.key),
-        request_id=_larger(a.request_id, b.request_id),
-        message_id=_larger(a.message_id, b.message_id),
-        model=_larger(a.model, b.model),
-        usage=merge_usages(a.usage, b.usage),
-        stop_reason=_larger(a.stop_reason, b.stop_reason),
+    first = a if _first_key(a) <= _first_key(b) else b
+    usage = a.usage if a.usage == b.usage else merge_usages(a.usage, b.usage)
+    return CallRecord(
+        min(a.key, b.key),
+        first.started_ts,
+        _larger(a.request_id, b.request_id),
+        _larger(a.message_id, b.message_id),
+        first.session_id,
+        first.cwd,
+        first.agent_id,
+        first.sidechain,
+        _larger(a.model, b.model),
+        usage,
+        _larger(a.stop_reason, b.stop_reason),
+        first.project,
     )

@@ -303,3 +303,44 @@ def test_roots_follow_claude_config_dir(tmp_path):
 def test_the_calls_view_has_source_for_every_row(db):
     store.upsert_calls(db, [_wire_row()])
     assert [r["source"] for r in calls(db)] == ["wire"]
+
+
+# --- `ccmeter run` and the import -------------------------------------------------------------
+
+
+def _transcript_in_home(home: Path) -> None:
+    write(home / ".claude" / "projects" / "-work-shop" / "s1.jsonl", assistant_line())
+
+
+def test_run_hints_until_something_was_imported_and_import_on_run_imports(user_home,
+                                                                           user_dirs):
+    from test_user_layout import cli
+
+    quiet = cli("run", "--", "true")
+    assert quiet.returncode == 0 and "ccmeter import" not in quiet.stderr  # no transcripts
+    _transcript_in_home(user_home)
+    hinted = cli("run", "--", "true")
+    assert [line for line in hinted.stderr.splitlines() if "ccmeter import" in line]
+
+    user_dirs.config_file.parent.mkdir(parents=True, exist_ok=True)
+    user_dirs.config_file.write_text("import_on_run = false\n")
+    assert "ccmeter import" not in cli("run", "--", "true").stderr
+
+    user_dirs.config_file.write_text("import_on_run = true\n")
+    started = cli("run", "--", "true")
+    assert started.returncode == 0 and "ccmeter import" not in started.stderr
+    for _ in range(200):  # the import runs in the background: the run did not wait for it
+        database = store.connect(user_dirs.db_file)
+        try:
+            if store.has_imported_calls(database):
+                break
+        finally:
+            database.conn.close()
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the background import did not run")
+
+    user_dirs.config_file.write_text('import_on_run = "yes"\n')
+    refused = cli("run", "--", "true")
+    assert refused.returncode != 0 and "import_on_run" in refused.stderr
+    assert "Traceback" not in refused.stderr

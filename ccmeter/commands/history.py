@@ -82,7 +82,8 @@ def import_transcripts(
             raise config.CCMeterError(f"--from {root}: no such folder")
     db = open_db()
     try:
-        stats = importer.import_transcripts(db, catalog, roots)
+        with importer.one_at_a_time(paths.data_dir / "import.lock"):
+            stats = importer.import_transcripts(db, catalog, roots)
     finally:
         db.conn.close()
     with contextlib.suppress(OSError):  # only the hint of `ccmeter run` reads it
