@@ -226,6 +226,34 @@ print(json.dumps({**stats.as_dict(), "wall": seconds, "max_rss_mb": usage.ru_max
 """
 
 
+_PARSE = """
+import json, os, resource, sys, time
+from ccmeter import importer, transcripts
+started = time.perf_counter()
+size = calls = 0
+for path in importer.transcript_files([sys.argv[1]]):
+    with open(path, "rb") as handle:
+        tail = b""
+        while block := handle.read(importer.BLOCK_BYTES):
+            size += len(block)
+            block = tail + block
+            cut = block.rfind(b"\\n") + 1
+            tail = block[cut:]
+            for line in block[:cut].split(b"\\n")[:-1]:
+                calls += transcripts.classify(line)[1] is not None
+seconds = time.perf_counter() - started
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"bytes": size, "wall": seconds, "cpu": usage.ru_utime + usage.ru_stime,
+                  "call_lines": calls}))
+"""
+
+
+def parse_only(corpus: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", _PARSE, str(corpus)], check=True,
+                         capture_output=True, text=True, cwd=ROOT)
+    return json.loads(out.stdout)
+
+
 def step(db: Path, corpus: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", _STEP, str(db), str(corpus)], check=True,
                          capture_output=True, text=True, cwd=ROOT)
@@ -253,6 +281,11 @@ def main() -> None:
         print(f"corpus: {len(files):,} files, {size / 1e6:,.0f} MB; load average "
               f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
 
+        parsed = parse_only(corpus)
+        print(f"parse only:       {parsed['wall']:6.2f} s  "
+              f"{parsed['bytes'] / 1e6 / parsed['wall']:6.0f} MB/s  (every line classified, "
+              f"{parsed['call_lines']:,} call lines read; {parsed['cpu']:.2f} CPU s: "
+              f"{parsed['bytes'] / 1e6 / parsed['cpu']:.0f} MB per CPU second; no database)")
         first = step(temp / "full.db", corpus)
         rate = first["bytes_read"] / 1e6 / first["wall"]
         print(f"first import:     {first['wall']:6.2f} s  {rate:6.0f} "

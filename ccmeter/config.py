@@ -101,6 +101,21 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def claude_transcript_roots(env: Mapping[str, str] | None = None,
+                            home: str | None = None) -> list[Path]:
+    """Where Claude Code keeps its transcripts: ``$CLAUDE_CONFIG_DIR/projects`` (several
+    folders may be given, separated by commas), else ``~/.claude/projects`` and
+    ``~/.config/claude/projects`` (newer CLIs), those that exist."""
+    env = os.environ if env is None else env
+    configured = env.get("CLAUDE_CONFIG_DIR", "").strip()
+    if configured:
+        return [Path(part.strip()).expanduser() / "projects"
+                for part in configured.split(",") if part.strip()]
+    base = Path(home or os.path.expanduser("~"))
+    candidates = [base / ".claude" / "projects", base / ".config" / "claude" / "projects"]
+    return [path for path in candidates if path.is_dir()] or candidates[:1]
+
+
 # --- every key the config knows -------------------------------------------------------------
 
 #: A table whose keys are names the user chooses (model ids, project names), values unchecked.

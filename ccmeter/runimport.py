@@ -52,9 +52,7 @@ def at_run_start(paths: config.Paths, cfg: Mapping[str, Any],
             return
         if stamp_file(paths).exists():
             return
-        from ccmeter.importer import transcript_roots
-
-        if any(root.is_dir() for root in transcript_roots()):
+        if any(root.is_dir() for root in config.claude_transcript_roots()):
             notify(HINT)
     except OSError:
         pass

@@ -293,10 +293,12 @@ def test_import_command_human_and_json(projects, monkeypatch):
 
 
 def test_roots_follow_claude_config_dir(tmp_path):
-    assert importer.transcript_roots({"CLAUDE_CONFIG_DIR": "/a, /b"}) == [
+    from ccmeter.config import claude_transcript_roots
+
+    assert claude_transcript_roots({"CLAUDE_CONFIG_DIR": "/a, /b"}) == [
         Path("/a/projects"), Path("/b/projects")]
     (tmp_path / ".config" / "claude" / "projects").mkdir(parents=True)
-    assert importer.transcript_roots({}, home=str(tmp_path)) == [
+    assert claude_transcript_roots({}, home=str(tmp_path)) == [
         tmp_path / ".config" / "claude" / "projects"]
 
 

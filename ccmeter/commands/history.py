@@ -76,7 +76,7 @@ def import_transcripts(
     fmt = check_format(fmt)
     paths = config.paths()
     catalog = load_catalog(config.load_config())
-    roots = list(source) if source else importer.transcript_roots()
+    roots = list(source) if source else config.claude_transcript_roots()
     for root in source or ():
         if not root.is_dir():
             raise config.CCMeterError(f"--from {root}: no such folder")
