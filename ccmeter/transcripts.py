@@ -218,20 +218,20 @@ def read_usage(raw: dict[str, Any]) -> Usage:
         if value is not None and not (type(value) is int and 0 <= value <= MAX_COUNT):
             return merge_usage(None, raw)
     split = get("cache_creation")
-    if split is None:
-        five, one = (total or 0), 0
-    elif type(split) is dict and _SPLIT_KEYS.issuperset(split):
-        five, one = split.get("ephemeral_5m_input_tokens"), split.get("ephemeral_1h_input_tokens")
-        if not (five is None or _count(five)) or not (one is None or _count(one)):
+    five: int = total or 0
+    one: int = 0
+    if split is not None:
+        if type(split) is not dict or not _SPLIT_KEYS.issuperset(split):
             return merge_usage(None, raw)
-        if five is None and one is None:
-            five, one = (total or 0), 0
-        else:
-            five, one = five or 0, one or 0
+        split_5m, split_1h = (split.get("ephemeral_5m_input_tokens"),
+                              split.get("ephemeral_1h_input_tokens"))
+        if not (split_5m is None or _count(split_5m)) or not (
+                split_1h is None or _count(split_1h)):
+            return merge_usage(None, raw)
+        if split_5m is not None or split_1h is not None:
+            five, one = split_5m or 0, split_1h or 0
             if total is not None and total > five + one:
                 five += total - (five + one)
-    else:
-        return merge_usage(None, raw)
     search = fetch = 0
     tools = get("server_tool_use")
     if tools is not None:
