@@ -108,7 +108,7 @@ def _print_import(stats: Any, roots: list[Path]) -> None:
     if not stats.files:
         typer.echo(f"No Claude Code transcripts in {where}.")
         return
-    lines = [f"Read {plural(stats.files_read, 'file')} of {stats.files} "
+    lines = [f"Read {plural(stats.files_read, 'file')} of {stats.files:,} "
              f"({stats.bytes_read / 1e6:.1f} MB, {plural(stats.lines, 'line')}) in "
              f"{stats.seconds:.2f} s from {where}.",
              f"Added {plural(stats.new_calls, 'call')}"
