@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-APP = "ccmeter"
+from ccmeter.folders import CONFIG_NAME, folders
 
 #: The platform whose folders :func:`paths` uses (a name as in ``sys.platform``).
 PLATFORM = sys.platform
@@ -39,7 +39,7 @@ class Paths:
 
     @property
     def config_file(self) -> Path:
-        return self.config_dir / "config.toml"
+        return self.config_dir / CONFIG_NAME
 
     @property
     def db_file(self) -> Path:
@@ -69,28 +69,10 @@ class Paths:
 
 
 def paths(env: Mapping[str, str] | None = None, *, home: str | None = None) -> Paths:
-    """Where ccmeter's files are: the one answer every part of ccmeter uses.
-
-    ``home`` (the addon's ``ccmeter_home`` option) means exactly what ``CCMETER_HOME`` means
-    and wins over it: config and data both in that one folder. Without either, the platform's
-    folders: on Linux the config in ``$XDG_CONFIG_HOME/ccmeter`` (``~/.config/ccmeter``) and
-    the data in ``$XDG_DATA_HOME/ccmeter`` (``~/.local/share/ccmeter``).
-    """
-    env = os.environ if env is None else env
-    home = home or env.get("CCMETER_HOME")
-    if home:
-        root = Path(home).expanduser()
-        return Paths(config_dir=root, data_dir=root)
-    user_home = Path(env.get("HOME") or Path.home())
-    if PLATFORM == "darwin":
-        base = user_home / "Library" / "Application Support" / APP
-        return Paths(config_dir=base, data_dir=base)
-    if PLATFORM == "win32":
-        base = Path(env.get("LOCALAPPDATA") or user_home / "AppData" / "Local") / APP
-        return Paths(config_dir=base, data_dir=base)
-    config = Path(env.get("XDG_CONFIG_HOME") or user_home / ".config") / APP
-    data = Path(env.get("XDG_DATA_HOME") or user_home / ".local" / "share") / APP
-    return Paths(config_dir=config, data_dir=data)
+    """Where ccmeter's files are: the one answer every part of ccmeter uses (the platform's
+    rules are :func:`ccmeter.folders.folders`)."""
+    config_dir, data_dir = folders(os.environ if env is None else env, PLATFORM, home)
+    return Paths(config_dir=Path(config_dir), data_dir=Path(data_dir))
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -99,21 +81,6 @@ def ensure_private_dir(path: Path) -> Path:
     with contextlib.suppress(OSError):
         path.chmod(0o700)
     return path
-
-
-def claude_transcript_roots(env: Mapping[str, str] | None = None,
-                            home: str | None = None) -> list[Path]:
-    """Where Claude Code keeps its transcripts: ``$CLAUDE_CONFIG_DIR/projects`` (several
-    folders may be given, separated by commas), else ``~/.claude/projects`` and
-    ``~/.config/claude/projects`` (newer CLIs), those that exist."""
-    env = os.environ if env is None else env
-    configured = env.get("CLAUDE_CONFIG_DIR", "").strip()
-    if configured:
-        return [Path(part.strip()).expanduser() / "projects"
-                for part in configured.split(",") if part.strip()]
-    base = Path(home or os.path.expanduser("~"))
-    candidates = [base / ".claude" / "projects", base / ".config" / "claude" / "projects"]
-    return [path for path in candidates if path.is_dir()] or candidates[:1]
 
 
 # --- every key the config knows -------------------------------------------------------------

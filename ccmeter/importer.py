@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ccmeter import store, transcripts
-from ccmeter.gitdir import project_for_dir
+from ccmeter import attribution, store, transcripts
+from ccmeter.gitroot import git_top
 from ccmeter.transcripts import CallRecord
 from ccmeter.usage import Hop, TokenCounts, Usage
 
@@ -46,7 +46,7 @@ HEAD_BYTES = 4096
 MAX_LINE_BYTES = 256 * 1024 * 1024
 
 
-def transcript_files(roots: Sequence[Path]) -> Iterator[str]:
+def transcript_files(roots: Sequence[str | os.PathLike[str]]) -> Iterator[str]:
     """Every ``*.jsonl`` under the roots (subagents' files in session folders too), sorted."""
     seen: set[str] = set()
     for root in roots:
@@ -109,7 +109,10 @@ def _project(cwd: str | None, cache: dict[str, str | None]) -> str | None:
     if cwd is None:
         return None
     if cwd not in cache:
-        cache[cwd] = project_for_dir(cwd) if os.path.isabs(cwd) else None
+        # named as the proxy names a call's project: the git repository's folder, else the
+        # folder's own name
+        cache[cwd] = (attribution.project_from_dir(cwd, git_top(cwd)) if os.path.isabs(cwd)
+                      else None)
     return cache[cwd]
 
 
@@ -265,7 +268,7 @@ def _resume_at(path: str, known: Mapping[str, Any] | None, st: os.stat_result) -
     return offset
 
 
-def import_transcripts(db: Any, catalog: Catalog, roots: Sequence[Path], *,
+def import_transcripts(db: Any, catalog: Catalog, roots: Sequence[str | os.PathLike[str]], *,
                        progress: Callable[[ImportStats], None] | None = None) -> ImportStats:
     """Read what is new in the transcripts under ``roots`` into the database."""
     started = time.perf_counter()

@@ -3,7 +3,7 @@ raising on what a client or an upstream sent.
 
 - :func:`read_request`: a call's attribution (session, project, agent, model, kind) from its
   request's headers and JSON body (:func:`attribute_request`), the project from the working
-  directory's git repository (:func:`ccmeter.gitdir.git_top`) when the request names none;
+  directory's git repository (:func:`git_top`) when the request names none;
 - :func:`take_streamed_body`: a request that streamed upstream gets its body (the tee's copy);
   :func:`keep_unsent_request`: a call that ends before its request did keeps what came;
 - :func:`read_json_body`: usage, or the upstream's error, from an answer that did not stream;
@@ -24,7 +24,7 @@ from mitmproxy import http
 from ccmeter import attribution, providers, untrusted
 from ccmeter.callrow import Call
 from ccmeter.decompress import MAX_DECODED_BYTES, incremental_decoder
-from ccmeter.gitdir import git_top
+from ccmeter.gitroot import git_top
 from ccmeter.sse import SSEDecoder, looks_like_event_stream
 from ccmeter.tees import RequestTee
 from ccmeter.usage import merge_usage

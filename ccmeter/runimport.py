@@ -4,22 +4,23 @@
 background (its own low-priority process, output discarded), so reports include what Claude
 Code did outside ccmeter; the run never waits for it. ``import_on_run = false``: nothing.
 Unset: while nothing was ever imported and a transcript folder exists, one line on stderr
-says how to import. All this costs ``run`` a few ``stat`` calls (no database, no parsing).
+says how to import. Standard library only, and a few ``stat`` calls: both the full ``run``
+and its quick path (:mod:`ccmeter.quickrun`) call :func:`at_run_start`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 import sys
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
 
-from ccmeter import config
+from ccmeter import folders
 
-#: Written by every ``ccmeter import``: its presence silences the hint.
+TYPE_CHECKING = False  # typing itself costs 2 ms to import (the quick path counts them)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+#: Written by every ``ccmeter import``, in the data folder: its presence silences the hint.
 STAMP_NAME = "transcripts-imported"
 
 HINT = ("ccmeter: Claude Code's transcripts hold history from before ccmeter: "
@@ -27,38 +28,28 @@ HINT = ("ccmeter: Claude Code's transcripts hold history from before ccmeter: "
         "to import at each run; false silences this line)")
 
 
-def stamp_file(paths: config.Paths) -> Path:
-    return paths.data_dir / STAMP_NAME
-
-
-def import_on_run(cfg: Mapping[str, Any]) -> bool | None:
-    """The ``import_on_run`` setting: True, False, or None when it is not set."""
-    value = cfg.get("import_on_run")
-    if value is None or isinstance(value, bool):
-        return value
-    raise config.CCMeterError(f"import_on_run in the config must be true or false, got {value!r}")
-
-
-def at_run_start(paths: config.Paths, cfg: Mapping[str, Any],
+def at_run_start(data_dir: str | os.PathLike[str], setting: Any,
                  notify: Callable[[str], None]) -> None:
-    """Start a background import, or say how to import, as the config asks. Never raises
-    for a problem of its own (a run must not fail for want of history)."""
-    setting = import_on_run(cfg)
+    """Start a background import (``setting`` True), or say how to import (None, until
+    something was imported), or nothing (False). ``setting`` was checked with the config
+    (:func:`ccmeter.configcheck.checked_config`). Never raises: a run must not fail for want
+    of history."""
     if setting is False:
         return
     try:
-        if setting:
+        if setting is True:
             _start_background_import()
-            return
-        if stamp_file(paths).exists():
-            return
-        if any(root.is_dir() for root in config.claude_transcript_roots()):
+        elif not os.path.exists(os.path.join(data_dir, STAMP_NAME)) and any(
+                os.path.isdir(root) for root in folders.claude_transcript_roots(os.environ)):
             notify(HINT)
     except OSError:
         pass
 
 
 def _start_background_import() -> None:
+    import contextlib
+    import subprocess
+
     def lower_priority() -> None:
         with contextlib.suppress(OSError):
             os.nice(10)

@@ -293,13 +293,15 @@ def test_import_command_human_and_json(projects, monkeypatch):
 
 
 def test_roots_follow_claude_config_dir(tmp_path):
-    from ccmeter.config import claude_transcript_roots
+    from ccmeter.folders import claude_transcript_roots
 
     assert claude_transcript_roots({"CLAUDE_CONFIG_DIR": "/a, /b"}) == [
-        Path("/a/projects"), Path("/b/projects")]
+        "/a/projects", "/b/projects"]
+    assert claude_transcript_roots({"HOME": str(tmp_path)}) == [
+        str(tmp_path / ".claude" / "projects")]
     (tmp_path / ".config" / "claude" / "projects").mkdir(parents=True)
-    assert claude_transcript_roots({}, home=str(tmp_path)) == [
-        tmp_path / ".config" / "claude" / "projects"]
+    assert claude_transcript_roots({"HOME": str(tmp_path)}) == [
+        str(tmp_path / ".config" / "claude" / "projects")]
 
 
 def test_the_calls_view_has_source_for_every_row(db):

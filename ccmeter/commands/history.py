@@ -8,13 +8,14 @@ Each command resolves paths and options, calls :mod:`ccmeter.importer` or
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ccmeter import config
+from ccmeter import config, folders
 from ccmeter.commands.common import (
     FormatOption,
     ProjectOption,
@@ -71,12 +72,13 @@ def import_transcripts(
       ccmeter import --from ~/backup/claude/projects
     """
     from ccmeter import importer, render
-    from ccmeter.runimport import stamp_file
+    from ccmeter.runimport import STAMP_NAME
 
     fmt = check_format(fmt)
     paths = config.paths()
     catalog = load_catalog(config.load_config())
-    roots = list(source) if source else config.claude_transcript_roots()
+    roots = list(source) if source else [
+        Path(root) for root in folders.claude_transcript_roots(os.environ)]
     for root in source or ():
         if not root.is_dir():
             raise config.CCMeterError(f"--from {root}: no such folder")
@@ -87,7 +89,7 @@ def import_transcripts(
     finally:
         db.conn.close()
     with contextlib.suppress(OSError):  # only the hint of `ccmeter run` reads it
-        stamp_file(paths).write_text(f"{time.time():.0f}\n", encoding="utf-8")
+        (paths.data_dir / STAMP_NAME).write_text(f"{time.time():.0f}\n", encoding="utf-8")
     if quiet:
         return
     summary = stats.as_dict()

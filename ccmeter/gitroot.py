@@ -1,8 +1,7 @@
-"""A working directory's git repository, found on disk: what names a project.
+"""The git repository a folder belongs to, found by walking up (no subprocess, no git).
 
-Pure of any framework (stdlib only), so both the proxy (:mod:`ccmeter.requestread`, from the
-working directory in Claude Code's system prompt) and the transcript import (from a
-transcript line's ``cwd``) name a project the same way.
+Both the proxy (a request's working directory, on every call) and ``ccmeter run`` (its own
+folder, before the command starts) name a project after it.
 """
 
 from __future__ import annotations
@@ -10,8 +9,8 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from ccmeter import attribution
-
+#: Longest working directory read from a request (Linux's PATH_MAX).
+MAX_WORKING_DIR = 4096
 #: Folders walked up from a working directory looking for its repository's ``.git``.
 GIT_TOP_MAX_LEVELS = 64
 
@@ -23,7 +22,7 @@ def git_top(directory: str) -> str | None:
     The walk is bounded: at most GIT_TOP_MAX_LEVELS folders of a path no longer than
     PATH_MAX, one string each (``Path.parents`` of a 100 KB path with 50,000 parts built
     50,000 paths of up to 100 KB: seconds of the event loop and gigabytes)."""
-    if len(directory) > attribution.MAX_WORKING_DIR or not os.path.isabs(directory):
+    if len(directory) > MAX_WORKING_DIR or not os.path.isabs(directory):
         return None
     here = os.path.normpath(directory)
     try:
@@ -39,7 +38,8 @@ def git_top(directory: str) -> str | None:
     return None
 
 
-def project_for_dir(directory: str) -> str:
-    """The project a working directory belongs to: its git repository's folder name, else
-    the folder's own name (cut and cleaned as every stored name is)."""
-    return attribution.project_from_dir(directory, git_top(directory))
+def detect_project(cwd: str | os.PathLike[str] | None = None) -> str:
+    """The git repository's top folder name, else the folder's own name."""
+    here = os.path.realpath(cwd if cwd is not None else os.getcwd())
+    top = git_top(here)
+    return os.path.basename(top) if top else (os.path.basename(here) or here)
