@@ -54,8 +54,10 @@ def _start_background_import() -> None:
         with contextlib.suppress(OSError):
             os.nice(10)
 
-    subprocess.Popen(  # our own CLI, by the interpreter that runs us
-        [sys.executable, "-m", "ccmeter.cli", "import", "--quiet"],
+    # our own CLI, by the interpreter that runs us; -P: not from the current folder, where a
+    # folder named ccmeter (a checkout of it) would be imported instead of the package
+    subprocess.Popen(
+        [sys.executable, "-P", "-m", "ccmeter.cli", "import", "--quiet"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, preexec_fn=lower_priority, close_fds=True,
     )

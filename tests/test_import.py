@@ -348,3 +348,25 @@ def test_run_hints_until_something_was_imported_and_import_on_run_imports(user_h
     refused = cli("run", "--", "true")
     assert refused.returncode != 0 and "import_on_run" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_the_background_import_runs_from_a_folder_that_holds_a_ccmeter_folder(
+        user_home, user_dirs, tmp_path, monkeypatch):
+    """`ccmeter run` started in a folder with a ccmeter checkout in it: the background import
+    must import the installed package, not that folder."""
+    from ccmeter import runimport
+
+    _transcript_in_home(user_home)
+    (tmp_path / "work" / "ccmeter").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    runimport.at_run_start(user_dirs.data_dir, True, lambda line: None)
+    stamp = user_dirs.data_dir / runimport.STAMP_NAME
+    for _ in range(300):
+        if stamp.exists():
+            break
+        time.sleep(0.1)
+    database = store.connect(user_dirs.db_file)
+    try:
+        assert store.has_imported_calls(database)
+    finally:
+        database.conn.close()
