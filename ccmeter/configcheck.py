@@ -94,8 +94,7 @@ def for_runs(paths: config.Paths) -> dict[str, Any]:
     """What ``ccmeter run`` needs from the config as the file is now, for a proxy's status
     file: the file's ``stamp`` (taken first: a file changed while it was read no longer
     matches), ``upstream``, ``hosts``, ``project``, ``import_on_run``, a ``warning`` about
-    unknown keys, or the
-    ``error`` that stops a run (the full path then says it)."""
+    unknown keys, or the ``error`` that stops a run (the full path then says it)."""
     stamp = folders.stamp(paths.config_file)
     try:
         cfg = checked_config(paths)
