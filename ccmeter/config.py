@@ -95,6 +95,7 @@ _RATES = dict.fromkeys(("input", "cache_write_5m", "cache_write_1h", "cache_read
 #: keys are the user's own names. Anything else is an unknown key (see :func:`unknown_keys`).
 SCHEMA: dict[str, Any] = {
     "upstream": None, "project": None, "port": None, "hosts": None, "idle_exit": None,
+    "import_on_run": None,
     "prices": {"discount_percent": None, "models": {"*": _RATES}},
     "caps": {
         **_CAP_WINDOWS,

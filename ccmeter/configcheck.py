@@ -33,6 +33,7 @@ def checked_config(paths: config.Paths) -> dict:
     config.config_text(cfg, "upstream")
     if "idle_exit" in cfg:
         idle_exit_text(cfg)
+    import_on_run(cfg)
     if "caps" in cfg:
         parse_policy(cfg)
     if "prices" in cfg:  # as `report` does: never store costs at prices the user did not mean
@@ -40,6 +41,15 @@ def checked_config(paths: config.Paths) -> dict:
 
         load_catalog(cfg)
     return cfg
+
+
+def import_on_run(cfg: Mapping) -> bool | None:
+    """``import_on_run`` (true or false; None when not set): what ``run`` does about
+    Claude Code's transcripts as it starts (:mod:`ccmeter.runimport`)."""
+    value = cfg.get("import_on_run")
+    if value is None or isinstance(value, bool):
+        return value
+    raise config.CCMeterError(f"import_on_run in the config must be true or false, got {value!r}")
 
 
 def resolve_upstream(cli_value: str | None, cfg: Mapping) -> str | None:
@@ -83,8 +93,8 @@ def idle_exit_text(cfg: Mapping) -> str:
 def for_runs(paths: config.Paths) -> dict[str, Any]:
     """What ``ccmeter run`` needs from the config as the file is now, for a proxy's status
     file: the file's ``stamp`` (taken first: a file changed while it was read no longer
-    matches), ``upstream``, ``hosts``, ``project``, a ``warning`` about unknown keys, or the
-    ``error`` that stops a run (the full path then says it)."""
+    matches), ``upstream``, ``hosts``, ``project``, ``import_on_run``, a ``warning`` about
+    unknown keys, or the ``error`` that stops a run (the full path then says it)."""
     stamp = folders.stamp(paths.config_file)
     try:
         cfg = checked_config(paths)
@@ -93,6 +103,7 @@ def for_runs(paths: config.Paths) -> dict[str, Any]:
             "upstream": resolve_upstream(None, cfg),
             "hosts": list(configured_hosts(cfg)),
             "project": config.config_text(cfg, "project"),
+            "import_on_run": import_on_run(cfg),
             "warning": config.unknown_keys_text(config.unknown_keys(cfg), paths.config_file),
         }
     except config.CCMeterError as exc:

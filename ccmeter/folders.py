@@ -49,3 +49,18 @@ def stamp(path: str | os.PathLike[str]) -> list[int] | None:
     except OSError:
         return None
     return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def claude_transcript_roots(env: Mapping[str, str], home: str | None = None) -> list[str]:
+    """Where Claude Code keeps its transcripts (what ``ccmeter import`` reads):
+    ``$CLAUDE_CONFIG_DIR/projects`` (several folders may be given, separated by commas), else
+    ``~/.claude/projects`` and ``~/.config/claude/projects`` (newer CLIs), those that exist
+    (the first when neither does)."""
+    configured = env.get("CLAUDE_CONFIG_DIR", "").strip()
+    if configured:
+        return [os.path.join(os.path.expanduser(part.strip()), "projects")
+                for part in configured.split(",") if part.strip()]
+    base = home or env.get("HOME") or os.path.expanduser("~")
+    candidates = [os.path.join(base, ".claude", "projects"),
+                  os.path.join(base, ".config", "claude", "projects")]
+    return [path for path in candidates if os.path.isdir(path)] or candidates[:1]

@@ -113,6 +113,9 @@ def run(args: Sequence[str]) -> None:
         from ccmeter.failures import metering_off_line
 
         _say(metering_off_line(str(doc.get("reason") or "unknown")))
+    from ccmeter.runimport import at_run_start  # transcripts: a hint, or a background import
+
+    at_run_start(data_dir, settings.get("import_on_run"), _say)
     exit_code, error = 1, None
     try:
         warn = _log_warning(data_dir)

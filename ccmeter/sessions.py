@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccmeter import store
-from ccmeter.reports import TOKEN_FIELDS, Filters, Group
+from ccmeter.reports import SOURCE_TABLES, TOKEN_FIELDS, Filters, Group
 
 SESSIONS_SQL = """
 SELECT session_id, model,
@@ -24,7 +24,7 @@ SELECT session_id, model,
     MIN(started_ts) AS first_ts,
     MAX(started_ts) AS last_ts,
     project
-FROM api_calls
+FROM {table}
 {where}
 -- "+session_id": with --since, read the time range (api_calls_started_ts) rather than
 -- skip-scan every session in api_calls_session (100k calls, 7 days: 12 -> 9 ms)
@@ -32,9 +32,12 @@ GROUP BY +session_id, model, project
 """
 
 SESSION_PREFIX_SQL = """
-SELECT session_id FROM api_calls
-WHERE session_id >= :low AND session_id < :high
-GROUP BY session_id
+SELECT session_id FROM (
+    SELECT session_id FROM api_calls WHERE session_id >= :low AND session_id < :high
+    UNION
+    SELECT session_id FROM transcript_calls WHERE session_id >= :low AND session_id < :high
+)
+ORDER BY session_id
 LIMIT :limit
 """
 
@@ -42,10 +45,17 @@ SESSION_CALLS_SQL = """
 SELECT call_uid, started_ts, ttfb_ms, duration_ms, project, agent_id, parent_agent_id,
     call_kind, model, requested_model, status, http_status, stop_reason, error_type,
     input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
-    output_tokens, cost_picousd, pricing_note
+    output_tokens, cost_picousd, pricing_note, 'wire' AS source
 FROM api_calls
 WHERE session_id = :session
-ORDER BY started_ts, call_uid
+UNION ALL
+SELECT 'transcript:' || call_key, started_ts, NULL, NULL, project, agent_id, NULL,
+    call_kind, model, NULL, 'ok', NULL, stop_reason, NULL,
+    input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
+    output_tokens, cost_picousd, pricing_note, 'transcript'
+FROM imported_calls
+WHERE session_id = :session
+ORDER BY 2, 1
 """
 
 SPEND_SINCE_SQL = """
@@ -53,7 +63,8 @@ SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd)
 FROM api_calls WHERE started_ts >= :since
 """
 
-ANY_CALL_SQL = "SELECT EXISTS (SELECT 1 FROM api_calls) AS any_call"
+ANY_CALL_SQL = ("SELECT EXISTS (SELECT 1 FROM api_calls) "
+                "OR EXISTS (SELECT 1 FROM transcript_calls) AS any_call")
 
 SESSION_SPEND_SQL = """
 SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls,
@@ -102,6 +113,8 @@ class SessionSummary:
     subagent_calls: int
     models: dict[str, int]
     model_costs: dict[str, int] = field(default_factory=dict)
+    #: of ``calls``, those imported from transcripts
+    transcript_calls: int = 0
 
     @property
     def project(self) -> str | None:
@@ -134,6 +147,9 @@ class SessionSummary:
             "subagent_calls": self.subagent_calls,
             "cost": self.cost_picousd,
             "unpriced_calls": self.unpriced_calls,
+            "source": ("wire" if not self.transcript_calls else "transcript"
+                       if self.transcript_calls == self.calls else "wire+transcript"),
+            "transcript_calls": self.transcript_calls,
         }
 
 
@@ -151,7 +167,10 @@ def short_model(name: str | None, *, dated: bool = True) -> str:
 def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSummary]:
     """Sessions with calls matching ``filters``, most recently active first."""
     where, params = filters.where()
-    rows = store.query(db, SESSIONS_SQL.format(where=where), params)
+    rows = []
+    for source in filters.sources():
+        sql = SESSIONS_SQL.format(where=where, table=SOURCE_TABLES[source])
+        rows += [{**row, "source": source} for row in store.query(db, sql, params)]
     sessions: dict[str | None, SessionSummary] = {}
     costs: dict[str | None, int] = {}
     priced: dict[str | None, int] = {}
@@ -167,6 +186,8 @@ def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSum
         if row["project"]:
             summary.project_names.add(row["project"])
         summary.calls += row["calls"]
+        if row["source"] == "transcript":
+            summary.transcript_calls += row["calls"]
         summary.subagent_calls += int(row["subagent_calls"] or 0)
         summary.unpriced_calls += row["calls"] - row["priced_calls"]
         name = row["model"] or "?"
@@ -238,12 +259,14 @@ def session_detail(db: Any, session_id: str) -> SessionDetail:
             "cost": row["cost_picousd"],
             "ttfb_ms": None if row["ttfb_ms"] is None else round(row["ttfb_ms"]),
             "duration_ms": None if row["duration_ms"] is None else round(row["duration_ms"]),
+            "source": row["source"],
         })
         single = {
             "calls": 1, **{name: row[name] for name in TOKEN_FIELDS},
             "priced_calls": 0 if row["cost_picousd"] is None else 1,
             "cost_picousd": row["cost_picousd"], "first_ts": row["started_ts"],
             "last_ts": row["started_ts"], "project": row["project"],
+            "source": row["source"],
         }
         agent_key = agent if agent is not None else ("(auxiliary)" if kind == "auxiliary"
                                                      else None)

@@ -263,7 +263,9 @@ def test_report_cli_human_and_json(home):
     assert doc["meta"]["group_by"] == ["project"]
     assert {"project", "calls", "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
             "cache_read_tokens", "output_tokens", "cost_usd", "cost_picousd", "unpriced_calls",
-            "cache_savings_usd", "cache_savings_picousd"} == set(doc["rows"][0])
+            "cache_savings_usd", "cache_savings_picousd", "source",
+            "transcript_calls"} == set(doc["rows"][0])
+    assert {r["source"] for r in doc["rows"]} == {"wire"}
     result = runner.invoke(app, ["report", "--by", "model", "--by", "day", "--since", "2w",
                                  "--format", "csv"])
     assert result.exit_code == 0

@@ -202,7 +202,8 @@ def test_waste_by_cause_project_session_and_day_in_every_format(home, cached_api
     assert csv_out.output.splitlines()[0] == (
         "cause,calls,rewrite_tokens,never_read_tokens,waste_usd,waste_picousd")
     # waste is a part of spend: the same period's spend is report's total
-    report = json.loads(CliRunner().invoke(app, ["report", "--since", "7d", "-f", "json"]).output)
+    report = json.loads(CliRunner().invoke(
+        app, ["report", "--since", "7d", "--source", "wire", "-f", "json"]).output)
     assert by_cause["meta"]["spend_picousd"] == report["totals"]["cost_picousd"]
     assert by_cause["totals"]["waste_picousd"] < report["totals"]["cost_picousd"]
     table = CliRunner().invoke(app, ["waste", "--since", "7d"])

@@ -81,6 +81,9 @@ def run(
     paths = config.paths()
     cfg = configcheck.checked_config(paths)
     launch.setup_file_logging(paths)
+    from ccmeter.runimport import at_run_start  # transcripts: a hint, or a background import
+
+    at_run_start(paths.data_dir, cfg.get("import_on_run"), lambda line: typer.echo(line, err=True))
     exit_code, summary = launch.run_wrapped(
         command,
         paths=paths,
