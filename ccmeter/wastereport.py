@@ -132,20 +132,16 @@ def session_waste(db: Any, session_id: str, catalog: Catalog, now: float) -> int
     return sum(priced) if priced else None
 
 
-def session_notes(db: Any, session_id: str, cfg: Any, now: float) -> list[str]:
-    """For the status line and ``watch``: ``cache waste $0.03`` when the session has lost
-    money to the cache, ``⚠ loop: Read ×6`` when it repeats a tool call (at the warning
-    count or more), ``⚠ spend 8× its norm`` when its last minutes cost far more than its
-    average (:func:`ccmeter.loops.rate_alarm`). Empty when there is nothing to say, or the
-    database cannot tell."""
-    from ccmeter import loops, money
+def session_findings(db: Any, session_id: str, cfg: Any, now: float
+                     ) -> tuple[int | None, list[str]]:
+    """For the status line and ``watch``: (the session's cache waste so far in picodollars,
+    None when none of it is priced; the loop guard's notes: ``⚠ loop: Read ×6`` when it
+    repeats a tool call at the warning count or more, ``⚠ spend 8× its norm`` when its last
+    minutes cost far more than its average, :func:`ccmeter.loops.rate_alarm`)."""
+    from ccmeter import loops
 
-    notes = []
     lost = session_waste(db, session_id, _catalog(cfg), now)
-    if lost is None:
-        notes.append("cache waste unpriced")
-    elif lost:
-        notes.append(f"cache waste {money.format_usd(lost)}")
+    notes = []
     latest = store.latest_repeat(db, session_id)
     limit = _loop_limit(cfg)
     warn_at = min(loops.DEFAULT_WARN_AT, limit) if limit else loops.DEFAULT_WARN_AT
@@ -159,7 +155,24 @@ def session_notes(db: Any, session_id: str, cfg: Any, now: float) -> list[str]:
     if factor is not None:
         notes.append("⚠ spend " + (f"{factor:.0f}× its norm" if factor != float("inf")
                                    else "jumped"))
-    return notes
+    return lost, notes
+
+
+def waste_note(lost: int | None, places: int | None = None) -> str | None:
+    """``cache waste $0.03`` (at ``places`` decimals), ``cache waste unpriced``, or None
+    when nothing was lost."""
+    from ccmeter import money
+
+    if lost is None:
+        return "cache waste unpriced"
+    return f"cache waste {money.format_usd(lost, places)}" if lost else None
+
+
+def session_notes(db: Any, session_id: str, cfg: Any, now: float) -> list[str]:
+    """:func:`session_findings` as the status line shows them: the waste first."""
+    lost, notes = session_findings(db, session_id, cfg, now)
+    note = waste_note(lost)
+    return [note, *notes] if note else notes
 
 
 def _catalog(cfg: Any) -> Catalog:

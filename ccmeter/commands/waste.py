@@ -32,8 +32,9 @@ def waste(
 
     A re-write is priced at what reading those tokens would have saved, a write never read at
     what sending them as plain input would have saved; causes are tools, system, message,
-    model, ttl (idle too long), unknown and never_read. Waste is part of spend (`ccmeter
-    report`), never added to it. Without --since or --session: the last 7 days.
+    model, ttl (idle too long), unknown and never_read. Waste is part of the metered spend
+    (`ccmeter report --source wire`), never added to it. Without --since or --session: the
+    last 7 days.
 
     Examples:
       ccmeter waste --since 7d

@@ -173,9 +173,9 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
 
 
 def _session_notes(db: Any, cfg: Mapping[str, Any], now: float,
-                   session_ids: set[str]) -> dict[str, list[str]]:
-    """Each active session's cache waste and loop warning (ccmeter.wastereport); none when
-    the database cannot tell."""
+                   session_ids: set[str]) -> dict[str, tuple[int | None, list[str]]]:
+    """Each active session's cache waste and loop warnings (ccmeter.wastereport); none
+    when the database cannot tell."""
     import sqlite3
 
     from ccmeter import wastereport
@@ -185,17 +185,18 @@ def _session_notes(db: Any, cfg: Mapping[str, Any], now: float,
         if not sid:
             continue
         try:
-            found = wastereport.session_notes(db, sid, cfg, now)
+            lost, notes = wastereport.session_findings(db, sid, cfg, now)
         except sqlite3.Error:
             return {}
-        if found:
-            out[sid] = found
+        if lost != 0 or notes:
+            out[sid] = (lost, notes)
     return out
 
 
 def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
-                  width: int = 100, notes: Mapping[str, list[str]] | None = None) -> _Grid:
-    from ccmeter import reports
+                  width: int = 100,
+                  notes: Mapping[str, tuple[int | None, list[str]]] | None = None) -> _Grid:
+    from ccmeter import reports, wastereport
     from ccmeter.sessions import short_agent, short_id
 
     by_session: dict[str, list[Mapping[str, Any]]] = {}
@@ -209,13 +210,18 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
         return calls, cost, max(r["last_ts"] for r in rows)
 
     lines: list[tuple[list[Any], str | None]] = []
+    waste_lines: list[int] = []
     ordered = sorted(by_session.items(), key=lambda item: -total(item[1])[2])
     for sid, rows in ordered:
         calls, cost, last = total(rows)
         project = next((r["project"] for r in rows if r["project"]), reports.NO_PROJECT)
         lines.append(([short_id(sid), project, _ago(now - last), f"{calls:,}", cost], None))
-        for note in (notes or {}).get(sid, []):  # cache waste, a loop: a line of its own
-            lines.append(([f"  {note}", "", "", "", ""], "yellow" if "loop" in note else "dim"))
+        lost, warnings = (notes or {}).get(sid, (0, []))
+        if lost != 0:  # the cache waste: a line of its own, its amount at the table's places
+            lines.append((["  cache waste", "", "", "", lost], "dim"))
+            waste_lines.append(len(lines) - 1)
+        for note in warnings:  # a loop, a jump in spend
+            lines.append(([f"  {note}", "", "", "", ""], "yellow"))
         for row in sorted(rows, key=lambda r: -(r["cost_picousd"] or 0)):
             if row["call_kind"] != "subagent" and not row["agent_id"]:
                 continue
@@ -224,8 +230,11 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
             lines.append(([label, "", _ago(now - row["last_ts"]), f"{row['calls']:,}", cost],
                           "dim"))
     places = money.usd_places(cells[4] for cells, _ in lines if cells[4] != "")
-    for cells, _ in lines:
-        if cells[4] != "":
+    for index, (cells, _) in enumerate(lines):
+        if index in waste_lines:
+            cells[0] = f"  {wastereport.waste_note(cells[4], places)}"
+            cells[4] = ""
+        elif cells[4] != "":
             cells[4] = money.format_usd(cells[4], places)
     headers = [("Session", "left"), ("Project", "left"), ("Last call", "left"),
                ("Calls", "right"), ("Cost", "right")]
