@@ -12,23 +12,33 @@ from typing import Any
 from ccmeter import store
 from ccmeter.reports import TOKEN_FIELDS, Filters, Group
 
+#: The sessions a list shows, most recently active first (ties: by id, no session first),
+#: and their calls by model and project: the ``LIMIT`` picks the shown sessions before their
+#: calls are grouped (7 days of 100k calls: 20 shown of 389 sessions, 1,907 session x model
+#: groups read before: 9.5 -> 2.3 ms). ``{where}`` is the filters' clause, applied to both;
+#: a ``:limit`` of -1 shows them all. ``IS`` so that calls without a session form one row.
 SESSIONS_SQL = """
-SELECT session_id, model,
+WITH shown AS (
+    SELECT session_id AS sid, MAX(started_ts) AS last_seen
+    FROM api_calls
+    {where}
+    -- "+session_id": read the time range (api_calls_started_ts), not a skip-scan of
+    -- every session in api_calls_session
+    GROUP BY +session_id
+    ORDER BY last_seen DESC, sid
+    LIMIT :limit
+)
+SELECT session_id, model, project,
     COUNT(*) AS calls,
     SUM(cost_picousd) AS cost_picousd,
     COUNT(cost_picousd) AS priced_calls,
-    SUM(input_tokens + cache_write_5m_tokens + cache_write_1h_tokens + cache_read_tokens)
-        AS prompt_tokens,
-    SUM(output_tokens) AS output_tokens,
     SUM(call_kind = 'subagent') AS subagent_calls,
     MIN(started_ts) AS first_ts,
-    MAX(started_ts) AS last_ts,
-    project
-FROM api_calls
+    MAX(started_ts) AS last_ts
+FROM shown JOIN api_calls ON api_calls.session_id IS shown.sid
 {where}
--- "+session_id": with --since, read the time range (api_calls_started_ts) rather than
--- skip-scan every session in api_calls_session (100k calls, 7 days: 12 -> 9 ms)
-GROUP BY +session_id, model, project
+GROUP BY session_id, model, project
+ORDER BY MAX(shown.last_seen) DESC, session_id, model, project
 """
 
 SESSION_PREFIX_SQL = """
@@ -149,10 +159,12 @@ def short_model(name: str | None, *, dated: bool = True) -> str:
 
 
 def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSummary]:
-    """Sessions with calls matching ``filters``, most recently active first."""
+    """The ``limit`` sessions (0: all) with calls matching ``filters``, most recently active
+    first."""
     where, params = filters.where()
+    params["limit"] = limit or -1
     rows = store.query(db, SESSIONS_SQL.format(where=where), params)
-    sessions: dict[str | None, SessionSummary] = {}
+    sessions: dict[str | None, SessionSummary] = {}  # in the query's order
     costs: dict[str | None, int] = {}
     priced: dict[str | None, int] = {}
     for row in rows:
@@ -177,8 +189,7 @@ def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSum
         priced[sid] = priced.get(sid, 0) + row["priced_calls"]
     for sid, summary in sessions.items():
         summary.cost_picousd = costs[sid] if priced[sid] else None
-    ordered = sorted(sessions.values(), key=lambda s: -s.last_ts)
-    return ordered[:limit] if limit else ordered
+    return list(sessions.values())
 
 
 def resolve_session(db: Any, prefix: str) -> str:
