@@ -13,9 +13,8 @@ import os
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 APP = "ccmeter"
 
@@ -32,8 +31,7 @@ class CCMeterError(Exception):
     exit_code = 2
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
     config_dir: Path
     data_dir: Path
 
@@ -127,8 +125,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class UnknownKey:
+class UnknownKey(NamedTuple):
     """A key the config has and ccmeter does not know: ``caps.dialy``, maybe ``daily``."""
 
     path: tuple[str, ...]

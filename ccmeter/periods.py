@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
+from typing import NamedTuple
 
 from ccmeter.config import CCMeterError
 
@@ -51,8 +51,7 @@ class PeriodError(CCMeterError, ValueError):
     """Text that is not a duration or a moment; its message is one line for the user."""
 
 
-@dataclass(frozen=True)
-class Duration:
+class Duration(NamedTuple):
     """A length of time: whole calendar ``months`` plus fixed ``seconds``."""
 
     months: int = 0

@@ -42,7 +42,6 @@ import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TextIO
@@ -61,7 +60,6 @@ _SPARKS = "▁▂▃▄▅▆▇█"
 _BAR_WIDTH = 12
 
 
-@dataclass(frozen=True)
 class Column:
     """One output column: the row key it reads, its table header and its kind of value.
 
@@ -69,16 +67,32 @@ class Column:
     id that must be read in full); ``drop`` > 0 is hidden before the others, highest first.
     """
 
-    key: str
-    header: str
-    kind: str = "text"
-    keep: bool = False
-    whole: bool = False
-    drop: int = 0
+    __slots__ = ("drop", "header", "keep", "key", "kind", "whole")
 
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"column {self.key!r}: unknown kind {self.kind!r}; one of {KINDS}")
+    def __init__(self, key: str, header: str, kind: str = "text", keep: bool = False,
+                 whole: bool = False, drop: int = 0) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"column {key!r}: unknown kind {kind!r}; one of {KINDS}")
+        self.key, self.header, self.kind = key, header, kind
+        self.keep, self.whole, self.drop = keep, whole, drop
+
+    def _fields(self) -> dict[str, Any]:
+        return {"key": self.key, "header": self.header, "kind": self.kind, "keep": self.keep,
+                "whole": self.whole, "drop": self.drop}
+
+    def replace(self, **changes: Any) -> Column:
+        """A copy with some fields changed (``column.replace(drop=1)``)."""
+        return Column(**{**self._fields(), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Column) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._fields().values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self._fields().items())
+        return f"Column({fields})"
 
 
 # --- values ------------------------------------------------------------------------------

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from ccmeter import store
 from ccmeter.periods import bucket_label, bucket_start, next_bucket, slot_seconds
@@ -123,8 +122,7 @@ def current_catalog(cfg: Mapping[str, Any]) -> Catalog:
 # --- the report ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Filters:
+class Filters(NamedTuple):
     since: float | None = None
     until: float | None = None
     project: str | None = None
@@ -149,22 +147,26 @@ class Filters:
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-@dataclass
 class Group:
     """The totals of one report row (or of the whole report)."""
 
-    calls: int = 0
-    input_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    cache_read_tokens: int = 0
-    output_tokens: int = 0
-    priced_calls: int = 0
-    cost_sum: int = 0
-    saved: Decimal | None = None
-    first_ts: float | None = None
-    last_ts: float | None = None
-    project_names: set[str] = field(default_factory=set)
+    __slots__ = ("cache_read_tokens", "cache_write_1h_tokens", "cache_write_5m_tokens", "calls",
+                 "cost_sum", "first_ts", "input_tokens", "last_ts", "output_tokens",
+                 "priced_calls", "project_names", "saved")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.input_tokens = 0
+        self.cache_write_5m_tokens = 0
+        self.cache_write_1h_tokens = 0
+        self.cache_read_tokens = 0
+        self.output_tokens = 0
+        self.priced_calls = 0
+        self.cost_sum = 0
+        self.saved: Decimal | None = None
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.project_names: set[str] = set()
 
     @property
     def project(self) -> str | None:
@@ -239,8 +241,7 @@ class Group:
         }
 
 
-@dataclass
-class Report:
+class Report(NamedTuple):
     """Grouped rows (dicts ready for :func:`ccmeter.render.emit`) and their totals."""
 
     dimensions: tuple[str, ...]
@@ -248,7 +249,6 @@ class Report:
     totals: dict[str, Any]
     filters: Filters
     catalog_version: str
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_time(self) -> bool:

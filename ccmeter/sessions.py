@@ -6,8 +6,7 @@ latest plan utilization, burn per project, active agents). No rendering here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ccmeter import store
 from ccmeter.reports import TOKEN_FIELDS, Filters, Group
@@ -100,18 +99,29 @@ GROUP BY project
 """
 
 
-@dataclass
 class SessionSummary:
-    session_id: str | None
-    project_names: set[str]
-    first_ts: float
-    last_ts: float
-    calls: int
-    cost_picousd: int | None
-    unpriced_calls: int
-    subagent_calls: int
-    models: dict[str, int]
-    model_costs: dict[str, int] = field(default_factory=dict)
+    """One session of a list: its calls, projects, models (calls and cost of each)."""
+
+    __slots__ = ("calls", "cost_picousd", "first_ts", "last_ts", "model_costs", "models",
+                 "project_names", "session_id", "subagent_calls", "unpriced_calls")
+
+    def __init__(self, session_id: str | None, project_names: set[str], first_ts: float,
+                 last_ts: float, calls: int, cost_picousd: int | None, unpriced_calls: int,
+                 subagent_calls: int, models: dict[str, int],
+                 model_costs: dict[str, int] | None = None) -> None:
+        self.session_id = session_id
+        self.project_names = project_names
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+        self.calls = calls
+        self.cost_picousd = cost_picousd
+        self.unpriced_calls = unpriced_calls
+        self.subagent_calls = subagent_calls
+        self.models = models
+        self.model_costs = {} if model_costs is None else model_costs
+
+    def __repr__(self) -> str:
+        return f"<SessionSummary {self.session_id} {self.calls} calls>"
 
     @property
     def project(self) -> str | None:
@@ -214,8 +224,7 @@ def resolve_session(db: Any, prefix: str) -> str:
     return found[0]
 
 
-@dataclass
-class SessionDetail:
+class SessionDetail(NamedTuple):
     session_id: str
     calls: list[dict[str, Any]]
     agents: list[dict[str, Any]]

@@ -12,9 +12,8 @@ import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ccmeter.caps.messages import (
     desktop_notify,
@@ -44,20 +43,18 @@ def _log() -> logging.Logger:
     return logging.getLogger(__name__)
 
 
-@dataclass
-class Decision:
+class Decision(NamedTuple):
     """The answer for one request. ``headroom`` maps a check to what the call may still
     spend before that cap is reached (hard mode cuts the stream there)."""
 
     allowed: bool
     message: str | None = None
-    statuses: list[CapStatus] = field(default_factory=list)
-    headroom: list[tuple[CapStatus, int]] = field(default_factory=list)
+    statuses: Sequence[CapStatus] = ()
+    headroom: Sequence[tuple[CapStatus, int]] = ()
     reserved: bool = False
     reason: str = "ok"  # ok | paused | cap | db_error | off
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(NamedTuple):
     """A Guard's checks for one (policy, project, session), valid in [valid_from, until)."""
 
     policy: Policy

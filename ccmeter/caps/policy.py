@@ -8,9 +8,8 @@ exhaustively. Amounts are exact integer picodollars.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
 from ccmeter import config
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS, window_bounds, zone
@@ -25,16 +24,14 @@ DEFAULT_WARN_AT = (0.8,)
 DEFAULT_RESERVATION_TTL_S = 15 * 60
 
 
-@dataclass(frozen=True)
-class Cap:
+class Cap(NamedTuple):
     """One configured cap. ``scope`` is ``global``, ``project:NAME`` or ``per_session``."""
 
     name: str
     scope: str
     limit_picousd: int
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     caps: tuple[Cap, ...] = ()
     mode: str = "soft"
     window: str = "calendar"
@@ -169,8 +166,7 @@ def parse_policy(cfg: Mapping[str, Any]) -> Policy:
                            if isinstance(ttl, str) else float(ttl)),
     )
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """One cap applied to one moment: the window and the rows it sums over."""
 
     cap: Cap
@@ -211,8 +207,7 @@ def checks_for(
         out.append(Check(cap, scope, start, end, p, s))
     return out
 
-@dataclass(frozen=True)
-class CapStatus:
+class CapStatus(NamedTuple):
     """Where one cap stands. ``fraction`` is spent / limit (1.0 or more: reached)."""
 
     name: str

@@ -8,8 +8,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ccmeter import money
 from ccmeter.statusline import _ago, _caps, _local, plan_line
@@ -34,8 +33,7 @@ def _eta(status: Any, burn: dict[str | None, int], now: float) -> str:
     return _local(at, "%H:%M" if at - now < 86400 else "%a %H:%M")
 
 
-@dataclass
-class _Line:
+class _Line(NamedTuple):
     """A line of text in a frame (a rich ``Text``): its style and styled pieces."""
 
     style: str | None
@@ -45,8 +43,7 @@ class _Line:
         self.pieces.append((text, style))
 
 
-@dataclass
-class _Grid:
+class _Grid(NamedTuple):
     """A borderless table in a frame: title, (header, justify) pairs, rows of cells with a
     row style, and each column's width."""
 
