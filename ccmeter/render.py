@@ -37,7 +37,6 @@ amount, so decimal points line up and a column never mixes ``$9.33`` with ``$0.5
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -270,6 +269,7 @@ def emit(
     """Write ``rows`` as a table, a JSON document or CSV to ``file`` (default: stdout)."""
     out = file if file is not None else sys.stdout
     if fmt == "json":
+        import json  # here: tables do without it
         document = {
             "title": title,
             "meta": _json_safe(dict(meta or {})),

@@ -20,13 +20,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ccmeter import store
 from ccmeter.periods import bucket_label, bucket_start, next_bucket, slot_seconds
-from ccmeter.pricing import Catalog
-from ccmeter.savings import SavingsCalculator, long_context_thresholds, to_pico
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+    from ccmeter.pricing import Catalog
 
 TIME_DIMENSIONS = ("hour", "day", "week", "month")
 DIMENSIONS = ("project", "session", "model", "provider", *TIME_DIMENSIONS)
@@ -112,6 +114,8 @@ def current_catalog(cfg: Mapping[str, Any]) -> Catalog:
 
     Raises ValueError when the overrides are invalid.
     """
+    from ccmeter.pricing import Catalog
+
     catalog = Catalog.bundled()
     overrides = cfg.get("prices")
     if overrides:
@@ -222,6 +226,8 @@ class Group:
         """What caching saved; 0 without calls, None when no call's model has a price."""
         if self.saved is None:
             return None if self.calls else 0
+        from ccmeter.savings import to_pico
+
         return to_pico(self.saved)
 
     @property
@@ -278,6 +284,8 @@ def build_report(
     fill_gaps: bool = True,
 ) -> Report:
     """Group the calls matching ``filters`` by one or two ``dimensions``."""
+    from ccmeter.savings import SavingsCalculator, long_context_thresholds
+
     dims = validate_dimensions(dimensions)
     time_dim = next((d for d in dims if d in TIME_DIMENSIONS), None)
     slot = slot_seconds()

@@ -6,10 +6,13 @@ latest plan utilization, burn per project, active agents). No rendering here.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ccmeter import store
-from ccmeter.reports import TOKEN_FIELDS, Filters, Group
+from ccmeter.reports import TOKEN_FIELDS, Group
+
+if TYPE_CHECKING:
+    from ccmeter.reports import Filters
 
 #: The sessions a list shows, most recently active first (ties: by id, no session first),
 #: and their calls by model and project: the ``LIMIT`` picks the shown sessions before their

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,6 +69,8 @@ class Guard:
     single-worker executor (a connection that waits up to ``CAP_CHECK_WAIT_MS``)."""
 
     def __init__(self, db_path: Path | str, notify: Any = desktop_notify) -> None:
+        import threading  # here: `ccmeter caps` imports this module and makes no Guard
+
         from ccmeter import store
 
         self._store = store  # imported once here, not in each check: it is on the hot path
