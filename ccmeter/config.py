@@ -13,7 +13,9 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
+
+from ccmeter.record import Record
 
 APP = "ccmeter"
 
@@ -30,7 +32,7 @@ class CCMeterError(Exception):
     exit_code = 2
 
 
-class Paths(NamedTuple):
+class Paths(Record):
     config_dir: Path
     data_dir: Path
 
@@ -124,7 +126,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-class UnknownKey(NamedTuple):
+class UnknownKey(Record):
     """A key the config has and ccmeter does not know: ``caps.dialy``, maybe ``daily``."""
 
     path: tuple[str, ...]

@@ -30,10 +30,11 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from ccmeter.money import PICO_PER_USD
+from ccmeter.record import Record
 
 if TYPE_CHECKING:  # the reading commands price nothing: no need for usage's dataclasses
     from ccmeter.usage import TokenCounts, Usage
@@ -57,7 +58,7 @@ PREMIUM_REGION_KINDS = frozenset({"regional", "multi-region", None})
 # --- the result -------------------------------------------------------------------------
 
 
-class Price(NamedTuple):
+class Price(Record):
     """The cost of one answer, or why it has none.
 
     ``cost_usd`` is None for an unknown model, never zero: an unpriced call must stay visible
@@ -80,7 +81,7 @@ class Price(NamedTuple):
 # --- catalog rows -----------------------------------------------------------------------
 
 
-class Rates(NamedTuple):
+class Rates(Record):
     """USD per million tokens for the five billed token categories."""
 
     input: Decimal
@@ -117,7 +118,7 @@ class Rates(NamedTuple):
         )
 
 
-class LongContext(NamedTuple):
+class LongContext(Record):
     """A prompt-length tier: above ``threshold_tokens`` the whole request takes ``rates``."""
 
     threshold_tokens: int
@@ -128,14 +129,14 @@ class LongContext(NamedTuple):
         return tokens.prompt_tokens > self.threshold_tokens
 
 
-class FastRates(NamedTuple):
+class FastRates(Record):
     """Input and output USD per million tokens in fast mode."""
 
     input: Decimal
     output: Decimal
 
 
-class Period(NamedTuple):
+class Period(Record):
     """The rates of one model from ``start`` (a UTC date) until the next period begins."""
 
     start: date
@@ -144,7 +145,7 @@ class Period(NamedTuple):
     fast: FastRates | None
 
 
-class Model(NamedTuple):
+class Model(Record):
     """One catalog model: the ids it is known by and its rate periods, oldest first."""
 
     id: str
@@ -176,7 +177,7 @@ class Model(NamedTuple):
         yield from self.vertex_ids
 
 
-class ModelRow(NamedTuple):
+class ModelRow(Record):
     """A model as a ``ccmeter prices`` table shows it: its ids and the rates in force."""
 
     id: str
@@ -627,7 +628,7 @@ def _user_decimal(value: Any, where: str) -> Decimal:
     return _decimal(value, where)
 
 
-class _EndpointPrices(NamedTuple):
+class _EndpointPrices(Record):
     catalog: Catalog
     provider: str
     region_kind: str | None

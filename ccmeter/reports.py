@@ -20,10 +20,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ccmeter import store
 from ccmeter.periods import bucket_label, bucket_start, next_bucket, slot_seconds
+from ccmeter.record import Record
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -126,7 +127,7 @@ def current_catalog(cfg: Mapping[str, Any]) -> Catalog:
 # --- the report ----------------------------------------------------------------------------
 
 
-class Filters(NamedTuple):
+class Filters(Record):
     since: float | None = None
     until: float | None = None
     project: str | None = None
@@ -247,7 +248,7 @@ class Group:
         }
 
 
-class Report(NamedTuple):
+class Report(Record):
     """Grouped rows (dicts ready for :func:`ccmeter.render.emit`) and their totals."""
 
     dimensions: tuple[str, ...]

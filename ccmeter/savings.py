@@ -18,14 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
-from typing import Any, NamedTuple
+from typing import Any
 
 from ccmeter.pricing import Catalog, Rates
+from ccmeter.record import Record
 
 _PICO_PER_TOKEN = Decimal(10**6)  # USD per MTok -> picodollars per token
 
 
-class _SavingRates(NamedTuple):
+class _SavingRates(Record):
     """Picodollars saved per cache-read token and premium per cache-write token."""
 
     read_saving: Decimal
@@ -37,7 +38,7 @@ class _SavingRates(NamedTuple):
                 - write_1h * self.write_1h_premium)
 
 
-class _SavingPlan(NamedTuple):
+class _SavingPlan(Record):
     """Rates for one (model, UTC day, speed, tier, geo): base, and long-context if any."""
 
     base: _SavingRates

@@ -6,9 +6,10 @@ latest plan utilization, burn per project, active agents). No rendering here.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ccmeter import store
+from ccmeter.record import Record
 from ccmeter.reports import TOKEN_FIELDS, Group
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ def resolve_session(db: Any, prefix: str) -> str:
     return found[0]
 
 
-class SessionDetail(NamedTuple):
+class SessionDetail(Record):
     session_id: str
     calls: list[dict[str, Any]]
     agents: list[dict[str, Any]]

@@ -148,8 +148,9 @@ def test_a_migrated_database_opens_without_sqlite_utils(tmp_path):
 #: What the reading commands must not import off a terminal: the CLI framework, rich, the
 #: proxy, sqlite-utils, and ``dataclasses`` (~6 ms with the ``inspect`` it imports, then
 #: ~0.35 ms for each class it builds): the modules these commands import define their
-#: records as ``NamedTuple`` (or a plain class with ``__slots__`` where one changes). Nor
-#: what only other commands use: the desktop notification's ``shutil``, the proxy's threads.
+#: records as :class:`ccmeter.record.Record` (or a plain class with ``__slots__`` where one
+#: changes). Nor what only other commands use: the desktop notification's ``shutil``, the
+#: proxy's threads.
 NOT_FOR_READING = ("typer", "click", "rich", "mitmproxy", "sqlite_utils", "dataclasses",
                    "inspect", "shutil", "threading")
 #: ... and a table that prices nothing reads no catalog and writes no JSON

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ccmeter.caps.messages import (
     desktop_notify,
@@ -30,6 +30,7 @@ from ccmeter.caps.policy import (
     status_of,
 )
 from ccmeter.caps.windows import ROLLING_SPAN_S
+from ccmeter.record import Record
 
 if TYPE_CHECKING:
     import logging
@@ -42,7 +43,7 @@ def _log() -> logging.Logger:
     return logging.getLogger(__name__)
 
 
-class Decision(NamedTuple):
+class Decision(Record):
     """The answer for one request. ``headroom`` maps a check to what the call may still
     spend before that cap is reached (hard mode cuts the stream there)."""
 
@@ -53,7 +54,7 @@ class Decision(NamedTuple):
     reserved: bool = False
     reason: str = "ok"  # ok | paused | cap | db_error | off
 
-class _Plan(NamedTuple):
+class _Plan(Record):
     """A Guard's checks for one (policy, project, session), valid in [valid_from, until)."""
 
     policy: Policy

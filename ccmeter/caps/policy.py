@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
-from typing import Any, NamedTuple
+from typing import Any
 
 from ccmeter import config
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS, window_bounds, zone
 from ccmeter.config import CCMeterError
 from ccmeter.money import parse_usd
 from ccmeter.periods import parse_duration
+from ccmeter.record import Record
 
 MODES = ("soft", "hard")
 WINDOW_KINDS = ("calendar", "rolling")
@@ -24,14 +25,14 @@ DEFAULT_WARN_AT = (0.8,)
 DEFAULT_RESERVATION_TTL_S = 15 * 60
 
 
-class Cap(NamedTuple):
+class Cap(Record):
     """One configured cap. ``scope`` is ``global``, ``project:NAME`` or ``per_session``."""
 
     name: str
     scope: str
     limit_picousd: int
 
-class Policy(NamedTuple):
+class Policy(Record):
     caps: tuple[Cap, ...] = ()
     mode: str = "soft"
     window: str = "calendar"
@@ -166,7 +167,7 @@ def parse_policy(cfg: Mapping[str, Any]) -> Policy:
                            if isinstance(ttl, str) else float(ttl)),
     )
 
-class Check(NamedTuple):
+class Check(Record):
     """One cap applied to one moment: the window and the rows it sums over."""
 
     cap: Cap
@@ -207,7 +208,7 @@ def checks_for(
         out.append(Check(cap, scope, start, end, p, s))
     return out
 
-class CapStatus(NamedTuple):
+class CapStatus(Record):
     """Where one cap stands. ``fraction`` is spent / limit (1.0 or more: reached)."""
 
     name: str

@@ -8,9 +8,10 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from ccmeter import money
+from ccmeter.record import Record
 from ccmeter.statusline import _ago, _caps, _local, plan_line
 from ccmeter.views.common import NO_CALLS_YET
 
@@ -33,7 +34,7 @@ def _eta(status: Any, burn: dict[str | None, int], now: float) -> str:
     return _local(at, "%H:%M" if at - now < 86400 else "%a %H:%M")
 
 
-class _Line(NamedTuple):
+class _Line(Record):
     """A line of text in a frame (a rich ``Text``): its style and styled pieces."""
 
     style: str | None
@@ -43,7 +44,7 @@ class _Line(NamedTuple):
         self.pieces.append((text, style))
 
 
-class _Grid(NamedTuple):
+class _Grid(Record):
     """A borderless table in a frame: title, (header, justify) pairs, rows of cells with a
     row style, and each column's width."""
 
