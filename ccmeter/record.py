@@ -34,9 +34,12 @@ class Record:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # the class's own annotations, unevaluated (inspect.get_annotations: ~4 ms to import)
-        annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
+        annotations = cls.__dict__.get("__annotations__")  # noqa: RUF063
+        if annotations is None and "__annotate__" in cls.__dict__:  # Python 3.14 (PEP 649)
+            annotations = cls.__annotations__
+        annotations = annotations or {}
         cls._fields = tuple(name for name, kind in annotations.items()
-                            if not str(kind).startswith("ClassVar"))
+                            if not str(kind).removeprefix("typing.").startswith("ClassVar"))
         cls._defaults = {name: cls.__dict__[name] for name in cls._fields
                          if name in cls.__dict__}
         first_default = next((i for i, name in enumerate(cls._fields)

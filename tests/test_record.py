@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 
@@ -13,6 +14,7 @@ from ccmeter.record import Record
 class Cap(Record):
     """A cap (a docstring, a method and a property, as records have)."""
 
+    KINDS: ClassVar[tuple[str, ...]] = ("global", "project")  # not a field
     name: str
     limit: int
     scope: str = "global"

@@ -1,7 +1,7 @@
 """The caps policy: the ``[caps]`` table of the config, and which caps apply to a call.
 
 Pure (no mitmproxy, no sqlite, no rich): it takes dicts and floats and returns frozen
-dataclasses (:class:`Policy`, :class:`Check`, :class:`CapStatus`), so it is tested
+records (:class:`Policy`, :class:`Check`, :class:`CapStatus`), so it is tested
 exhaustively. Amounts are exact integer picodollars.
 """
 
