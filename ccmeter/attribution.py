@@ -14,6 +14,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ccmeter import untrusted
+from ccmeter.gitroot import MAX_WORKING_DIR  # a longer line is no real folder
 
 #: Header a launcher (or ANTHROPIC_CUSTOM_HEADERS) may set to tag calls with a project.
 #: The proxy strips it before the request goes upstream.
@@ -23,8 +24,6 @@ PROJECT_HEADER = "x-ccmeter-project"
 MAX_ID = 128  # session and agent ids
 MAX_PROJECT = 200
 MAX_MODEL = 256
-#: Longest working directory read (Linux's PATH_MAX): a longer line is no real folder.
-MAX_WORKING_DIR = 4096
 MAX_USER_ID = 4096  # metadata.user_id: a short JSON object in practice
 MAX_USER_AGENT = 256
 

@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ccmeter.folders import CONFIG_NAME, folders
 from ccmeter.record import Record
-
-APP = "ccmeter"
 
 #: The platform whose folders :func:`paths` uses (a name as in ``sys.platform``).
 PLATFORM = sys.platform
@@ -38,7 +37,7 @@ class Paths(Record):
 
     @property
     def config_file(self) -> Path:
-        return self.config_dir / "config.toml"
+        return self.config_dir / CONFIG_NAME
 
     @property
     def db_file(self) -> Path:
@@ -68,28 +67,10 @@ class Paths(Record):
 
 
 def paths(env: Mapping[str, str] | None = None, *, home: str | None = None) -> Paths:
-    """Where ccmeter's files are: the one answer every part of ccmeter uses.
-
-    ``home`` (the addon's ``ccmeter_home`` option) means exactly what ``CCMETER_HOME`` means
-    and wins over it: config and data both in that one folder. Without either, the platform's
-    folders: on Linux the config in ``$XDG_CONFIG_HOME/ccmeter`` (``~/.config/ccmeter``) and
-    the data in ``$XDG_DATA_HOME/ccmeter`` (``~/.local/share/ccmeter``).
-    """
-    env = os.environ if env is None else env
-    home = home or env.get("CCMETER_HOME")
-    if home:
-        root = Path(home).expanduser()
-        return Paths(config_dir=root, data_dir=root)
-    user_home = Path(env.get("HOME") or Path.home())
-    if PLATFORM == "darwin":
-        base = user_home / "Library" / "Application Support" / APP
-        return Paths(config_dir=base, data_dir=base)
-    if PLATFORM == "win32":
-        base = Path(env.get("LOCALAPPDATA") or user_home / "AppData" / "Local") / APP
-        return Paths(config_dir=base, data_dir=base)
-    config = Path(env.get("XDG_CONFIG_HOME") or user_home / ".config") / APP
-    data = Path(env.get("XDG_DATA_HOME") or user_home / ".local" / "share") / APP
-    return Paths(config_dir=config, data_dir=data)
+    """Where ccmeter's files are: the one answer every part of ccmeter uses (the platform's
+    rules are :func:`ccmeter.folders.folders`)."""
+    config_dir, data_dir = folders(os.environ if env is None else env, PLATFORM, home)
+    return Paths(config_dir=Path(config_dir), data_dir=Path(data_dir))
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -112,6 +93,7 @@ _RATES = dict.fromkeys(("input", "cache_write_5m", "cache_write_1h", "cache_read
 #: keys are the user's own names. Anything else is an unknown key (see :func:`unknown_keys`).
 SCHEMA: dict[str, Any] = {
     "upstream": None, "project": None, "port": None, "hosts": None, "idle_exit": None,
+    "import_on_run": None,
     "prices": {"discount_percent": None, "models": {"*": _RATES}},
     "caps": {
         **_CAP_WINDOWS,

@@ -5,6 +5,7 @@ costs more than their whole answer:
 
 - ``ccmeter statusline`` runs after every Claude Code turn and goes straight to its one job;
 - ``ccmeter --version`` prints the version;
+- ``run`` joins a proxy that is up through :mod:`ccmeter.quickrun`;
 - ``report``, ``sessions``, ``caps`` and ``watch --once`` go through :mod:`ccmeter.fastpath`
   when their options are plainly well formed; anything else (``--help``, a typo) gets the
   full CLI, with its own help and error messages.
@@ -28,6 +29,10 @@ def main() -> None:
         sys.stdout.write(f"ccmeter {__version__}\n")
         sys.stdout.flush()
         sys.exit(0)
+    if args and args[0] == "run":
+        from ccmeter import quickrun
+
+        quickrun.run(args)  # exits when it joined a running proxy
     if args and args[0] in ("report", "sessions", "caps", "watch"):
         from ccmeter import fastpath
 

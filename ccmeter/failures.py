@@ -55,3 +55,10 @@ def summary(reasons: Iterable[str | None]) -> str | None:
     if len(counts) == 1:
         return head + next(iter(counts))
     return head + ", ".join(f"{n} {why}" for why, n in counts.most_common())
+
+
+def metering_off_line(reason: str) -> str:
+    """What ``run`` and ``serve`` print when metering does not work (see docs/caps.md)."""
+    return (f"ccmeter: WARNING: metering is not working: {reason}. Calls go through "
+            "unmetered, or are refused if caps.on_error is \"block\"; ccmeter keeps the rows and "
+            "tries again on every call (`ccmeter doctor` shows the state)")

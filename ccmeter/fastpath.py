@@ -31,17 +31,19 @@ _FILTERS: Spec = {
     "--format": ("fmt", "str"), "-f": ("fmt", "str"),
 }
 OPTIONS: dict[str, Spec] = {
-    "report": {**_FILTERS, "--by": ("by", "list"), "-b": ("by", "list")},
-    "sessions": {**_FILTERS, "--limit": ("limit", "count"), "-n": ("limit", "count")},
+    "report": {**_FILTERS, "--by": ("by", "list"), "-b": ("by", "list"),
+               "--source": ("source", "str")},
+    "sessions": {**_FILTERS, "--limit": ("limit", "count"), "-n": ("limit", "count"),
+                 "--source": ("source", "str")},
     "caps": {"--format": ("fmt", "str"), "-f": ("fmt", "str"), "--session": ("session", "str")},
     "watch": {"--once": ("once", "flag"), "--active": ("active", "str"),
               "--interval": ("interval", "seconds")},
 }
 DEFAULTS: dict[str, dict[str, Any]] = {
     "report": {"by": None, "since": None, "until": None, "project": None, "model": None,
-               "fmt": "table"},
+               "fmt": "table", "source": "all"},
     "sessions": {"since": "7d", "until": None, "project": None, "model": None, "limit": 20,
-                 "fmt": "table"},
+                 "fmt": "table", "source": "all"},
     "caps": {"fmt": "table", "session": None},
     "watch": {"once": False, "active": "15m", "interval": 1.0},
 }
@@ -104,13 +106,13 @@ def _utf8(value: str) -> bool:
 def _report(p: dict[str, Any]) -> None:
     from ccmeter.views.report import run
 
-    run(p["by"], p["since"], p["until"], p["project"], p["model"], p["fmt"])
+    run(p["by"], p["since"], p["until"], p["project"], p["model"], p["fmt"], p["source"])
 
 
 def _sessions(p: dict[str, Any]) -> None:
     from ccmeter.views.sessions import run
 
-    run(p["since"], p["until"], p["project"], p["model"], p["limit"], p["fmt"])
+    run(p["since"], p["until"], p["project"], p["model"], p["limit"], p["fmt"], p["source"])
 
 
 def _caps(p: dict[str, Any]) -> None:

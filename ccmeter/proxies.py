@@ -27,17 +27,17 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ccmeter import config
+from ccmeter.desk import STATUS_FOLDER, alive
 
 log = logging.getLogger(__name__)
 
-FOLDER = "proxies"
+FOLDER = STATUS_FOLDER
 
 
 def _iso(ts: float) -> str:
@@ -78,6 +78,7 @@ class ProxyStatus:
                 "listen": self.doc.get("listen"), "serves": self.doc.get("serves"),
                 "config_file": str(where.config_file), "db_file": str(where.db_file),
                 "config_error": self.doc.get("config_error"),
+                "run_config": self.doc.get("run_config"), "desk": self.doc.get("desk"),
             }  # not the command line: `ccmeter run -- claude -p "…"` holds a prompt
             self._set_state(failing, since)
             self._files = [d / f"{os.getpid()}.json" for d in status_dirs(where)]
@@ -93,6 +94,20 @@ class ProxyStatus:
         that a ``ccmeter run`` can tell whether to join it."""
         with self._lock:
             self.doc["serves"] = doc
+            self._write()
+
+    def desk(self, doc: dict[str, Any]) -> None:
+        """Where runs reach this proxy's desk, and the token its answers prove they know (see
+        :mod:`ccmeter.desk`)."""
+        with self._lock:
+            self.doc["desk"] = doc
+            self._write()
+
+    def run_config(self, doc: dict[str, Any]) -> None:
+        """What ``ccmeter run`` needs from the config file, as this proxy read it (see
+        :func:`ccmeter.configcheck.for_runs`)."""
+        with self._lock:
+            self.doc["run_config"] = doc
             self._write()
 
     def metering(self, failing: str | None, since: float | None = None) -> None:
@@ -141,20 +156,6 @@ class ProxyStatus:
         for path in self._files:
             with contextlib.suppress(OSError):
                 path.unlink()
-
-
-def alive(pid: Any) -> bool:
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return False
-    if sys.platform == "win32":  # os.kill(pid, 0) is not a probe there
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists, owned by someone else
-    return True
 
 
 def running(where: config.Paths, *, clean: bool = True) -> list[dict[str, Any]]:

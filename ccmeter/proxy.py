@@ -16,9 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from ccmeter import config, providers, resident
+from ccmeter import config, desk, providers
 from ccmeter.addon import ANTHROPIC_HOST, Meter
 from ccmeter.rundesk import RunDesk
 from ccmeter.shutdown import end_connections
@@ -47,12 +46,7 @@ class ProxySettings:
     idle_exit_s: float | None = None
 
     def metered_hosts(self) -> list[str]:
-        hosts = [ANTHROPIC_HOST, *self.extra_hosts]
-        if self.upstream:
-            host = urlsplit(self.upstream).hostname
-            if host:
-                hosts.append(host)
-        return list(dict.fromkeys(h.lower() for h in hosts))
+        return desk.metered_hosts(self.upstream, self.extra_hosts)
 
     def intercept_patterns(self) -> list[str]:
         """``allow_hosts`` regexes: decrypt only API hosts; tunnel everything else untouched."""
@@ -115,10 +109,10 @@ def start(settings: ProxySettings) -> RunningProxy:
     config.ensure_private_dir(settings.paths.data_dir)
     config.ensure_private_dir(settings.paths.ca_dir)
     meter, life = Meter(settings.paths), _Lifecycle()
-    desk = RunDesk(meter, resident.serves_doc(
+    runs = RunDesk(meter, desk.serves_doc(
         reverse=settings.reverse, upstream=None if settings.reverse else settings.upstream,
         hosts=settings.metered_hosts(), cloud=settings.cloud,
-        idle_exit_s=settings.idle_exit_s), settings.idle_exit_s)
+        idle_exit_s=settings.idle_exit_s), settings.idle_exit_s, settings.paths)
     box: dict[str, Any] = {}
 
     def thread_main() -> None:
@@ -141,7 +135,7 @@ def start(settings: ProxySettings) -> RunningProxy:
                 opts.update(ssl_verify_upstream_trusted_ca=settings.upstream_ca)
             master = Master(opts)
             master.addons.add(*default_addons())
-            master.addons.add(desk, meter, life)  # the desk tags a run's flows first
+            master.addons.add(runs, meter, life)  # the desk tags a run's flows first
             master.options.update(
                 connection_strategy="lazy",
                 ccmeter_upstream=None if settings.reverse else settings.upstream,
@@ -175,5 +169,5 @@ def start(settings: ProxySettings) -> RunningProxy:
         )
         raise ProxyStartError(f"the proxy could not listen ({reason or hint})")
     port = int(life.addrs[0][1])
-    return RunningProxy(settings=settings, port=port, meter=meter, desk=desk, _master=box["master"],
+    return RunningProxy(settings=settings, port=port, meter=meter, desk=runs, _master=box["master"],
                         _thread=thread)

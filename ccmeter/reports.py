@@ -41,6 +41,12 @@ TOKEN_FIELDS = (
     "output_tokens",
 )
 MAX_FILLED_BUCKETS = 2000
+#: What ``--source`` takes: the calls metered on the wire, those imported from Claude Code's
+#: transcripts (only the ones no wire row matches: a call seen both ways counts once, from
+#: the wire), or both.
+SOURCES = ("all", "wire", "transcript")
+#: The table each source's calls are read from.
+SOURCE_TABLES = {"wire": "api_calls", "transcript": "imported_calls"}
 #: What a table shows where a call has no project (and the same for any other grouping):
 #: one name in report, sessions, session, watch and team report. JSON/CSV keep null.
 NO_PROJECT = "(no project)"
@@ -85,7 +91,7 @@ SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
     COUNT(cost_picousd) AS priced_calls,
     MIN(started_ts) AS first_ts,
     MAX(started_ts) AS last_ts
-FROM api_calls
+FROM {table}
 {where}
 GROUP BY 1, 2, 3, 4, 5, 6{session_group}
 """
@@ -100,7 +106,7 @@ SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
     SUM(cache_read_tokens) AS cache_read_tokens,
     SUM(cache_write_5m_tokens) AS cache_write_5m_tokens,
     SUM(cache_write_1h_tokens) AS cache_write_1h_tokens
-FROM api_calls
+FROM {table}
 {where}
 GROUP BY 1, 2, 3, 4, 5, 6, 7{session_group}
 """
@@ -133,6 +139,14 @@ class Filters(Record):
     project: str | None = None
     model: str | None = None
     session: str | None = None
+    #: which calls: "all", "wire" or "transcript" (not a WHERE clause: a table to read)
+    source: str = "all"
+
+    def sources(self) -> tuple[str, ...]:
+        """The sources whose calls this report reads, each from its own table."""
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown --source {self.source!r}; use one of {', '.join(SOURCES)}")
+        return ("wire", "transcript") if self.source == "all" else (self.source,)
 
     def where(self) -> tuple[str, dict[str, Any]]:
         clauses: list[str] = []
@@ -157,7 +171,7 @@ class Group:
 
     __slots__ = ("cache_read_tokens", "cache_write_1h_tokens", "cache_write_5m_tokens", "calls",
                  "cost_sum", "first_ts", "input_tokens", "last_ts", "output_tokens",
-                 "priced_calls", "project_names", "saved")
+                 "priced_calls", "project_names", "saved", "transcript_calls")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -172,6 +186,17 @@ class Group:
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.project_names: set[str] = set()
+        #: of ``calls``, those imported from transcripts (the rest were metered on the wire)
+        self.transcript_calls = 0
+
+    @property
+    def source(self) -> str | None:
+        """``wire``, ``transcript``, or ``wire+transcript`` when the calls mix; None without."""
+        if not self.calls:
+            return None
+        if not self.transcript_calls:
+            return "wire"
+        return "transcript" if self.transcript_calls == self.calls else "wire+transcript"
 
     @property
     def project(self) -> str | None:
@@ -185,6 +210,8 @@ class Group:
 
     def add(self, row: Mapping[str, Any], saved: Decimal | None) -> None:
         self.calls += int(row["calls"])
+        if row.get("source") == "transcript":
+            self.transcript_calls += int(row["calls"])
         for name in TOKEN_FIELDS:
             setattr(self, name, getattr(self, name) + int(row[name] or 0))
         self.priced_calls += int(row["priced_calls"])
@@ -201,6 +228,7 @@ class Group:
 
     def merge(self, other: Group) -> None:
         self.calls += other.calls
+        self.transcript_calls += other.transcript_calls
         for name in TOKEN_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.priced_calls += other.priced_calls
@@ -245,6 +273,8 @@ class Group:
             "cache_savings": self.saved_picousd,
             "first_call": self.first_ts,
             "last_call": self.last_ts,
+            "source": self.source,
+            "transcript_calls": self.transcript_calls,
         }
 
 
@@ -291,12 +321,16 @@ def build_report(
     time_dim = next((d for d in dims if d in TIME_DIMENSIONS), None)
     slot = slot_seconds()
     thresholds = long_context_thresholds(catalog)
-    sql, params = report_sql(dims, filters, slot)
-    raw = store.query(db, sql, params)
+    raw: list[dict[str, Any]] = []
     long_rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    if thresholds:
-        for row in store.query(db, *long_context_sql(dims, filters, thresholds, slot)):
-            long_rows.setdefault(_group_key(row), []).append(row)
+    for source in filters.sources():
+        table = SOURCE_TABLES[source]
+        sql, params = report_sql(dims, filters, slot, table)
+        raw += [{**row, "source": source} for row in store.query(db, sql, params)]
+        if thresholds:
+            long_sql = long_context_sql(dims, filters, thresholds, slot, table)
+            for row in store.query(db, *long_sql):
+                long_rows.setdefault(_group_key({**row, "source": source}), []).append(row)
 
     savings = SavingsCalculator(catalog, thresholds)
     labels: dict[int, str] = {}
@@ -341,7 +375,7 @@ _ROW_FIELD = {"project": "project", "session": "session_id", "model": "model_nam
 
 def _group_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return (row["slot"], row["project"], row["model_name"], row["speed"], row["service_tier"],
-            row["inference_geo"], row.get("session_id"), row.get("provider"))
+            row["inference_geo"], row.get("session_id"), row.get("provider"), row["source"])
 
 
 def _where(filters: Filters, slot: int) -> tuple[str, dict[str, Any]]:
@@ -365,16 +399,19 @@ def _optional_columns(dims: Sequence[str]) -> tuple[str, str]:
     return "".join(f",\n    {c}" for c in names), "".join(f", {c}" for c in names)
 
 
-def report_sql(dims: Sequence[str], filters: Filters, slot: int) -> tuple[str, dict[str, Any]]:
-    """The aggregate query (and its parameters) for a report."""
+def report_sql(dims: Sequence[str], filters: Filters, slot: int,
+               table: str = "api_calls") -> tuple[str, dict[str, Any]]:
+    """The aggregate query (and its parameters) for a report on one source's ``table``."""
     where, params = _where(filters, slot)
     columns, group = _optional_columns(dims)
-    sql = REPORT_SQL.format(slot=int(slot), session=columns, where=where, session_group=group)
+    sql = REPORT_SQL.format(slot=int(slot), session=columns, where=where, session_group=group,
+                            table=table)
     return sql, params
 
 
 def long_context_sql(
-    dims: Sequence[str], filters: Filters, thresholds: Sequence[int], slot: int
+    dims: Sequence[str], filters: Filters, thresholds: Sequence[int], slot: int,
+    table: str = "api_calls",
 ) -> tuple[str, dict[str, Any]]:
     """The long-prompt query (and its parameters) matching :func:`report_sql`'s groups."""
     where, params = _where(filters, slot)
@@ -385,7 +422,7 @@ def long_context_sql(
     where = (where + " AND " if where else "WHERE ") + terms[0]
     columns, group = _optional_columns(dims)
     sql = LONG_CONTEXT_SQL.format(slot=int(slot), session=columns, buckets=" + ".join(terms),
-                                  where=where, session_group=group)
+                                  where=where, session_group=group, table=table)
     return sql, params
 
 

@@ -16,46 +16,18 @@ Prompt text is parsed here and never kept: only what :mod:`ccmeter.attribution` 
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import Callable
 from dataclasses import replace
-from functools import lru_cache
 
 from mitmproxy import http
 
 from ccmeter import attribution, providers, untrusted
 from ccmeter.callrow import Call
 from ccmeter.decompress import MAX_DECODED_BYTES, incremental_decoder
+from ccmeter.gitroot import git_top
 from ccmeter.sse import SSEDecoder, looks_like_event_stream
 from ccmeter.tees import RequestTee
 from ccmeter.usage import merge_usage
-
-#: Folders walked up from a working directory looking for its repository's ``.git``.
-GIT_TOP_MAX_LEVELS = 64
-
-
-@lru_cache(maxsize=512)
-def git_top(directory: str) -> str | None:
-    """The enclosing git repository's top folder, found by walking up (no subprocess).
-
-    The walk is bounded: at most GIT_TOP_MAX_LEVELS folders of a path no longer than
-    PATH_MAX, one string each (``Path.parents`` of a 100 KB path with 50,000 parts built
-    50,000 paths of up to 100 KB: seconds of the event loop and gigabytes)."""
-    if len(directory) > attribution.MAX_WORKING_DIR or not os.path.isabs(directory):
-        return None
-    here = os.path.normpath(directory)
-    try:
-        for _ in range(GIT_TOP_MAX_LEVELS):
-            if os.path.exists(os.path.join(here, ".git")):
-                return here
-            parent = os.path.dirname(here)
-            if parent == here:
-                return None
-            here = parent
-    except (OSError, ValueError):
-        return None
-    return None
-
 
 #: Largest request body the meter reads (the API refuses requests over 32 MB).
 MAX_REQUEST_BYTES = 40 * 1024 * 1024

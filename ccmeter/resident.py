@@ -7,9 +7,9 @@ login service) whose settings suit it, and starts one only when none is up:
 - **Discovery** builds on the status files of :mod:`ccmeter.proxies`: each proxy says there
   where it listens and what it serves (mode, upstream, metered hosts, clouds). A file whose
   process is gone is dropped there; a file whose address refuses, or answers with another
-  pid (a reused pid), is stale and removed here. The check is a request to the proxy itself
-  (``http://ccmeter-proxy.invalid/hello``), answered by :mod:`ccmeter.rundesk` and never sent
-  anywhere: an address that does not answer it as ccmeter is not joined.
+  pid (a reused pid), is stale and removed here. The check is a hello to the proxy's desk
+  (:mod:`ccmeter.desk`), whose answer must carry the token in the status file: an address
+  that does not answer as that proxy is not joined.
 - **Concurrency**: "find or start" runs under an exclusive ``flock`` on
   ``<data folder>/proxies/start.lock``, so two runs starting at once start one proxy.
 - **A run's own calls**: the child's ``HTTPS_PROXY`` carries the run in its credentials,
@@ -21,7 +21,9 @@ login service) whose settings suit it, and starts one only when none is up:
   (``ANTHROPIC_CUSTOM_HEADERS`` replaces the user's own) and would travel inside the TLS
   stream towards the API until stripped.
 - **The end of a run**: ``bye`` waits until the run's calls have ended and their rows are on
-  disk; the summary is then read from the rows tagged with the run's id.
+  disk, and answers with the run's summary, made from the rows tagged with the run's id.
+- **The quick path**: when a suitable proxy is up and has read the config as it is now,
+  :mod:`ccmeter.quickrun` does all of this without the CLI; this module is the full path.
 
 A proxy started by ``run`` is ``ccmeter serve --idle-exit …`` in a session of its own: it
 outlives the run while others use it and exits once idle (no run alive, no connection open,
@@ -30,72 +32,24 @@ no call) for ``idle_exit`` (config, default 10 minutes). No mitmproxy in this mo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import http.client
-import json
 import logging
 import os
-import re
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from ccmeter import config, proxies
+from ccmeter import config, desk, proxies
+from ccmeter.desk import DeskError
 
 log = logging.getLogger(__name__)
 
-#: The host the proxy answers itself (``.invalid`` never resolves: nothing leaves).
-DESK_HOST = "ccmeter-proxy.invalid"
-RUN_USER_PREFIX = "run-"
-_RUN_ID = re.compile(r"^[0-9a-f]{8,32}$")
-DEFAULT_IDLE_EXIT = "10m"
 START_TIMEOUT_S = 30.0
 LOCK_NAME = "start.lock"
-
-
-# --- who a call belongs to (pure) ----------------------------------------------------------
-
-
-def new_run_id() -> str:
-    return secrets.token_hex(8)
-
-
-def proxy_url(port: int, run_id: str, project: str | None, host: str = "127.0.0.1") -> str:
-    """The child's ``HTTPS_PROXY``: the run and its project in the credentials (the project
-    base64url-encoded, so that any client carries it through unchanged)."""
-    tag = base64.urlsafe_b64encode(project.encode()).decode().rstrip("=") if project else "-"
-    return f"http://{RUN_USER_PREFIX}{run_id}:{quote(tag, safe='')}@{host}:{port}"
-
-
-def parse_credentials(value: str | None) -> tuple[str, str | None] | None:
-    """``(run id, project)`` from a ``Proxy-Authorization: Basic …`` value that
-    :func:`proxy_url` made; None for anything else (another tool's credentials)."""
-    if not value:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, ValueError):
-        return None
-    if not user.startswith(RUN_USER_PREFIX) or not _RUN_ID.match(user[len(RUN_USER_PREFIX):]):
-        return None
-    project = None
-    if password and password != "-":
-        try:
-            project = base64.urlsafe_b64decode(password + "=" * (-len(password) % 4)).decode()
-        except (binascii.Error, ValueError):
-            project = None
-    return user[len(RUN_USER_PREFIX):], project[:200] if project else None
 
 
 # --- what a run needs of a proxy -------------------------------------------------------------
@@ -111,68 +65,8 @@ class Needs:
     cloud: tuple[str, ...] = ()
 
     def served_by(self, doc: Mapping[str, Any], where: config.Paths) -> bool:
-        serves = doc.get("serves")
-        if not isinstance(serves, dict) or serves.get("mode") != "regular":
-            return False
-        if proxies.mismatches(dict(doc), where):
-            return False
-        return (serves.get("upstream") == self.upstream
-                and set(self.hosts) <= set(serves.get("hosts") or ())
-                and set(self.cloud) <= set(serves.get("cloud") or ()))
-
-
-def serves_doc(*, reverse: bool, upstream: str | None, hosts: Sequence[str],
-               cloud: Sequence[str], idle_exit_s: float | None) -> dict[str, Any]:
-    """What a proxy writes under ``serves`` in its status file (see :class:`Needs`)."""
-    return {"mode": "reverse" if reverse else "regular", "upstream": upstream,
-            "hosts": sorted(hosts), "cloud": sorted(cloud), "idle_exit_s": idle_exit_s}
-
-
-# --- talking to a proxy ----------------------------------------------------------------------
-
-
-class DeskError(Exception):
-    """The address did not answer as a ccmeter proxy."""
-
-
-def ask(port: int, path: str, *, timeout: float = 5.0, host: str = "127.0.0.1") -> dict:
-    """One request to the proxy's own desk (``http://ccmeter-proxy.invalid<path>``)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", f"http://{DESK_HOST}{path}", headers={"Host": DESK_HOST})
-        reply = conn.getresponse()
-        body = reply.read(65536)
-        if reply.status != 200 or reply.getheader("x-ccmeter-desk") != "1":
-            raise DeskError(f"answered {reply.status}, not as ccmeter")
-        doc = json.loads(body)
-        if not isinstance(doc, dict):
-            raise DeskError("answered something else")
-        return doc
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise DeskError(str(exc) or type(exc).__name__) from exc
-    finally:
-        conn.close()
-
-
-def hello(port: int, run_id: str) -> dict:
-    """Register this run (its pid keeps the proxy from going idle) and learn who answers."""
-    return ask(port, f"/hello?run={run_id}&pid={os.getpid()}")
-
-
-def bye(port: int, run_id: str, wait_s: float = 3.0) -> dict:
-    """The run's child has exited: wait (up to ``wait_s``) for the run's calls to end and
-    their rows to be on disk; the answer says how many calls the proxy saw for the run,
-    why any failed, and whether metering failed."""
-    return ask(port, f"/bye?run={run_id}&wait={wait_s:g}", timeout=wait_s + 15)
-
-
-def listen_port(doc: Mapping[str, Any]) -> int | None:
-    listen = doc.get("listen")
-    if not isinstance(listen, str):
-        return None
-    first = listen.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    return int(port) if port.isdigit() and host in ("127.0.0.1", "localhost", "::1") else None
+        return (desk.serves(doc, self.upstream, self.hosts, self.cloud)
+                and not proxies.mismatches(dict(doc), where))
 
 
 # --- find or start ---------------------------------------------------------------------------
@@ -182,6 +76,7 @@ def listen_port(doc: Mapping[str, Any]) -> int | None:
 class Joined:
     pid: int
     port: int
+    desk: tuple[int, str]  # its desk's port and token (see :mod:`ccmeter.desk`)
     started: bool  # this run started it
 
 
@@ -201,14 +96,15 @@ def start_lock(where: config.Paths) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def find(where: config.Paths, needs: Needs, run_id: str) -> Joined | None:
+def find(where: config.Paths, needs: Needs, run_id: str,
+         project: str | None = None) -> Joined | None:
     """A running proxy that suits ``needs`` and answers as itself; stale files are removed."""
     for doc in proxies.running(where):
-        port = listen_port(doc)
-        if port is None or not needs.served_by(doc, where):
+        port, where_desk = desk.listen_port(doc), desk.address(doc)
+        if port is None or where_desk is None or not needs.served_by(doc, where):
             continue
         try:
-            answer = hello(port, run_id)
+            answer = desk.hello(where_desk, run_id, project)
         except DeskError as exc:
             log.info("ccmeter: proxy %s at %s does not answer (%s); its status file is stale",
                      doc.get("pid"), doc.get("listen"), exc)
@@ -219,7 +115,7 @@ def find(where: config.Paths, needs: Needs, run_id: str) -> Joined | None:
                      doc.get("listen"), answer.get("pid"), doc.get("pid"))
             _remove(doc)
             continue
-        return Joined(pid=int(doc["pid"]), port=port, started=False)
+        return Joined(pid=int(doc["pid"]), port=port, desk=where_desk, started=False)
     return None
 
 
@@ -249,10 +145,10 @@ def spawn(where: config.Paths, *, upstream: str | None, idle_exit: str,
 
 
 def join_or_start(where: config.Paths, needs: Needs, run_id: str, *, idle_exit: str,
-                  env: Mapping[str, str] | None = None) -> Joined:
+                  project: str | None = None, env: Mapping[str, str] | None = None) -> Joined:
     """Join a suitable running proxy, or start one and join it (see the module doc)."""
     with start_lock(where):
-        joined = find(where, needs, run_id)
+        joined = find(where, needs, run_id, project)
         if joined is not None:
             return joined
         proc = spawn(where, upstream=needs.upstream, idle_exit=idle_exit, env=env)
@@ -264,11 +160,12 @@ def join_or_start(where: config.Paths, needs: Needs, run_id: str, *, idle_exit: 
                     f"{where.log_file}")
             doc = next((d for d in proxies.running(where, clean=False)
                         if d.get("pid") == proc.pid), None)
-            port = listen_port(doc) if doc else None
-            if port is not None and doc is not None and doc.get("serves"):
+            port = desk.listen_port(doc) if doc else None
+            where_desk = desk.address(doc) if doc else None
+            if port is not None and where_desk is not None:
                 try:
-                    hello(port, run_id)
-                    return Joined(pid=proc.pid, port=port, started=True)
+                    desk.hello(where_desk, run_id, project)
+                    return Joined(pid=proc.pid, port=port, desk=where_desk, started=True)
                 except DeskError:
                     pass
             time.sleep(0.05)

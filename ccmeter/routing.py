@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, http
 
 from ccmeter import config, providers
+from ccmeter.desk import ANTHROPIC_HOST
 from ccmeter.failures import connection_cause
 
 log = logging.getLogger(__name__)
 
-ANTHROPIC_HOST = "api.anthropic.com"
 #: How long the first try of an upstream may take before the call is answered "timed out".
 PROBE_TIMEOUT_S = 10.0
 

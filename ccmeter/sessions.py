@@ -10,44 +10,60 @@ from typing import TYPE_CHECKING, Any
 
 from ccmeter import store
 from ccmeter.record import Record
-from ccmeter.reports import TOKEN_FIELDS, Group
+from ccmeter.reports import SOURCE_TABLES, TOKEN_FIELDS, Group
 
 if TYPE_CHECKING:
     from ccmeter.reports import Filters
 
-#: The sessions a list shows, most recently active first (ties: by id, no session first),
-#: and their calls by model and project: the ``LIMIT`` picks the shown sessions before their
-#: calls are grouped (7 days of 100k calls: 20 shown of 389 sessions, 1,907 session x model
-#: groups read before: 9.5 -> 2.3 ms). ``{where}`` is the filters' clause, applied to both;
-#: a ``:limit`` of -1 shows them all. ``IS`` so that calls without a session form one row.
+#: The sessions a list shows, most recently active first (ties: a session with wire calls
+#: first, then by id, no session first), and their calls by model and project: the ``LIMIT``
+#: picks the shown sessions before their calls are grouped (7 days of 100k calls: 20 shown
+#: of 389 sessions, 1,907 session x model groups read before: 9.5 -> 2.3 ms). ``{lasts}``:
+#: each source's sessions and last call (:data:`SESSION_LAST_SQL`); ``{groups}``: each
+#: source's calls of the shown sessions (:data:`SESSION_GROUPS_SQL`), wire first. A
+#: ``:limit`` of -1 shows them all.
 SESSIONS_SQL = """
 WITH shown AS (
-    SELECT session_id AS sid, MAX(started_ts) AS last_seen
-    FROM api_calls
-    {where}
-    -- "+session_id": read the time range (api_calls_started_ts), not a skip-scan of
-    -- every session in api_calls_session
-    GROUP BY +session_id
-    ORDER BY last_seen DESC, sid
+    SELECT sid, MAX(last_seen) AS last_seen, MIN(source_rank) AS first_source
+    FROM ({lasts})
+    GROUP BY sid
+    ORDER BY last_seen DESC, first_source, sid
     LIMIT :limit
 )
-SELECT session_id, model, project,
+{groups}
+ORDER BY shown_last DESC, shown_first_source, session_id, source_rank, model, project
+"""
+#: One source's sessions with their last call matching the filters (``{where}``);
+#: "+session_id": read the time range (the started_ts index), not a skip-scan of every
+#: session in the session index.
+SESSION_LAST_SQL = """
+    SELECT session_id AS sid, MAX(started_ts) AS last_seen, {rank} AS source_rank
+    FROM {table}
+    {where}
+    GROUP BY +session_id"""
+#: One source's calls of the shown sessions by model and project; ``IS`` so that calls
+#: without a session form one row.
+SESSION_GROUPS_SQL = """
+SELECT {rank} AS source_rank, '{source}' AS source, session_id, model, project,
     COUNT(*) AS calls,
     SUM(cost_picousd) AS cost_picousd,
     COUNT(cost_picousd) AS priced_calls,
     SUM(call_kind = 'subagent') AS subagent_calls,
     MIN(started_ts) AS first_ts,
-    MAX(started_ts) AS last_ts
-FROM shown JOIN api_calls ON api_calls.session_id IS shown.sid
+    MAX(started_ts) AS last_ts,
+    MAX(shown.last_seen) AS shown_last,
+    MIN(shown.first_source) AS shown_first_source
+FROM shown JOIN {table} ON {table}.session_id IS shown.sid
 {where}
-GROUP BY session_id, model, project
-ORDER BY MAX(shown.last_seen) DESC, session_id, model, project
-"""
+GROUP BY session_id, model, project"""
 
 SESSION_PREFIX_SQL = """
-SELECT session_id FROM api_calls
-WHERE session_id >= :low AND session_id < :high
-GROUP BY session_id
+SELECT session_id FROM (
+    SELECT session_id FROM api_calls WHERE session_id >= :low AND session_id < :high
+    UNION
+    SELECT session_id FROM transcript_calls WHERE session_id >= :low AND session_id < :high
+)
+ORDER BY session_id
 LIMIT :limit
 """
 
@@ -55,10 +71,17 @@ SESSION_CALLS_SQL = """
 SELECT call_uid, started_ts, ttfb_ms, duration_ms, project, agent_id, parent_agent_id,
     call_kind, model, requested_model, status, http_status, stop_reason, error_type,
     input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
-    output_tokens, cost_picousd, pricing_note
+    output_tokens, cost_picousd, pricing_note, 'wire' AS source
 FROM api_calls
 WHERE session_id = :session
-ORDER BY started_ts, call_uid
+UNION ALL
+SELECT 'transcript:' || call_key, started_ts, NULL, NULL, project, agent_id, NULL,
+    call_kind, model, NULL, 'ok', NULL, stop_reason, NULL,
+    input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
+    output_tokens, cost_picousd, pricing_note, 'transcript'
+FROM imported_calls
+WHERE session_id = :session
+ORDER BY 2, 1
 """
 
 SPEND_SINCE_SQL = """
@@ -66,7 +89,8 @@ SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd)
 FROM api_calls WHERE started_ts >= :since
 """
 
-ANY_CALL_SQL = "SELECT EXISTS (SELECT 1 FROM api_calls) AS any_call"
+ANY_CALL_SQL = ("SELECT EXISTS (SELECT 1 FROM api_calls) "
+                "OR EXISTS (SELECT 1 FROM transcript_calls) AS any_call")
 
 SESSION_SPEND_SQL = """
 SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls,
@@ -111,12 +135,13 @@ class SessionSummary:
     """One session of a list: its calls, projects, models (calls and cost of each)."""
 
     __slots__ = ("calls", "cost_picousd", "first_ts", "last_ts", "model_costs", "models",
-                 "project_names", "session_id", "subagent_calls", "unpriced_calls")
+                 "project_names", "session_id", "subagent_calls", "transcript_calls",
+                 "unpriced_calls")
 
     def __init__(self, session_id: str | None, project_names: set[str], first_ts: float,
                  last_ts: float, calls: int, cost_picousd: int | None, unpriced_calls: int,
                  subagent_calls: int, models: dict[str, int],
-                 model_costs: dict[str, int] | None = None) -> None:
+                 model_costs: dict[str, int] | None = None, transcript_calls: int = 0) -> None:
         self.session_id = session_id
         self.project_names = project_names
         self.first_ts = first_ts
@@ -127,6 +152,8 @@ class SessionSummary:
         self.subagent_calls = subagent_calls
         self.models = models
         self.model_costs = {} if model_costs is None else model_costs
+        #: of ``calls``, those imported from transcripts
+        self.transcript_calls = transcript_calls
 
     def __repr__(self) -> str:
         return f"<SessionSummary {self.session_id} {self.calls} calls>"
@@ -162,6 +189,9 @@ class SessionSummary:
             "subagent_calls": self.subagent_calls,
             "cost": self.cost_picousd,
             "unpriced_calls": self.unpriced_calls,
+            "source": ("wire" if not self.transcript_calls else "transcript"
+                       if self.transcript_calls == self.calls else "wire+transcript"),
+            "transcript_calls": self.transcript_calls,
         }
 
 
@@ -181,7 +211,15 @@ def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSum
     first."""
     where, params = filters.where()
     params["limit"] = limit or -1
-    rows = store.query(db, SESSIONS_SQL.format(where=where), params)
+    sources = filters.sources()
+    lasts = " UNION ALL ".join(
+        SESSION_LAST_SQL.format(table=SOURCE_TABLES[source], where=where, rank=rank)
+        for rank, source in enumerate(sources))
+    groups = " UNION ALL ".join(
+        SESSION_GROUPS_SQL.format(table=SOURCE_TABLES[source], where=where, rank=rank,
+                                  source=source)
+        for rank, source in enumerate(sources))
+    rows = store.query(db, SESSIONS_SQL.format(lasts=lasts, groups=groups), params)
     sessions: dict[str | None, SessionSummary] = {}  # in the query's order
     costs: dict[str | None, int] = {}
     priced: dict[str | None, int] = {}
@@ -197,6 +235,8 @@ def list_sessions(db: Any, filters: Filters, limit: int = 20) -> list[SessionSum
         if row["project"]:
             summary.project_names.add(row["project"])
         summary.calls += row["calls"]
+        if row["source"] == "transcript":
+            summary.transcript_calls += row["calls"]
         summary.subagent_calls += int(row["subagent_calls"] or 0)
         summary.unpriced_calls += row["calls"] - row["priced_calls"]
         name = row["model"] or "?"
@@ -266,12 +306,14 @@ def session_detail(db: Any, session_id: str) -> SessionDetail:
             "cost": row["cost_picousd"],
             "ttfb_ms": None if row["ttfb_ms"] is None else round(row["ttfb_ms"]),
             "duration_ms": None if row["duration_ms"] is None else round(row["duration_ms"]),
+            "source": row["source"],
         })
         single = {
             "calls": 1, **{name: row[name] for name in TOKEN_FIELDS},
             "priced_calls": 0 if row["cost_picousd"] is None else 1,
             "cost_picousd": row["cost_picousd"], "first_ts": row["started_ts"],
             "last_ts": row["started_ts"], "project": row["project"],
+            "source": row["source"],
         }
         agent_key = agent if agent is not None else ("(auxiliary)" if kind == "auxiliary"
                                                      else None)

@@ -11,6 +11,7 @@ The default (autouse) is what a newcomer has after ``pip install``: ``HOME`` set
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -74,3 +75,23 @@ def isolated_home(user_home, tmp_path_factory, monkeypatch) -> Path:
 def home(isolated_home) -> Path:
     """This test's CCMETER_HOME, under the name most tests use for it."""
     return Path(isolated_home)
+
+
+@pytest.fixture
+def residents(user_dirs) -> Iterator[config.Paths]:
+    """The platform folders, and the shared proxies a test's runs left behind stopped."""
+    from ccmeter import proxies
+
+    yield user_dirs
+    for doc in proxies.running(user_dirs):
+        if doc.get("serves"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(doc["pid"], signal.SIGTERM)
+
+
+@pytest.fixture
+def work(tmp_path) -> Path:
+    """A working folder (no git repository) whose name is the project: ``work``."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    return folder

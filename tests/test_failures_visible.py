@@ -24,7 +24,7 @@ import pytest
 from mitm import TUNNEL, MitmDump
 from standin import StandIn, error_reply
 
-from ccmeter import failures, launch, proxy
+from ccmeter import failures, launch, proxy, runsummary
 
 CCMETER = [sys.executable, "-m", "ccmeter.cli"]
 
@@ -123,7 +123,7 @@ def test_failure_reasons_in_a_few_words():
     assert failures.summary([None, None]) is None
     assert failures.summary(["a"]) == "1 call failed: a"
     assert failures.summary(["a", "b", "a", None]) == "3 calls failed: 2 a, 1 b"
-    summary = launch.RunSummary(exit_code=0, calls=2, sessions=0, cost_picousd=0,
+    summary = runsummary.RunSummary(calls=2, sessions=0, cost_picousd=0,
                                 unpriced_calls=0, today_picousd=0,
                                 failures="2 calls failed: upstream unreachable (timed out)")
     assert summary.line().endswith("· 2 calls failed: upstream unreachable (timed out)")

@@ -56,7 +56,8 @@ def test_options_are_the_typer_commands_options(name):
 def test_only_plain_command_lines_take_the_fast_path():
     assert fastpath.parse(["report", "--by", "model", "-b", "day", "--since=30d"]) == (
         "report", {"by": ["model", "day"], "since": "30d", "until": None, "project": None,
-                   "model": None, "fmt": "table"})
+                   "model": None, "fmt": "table", "source": "all"})
+    assert fastpath.parse(["report", "--source", "wire"])[1]["source"] == "wire"
     assert fastpath.parse(["sessions", "-n", "5", "-n", "7"])[1]["limit"] == 7  # last wins
     for args in (["report", "--help"], ["report", "-h"], ["report", "--by"],
                  ["report", "--bogus"], ["report", "extra"], ["report", "-s30d"],
@@ -85,6 +86,8 @@ CASES = [
     ["report", "--by", "session", "--project", "api-server"],
     ["report", "--by", "nonsense"], ["report", "--since", "tomorrow-ish"],
     ["report", "--since", "2d", "--until", "3d"], ["report", "--format", "yaml"],
+    ["report", "--by", "day", "--source", "wire"], ["report", "--source", "transcript"],
+    ["report", "--source", "nowhere"], ["sessions", "--source", "wire", "-f", "json"],
     ["sessions"], ["sessions", "-n", "3", "--format", "json"], ["sessions", "--since", "1d"],
     ["caps"], ["caps", "--format", "csv"], ["caps", "--session", "nope"],
     ["caps", "--format", "xml"],

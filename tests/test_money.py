@@ -53,10 +53,10 @@ def test_usd_string_is_the_share_and_report_string():
 def test_the_run_summary_uses_the_spend_rule():
     """`ccmeter run`'s closing line had its own float formatter: a tiny cost read $0.0000.
     It shows spend as caps do (money.spend_usd: floored, cents from $1, 4 decimals below)."""
-    from ccmeter.launch import RunSummary
+    from ccmeter.runsummary import RunSummary
 
     for pico in (0, 10, 4_850_000_000, 1_234_567_890_123_456):
-        line = RunSummary(0, 1, 1, pico, 0, pico).line()
+        line = RunSummary(1, 1, pico, 0, pico).line()
         assert f"this run {money.spend_usd(pico)} (1 call" in line
-    assert "this run $1,234.56 " in RunSummary(0, 1, 1, 1_234_567_890_123_456, 0, 0).line()
-    assert "$0.0000" not in RunSummary(0, 1, 1, 10, 0, 10).line()
+    assert "this run $1,234.56 " in RunSummary(1, 1, 1_234_567_890_123_456, 0, 0).line()
+    assert "$0.0000" not in RunSummary(1, 1, 10, 0, 10).line()

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from ccmeter import config, launch, providers, proxy
+from ccmeter import child, config, providers, proxy
 from ccmeter.eventstream import EventStreamDecoder
 from ccmeter.pricing import Catalog
 from ccmeter.providers import Endpoint, classify
@@ -214,13 +214,13 @@ def test_error_of_reads_each_providers_error_shape():
 
 
 def test_cloud_providers_from_the_environment():
-    assert launch.cloud_providers({}) == ()
-    assert launch.cloud_providers({"CLAUDE_CODE_USE_BEDROCK": "1"}) == ("bedrock",)
-    assert launch.cloud_providers({"CLAUDE_CODE_USE_VERTEX": "true",
+    assert child.cloud_providers({}) == ()
+    assert child.cloud_providers({"CLAUDE_CODE_USE_BEDROCK": "1"}) == ("bedrock",)
+    assert child.cloud_providers({"CLAUDE_CODE_USE_VERTEX": "true",
                                    "CLAUDE_CODE_USE_BEDROCK": "0"}) == ("vertex",)
     env = {"ANTHROPIC_BEDROCK_BASE_URL": "https://bedrock-gw.corp.example/v1",
            "ANTHROPIC_VERTEX_BASE_URL": "http://127.0.0.1:9999"}
-    assert launch.hosts_from_base_url(env) == ["bedrock-gw.corp.example", "127.0.0.1"]
+    assert child.hosts_from_base_url(env) == ["bedrock-gw.corp.example", "127.0.0.1"]
 
 
 def test_intercept_patterns_cover_every_region_only_when_asked(tmp_path):

@@ -271,6 +271,19 @@ def test_the_session_list_limits_before_it_groups(home):
     unpriced = sessions.list_sessions(db, reports.Filters(since=now - 100), 0)
     assert [(s.session_id, s.cost_picousd, s.unpriced_calls) for s in unpriced][3:] == [
         ("c", None, 1), ("d", 7, 0)]
+    # a session of transcript calls only comes after the wire's among equals; a session with
+    # both has its wire models first
+    for key, sid, model in (("t1", "0-transcript", "claude-haiku-4-5"),
+                            ("t2", "b", "claude-sonnet-5")):
+        db.execute("INSERT INTO transcript_calls (call_key, started_at, started_ts, session_id, "
+                   "model, cost_picousd, updated_ts) VALUES (?, 'x', ?, ?, ?, 3, ?)",
+                   [key, now, sid, model, now])
+    both = sessions.list_sessions(db, reports.Filters(), 5)
+    assert [s.session_id for s in both] == [None, "a", "b", "0-transcript", "c"]
+    assert list(both[2].models) == ["claude-haiku-4-5", "claude-opus-4-8", "claude-sonnet-5"]
+    assert (both[2].calls, both[2].transcript_calls, both[2].cost_picousd) == (3, 1, 17)
+    assert [s.session_id for s in sessions.list_sessions(
+        db, reports.Filters(source="transcript"), 0)] == ["0-transcript", "b"]
 
 
 def test_report_cli_human_and_json(home):
@@ -292,7 +305,9 @@ def test_report_cli_human_and_json(home):
     assert doc["meta"]["group_by"] == ["project"]
     assert {"project", "calls", "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
             "cache_read_tokens", "output_tokens", "cost_usd", "cost_picousd", "unpriced_calls",
-            "cache_savings_usd", "cache_savings_picousd"} == set(doc["rows"][0])
+            "cache_savings_usd", "cache_savings_picousd", "source",
+            "transcript_calls"} == set(doc["rows"][0])
+    assert {r["source"] for r in doc["rows"]} == {"wire"}
     result = runner.invoke(app, ["report", "--by", "model", "--by", "day", "--since", "2w",
                                  "--format", "csv"])
     assert result.exit_code == 0

@@ -8,7 +8,6 @@ stand-in API. Runs are started and ended in overlapping order against one shared
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import json
 import os
@@ -26,7 +25,7 @@ import pytest
 from mitm import TUNNEL
 from standin import StandIn, message_events, serialize_events, sse_reply
 
-from ccmeter import config, proxies, resident
+from ccmeter import config, desk, proxies
 
 PICO = 10**12
 # Opus 4.8 input is $5 per MTok: a call of N thousand input tokens costs N x $0.005.
@@ -73,7 +72,7 @@ def start_run(*args: str, cwd: Path, project: str | None = None,
               upstream: str) -> subprocess.Popen:
     extra = ["--project", project] if project else []
     return subprocess.Popen(
-        [sys.executable, "-m", "ccmeter.cli", "run", "--upstream", upstream, *extra, "--",
+        [sys.executable, "-m", "ccmeter.entry", "run", "--upstream", upstream, *extra, "--",
          sys.executable, "-c", CLIENT, *args],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -85,7 +84,7 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[list[str], str
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ccmeter.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ccmeter.entry", *args], capture_output=True,
                           text=True, timeout=120, cwd=cwd)
 
 
@@ -119,23 +118,6 @@ def wait_until(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def residents(user_dirs):
-    """Stops the proxies a test's runs left behind (their pids from the status files)."""
-    yield user_dirs
-    for doc in proxies.running(user_dirs):
-        if doc.get("serves"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(doc["pid"], signal.SIGTERM)
-
-
-@pytest.fixture
-def work(tmp_path) -> Path:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    return folder
-
-
 # --- the credentials (pure) ----------------------------------------------------------------
 
 
@@ -143,11 +125,11 @@ def work(tmp_path) -> Path:
 def test_the_proxy_url_carries_the_run_and_its_project(project):
     from urllib.parse import unquote, urlsplit
 
-    url = urlsplit(resident.proxy_url(8400, "0123456789abcdef", project))
+    url = urlsplit(desk.proxy_url(8400, "0123456789abcdef", project))
     assert (url.hostname, url.port) == ("127.0.0.1", 8400)
     # what a client sends: Basic base64(unquoted user ":" unquoted password)
     token = base64.b64encode(f"{unquote(url.username)}:{unquote(url.password)}".encode())
-    assert resident.parse_credentials("Basic " + token.decode()) == (
+    assert desk.parse_credentials("Basic " + token.decode()) == (
         "0123456789abcdef", project)
 
 
@@ -155,7 +137,7 @@ def test_the_proxy_url_carries_the_run_and_its_project(project):
                                    "Basic " + base64.b64encode(b"alice:secret").decode(),
                                    "Basic " + base64.b64encode(b"run-XYZ:cA").decode()])
 def test_other_credentials_are_no_run(value):
-    assert resident.parse_credentials(value) is None
+    assert desk.parse_credentials(value) is None
 
 
 # --- sessions sharing one proxy --------------------------------------------------------------
@@ -201,7 +183,7 @@ def test_overlapping_runs_share_one_proxy_and_each_sums_its_own_calls(residents,
     # exactly one proxy: one status file, one start in the log, every run joined it
     [doc] = status_files(residents)
     log = residents.log_file.read_text()
-    assert log.count("started proxy") == 1 and log.count(f"joined proxy {doc['pid']}") == 2
+    assert log.count("started proxy") == 1 and log.count(f"joined proxy {doc['pid']}") == 3
 
 
 def test_runs_starting_at_the_same_moment_start_one_proxy(residents, work):
@@ -284,8 +266,8 @@ def test_a_killed_shared_proxy_leaves_its_rows_and_the_next_run_starts_another(r
 def test_stale_status_files_are_ignored_and_removed(residents, work):
     folder = residents.data_dir / proxies.FOLDER
     folder.mkdir(parents=True)
-    serves = resident.serves_doc(reverse=False, upstream=None, hosts=["api.anthropic.com"],
-                                 cloud=[], idle_exit_s=None)
+    serves = desk.serves_doc(reverse=False, upstream=None, hosts=["api.anthropic.com"],
+                             cloud=[], idle_exit_s=None)
     # a live pid that is no proxy (this test's own), and nothing listening at the address
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -293,9 +275,12 @@ def test_stale_status_files_are_ignored_and_removed(residents, work):
     # a live pid and an address that answers, but not as ccmeter
     other = http_server()
     stale = [
-        {"pid": os.getpid(), "listen": f"127.0.0.1:{refused}"},
-        {"pid": os.getppid(), "listen": f"127.0.0.1:{other.server_address[1]}"},
-        {"pid": 2**22 + 12345, "listen": "127.0.0.1:1"},  # a pid that is gone
+        {"pid": os.getpid(), "listen": f"127.0.0.1:{refused}",
+         "desk": {"port": refused, "token": "0" * 32}},
+        {"pid": os.getppid(), "listen": f"127.0.0.1:{other.server_address[1]}",
+         "desk": {"port": other.server_address[1], "token": "0" * 32}},
+        {"pid": 2**22 + 12345, "listen": "127.0.0.1:1",  # a pid that is gone
+         "desk": {"port": 1, "token": "0" * 32}},
     ]
     for doc in stale:
         doc.update(serves=serves, config_file=str(residents.config_file),
@@ -362,8 +347,9 @@ def test_serve_answers_as_the_shared_proxy_and_never_forwards_the_credentials(re
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
-        wait_until(lambda: any(d.get("serves") for d in status_files(residents)))
-        answer_doc = resident.hello(port, "0123456789abcdef")
+        wait_until(lambda: any(d.get("desk") for d in status_files(residents)))
+        [doc] = status_files(residents)
+        answer_doc = desk.hello(desk.address(doc), "0123456789abcdef")
         assert answer_doc["pid"] == serve.pid
         with StandIn() as other:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -445,4 +431,4 @@ def test_a_run_with_another_upstream_starts_a_shared_proxy_of_its_own(residents,
     docs = status_files(residents)
     assert sorted(d["serves"]["upstream"] for d in docs) == sorted([first.url, second.url])
     log = residents.log_file.read_text()
-    assert log.count("started proxy") == 2 and log.count("joined proxy") == 1
+    assert log.count("started proxy") == 2 and log.count("joined proxy") == 3

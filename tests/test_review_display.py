@@ -157,7 +157,7 @@ def test_spend_against_a_cap_is_floored_everywhere(user_dirs, monkeypatch):
     and the status line: beside a cap it has not passed, a spend never looks like the cap."""
     from ccmeter.caps.messages import refusal_message
     from ccmeter.caps.policy import CapStatus
-    from ccmeter.launch import RunSummary
+    from ccmeter.runsummary import RunSummary
 
     monkeypatch.setenv("COLUMNS", "100")
     spent = 1_298_250_000_000
@@ -168,7 +168,7 @@ def test_spend_against_a_cap_is_floored_everywhere(user_dirs, monkeypatch):
     assert "today $1.29/$1.30 " in _statusline()
     watch = _run("watch", "--once")
     assert "today $1.29" in watch and "$1.29 " in watch, watch
-    summary = RunSummary(0, 1, 1, spent, 0, spent, "daily cap reached").line()
+    summary = RunSummary(1, 1, spent, 0, spent, "daily cap reached").line()
     assert "this run $1.29 " in summary and "today $1.29 " in summary, summary
     status = CapStatus("daily", "global", 1_300_000_000_000, spent, None, 1.0, "calendar")
     assert "($1.29 spent)" in refusal_message(status, time.time())

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from ccmeter import store
 from ccmeter.cli import app
 
-CCMETER = [sys.executable, "-m", "ccmeter.cli"]
+CCMETER = [sys.executable, "-m", "ccmeter.entry"]  # the console script's own module
 PICO = 10**12
 
 

@@ -49,8 +49,9 @@ CLIENT = TUNNEL + textwrap.dedent("""
 
 def cli(*args: str, cwd: Path | None = None, timeout: float = 120,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The installed ``ccmeter`` command, with the test's environment (HOME only)."""
-    return subprocess.run([sys.executable, "-m", "ccmeter.cli", *args], cwd=cwd,
+    """The installed ``ccmeter`` command (its console script's module), with the test's
+    environment (HOME only)."""
+    return subprocess.run([sys.executable, "-m", "ccmeter.entry", *args], cwd=cwd,
                           env=env or dict(os.environ), capture_output=True, text=True,
                           timeout=timeout)
 

@@ -16,6 +16,7 @@ import typer
 from ccmeter.views.common import (  # noqa: F401  (re-exported)
     NO_CALLS_YET,
     check_format,
+    check_source,
     fold_journals,
     iso,
     load_catalog,
@@ -52,4 +53,10 @@ ModelOption = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Only models whose id contains this text, e.g. opus "
                  "or claude-sonnet-5."),
+]
+SourceOption = Annotated[
+    str,
+    typer.Option("--source", help="Which calls: wire (metered by ccmeter), transcript "
+                 "(imported from Claude Code's transcripts by `ccmeter import`, and never seen "
+                 "on the wire) or all (both; a call seen both ways counts once, from the wire)."),
 ]

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from ccmeter import config
+from ccmeter import child, config, configcheck, gitroot
+from ccmeter.failures import metering_off_line
 
 ProjectOption = Annotated[
     str | None,
@@ -53,30 +54,6 @@ def register(app: typer.Typer) -> None:
     app.command()(addon)
 
 
-def checked_config(paths: config.Paths) -> dict:
-    """The config, with everything a proxy relies on checked before it starts: a typo in
-    ``[caps]`` (an unknown key included) or a bad ``[prices]`` must stop the start with one
-    line, not switch the caps off or store list prices silently. Other unknown keys are only
-    warned about (by ``load_config``): a newer ccmeter's settings must not stop this one."""
-    from ccmeter.caps.policy import parse_policy
-
-    cfg = config.load_config(paths)
-    config.config_port(cfg)
-    config.config_text(cfg, "project")
-    config.config_text(cfg, "upstream")
-    if "idle_exit" in cfg:
-        from ccmeter import launch
-
-        launch.idle_exit_text(cfg)
-    if "caps" in cfg:
-        parse_policy(cfg)
-    if "prices" in cfg:  # as `report` does: never store costs at prices the user did not mean
-        from ccmeter.commands.common import load_catalog
-
-        load_catalog(cfg)
-    return cfg
-
-
 def run(
     ctx: typer.Context,
     project: ProjectOption = None,
@@ -102,18 +79,21 @@ def run(
     if not command:
         raise config.CCMeterError("nothing to run; usage: ccmeter run -- claude")
     paths = config.paths()
-    cfg = checked_config(paths)
+    cfg = configcheck.checked_config(paths)
     launch.setup_file_logging(paths)
-    summary = launch.run_wrapped(
+    from ccmeter.runimport import at_run_start  # transcripts: a hint, or a background import
+
+    at_run_start(paths.data_dir, cfg.get("import_on_run"), lambda line: typer.echo(line, err=True))
+    exit_code, summary = launch.run_wrapped(
         command,
         paths=paths,
-        project=project or config.config_text(cfg, "project") or launch.detect_project(),
-        upstream=launch.resolve_upstream(upstream, cfg),
-        extra_hosts=launch.configured_hosts(cfg),
+        project=project or config.config_text(cfg, "project") or gitroot.detect_project(),
+        upstream=configcheck.resolve_upstream(upstream, cfg),
+        extra_hosts=configcheck.configured_hosts(cfg),
         notify=lambda line: typer.echo(line, err=True),
     )
-    typer.echo(summary.line(), err=True)
-    raise typer.Exit(summary.exit_code)
+    typer.echo(summary, err=True)
+    raise typer.Exit(exit_code)
 
 
 def serve(
@@ -145,17 +125,17 @@ def serve(
     from ccmeter import launch, proxy  # lazily: mitmproxy is slow to import
 
     paths = config.paths()
-    cfg = checked_config(paths)
-    idle_exit_s = launch.idle_seconds(idle_exit, "--idle-exit") if idle_exit else None
+    cfg = configcheck.checked_config(paths)
+    idle_exit_s = configcheck.idle_seconds(idle_exit, "--idle-exit") if idle_exit else None
     port = 0 if any_port else port or config.config_port(cfg)
     launch.setup_file_logging(paths)
     if not reverse:
         launch.ensure_ca(paths)
     settings = proxy.ProxySettings(
         paths=paths, port=port, reverse=reverse, project=project,
-        upstream=launch.resolve_upstream(upstream, cfg),
-        extra_hosts=(*launch.hosts_from_base_url(os.environ), *launch.configured_hosts(cfg)),
-        cloud=launch.cloud_providers(os.environ),
+        upstream=configcheck.resolve_upstream(upstream, cfg),
+        extra_hosts=(*child.hosts_from_base_url(os.environ), *configcheck.configured_hosts(cfg)),
+        cloud=child.cloud_providers(os.environ),
         idle_exit_s=idle_exit_s,
     )
     running = proxy.start(settings)
@@ -170,7 +150,7 @@ def serve(
         writer = running.meter.writer  # metering that stops or works again is said here too
         failing = writer.failing if writer is not None else None
         if failing != told:
-            typer.echo(launch.metering_off_line(failing) if failing
+            typer.echo(metering_off_line(failing) if failing
                        else "ccmeter: metering works again", err=True)
             told = failing
         if stop.wait(0.5):
@@ -384,7 +364,7 @@ def doctor() -> None:
     else:
         report(False, "claude is not on PATH",
                "npm install -g @anthropic-ai/claude-code, or pass its path to `ccmeter run --`")
-    if launch.no_proxy_bypasses(os.environ):
+    if child.no_proxy_bypasses(os.environ):
         report(False, "NO_PROXY covers api.anthropic.com: calls would bypass the meter",
                "remove api.anthropic.com (or *) from NO_PROXY")
     if problems:

@@ -14,6 +14,7 @@ from ccmeter.commands.common import (
     ModelOption,
     ProjectOption,
     SinceOption,
+    SourceOption,
     UntilOption,
 )
 
@@ -33,6 +34,7 @@ def report(
     project: ProjectOption = None,
     model: ModelOption = None,
     fmt: FormatOption = "table",
+    source: SourceOption = "all",
 ) -> None:
     """What Claude calls cost, grouped, with tokens, cache savings and totals.
 
@@ -44,7 +46,8 @@ def report(
       ccmeter report --by project --since 30d
       ccmeter report --by session --project api-server
       ccmeter report --by model --by day --since 2w --format csv > spend.csv
+      ccmeter report --by month --source transcript
     """
     from ccmeter.views.report import run
 
-    run(by, since, until, project, model, fmt)
+    run(by, since, until, project, model, fmt, source)

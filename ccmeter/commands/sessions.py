@@ -17,6 +17,7 @@ from ccmeter.commands.common import (
     ModelOption,
     ProjectOption,
     SinceOption,
+    SourceOption,
     UntilOption,
     check_format,
     iso,
@@ -38,6 +39,7 @@ def sessions(
     limit: Annotated[int, typer.Option("--limit", "-n", min=0,
                      help="Show at most this many sessions (0 = all).")] = 20,
     fmt: FormatOption = "table",
+    source: SourceOption = "all",
 ) -> None:
     """Recent Claude Code sessions, most recently active first: models, calls, cost.
 
@@ -47,7 +49,7 @@ def sessions(
     """
     from ccmeter.views.sessions import run
 
-    run(since, until, project, model, limit, fmt)
+    run(since, until, project, model, limit, fmt, source)
 
 
 def session(
@@ -100,6 +102,8 @@ def session(
         render.Column("ttfb_ms", "TTFB ms", "int"),
         render.Column("duration_ms", "Duration ms", "int"),
     ]
+    if machine or any(c["source"] == "transcript" for c in detail.calls):
+        columns.append(render.Column("source", "Source"))
     agent_columns = [
         render.Column("agent", "Agent"), render.Column("kind", "Kind"),
         render.Column("parent_agent_id", "Parent"), render.Column("calls", "Calls", "int"),

@@ -5,7 +5,9 @@
 - :mod:`.calls` holds the named writes and reads on ``api_calls`` and ``cost_history``;
 - :mod:`.writer` is :class:`CallWriter`, the proxy's one writing thread;
 - :mod:`.capspend` is the SQL behind spending caps (window spends, reservations, warnings);
-- :mod:`.recovered` inserts the rows folded in from a dead proxy's call journal.
+- :mod:`.recovered` inserts the rows folded in from a dead proxy's call journal;
+- :mod:`.transcripts` holds the calls imported from Claude Code's transcripts, the import's
+  bookkeeping, and the reconcile query.
 
 Everything a caller needs is re-exported here, so ``from ccmeter import store`` and
 ``store.connect(...)`` read the same wherever they are used. The re-exports are lazy: a
@@ -63,6 +65,16 @@ if TYPE_CHECKING:
     )
     from ccmeter.store.migrations import MIGRATIONS
     from ccmeter.store.recovered import insert_missing_calls
+    from ccmeter.store.transcripts import (
+        TRANSCRIPT_COLUMNS,
+        calls_on_wire,
+        has_imported_calls,
+        known_files,
+        prepare_import,
+        reconcile_rows,
+        save_transcript_batch,
+        transcript_calls_by_key,
+    )
     from ccmeter.store.writer import CallWriter
 
 #: where each re-exported name lives
@@ -106,6 +118,14 @@ _HOMES = {
     "MIGRATIONS": "migrations",
     "insert_missing_calls": "recovered",
     "CallWriter": "writer",
+    "TRANSCRIPT_COLUMNS": "transcripts",
+    "calls_on_wire": "transcripts",
+    "has_imported_calls": "transcripts",
+    "known_files": "transcripts",
+    "prepare_import": "transcripts",
+    "reconcile_rows": "transcripts",
+    "save_transcript_batch": "transcripts",
+    "transcript_calls_by_key": "transcripts",
 }
 
 
@@ -126,6 +146,7 @@ __all__ = [
     "RELEASE_RESERVATION",
     "REPRICE_ROWS_SQL",
     "STATUSES",
+    "TRANSCRIPT_COLUMNS",
     "CallWriter",
     "MigratedDatabase",
     "Reservation",
@@ -134,6 +155,7 @@ __all__ = [
     "WouldBlock",
     "_spends_sql",
     "bulk_insert_calls",
+    "calls_on_wire",
     "cap_check_and_reserve",
     "cap_mark_warned",
     "cap_release",
@@ -148,13 +170,19 @@ __all__ = [
     "cost_history",
     "data_version",
     "get_call",
+    "has_imported_calls",
     "insert_missing_calls",
+    "known_files",
     "migrate",
+    "prepare_import",
     "query",
+    "reconcile_rows",
     "reprice_calls",
     "run_calls",
     "run_spend_query",
+    "save_transcript_batch",
     "schema_version",
     "spend_query",
+    "transcript_calls_by_key",
     "upsert_calls",
 ]

@@ -256,6 +256,115 @@ def _m007_run_id(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX api_calls_run ON api_calls (run_id) WHERE run_id IS NOT NULL")
 
 
+def _m008_transcripts(db: sqlite_utils.Database) -> None:
+    """Calls imported from Claude Code's transcripts (``ccmeter import``), beside the wire's.
+
+    ``transcript_calls`` holds one row per API call a transcript records (its numbers, ids,
+    model, time and project: no text). ``transcript_files`` is the import's own bookkeeping
+    (which file was read up to where). A call the proxy also metered counts once, from the
+    wire: the view ``imported_calls`` is the transcript rows no wire row matches (by request
+    id or message id, both indexed here), whichever was written first. The ``calls`` view
+    gains those rows and a ``source`` column ('wire' or 'transcript'), appended last."""
+    db.execute(
+        """
+        CREATE TABLE transcript_calls (
+            call_key TEXT PRIMARY KEY,         -- the message id, else the request id
+            started_at TEXT NOT NULL,          -- ISO 8601 UTC: the earliest line's timestamp
+            started_ts REAL NOT NULL,
+            provider TEXT NOT NULL DEFAULT 'anthropic',
+            session_id TEXT,
+            project TEXT,                      -- the cwd's git repository folder name
+            agent_id TEXT,
+            call_kind TEXT,                    -- 'main', or 'subagent' for sidechain lines
+            model TEXT,
+            request_id TEXT,
+            message_id TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_5m_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            thinking_tokens INTEGER,
+            web_search_requests INTEGER NOT NULL DEFAULT 0,
+            web_fetch_requests INTEGER NOT NULL DEFAULT 0,
+            service_tier TEXT,
+            inference_geo TEXT,
+            speed TEXT,
+            hops_json TEXT,
+            usage_problems TEXT,               -- counts that were not counts: unpriced
+            stop_reason TEXT,
+            cost_picousd INTEGER,              -- exact cost in 1e-12 USD; NULL = unpriced
+            catalog_version TEXT,
+            pricing_note TEXT,
+            updated_ts REAL NOT NULL
+        )
+        """
+    )
+    # a message id is found through call_key (the message id whenever a line has one)
+    db.execute("CREATE INDEX transcript_calls_request ON transcript_calls (request_id) "
+               "WHERE request_id IS NOT NULL")
+    db.execute("CREATE INDEX transcript_calls_session ON transcript_calls (session_id, started_ts)")
+    db.execute("CREATE INDEX transcript_calls_started_ts ON transcript_calls (started_ts)")
+    db.execute("CREATE INDEX api_calls_request ON api_calls (request_id) "
+               "WHERE request_id IS NOT NULL")
+    db.execute("CREATE INDEX api_calls_message ON api_calls (message_id) "
+               "WHERE message_id IS NOT NULL")
+    db.execute(
+        """
+        CREATE TABLE transcript_files (
+            path TEXT PRIMARY KEY,
+            device INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            size INTEGER NOT NULL,             -- the file's size when last read
+            mtime_ns INTEGER NOT NULL,
+            offset INTEGER NOT NULL,           -- read up to here (the end of a whole line)
+            head_sha256 TEXT NOT NULL,         -- of the first min(offset, 4096) bytes
+            lines INTEGER NOT NULL DEFAULT 0,  -- whole lines read so far
+            imported_ts REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE VIEW imported_calls AS
+        SELECT * FROM transcript_calls t
+        WHERE NOT EXISTS (SELECT 1 FROM api_calls w WHERE w.request_id = t.request_id)
+            AND NOT EXISTS (SELECT 1 FROM api_calls w WHERE w.message_id = t.message_id)
+        """
+    )
+    db.execute("DROP VIEW IF EXISTS calls")
+    db.execute(
+        """
+        CREATE VIEW calls AS
+        SELECT
+            call_uid, started_at, session_id, project, model, input_tokens,
+            cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
+            cost_picousd / 1e12 AS cost_usd, cost_picousd, status,
+            provider, endpoint, call_kind, agent_id, parent_agent_id, requested_model,
+            stop_reason, error_type, http_status, request_id, message_id,
+            ttfb_ms, duration_ms, web_search_requests, web_fetch_requests,
+            service_tier, inference_geo, speed, cost_basis, catalog_version, pricing_note,
+            auth_kind, client_name, client_version,
+            plan_status, plan_5h_utilization, plan_7d_utilization,
+            fallback_from_model, 'wire' AS source
+        FROM api_calls
+        UNION ALL
+        SELECT
+            'transcript:' || call_key, started_at, session_id, project, model, input_tokens,
+            cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
+            cost_picousd / 1e12, cost_picousd, 'ok',
+            provider, 'messages', call_kind, agent_id, NULL, NULL,
+            stop_reason, NULL, NULL, request_id, message_id,
+            NULL, NULL, web_search_requests, web_fetch_requests,
+            service_tier, inference_geo, speed, NULL, catalog_version, pricing_note,
+            NULL, NULL, NULL,
+            NULL, NULL, NULL,
+            NULL, 'transcript'
+        FROM imported_calls
+        """
+    )
+
+
 #: Ordered migrations. A shipped migration is never edited; add a new one at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_calls,
@@ -265,4 +374,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m005_fallback_from_model,
     _m006_calls_view_fallback,
     _m007_run_id,
+    _m008_transcripts,
 ]

@@ -29,6 +29,17 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+def check_source(source: str) -> str:
+    """``--source``: all, wire or transcript (``reports.SOURCES``)."""
+    from ccmeter.reports import SOURCES
+
+    value = source.strip().lower()
+    if value not in SOURCES:
+        raise config.CCMeterError(f"unknown --source {source!r}; use one of "
+                                  f"{', '.join(SOURCES)}")
+    return value
+
+
 def parse_time(value: str | None, *, end: bool = False, now: float | None = None) -> float | None:
     from ccmeter import periods
 

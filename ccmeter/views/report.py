@@ -15,6 +15,7 @@ from ccmeter import config
 from ccmeter.statusline import _local
 from ccmeter.views.common import (
     check_format,
+    check_source,
     echo,
     fold_journals,
     iso,
@@ -61,9 +62,27 @@ def report_columns(dims: Sequence[str], fmt: str, rows: Sequence[Mapping[str, An
     if fmt != "table" or any(r.get("unpriced_calls") for r in rows):
         columns.append(Column("unpriced_calls", "Unpriced", "int"))
     columns.append(Column("cache_savings", "Cache saved", "usd"))
+    if fmt != "table":
+        columns += [Column("source", "Source"), Column("transcript_calls", "Imported", "int")]
+    elif any(r.get("transcript_calls") for r in rows):
+        columns.append(Column("source", "Source"))
     if fmt == "table" and any(d in ("hour", "day", "week", "month") for d in dims):
         columns.append(Column("bar", "", "spark"))
     return columns
+
+
+IMPORTED_NOTE = ("from Claude Code's transcripts (`ccmeter import`): estimates, output "
+                 "tokens are often undercounted there")
+
+
+def imported_caption(totals: Mapping[str, Any]) -> dict[str, str]:
+    """The table caption's line saying figures include imported estimates (when they do)."""
+    from ccmeter.render import plural
+
+    count = totals.get("transcript_calls") or 0
+    if not count:
+        return {}
+    return {"imported": f"{count} of {plural(totals['calls'], 'call')} {IMPORTED_NOTE}"}
 
 
 def _report_meta(rep: Any, now: float) -> dict[str, Any]:
@@ -74,6 +93,7 @@ def _report_meta(rep: Any, now: float) -> dict[str, Any]:
         "until": iso(flt.until),
         "project": flt.project,
         "model": flt.model,
+        "source": flt.source,
         "timezone": timezone_name(),
         "catalog_version": rep.catalog_version,
         "generated_at": iso(now),
@@ -90,15 +110,21 @@ def _caption(rep: Any, now: float) -> dict[str, Any]:
         unpriced = plural(rep.totals["unpriced_calls"], "call")
         caption["unpriced"] = f"{unpriced} of models without a price (see `ccmeter prices`)"
     caption["cache saved"] = f"vs. plain input at catalog {rep.catalog_version} rates"
+    caption.update(imported_caption(rep.totals))
+    if flt.source != "all":
+        caption["source"] = {"wire": "only calls metered on the wire (--source wire)",
+                             "transcript": "only calls imported from transcripts and never "
+                                           "seen on the wire (--source transcript)"}[flt.source]
     return caption
 
 
 def run(by: list[str] | None, since: str | None, until: str | None, project: str | None,
-        model: str | None, fmt: str) -> None:
+        model: str | None, fmt: str, source: str = "all") -> None:
     """The report for these options, written to stdout."""
     from ccmeter import render, reports
 
     fmt = check_format(fmt)
+    source = check_source(source)
     now = time.time()
     cfg = config.load_config()
     catalog = load_catalog(cfg)
@@ -106,11 +132,12 @@ def run(by: list[str] | None, since: str | None, until: str | None, project: str
     fold_journals(db, catalog)
     try:
         if not by and since is None and until is None:
-            _default_report(db, catalog, fmt, now, project, model)
+            _default_report(db, catalog, fmt, now, project, model, source)
             return
         dims = by or ["project"]
         start, end = time_range(since, until, now)
-        filters = reports.Filters(since=start, until=end, project=project, model=model)
+        filters = reports.Filters(since=start, until=end, project=project, model=model,
+                                  source=source)
         try:
             rep = reports.build_report(db, dims, filters, catalog)
         except ValueError as exc:
@@ -135,13 +162,13 @@ def run(by: list[str] | None, since: str | None, until: str | None, project: str
 
 
 def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | None,
-                    model: str | None) -> None:
+                    model: str | None, source: str) -> None:
     from ccmeter import periods, render, reports
 
     views = []
     for period, since in (("today", periods.local_midnight(now)),
                           ("this week", periods.week_start(now))):
-        filters = reports.Filters(since=since, project=project, model=model)
+        filters = reports.Filters(since=since, project=project, model=model, source=source)
         views.append((period, reports.build_report(db, ["project"], filters, catalog)))
     if fmt == "table":
         if not views[1][1].totals["calls"] and nothing_yet(db):

@@ -12,6 +12,7 @@ from typing import Any
 from ccmeter.statusline import _local
 from ccmeter.views.common import (
     check_format,
+    check_source,
     echo,
     iso,
     nothing_yet,
@@ -22,16 +23,17 @@ from ccmeter.views.common import (
 
 
 def run(since: str | None, until: str | None, project: str | None, model: str | None,
-        limit: int, fmt: str) -> None:
+        limit: int, fmt: str, source: str = "all") -> None:
     """The session list for these options, written to stdout."""
     from ccmeter import render, reports
     from ccmeter.sessions import list_sessions
 
     fmt = check_format(fmt)
+    source = check_source(source)
     now = time.time()
     filters = reports.Filters(since=parse_time(since, now=now),
                               until=parse_time(until, end=True, now=now),
-                              project=project, model=model)
+                              project=project, model=model, source=source)
     db = open_db()
     try:
         found = list_sessions(db, filters, limit)
@@ -54,11 +56,16 @@ def run(since: str | None, until: str | None, project: str | None, model: str | 
         render.Column("subagent_calls", "Subagent", "int"),
         render.Column("cost", "Cost", "usd"),
         render.Column("unpriced_calls", "Unpriced", "int"),
+        render.Column("source", "Source"),
+        render.Column("transcript_calls", "Imported", "int"),
     ]
     rows = [s.as_row() for s in found]
     if fmt == "table":
         if not any(r["unpriced_calls"] for r in rows):
             columns = [c for c in columns if c.key != "unpriced_calls"]
+        columns = [c for c in columns if c.key != "transcript_calls"]
+        if not any(r["transcript_calls"] for r in rows):
+            columns = [c for c in columns if c.key != "source"]
         # on a narrow terminal the times stay and the models go first (`session ID` has them)
         columns = [render.Column("session", "Session", whole=True),
                    render.Column("started", "Started", "datetime", keep=True),
@@ -69,10 +76,15 @@ def run(since: str | None, until: str | None, project: str | None, model: str | 
         rows = [{**row, "last_clock": _last_clock(row["started"], row["last_call"])}
                 for row in table_rows(rows)]
         caption = {"since": _local(filters.since), "hint": "details: ccmeter session <id>"}
+        imported = sum(r["transcript_calls"] for r in rows)
+        if imported:
+            from ccmeter.views.report import IMPORTED_NOTE
+
+            caption["imported"] = f"{render.plural(imported, 'call')} {IMPORTED_NOTE}"
         render.emit(rows, columns, fmt, title=f"Sessions ({len(rows)} shown)", meta=caption)
     else:
         meta = {"since": iso(filters.since), "until": iso(filters.until), "project": project,
-                "model": model, "limit": limit, "generated_at": iso(now)}
+                "model": model, "source": source, "limit": limit, "generated_at": iso(now)}
         render.emit(rows, columns, fmt, title="Sessions", meta=meta)
 
 
