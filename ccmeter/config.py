@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ccmeter.folders import CONFIG_NAME, folders
+from ccmeter.record import Record
 
 #: The platform whose folders :func:`paths` uses (a name as in ``sys.platform``).
 PLATFORM = sys.platform
@@ -32,8 +31,7 @@ class CCMeterError(Exception):
     exit_code = 2
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(Record):
     config_dir: Path
     data_dir: Path
 
@@ -111,8 +109,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class UnknownKey:
+class UnknownKey(Record):
     """A key the config has and ccmeter does not know: ``caps.dialy``, maybe ``daily``."""
 
     path: tuple[str, ...]
@@ -202,6 +199,8 @@ def load_config(p: Paths | None = None, *, quiet: bool = False) -> dict[str, Any
             f"{p.config_file} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
             f"{exc.start}); fix it or move it aside"
         ) from exc
+    import tomllib  # only when there is a file to parse (~2 ms)
+
     try:
         cfg = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

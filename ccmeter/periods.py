@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
 from ccmeter.config import CCMeterError
+from ccmeter.record import Record
 
 #: Seconds per fixed unit; ``mo`` and ``y`` are calendar months (12 for a year).
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -51,8 +51,7 @@ class PeriodError(CCMeterError, ValueError):
     """Text that is not a duration or a moment; its message is one line for the user."""
 
 
-@dataclass(frozen=True)
-class Duration:
+class Duration(Record):
     """A length of time: whole calendar ``months`` plus fixed ``seconds``."""
 
     months: int = 0

@@ -25,11 +25,15 @@ _WORD = re.compile(r"\s*\S+\s*")
 
 def plain(text: str) -> bool:
     """Every character one cell wide, no control characters: text this module can lay out."""
+    if text.isascii():  # the usual case, at C speed: printable ASCII is " " to "~"
+        return text.isprintable()
     return all(" " <= ch <= "~" or ch in ONE_CELL or ch in TWO_CELLS for ch in text)
 
 
 def cells(text: str) -> int:
     """How many terminal cells ``text`` (:func:`plain`) takes."""
+    if text.isascii():
+        return len(text)
     return len(text) + sum(ch in TWO_CELLS for ch in text)
 
 

@@ -26,16 +26,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from ccmeter.money import PICO_PER_USD
-from ccmeter.usage import TokenCounts, Usage
+from ccmeter.record import Record
+
+if TYPE_CHECKING:  # the reading commands price nothing: no need for usage's dataclasses
+    from ccmeter.usage import TokenCounts, Usage
 
 RATE_NAMES = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 OVERRIDES_SUFFIX = "+overrides"
@@ -56,8 +58,7 @@ PREMIUM_REGION_KINDS = frozenset({"regional", "multi-region", None})
 # --- the result -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Price:
+class Price(Record):
     """The cost of one answer, or why it has none.
 
     ``cost_usd`` is None for an unknown model, never zero: an unpriced call must stay visible
@@ -80,8 +81,7 @@ class Price:
 # --- catalog rows -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Rates:
+class Rates(Record):
     """USD per million tokens for the five billed token categories."""
 
     input: Decimal
@@ -108,7 +108,7 @@ class Rates:
         0.1x reads) instead of assuming the common 1.25x / 2x / 0.1x.
         """
         if self.input == 0:
-            return replace(self, input=fast.input, output=fast.output)
+            return self._replace(input=fast.input, output=fast.output)
         return Rates(
             input=fast.input,
             cache_write_5m=self.cache_write_5m * fast.input / self.input,
@@ -118,8 +118,7 @@ class Rates:
         )
 
 
-@dataclass(frozen=True)
-class LongContext:
+class LongContext(Record):
     """A prompt-length tier: above ``threshold_tokens`` the whole request takes ``rates``."""
 
     threshold_tokens: int
@@ -130,16 +129,14 @@ class LongContext:
         return tokens.prompt_tokens > self.threshold_tokens
 
 
-@dataclass(frozen=True)
-class FastRates:
+class FastRates(Record):
     """Input and output USD per million tokens in fast mode."""
 
     input: Decimal
     output: Decimal
 
 
-@dataclass(frozen=True)
-class Period:
+class Period(Record):
     """The rates of one model from ``start`` (a UTC date) until the next period begins."""
 
     start: date
@@ -148,8 +145,7 @@ class Period:
     fast: FastRates | None
 
 
-@dataclass(frozen=True)
-class Model:
+class Model(Record):
     """One catalog model: the ids it is known by and its rate periods, oldest first."""
 
     id: str
@@ -181,8 +177,7 @@ class Model:
         yield from self.vertex_ids
 
 
-@dataclass(frozen=True)
-class ModelRow:
+class ModelRow(Record):
     """A model as a ``ccmeter prices`` table shows it: its ids and the rates in force."""
 
     id: str
@@ -466,8 +461,8 @@ class Catalog:
         key = self.resolve(name)
         if key is not None:
             model = self._models[key]
-            periods = tuple(replace(p, rates=replace(p.rates, **given)) for p in model.periods)
-            return replace(model, periods=periods)
+            periods = tuple(p._replace(rates=p.rates._replace(**given)) for p in model.periods)
+            return model._replace(periods=periods)
         missing = [rate for rate in RATE_NAMES if rate not in given]
         if missing:
             raise ValueError(
@@ -633,8 +628,7 @@ def _user_decimal(value: Any, where: str) -> Decimal:
     return _decimal(value, where)
 
 
-@dataclass(frozen=True)
-class _EndpointPrices:
+class _EndpointPrices(Record):
     catalog: Catalog
     provider: str
     region_kind: str | None

@@ -37,12 +37,10 @@ amount, so decimal points line up and a column never mixes ``$9.33`` with ``$0.5
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TextIO
@@ -61,7 +59,6 @@ _SPARKS = "▁▂▃▄▅▆▇█"
 _BAR_WIDTH = 12
 
 
-@dataclass(frozen=True)
 class Column:
     """One output column: the row key it reads, its table header and its kind of value.
 
@@ -69,16 +66,32 @@ class Column:
     id that must be read in full); ``drop`` > 0 is hidden before the others, highest first.
     """
 
-    key: str
-    header: str
-    kind: str = "text"
-    keep: bool = False
-    whole: bool = False
-    drop: int = 0
+    __slots__ = ("drop", "header", "keep", "key", "kind", "whole")
 
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"column {self.key!r}: unknown kind {self.kind!r}; one of {KINDS}")
+    def __init__(self, key: str, header: str, kind: str = "text", keep: bool = False,
+                 whole: bool = False, drop: int = 0) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"column {key!r}: unknown kind {kind!r}; one of {KINDS}")
+        self.key, self.header, self.kind = key, header, kind
+        self.keep, self.whole, self.drop = keep, whole, drop
+
+    def _fields(self) -> dict[str, Any]:
+        return {"key": self.key, "header": self.header, "kind": self.kind, "keep": self.keep,
+                "whole": self.whole, "drop": self.drop}
+
+    def replace(self, **changes: Any) -> Column:
+        """A copy with some fields changed (``column.replace(drop=1)``)."""
+        return Column(**{**self._fields(), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Column) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._fields().values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self._fields().items())
+        return f"Column({fields})"
 
 
 # --- values ------------------------------------------------------------------------------
@@ -93,6 +106,8 @@ TWO_CELLS = frozenset("⛔")
 def cell_len(text: str) -> int:
     """How many terminal cells ``text`` takes, as rich measures it; rich's tables (~9 ms to
     import) are asked only for characters other than the ones ccmeter itself prints."""
+    if text.isascii() and text.isprintable():  # the usual case, at C speed
+        return len(text)
     if all(" " <= ch <= "~" or ch in ONE_CELL for ch in text):
         return len(text)
     if all(" " <= ch <= "~" or ch in ONE_CELL or ch in TWO_CELLS for ch in text):
@@ -256,6 +271,7 @@ def emit(
     """Write ``rows`` as a table, a JSON document or CSV to ``file`` (default: stdout)."""
     out = file if file is not None else sys.stdout
     if fmt == "json":
+        import json  # here: tables do without it
         document = {
             "title": title,
             "meta": _json_safe(dict(meta or {})),

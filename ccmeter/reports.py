@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccmeter import store
 from ccmeter.periods import bucket_label, bucket_start, next_bucket, slot_seconds
-from ccmeter.pricing import Catalog
-from ccmeter.savings import SavingsCalculator, long_context_thresholds, to_pico
+from ccmeter.record import Record
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+    from ccmeter.pricing import Catalog
 
 TIME_DIMENSIONS = ("hour", "day", "week", "month")
 DIMENSIONS = ("project", "session", "model", "provider", *TIME_DIMENSIONS)
@@ -119,6 +121,8 @@ def current_catalog(cfg: Mapping[str, Any]) -> Catalog:
 
     Raises ValueError when the overrides are invalid.
     """
+    from ccmeter.pricing import Catalog
+
     catalog = Catalog.bundled()
     overrides = cfg.get("prices")
     if overrides:
@@ -129,8 +133,7 @@ def current_catalog(cfg: Mapping[str, Any]) -> Catalog:
 # --- the report ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Filters:
+class Filters(Record):
     since: float | None = None
     until: float | None = None
     project: str | None = None
@@ -163,24 +166,28 @@ class Filters:
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-@dataclass
 class Group:
     """The totals of one report row (or of the whole report)."""
 
-    calls: int = 0
-    input_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    cache_read_tokens: int = 0
-    output_tokens: int = 0
-    priced_calls: int = 0
-    cost_sum: int = 0
-    saved: Decimal | None = None
-    first_ts: float | None = None
-    last_ts: float | None = None
-    project_names: set[str] = field(default_factory=set)
-    #: of ``calls``, those imported from transcripts (the rest were metered on the wire)
-    transcript_calls: int = 0
+    __slots__ = ("cache_read_tokens", "cache_write_1h_tokens", "cache_write_5m_tokens", "calls",
+                 "cost_sum", "first_ts", "input_tokens", "last_ts", "output_tokens",
+                 "priced_calls", "project_names", "saved", "transcript_calls")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.input_tokens = 0
+        self.cache_write_5m_tokens = 0
+        self.cache_write_1h_tokens = 0
+        self.cache_read_tokens = 0
+        self.output_tokens = 0
+        self.priced_calls = 0
+        self.cost_sum = 0
+        self.saved: Decimal | None = None
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.project_names: set[str] = set()
+        #: of ``calls``, those imported from transcripts (the rest were metered on the wire)
+        self.transcript_calls = 0
 
     @property
     def source(self) -> str | None:
@@ -248,6 +255,8 @@ class Group:
         """What caching saved; 0 without calls, None when no call's model has a price."""
         if self.saved is None:
             return None if self.calls else 0
+        from ccmeter.savings import to_pico
+
         return to_pico(self.saved)
 
     @property
@@ -269,8 +278,7 @@ class Group:
         }
 
 
-@dataclass
-class Report:
+class Report(Record):
     """Grouped rows (dicts ready for :func:`ccmeter.render.emit`) and their totals."""
 
     dimensions: tuple[str, ...]
@@ -278,7 +286,6 @@ class Report:
     totals: dict[str, Any]
     filters: Filters
     catalog_version: str
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_time(self) -> bool:
@@ -308,6 +315,8 @@ def build_report(
     fill_gaps: bool = True,
 ) -> Report:
     """Group the calls matching ``filters`` by one or two ``dimensions``."""
+    from ccmeter.savings import SavingsCalculator, long_context_thresholds
+
     dims = validate_dimensions(dimensions)
     time_dim = next((d for d in dims if d in TIME_DIMENSIONS), None)
     slot = slot_seconds()

@@ -16,18 +16,17 @@ does not know add nothing; a group with none it knows has ``None``. The spend re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from ccmeter.pricing import Catalog, Rates
+from ccmeter.record import Record
 
 _PICO_PER_TOKEN = Decimal(10**6)  # USD per MTok -> picodollars per token
 
 
-@dataclass(frozen=True)
-class _SavingRates:
+class _SavingRates(Record):
     """Picodollars saved per cache-read token and premium per cache-write token."""
 
     read_saving: Decimal
@@ -39,8 +38,7 @@ class _SavingRates:
                 - write_1h * self.write_1h_premium)
 
 
-@dataclass(frozen=True)
-class _SavingPlan:
+class _SavingPlan(Record):
     """Rates for one (model, UTC day, speed, tier, geo): base, and long-context if any."""
 
     base: _SavingRates

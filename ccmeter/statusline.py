@@ -6,7 +6,6 @@ the database through a plain read-only sqlite3 connection. See docs/reports.md.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Mapping
@@ -159,6 +158,8 @@ def statusline_text(raw: str, *, now: float | None = None,
     ``Opus 4.8 · session $0.09 · today $4.56/$20 (23%) · 5h 34% · 7d 12%``; a ``⚠`` when a cap
     is at 80 % or more, ``⛔`` when one is reached. Reads only indexed rows.
     """
+    import json  # here: `watch` imports this module for its formatting
+
     from ccmeter import money, periods, render, sessions, store
 
     now = time.time() if now is None else now

@@ -9,7 +9,6 @@ meter needs (model, ids, usage, the session) sit near the top.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -94,6 +93,8 @@ def loads(data: bytes | bytearray | str) -> Any:
     """``json.loads``, except that a document nested too deeply for it is read with every
     container below :data:`MAX_DEPTH` levels replaced by ``null`` (instead of raising
     ``RecursionError``). Raises ``ValueError`` for anything that is not JSON."""
+    import json  # here: tables that show names import this module, and never read JSON
+
     try:
         return json.loads(data)
     except RecursionError:

@@ -310,6 +310,7 @@ def test_warning_message():
 
 
 def test_desktop_notification_never_raises_or_waits(monkeypatch):
+    import shutil
     import subprocess
 
     calls = []
@@ -318,11 +319,11 @@ def test_desktop_notification_never_raises_or_waits(monkeypatch):
         calls.append((argv, kwargs))
         raise OSError("no display")
 
-    monkeypatch.setattr(messages.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(subprocess, "Popen", boom)
     messages.desktop_notify("daily cap at 80%")  # no exception
     assert calls and calls[0][1]["start_new_session"] is True
-    monkeypatch.setattr(messages.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     calls.clear()
     messages.desktop_notify("nothing to run")
     assert calls == []

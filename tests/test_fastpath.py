@@ -148,6 +148,36 @@ def test_a_migrated_database_opens_without_sqlite_utils(tmp_path):
     assert shown.stdout.strip() == "False"
 
 
+#: What the reading commands must not import off a terminal: the CLI framework, rich, the
+#: proxy, sqlite-utils, and ``dataclasses`` (~6 ms with the ``inspect`` it imports, then
+#: ~0.35 ms for each class it builds): the modules these commands import define their
+#: records as :class:`ccmeter.record.Record` (or a plain class with ``__slots__`` where one
+#: changes). Nor what only other commands use: the desktop notification's ``shutil``, the
+#: proxy's threads.
+NOT_FOR_READING = ("typer", "click", "rich", "mitmproxy", "sqlite_utils", "dataclasses",
+                   "inspect", "shutil", "threading")
+#: ... and a table that prices nothing reads no catalog and writes no JSON
+NOT_FOR_TABLES = (*NOT_FOR_READING, "json", "ccmeter.pricing")
+
+
+def test_the_reading_commands_import_only_what_they_use(user_dirs):
+    from tests.realistic_db import fill_realistic
+
+    fill_realistic()
+    user_dirs.config_file.parent.mkdir(parents=True, exist_ok=True)
+    user_dirs.config_file.write_text('[caps]\ndaily = "5"\n\n[caps.projects.web]\ndaily = "1"\n',
+                                     encoding="utf-8")
+    for args in (*READING, ["report", "--by", "session", "--since", "30d"]):
+        unwanted = NOT_FOR_READING if args[0] == "report" else NOT_FOR_TABLES
+        code = ("import atexit, sys; atexit.register(lambda: print(*sorted(m for m in "
+                f"{unwanted!r} if m in sys.modules), file=sys.stderr)); "
+                "sys.argv[0] = 'ccmeter'; from ccmeter.entry import main; main()")
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, (args, done.stderr)
+        assert done.stderr.strip() == "", (args, done.stderr)
+
+
 def test_an_older_database_is_migrated_as_before(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)

@@ -244,6 +244,48 @@ def test_sessions_and_prefixes(home):
     assert sum(a["calls"] for a in detail.agents) == len(mine)
 
 
+def test_the_session_list_limits_before_it_groups(home):
+    # the limit picks the most recently active sessions (ties by id, calls without a session
+    # first among equals) before their calls are grouped; each shown session keeps all its
+    # calls matching the filters, models in name order
+    now = 1_800_000_000.0
+    calls = [("b", now, "claude-opus-4-8", "web"), ("b", now - 900, "claude-haiku-4-5", "web"),
+             ("a", now, "claude-opus-4-8", "api"), (None, now, "claude-opus-4-8", None),
+             (None, now - 50, "claude-sonnet-5", "web"), ("c", now - 10, None, "web"),
+             ("d", now - 5000, "claude-opus-4-8", "api"), ("d", now - 20, "claude-opus-4-8", "x")]
+    db = fill(home, [{"call_uid": f"u{i}", "started_at": "x", "started_ts": ts, "status": "ok",
+                      "session_id": sid, "model": model, "project": project,
+                      "cost_picousd": None if model is None else 7, "updated_ts": ts}
+                     for i, (sid, ts, model, project) in enumerate(calls)])
+    everything = sessions.list_sessions(db, reports.Filters(), limit=0)
+    assert [s.session_id for s in everything] == [None, "a", "b", "c", "d"]
+    assert [s.session_id for s in sessions.list_sessions(db, reports.Filters(), 4)] == [
+        None, "a", "b", "c"]
+    first = sessions.list_sessions(db, reports.Filters(), 3)
+    assert [(s.session_id, s.calls, len(s.project_names), list(s.models)) for s in first] == [
+        (None, 2, 1, ["claude-opus-4-8", "claude-sonnet-5"]), ("a", 1, 1, ["claude-opus-4-8"]),
+        ("b", 2, 1, ["claude-haiku-4-5", "claude-opus-4-8"])]
+    assert first[2].first_ts == now - 900 and first[2].cost_picousd == 14
+    recent = sessions.list_sessions(db, reports.Filters(since=now - 100, project="web"), 2)
+    assert [(s.session_id, s.calls) for s in recent] == [("b", 1), ("c", 1)]
+    unpriced = sessions.list_sessions(db, reports.Filters(since=now - 100), 0)
+    assert [(s.session_id, s.cost_picousd, s.unpriced_calls) for s in unpriced][3:] == [
+        ("c", None, 1), ("d", 7, 0)]
+    # a session of transcript calls only comes after the wire's among equals; a session with
+    # both has its wire models first
+    for key, sid, model in (("t1", "0-transcript", "claude-haiku-4-5"),
+                            ("t2", "b", "claude-sonnet-5")):
+        db.execute("INSERT INTO transcript_calls (call_key, started_at, started_ts, session_id, "
+                   "model, cost_picousd, updated_ts) VALUES (?, 'x', ?, ?, ?, 3, ?)",
+                   [key, now, sid, model, now])
+    both = sessions.list_sessions(db, reports.Filters(), 5)
+    assert [s.session_id for s in both] == [None, "a", "b", "0-transcript", "c"]
+    assert list(both[2].models) == ["claude-haiku-4-5", "claude-opus-4-8", "claude-sonnet-5"]
+    assert (both[2].calls, both[2].transcript_calls, both[2].cost_picousd) == (3, 1, 17)
+    assert [s.session_id for s in sessions.list_sessions(
+        db, reports.Filters(source="transcript"), 0)] == ["0-transcript", "b"]
+
+
 def test_report_cli_human_and_json(home):
     now = time.time()
     rows = make_rows(80, now - 5 * 86400, 5 * 86400 - 60, seed=9)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +30,7 @@ from ccmeter.caps.policy import (
     status_of,
 )
 from ccmeter.caps.windows import ROLLING_SPAN_S
+from ccmeter.record import Record
 
 if TYPE_CHECKING:
     import logging
@@ -44,20 +43,18 @@ def _log() -> logging.Logger:
     return logging.getLogger(__name__)
 
 
-@dataclass
-class Decision:
+class Decision(Record):
     """The answer for one request. ``headroom`` maps a check to what the call may still
     spend before that cap is reached (hard mode cuts the stream there)."""
 
     allowed: bool
     message: str | None = None
-    statuses: list[CapStatus] = field(default_factory=list)
-    headroom: list[tuple[CapStatus, int]] = field(default_factory=list)
+    statuses: Sequence[CapStatus] = ()
+    headroom: Sequence[tuple[CapStatus, int]] = ()
     reserved: bool = False
     reason: str = "ok"  # ok | paused | cap | db_error | off
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(Record):
     """A Guard's checks for one (policy, project, session), valid in [valid_from, until)."""
 
     policy: Policy
@@ -73,6 +70,8 @@ class Guard:
     single-worker executor (a connection that waits up to ``CAP_CHECK_WAIT_MS``)."""
 
     def __init__(self, db_path: Path | str, notify: Any = desktop_notify) -> None:
+        import threading  # here: `ccmeter caps` imports this module and makes no Guard
+
         from ccmeter import store
 
         self._store = store  # imported once here, not in each check: it is on the hot path

@@ -82,7 +82,7 @@ class StreamLimit:
 
     def message(self, now: float) -> str:
         spent = self.status.spent_picousd + self.running.picousd
-        status = replace(self.status, spent_picousd=spent,
-                         fraction=spent / self.status.limit_picousd
-                         if self.status.limit_picousd else 1.0)
+        status = self.status._replace(spent_picousd=spent,
+                                      fraction=spent / self.status.limit_picousd
+                                      if self.status.limit_picousd else 1.0)
         return refusal_message(status, now, self.tz)

@@ -8,11 +8,9 @@ The texts are pure (a :class:`~ccmeter.caps.policy.CapStatus` in, a string out);
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
-from shlex import quote
 
 from ccmeter.caps.policy import CapStatus, most_constraining
 from ccmeter.caps.windows import local_time
@@ -34,6 +32,8 @@ def format_in(seconds: float) -> str:
     return f"{hours}h{mins}m"
 
 def raise_command(status: CapStatus) -> str:
+    from shlex import quote  # here: `ccmeter caps` and `watch` import this module
+
     flag = f"--{status.name} N"
     if status.scope.startswith("project:"):
         return f"ccmeter caps set --project {quote(status.scope.removeprefix('project:'))} {flag}"
@@ -106,7 +106,8 @@ def utc_iso(ts: float) -> str:
 
 def desktop_notify(text: str) -> None:
     """A desktop notification where there is one; never blocks, never raises."""
-    import subprocess  # here: `ccmeter caps` and `watch` import this module, rarely notify
+    import shutil  # here: `ccmeter caps` and `watch` import this module, rarely notify
+    import subprocess
 
     try:
         if sys.platform == "darwin" and shutil.which("osascript"):

@@ -1,14 +1,13 @@
 """The caps policy: the ``[caps]`` table of the config, and which caps apply to a call.
 
 Pure (no mitmproxy, no sqlite, no rich): it takes dicts and floats and returns frozen
-dataclasses (:class:`Policy`, :class:`Check`, :class:`CapStatus`), so it is tested
+records (:class:`Policy`, :class:`Check`, :class:`CapStatus`), so it is tested
 exhaustively. Amounts are exact integer picodollars.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -17,6 +16,7 @@ from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS, window_bounds, zone
 from ccmeter.config import CCMeterError
 from ccmeter.money import parse_usd
 from ccmeter.periods import parse_duration
+from ccmeter.record import Record
 
 MODES = ("soft", "hard")
 WINDOW_KINDS = ("calendar", "rolling")
@@ -25,16 +25,14 @@ DEFAULT_WARN_AT = (0.8,)
 DEFAULT_RESERVATION_TTL_S = 15 * 60
 
 
-@dataclass(frozen=True)
-class Cap:
+class Cap(Record):
     """One configured cap. ``scope`` is ``global``, ``project:NAME`` or ``per_session``."""
 
     name: str
     scope: str
     limit_picousd: int
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(Record):
     caps: tuple[Cap, ...] = ()
     mode: str = "soft"
     window: str = "calendar"
@@ -198,8 +196,7 @@ def parse_loop(value: Any) -> int | None:
                            f"got {value!r}")
     return number
 
-@dataclass(frozen=True)
-class Check:
+class Check(Record):
     """One cap applied to one moment: the window and the rows it sums over."""
 
     cap: Cap
@@ -240,8 +237,7 @@ def checks_for(
         out.append(Check(cap, scope, start, end, p, s))
     return out
 
-@dataclass(frozen=True)
-class CapStatus:
+class CapStatus(Record):
     """Where one cap stands. ``fraction`` is spent / limit (1.0 or more: reached)."""
 
     name: str

@@ -7,7 +7,6 @@ Each command resolves paths and options, reads :mod:`ccmeter.sessions` and hands
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -130,9 +129,9 @@ def session(
                      "model": short_model(call["model"])})
     # the model is read whole; a status column is worth its width only when a call failed
     drops = {"cache_write_tokens": 2, "cache_read_tokens": 1}  # before output tokens
-    columns = [replace(c, whole=True) if c.key == "model"
-               else replace(c, keep=True) if c.key == "status"
-               else replace(c, drop=drops[c.key]) if c.key in drops else c
+    columns = [c.replace(whole=True) if c.key == "model"
+               else c.replace(keep=True) if c.key == "status"
+               else c.replace(drop=drops[c.key]) if c.key in drops else c
                for c in columns
                if c.key != "status" or any(r.get("status") != "ok" for r in rows)]
     first = _local(totals.get("first_call"))

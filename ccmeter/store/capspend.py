@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ccmeter.record import Record
 from ccmeter.store.db import connect, is_lock_error, query, retry_locked, transaction
 
 if TYPE_CHECKING:
@@ -81,8 +81,7 @@ _WARNED_SQL = (
 )
 
 
-@dataclass(frozen=True)
-class SpendWindow:
+class SpendWindow(Record):
     """Rows a cap sums: from ``start`` on, all of them or one project's or one session's."""
 
     start: float
@@ -98,8 +97,7 @@ class SpendWindow:
         return "", None
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(Record):
     call_uid: str
     created_ts: float
     estimate_picousd: int
@@ -120,8 +118,7 @@ def cap_spends(db: sqlite_utils.Database, windows: Sequence[SpendWindow], now: f
     return run_spend_query(db, spend_query(windows, reservations=reservations), now)
 
 
-@dataclass(frozen=True)
-class SpendQuery:
+class SpendQuery(Record):
     """The one statement that sums some windows' spends. A proxy builds it once per window
     (``caps.guard.Guard`` keeps it until the window ends) and runs it before every call."""
 

@@ -4,7 +4,6 @@ it resets. No Typer here: the command and its options are in :mod:`ccmeter.comma
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -81,7 +80,7 @@ def show(fmt: str, session: str | None) -> None:
                  "limit": cap_usd(row["limit"], places),
                  "spent": spend_usd(row["spent"], row["limit"], places),
                  "remaining": floor_usd(row["remaining"], places)} for row in rows]
-        columns = [replace(c, kind="number") if c.kind == "usd" else c for c in columns]
+        columns = [c.replace(kind="number") if c.kind == "usd" else c for c in columns]
     title = "Spending caps" + (" — PAUSED" if paused is not None else "")
     render.emit(rows, columns, fmt, title=title, meta=meta)
 

@@ -7,7 +7,6 @@ options are declared in :mod:`ccmeter.commands.sessions`.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 from ccmeter.statusline import _local
@@ -71,8 +70,8 @@ def run(since: str | None, until: str | None, project: str | None, model: str | 
         columns = [render.Column("session", "Session", whole=True),
                    render.Column("started", "Started", "datetime", keep=True),
                    render.Column("last_clock", "Last call", keep=True),
-                   *(replace(c, drop=1) if c.key == "models" else
-                     replace(c, drop=2) if c.key == "subagent_calls" else c
+                   *(c.replace(drop=1) if c.key == "models" else
+                     c.replace(drop=2) if c.key == "subagent_calls" else c
                      for c in columns[3:] if c.key != "projects")]
         rows = [{**row, "last_clock": _last_clock(row["started"], row["last_call"])}
                 for row in table_rows(rows)]

@@ -8,10 +8,10 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ccmeter import money
+from ccmeter.record import Record
 from ccmeter.statusline import _ago, _caps, _local, plan_line
 from ccmeter.views.common import NO_CALLS_YET
 
@@ -34,8 +34,7 @@ def _eta(status: Any, burn: dict[str | None, int], now: float) -> str:
     return _local(at, "%H:%M" if at - now < 86400 else "%a %H:%M")
 
 
-@dataclass
-class _Line:
+class _Line(Record):
     """A line of text in a frame (a rich ``Text``): its style and styled pieces."""
 
     style: str | None
@@ -45,8 +44,7 @@ class _Line:
         self.pieces.append((text, style))
 
 
-@dataclass
-class _Grid:
+class _Grid(Record):
     """A borderless table in a frame: title, (header, justify) pairs, rows of cells with a
     row style, and each column's width."""
 
