@@ -15,7 +15,8 @@ times above it, and above :data:`RATE_FLOOR_PICOUSD` an hour, is a warning.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+
+from ccmeter.record import Record
 
 #: Warn when a session makes the same tool call this many times (no ``loop`` cap set).
 DEFAULT_WARN_AT = 5
@@ -28,8 +29,7 @@ MAX_SESSIONS = 2000
 MAX_CALLS_PER_SESSION = 4096
 
 
-@dataclass(frozen=True)
-class Seen:
+class Seen(Record):
     """Where a session stands after one request."""
 
     session_id: str
@@ -42,18 +42,24 @@ class Seen:
         return self.tool_call.rpartition(":")[0] if self.tool_call else None
 
 
-@dataclass
 class _Session:
-    calls: dict[str, int] = field(default_factory=dict)
-    failures: dict[str, int] = field(default_factory=dict)
-    seen_requests: dict[tuple[int, str | None], Seen] = field(default_factory=dict)
-    #: The calls of the last RATE_WINDOW_S (cost by time), and the sum of every cost before.
-    recent: deque[tuple[float, int]] = field(default_factory=deque)
-    recent_total: int = 0
-    before_total: int = 0
-    first_ts: float | None = None
-    warned: set[str] = field(default_factory=set)
-    rate_warned_ts: float = 0.0
+    """What the detector keeps of one session."""
+
+    __slots__ = ("before_total", "calls", "failures", "first_ts", "rate_warned_ts", "recent",
+                 "recent_total", "seen_requests", "warned")
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.failures: dict[str, int] = {}
+        self.seen_requests: dict[tuple[int, str | None], Seen] = {}
+        #: The calls of the last RATE_WINDOW_S (cost by time), and the sum of every cost
+        #: before.
+        self.recent: deque[tuple[float, int]] = deque()
+        self.recent_total = 0
+        self.before_total = 0
+        self.first_ts: float | None = None
+        self.warned: set[str] = set()
+        self.rate_warned_ts = 0.0
 
 
 class LoopDetector:

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ccmeter.pricing import Catalog
-from ccmeter.usage import Usage
+from ccmeter.record import Record
+
+if TYPE_CHECKING:
+    from ccmeter.pricing import Catalog
 
 TTL_5M_S = 300
 TTL_1H_S = 3600
@@ -46,8 +47,7 @@ NEVER_READ = "never_read"
 _NO_USAGE_STATUSES = ("blocked",)
 
 
-@dataclass(frozen=True)
-class CacheCall:
+class CacheCall(Record):
     """What waste needs of one call's row."""
 
     call_uid: str
@@ -113,8 +113,7 @@ class CacheCall:
         )
 
 
-@dataclass(frozen=True)
-class Loss:
+class Loss(Record):
     """One call's lost money: ``kind`` ``rewrite`` or ``never_read``."""
 
     call: CacheCall
@@ -139,16 +138,14 @@ class Loss:
         return ""
 
 
-@dataclass(frozen=True)
-class Pending:
+class Pending(Record):
     """A write whose lifetime has not run out and that no later call has read yet."""
 
     call: CacheCall
     tokens: int
 
 
-@dataclass(frozen=True)
-class Accounting:
+class Accounting(Record):
     losses: tuple[Loss, ...]
     pending: tuple[Pending, ...]
 
@@ -169,6 +166,8 @@ class Pricer:
         self.catalog = catalog
 
     def _cost(self, call: CacheCall, w5: int, w1: int, read: int, plain: int) -> int | None:
+        from ccmeter.usage import Usage
+
         usage = Usage(input_tokens=plain, cache_write_5m_tokens=w5, cache_write_1h_tokens=w1,
                       cache_read_tokens=read, speed=call.speed,
                       service_tier=call.service_tier, inference_geo=call.inference_geo)
@@ -282,8 +281,9 @@ def in_range(accounting: Accounting, since: float | None, until: float | None) -
         return ((since is None or call.started_ts >= since)
                 and (until is None or call.started_ts < until))
 
-    return replace(accounting, losses=tuple(x for x in accounting.losses if inside(x.call)),
-                   pending=tuple(x for x in accounting.pending if inside(x.call)))
+    return accounting._replace(
+        losses=tuple(x for x in accounting.losses if inside(x.call)),
+        pending=tuple(x for x in accounting.pending if inside(x.call)))
 
 
 def group(losses: Sequence[Loss], key: str) -> dict[Any, list[Loss]]:

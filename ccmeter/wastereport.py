@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccmeter import store, waste
-from ccmeter.pricing import Catalog
+from ccmeter.record import Record
+
+if TYPE_CHECKING:
+    from ccmeter.pricing import Catalog
 
 GROUPS = ("cause", "project", "session", "day")
 #: Calls this far either side of the period are read too: a call's previous call (what it
@@ -19,16 +21,14 @@ GROUPS = ("cause", "project", "session", "day")
 MARGIN_S = 2 * waste.TTL_1H_S
 
 
-@dataclass(frozen=True)
-class WasteFilters:
+class WasteFilters(Record):
     since: float | None = None
     until: float | None = None
     project: str | None = None
     session_id: str | None = None
 
 
-@dataclass
-class WasteReport:
+class WasteReport(Record):
     group_by: str | None
     filters: WasteFilters
     rows: list[dict[str, Any]]
@@ -36,7 +36,7 @@ class WasteReport:
     spend: dict[str, Any]
     pending_tokens: int
     catalog_version: str
-    losses: list[waste.Loss] = field(default_factory=list)
+    losses: list[waste.Loss]
 
 
 def _accounting(db: Any, flt: WasteFilters, catalog: Catalog, now: float) -> waste.Accounting:
@@ -176,6 +176,8 @@ def session_notes(db: Any, session_id: str, cfg: Any, now: float) -> list[str]:
 
 
 def _catalog(cfg: Any) -> Catalog:
+    from ccmeter.pricing import Catalog
+
     catalog = Catalog.bundled()
     overrides = cfg.get("prices") if hasattr(cfg, "get") else None
     if overrides:

@@ -11,6 +11,7 @@ the system prompt 2,000, the first user message 3,000, so the first call writes 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from decimal import Decimal
@@ -229,7 +230,7 @@ def test_no_prompt_text_is_stored(home, cached_api):
 def test_the_status_line_and_watch_show_the_sessions_waste(home, cached_api):
     from ccmeter import store
     from ccmeter.statusline import statusline_text
-    from ccmeter.views.watch import render_watch_frame
+    from ccmeter.views.watch import render_watch_frame, watch_renderables
 
     server, _ = cached_api
     run_calls(home, server, [body(FIRST), body(SECOND, tool_words=999)])
@@ -237,10 +238,18 @@ def test_the_status_line_and_watch_show_the_sessions_waste(home, cached_api):
     assert "cache waste $0.0345" in line, line
     db = store.connect_migrated(home / "ccmeter.db")
     try:
-        frame = render_watch_frame(db, {}, width=100)
+        frame = render_watch_frame(db, {}, width=100, waste=True)
+        once = render_watch_frame(db, {}, width=100)  # watch --once: answers without pricing
+        live = watch_renderables(db, {}, width=100)
     finally:
         db.conn.close()
     assert "cache waste $0.0345" in frame, frame
+    assert "cache waste" not in once
+    from rich.console import Console
+
+    console = Console(width=100, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(*live)
+    assert "cache waste $0.0345" in console.export_text()
 
 
 def test_the_status_line_warns_when_a_sessions_spend_jumps(home):

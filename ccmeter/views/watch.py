@@ -94,15 +94,20 @@ def _rich(part: _Line | _Grid) -> Any:
 
 def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
                       active_minutes: int = 15, width: int = 100) -> list[Any]:
-    """The parts of one ``watch`` frame (rich renderables), newest figures from ``db``,
-    laid out for a terminal ``width`` columns wide."""
-    return [_rich(part) for part in frame_parts(db, cfg, now, active_minutes, width)]
+    """The parts of one live ``watch`` frame (rich renderables), newest figures from ``db``,
+    laid out for a terminal ``width`` columns wide, each active session's cache waste and
+    loop warnings included."""
+    return [_rich(part) for part in frame_parts(db, cfg, now, active_minutes, width,
+                                                waste=True)]
 
 
 def frame_parts(db: Any, cfg: Mapping[str, Any], now: float | None = None,
-                active_minutes: int = 15, width: int = 100) -> list[_Line | _Grid]:
+                active_minutes: int = 15, width: int = 100, *,
+                waste: bool = False) -> list[_Line | _Grid]:
     """The parts of one ``watch`` frame, newest figures from ``db``, laid out for a
-    terminal ``width`` columns wide."""
+    terminal ``width`` columns wide. ``waste``: under each active session, its cache waste
+    and loop warnings (pricing the waste loads the catalog: the live ``watch`` shows them,
+    ``watch --once`` answers without)."""
     from ccmeter import periods, render
     from ccmeter.sessions import active_agents, burn_by_project, has_calls, latest_plan, spend_since
 
@@ -130,7 +135,8 @@ def frame_parts(db: Any, cfg: Mapping[str, Any], now: float | None = None,
 
     agents = active_agents(db, now - active_minutes * 60)
     if agents:
-        notes = _session_notes(db, cfg, now, {row["session_id"] for row in agents})
+        notes = (_session_notes(db, cfg, now, {row["session_id"] for row in agents})
+                 if waste else None)
         parts.append(_active_table(agents, now, active_minutes, width, notes))
     else:
         parts.append(_Line("dim", [(f"no active sessions (no call in the last "
@@ -194,7 +200,7 @@ def _session_notes(db: Any, cfg: Mapping[str, Any], now: float,
 def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
                   width: int = 100,
                   notes: Mapping[str, tuple[int | None, list[str]]] | None = None) -> _Grid:
-    from ccmeter import reports, wastereport
+    from ccmeter import reports
     from ccmeter.sessions import short_agent, short_id
 
     by_session: dict[str, list[Mapping[str, Any]]] = {}
@@ -230,7 +236,9 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
     places = money.usd_places(cells[4] for cells, _ in lines if cells[4] != "")
     for index, (cells, _) in enumerate(lines):
         if index in waste_lines:
-            cells[0] = f"  {wastereport.waste_note(cells[4], places)}"
+            from ccmeter.wastereport import waste_note
+
+            cells[0] = f"  {waste_note(cells[4], places)}"
             cells[4] = ""
         elif cells[4] != "":
             cells[4] = money.format_usd(cells[4], places)
@@ -241,9 +249,10 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
 
 
 def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float | None = None,
-                       *, active_minutes: int = 15, width: int = 100) -> str:
+                       *, active_minutes: int = 15, width: int = 100,
+                       waste: bool = False) -> str:
     """One ``watch`` frame as plain text (no escape codes): for ``--once`` and tests."""
-    parts = frame_parts(db, cfg or {}, now, active_minutes, width)
+    parts = frame_parts(db, cfg or {}, now, active_minutes, width, waste=waste)
     text = _plain_frame(parts, width)
     if text is not None:
         return text
