@@ -15,8 +15,14 @@ The setups take turns (``--rounds`` rounds, the order rotated each round); the f
 pooled over every call of a setup. The resident proxy is started here (``ssl_insecure``: the
 stand-in's certificate is its own) and the runs join it as they would a login service's.
 
-    python bench/shared.py                    # 8 sessions x 150 calls x 3 rounds
+    python bench/shared.py                    # 8 sessions x 150 calls x 3 rounds, back to back
+    python bench/shared.py --pace 200         # each session pauses ~200 ms between calls
     python bench/shared.py --sessions 4 --calls 60 --rounds 1
+
+Back to back, 8 sessions keep a 2-core machine's proxy CPU near saturation (hundreds of calls
+a second), where any extra CPU per call multiplies into queueing; ``--pace`` gives each
+session a pause between calls, as a real session has (Claude Code's calls come seconds
+apart), so the figures show the meter's cost at a load the proxy can carry.
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ REQUEST_KB = 24
 # One session: N calls through HTTPS_PROXY (with its credentials) or straight to the target;
 # prints the time to first byte of each call, in ms, as one JSON list.
 SESSION = """
-import base64, json, os, sys, uuid
+import base64, json, os, random, sys, time, uuid
 from urllib.parse import urlsplit
 sys.path.insert(0, sys.argv[1])
 from client import Connection, claude_headers, request_body
 host, port, ca, calls = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+pace = float(sys.argv[6]) / 1000  # mean pause between calls, in seconds (0: back to back)
 proxy = urlsplit(os.environ["HTTPS_PROXY"]) if os.environ.get("HTTPS_PROXY") else None
 auth = ("Basic " + base64.b64encode(f"{proxy.username}:{proxy.password}".encode()).decode()
         if proxy and proxy.username else None)
@@ -57,6 +64,8 @@ for _ in range(10):
     conn.stream(body, headers)
 got = []
 for _ in range(calls):
+    if pace:
+        time.sleep(random.uniform(0.5, 1.5) * pace)
     res = conn.stream(body, headers)
     if res.ok:
         got.append(res.ttfb * 1000)
@@ -83,6 +92,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions")
     parser.add_argument("--calls", type=int, default=150, help="calls per session and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the setups")
+    parser.add_argument("--pace", type=float, default=0.0,
+                        help="mean pause between a session's calls, in ms (each pause drawn "
+                        "from 0.5-1.5 x it; 0: back to back, the proxy's CPU saturated)")
     parser.add_argument("--separate", action="store_true",
                         help="a fourth setup: each session through a ccmeter proxy of its own "
                         "(mitmdump -s, one per session: what N runs were before)")
@@ -116,12 +128,12 @@ def main() -> None:
             if setup == "shared":
                 argv = [sys.executable, "-m", "ccmeter.cli", "run", "--upstream", upstream, "--",
                         sys.executable, "-c", SESSION, bench_dir, "api.anthropic.com", "443",
-                        "-", str(args.calls)]
+                        "-", str(args.calls), str(args.pace)]
                 child_env = env
             else:
                 via = {"bare": bare, "separate": own[n] if own else None}.get(setup)
                 argv = [sys.executable, "-c", SESSION, bench_dir, "127.0.0.1", str(api.port),
-                        via.ca if via else api.ca, str(args.calls)]
+                        via.ca if via else api.ca, str(args.calls), str(args.pace)]
                 child_env = dict(env)
                 if via is not None:
                     child_env["HTTPS_PROXY"] = f"http://127.0.0.1:{via.port}"
@@ -156,7 +168,7 @@ def main() -> None:
              for s in setups[1:]}
     result = {
         "sessions": args.sessions, "calls_per_session_and_round": args.calls,
-        "rounds": args.rounds, "resident_proxies_seen": len(proxies),
+        "rounds": args.rounds, "pace_ms": args.pace, "resident_proxies_seen": len(proxies),
         "resident_port": resident_port, "ttfb_ms": fig, "added_ms": added,
         "ratio_added": {s: {q: added[s][q] / added["bare"][q] for q in ("p50", "p99")}
                         for s in setups[2:]},
