@@ -35,6 +35,7 @@ from ccmeter import (
     routing,
     store,
 )
+from ccmeter.cachewatch import CacheWatch
 from ccmeter.callrow import Call
 from ccmeter.enforce import Enforcer
 from ccmeter.failures import reason as failure_reason
@@ -79,6 +80,9 @@ class Meter:
         #: The upstream and metered hosts: the options, else config.toml's.
         self.routes = routing.Routes()
         self.enforcer = Enforcer()
+        #: Cache fingerprints and the loop guard's counts (see ccmeter.cachewatch).
+        self.cache = CacheWatch(lambda: self.enforcer.policy)
+        self.enforcer.on_session_paused = self.cache.loops.forgive
         #: This process's status file (see ccmeter.proxies), for doctor and the status line.
         self.status = proxies.ProxyStatus()
         #: Set by :class:`ccmeter.rundesk.RunDesk`: a call of a ``ccmeter run`` starts, and
@@ -371,7 +375,8 @@ class Meter:
         """Fill in the call's attribution from its request (once; idempotent), and its
         project through its session's (see :meth:`_session_project`)."""
         if not requestread.read_request(
-                call, lambda: call.run_project or ctx.options.ccmeter_project):
+                call, lambda: call.run_project or ctx.options.ccmeter_project,
+                lambda body, who: self.cache.read(call, body, who)):
             return
         call.project = self._session_project(call.attribution.session_id, call.project)
         if self.journal is not None and call.uid in self.journal.needs_detail:
@@ -463,6 +468,7 @@ class Meter:
         self._sessions.written(row)  # no project yet: it is filled in once it is known
         if flow is not None or final:  # the final row: its cap reservation goes with it
             row[store.RELEASE_RESERVATION] = True
+            self.cache.finished(row)
         if self.journal is not None:  # before the put: idle means every earlier row is in
             self.journal.collect(self.writer.idle)
         self.writer.put(row)

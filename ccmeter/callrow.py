@@ -92,6 +92,9 @@ class Call:
     #: that run tags its calls with (see :mod:`ccmeter.rundesk`).
     run_id: str | None = None
     run_project: str | None = None
+    #: The session's repeats as of this request (a :class:`ccmeter.loops.Seen`), for the
+    #: loop cap; set by :class:`ccmeter.cachewatch.CacheWatch` when the request is read.
+    loop_seen: Any = None
 
 
 def read_plan_headers(call: Call) -> None:

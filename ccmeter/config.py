@@ -98,8 +98,9 @@ SCHEMA: dict[str, Any] = {
     "caps": {
         **_CAP_WINDOWS,
         **dict.fromkeys(("mode", "window", "warn_at", "on_error", "timezone", "notify",
-                         "estimate", "reservation_ttl", "paused_until")),
+                         "estimate", "reservation_ttl", "paused_until", "loop")),
         "estimates": ANY_NAME,
+        "paused_sessions": ANY_NAME,
         "projects": {"*": _CAP_WINDOWS},
         "per_session": {**_CAP_WINDOWS, "total": None},
     },

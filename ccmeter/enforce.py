@@ -18,7 +18,7 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from ccmeter import config, pricing, providers, store
+from ccmeter import config, loops, pricing, providers, store
 from ccmeter.callrow import Call
 from ccmeter.caps.guard import Decision, Guard
 from ccmeter.caps.hardmode import RunningCost, StreamLimit
@@ -84,6 +84,10 @@ class Enforcer:
         self._generation = 0
         self._retried = 0.0
         self._unmetered_logged: tuple[str, str] | None = None
+        #: Told each paused session's id as its calls come (the loop guard forgets its
+        #: repeats: after the pause it counts anew).
+        self.on_session_paused: Callable[[str], None] | None = None
+        self._session_pause_logged: set[tuple[str, float]] = set()
 
     def open(self, db_file: Path) -> None:
         self.guard = Guard(db_file)
@@ -111,9 +115,10 @@ class Enforcer:
 
     @property
     def needs_request_body(self) -> bool:
-        """Only per-project, per-session and per-model cap rules and hard mode read the
-        request's contents before it is forwarded; global caps need nothing from it."""
-        return self.policy.enabled and self.policy.needs_request_details
+        """Only per-project, per-session and per-model cap rules, hard mode and the loop cap
+        read the request's contents before it is forwarded; global caps need nothing."""
+        policy = self.policy
+        return (policy.enabled and policy.needs_request_details) or policy.loop is not None
 
     def reload(self) -> None:
         """Re-read ``[caps]`` when config.toml changed (one stat per request), so that
@@ -173,6 +178,14 @@ class Enforcer:
         """Refuse the call here if a cap is reached; else reserve for it (off the loop).
         True when it was refused with its whole body in: the caller records it now."""
         policy = self.policy
+        if self._session_paused(policy, call):
+            return False
+        seen = call.loop_seen
+        if (policy.loop is not None and seen is not None and seen.repeats >= policy.loop
+                and not policy.paused(time.time())):
+            message = loops.refusal_message(seen, policy.loop)
+            log.warning("ccmeter: refused a call: %s", message)
+            return self.refuse(flow, call, message, error_type="loop")
         if not policy.enabled or self.guard is None:
             return False
         if policy.paused(time.time()):
@@ -216,6 +229,22 @@ class Enforcer:
                 flow.request.headers["accept-encoding"] = "identity"  # so a cut can be written
         return False
 
+    def _session_paused(self, policy: Policy, call: Call) -> bool:
+        """``ccmeter caps pause --session ID``: this session's caps, loop cap included, are
+        not enforced until then (logged once per pause)."""
+        session = call.attribution.session_id
+        if not policy.paused_sessions or not policy.session_paused(session, time.time()):
+            return False
+        assert session is not None
+        until = dict(policy.paused_sessions)[session]
+        if (session, until) not in self._session_pause_logged:
+            self._session_pause_logged.add((session, until))
+            log.warning("ccmeter: caps paused for session %s until %s; not enforcing",
+                        session, utc_iso(until))
+        if self.on_session_paused is not None:
+            self.on_session_paused(session)
+        return True
+
     def _check(self, policy: Policy, call: Call, writer: store.CallWriter | None,
                guard: Guard, deadline: float) -> Decision:
         """Runs on the caps thread: this process's queued rows first, then the check; all
@@ -254,12 +283,13 @@ class Enforcer:
         return Decision(True, reason="db_error")
 
     @staticmethod
-    def refuse(flow: http.HTTPFlow, call: Call, message: str) -> bool:
+    def refuse(flow: http.HTTPFlow, call: Call, message: str,
+               error_type: str = "cap_reached") -> bool:
         """Answer the call ourselves. Refused as its headers came, it is recorded once its
         body is in (``request``); mitmproxy then sends this answer instead of the request.
         True when the body is already in: the caller records the call as blocked now."""
         flow.response = refusal_response(message, call.endpoint.provider)
-        call.state.error_type, call.state.error_message = "cap_reached", message[:500]
+        call.state.error_type, call.state.error_message = error_type, message[:500]
         if flow.request.raw_content is None:  # only the headers so far
             call.blocked = True
             return False

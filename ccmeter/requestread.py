@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from mitmproxy import http
 
@@ -63,7 +64,12 @@ def body_kind(headers: http.Headers) -> tuple[str, str]:
     return content_type, "" if encoding == "identity" else encoding
 
 
-def attribute_request(request: http.Request) -> attribution.Attribution:
+#: Called with a request's parsed body and its attribution, before the body is dropped.
+BodyReader = Callable[[dict[str, Any], attribution.Attribution], None]
+
+
+def attribute_request(request: http.Request,
+                      on_body: BodyReader | None = None) -> attribution.Attribution:
     """The attribution of a request, with the garbage collector held off while its JSON is
     alive: Claude Code's 100–500 KB requests decode to thousands of containers, which would
     set off collections (each a scan of everything young: 0.2 ms, in some call's latency)
@@ -71,13 +77,14 @@ def attribute_request(request: http.Request) -> attribution.Attribution:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _attribute_request(request)  # the parsed body dies inside this call
+        return _attribute_request(request, on_body)  # the parsed body dies inside this call
     finally:
         if enabled:
             gc.enable()
 
 
-def _attribute_request(request: http.Request) -> attribution.Attribution:
+def _attribute_request(request: http.Request,
+                       on_body: BodyReader | None) -> attribution.Attribution:
     try:
         content = request.raw_content or b""
         if len(content) > MAX_REQUEST_BYTES:
@@ -86,10 +93,15 @@ def _attribute_request(request: http.Request) -> attribution.Attribution:
         body = untrusted.loads(content) if content else {}
     except ValueError:  # not JSON, too large, or a bomb (JSON too deep is still read)
         body = {}
-    return attribution.attribute(request.headers, body if isinstance(body, dict) else {})
+    body = body if isinstance(body, dict) else {}
+    who = attribution.attribute(request.headers, body)
+    if on_body is not None and body:
+        on_body(body, who)
+    return who
 
 
-def read_request(call: Call, option_project: Callable[[], str | None]) -> bool:
+def read_request(call: Call, option_project: Callable[[], str | None],
+                 on_body: BodyReader | None = None) -> bool:
     """Fill in the call's attribution and project from its pending request, once: False
     when there is none to read. The project is the launcher's tag (read with the headers),
     the request's own, then ``option_project()`` (the ``ccmeter_project`` option), else the
@@ -97,7 +109,7 @@ def read_request(call: Call, option_project: Callable[[], str | None]) -> bool:
     request, call.pending = call.pending, None
     if request is None:
         return False
-    who = attribute_request(request)
+    who = attribute_request(request, on_body)
     endpoint = call.endpoint
     if endpoint.provider != providers.ANTHROPIC:  # the model and mode are in the URL
         who = replace(who, requested_model=endpoint.model,

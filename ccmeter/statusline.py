@@ -134,6 +134,19 @@ def _meter_warning(paths: config.Paths) -> list[str]:
     return out
 
 
+def _waste_notes(db: Any, session_id: str, cfg: Mapping[str, Any], now: float) -> list[str]:
+    """The session's cache waste and a loop warning (see ccmeter.wastereport); nothing when
+    the database is older than the columns they read."""
+    import sqlite3
+
+    from ccmeter import wastereport
+
+    try:
+        return wastereport.session_notes(db, session_id, cfg, now)
+    except sqlite3.Error:
+        return []
+
+
 def _mark(fraction: float) -> str:
     return "⛔ " if fraction >= 1 else ("⚠ " if fraction >= 0.8 else "")
 
@@ -177,6 +190,8 @@ def statusline_text(raw: str, *, now: float | None = None,
             elif spent["unpriced_calls"]:
                 text += "+"
             parts.append(text)
+            if spent["calls"]:
+                parts += _waste_notes(db, sid, cfg, now)
         statuses, _ = _caps(db, cfg, now, sid if isinstance(sid, str) and sid else None)
         project = spent["project"] if sid and isinstance(sid, str) else None
         mine = [s for s in statuses or [] if s.scope == "global"

@@ -44,10 +44,18 @@ class Policy(Record):
     estimate_picousd: int = 0
     estimates: tuple[tuple[str, int], ...] = ()
     reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S
+    #: Refuse a session's requests once it has made the same tool call this many times.
+    loop: int | None = None
+    #: Sessions whose caps (loop guard included) are paused, and until when.
+    paused_sessions: tuple[tuple[str, float], ...] = ()
 
     @property
     def enabled(self) -> bool:
         return bool(self.caps)
+
+    def session_paused(self, session_id: str | None, now: float) -> bool:
+        return session_id is not None and any(
+            sid == session_id and now < until for sid, until in self.paused_sessions)
 
     @property
     def tz(self) -> tzinfo | None:
@@ -58,7 +66,7 @@ class Policy(Record):
         """Does a check need what only the request's JSON says (project, session, model,
         streaming)? Global caps in soft mode with one flat estimate do not, so the proxy can
         forward the request before reading it."""
-        return (self.mode == "hard" or bool(self.estimates)
+        return (self.mode == "hard" or bool(self.estimates) or bool(self.paused_sessions)
                 or any(cap.scope != "global" for cap in self.caps))
 
     def paused(self, now: float) -> bool:
@@ -150,6 +158,9 @@ def parse_policy(cfg: Mapping[str, Any]) -> Policy:
     if timezone is not None:
         zone(str(timezone))
     ttl = table.get("reservation_ttl", "15m")
+    paused = table.get("paused_sessions") or {}
+    if not isinstance(paused, Mapping):
+        raise CCMeterError("[caps.paused_sessions] must be a table of session = date-time")
     return Policy(
         caps=tuple(caps),
         mode=_choice(table, "mode", MODES, "soft"),
@@ -165,7 +176,25 @@ def parse_policy(cfg: Mapping[str, Any]) -> Policy:
         ),
         reservation_ttl_s=(parse_duration(ttl, what="[caps] reservation_ttl").approx_seconds
                            if isinstance(ttl, str) else float(ttl)),
+        loop=parse_loop(table.get("loop")),
+        paused_sessions=tuple(sorted(
+            (str(sid), _timestamp(until, f"[caps.paused_sessions] {sid}") or 0.0)
+            for sid, until in paused.items())),
     )
+
+
+def parse_loop(value: Any) -> int | None:
+    """``[caps] loop``: a whole number of repeats, 2 or more (absent: no loop cap)."""
+    if value is None:
+        return None
+    try:
+        number = int(str(value).strip()) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or number < 2:
+        raise CCMeterError(f"[caps] loop must be a whole number of repeats, 2 or more; "
+                           f"got {value!r}")
+    return number
 
 class Check(Record):
     """One cap applied to one moment: the window and the rows it sums over."""

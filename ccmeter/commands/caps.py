@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ccmeter import config, render
-from ccmeter.caps.policy import MODES, parse_policy, parse_warn_at
+from ccmeter.caps.policy import MODES, parse_loop, parse_policy, parse_warn_at
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS
 from ccmeter.money import cap_usd, parse_usd, usd_text
 from ccmeter.views.caps import show
@@ -154,6 +154,10 @@ def set_caps(
     estimate: Annotated[str | None, typer.Option(
         "--estimate", help="Dollars reserved per in-flight call until its cost is known "
         "(default 0).")] = None,
+    loop: Annotated[str | None, typer.Option(
+        "--loop", help="Refuse a session's next request once it has made the same tool call "
+        "this many times (the loop guard; 2 or more). Without it, loops are only warned "
+        "about.")] = None,
 ) -> None:
     """Set caps (in US dollars) and cap settings; running proxies pick them up at once.
 
@@ -162,11 +166,12 @@ def set_caps(
       ccmeter caps set --project big-refactor --daily 10
       ccmeter caps set --per-session --total 3
       ccmeter caps set --mode hard --window rolling
+      ccmeter caps set --loop 8
     """
     amounts = {"hourly": hourly, "daily": daily, "weekly": weekly, "monthly": monthly,
                "total": total}
     settings = {"mode": mode, "window": window, "on_error": on_error, "timezone": timezone,
-                "warn_at": warn_at, "estimate": estimate}
+                "warn_at": warn_at, "estimate": estimate, "loop": loop}
 
     def change(table: dict[str, Any]) -> str:
         given = {k: v for k, v in amounts.items() if v is not None}
@@ -177,8 +182,8 @@ def set_caps(
             raise config.CCMeterError("--total is a per-session cap: add --per-session")
         if chosen and (project is not None or per_session):
             raise config.CCMeterError(
-                "--mode, --window, --warn-at, --on-error, --timezone and --estimate apply to "
-                "every cap; give them without --project/--per-session")
+                "--mode, --window, --warn-at, --on-error, --timezone, --estimate and --loop "
+                "apply to every session; give them without --project/--per-session")
         target, label = _scope_table(table, project, per_session)
         done = []
         for name, value in given.items():
@@ -190,6 +195,8 @@ def set_caps(
                 table[key] = list(parse_warn_at(value.split(",")))
             elif key == "estimate":
                 table[key] = usd_text(parse_usd(value, "--estimate"))
+            elif key == "loop":
+                table[key] = parse_loop(value)
             else:
                 table[key] = value
             done.append(f"{key.replace('_', '-')} {table[key]}")
@@ -201,7 +208,8 @@ def set_caps(
 @caps_app.command("unset")
 def unset_caps(
     windows: Annotated[list[str], typer.Argument(
-        help="Which caps to remove: hourly, daily, weekly, monthly (total for --per-session).",
+        help="Which caps to remove: hourly, daily, weekly, monthly (total for --per-session), "
+        "or loop.",
         show_default=False)],
     project: ProjectOption = None,
     per_session: PerSessionOption = False,
@@ -214,6 +222,10 @@ def unset_caps(
     """
 
     def change(table: dict[str, Any]) -> str:
+        if windows == ["loop"] and project is None and not per_session:
+            if table.pop("loop", None) is None:
+                raise config.CCMeterError("no loop cap is set; see: ccmeter caps")
+            return "removed the loop cap (loops are warned about only)"
         allowed = SESSION_WINDOWS if per_session else WINDOWS
         bad = [w for w in windows if w not in allowed]
         if bad:
@@ -288,6 +300,10 @@ def pause(
         "--for", help="How long to stop enforcing caps: 30m (minutes), 2h, 1h30m, 1d, 1w, or "
         "until when: 2026-12-01 (its midnight), 2026-12-01T09:00; one hour when not given.",
         show_default=False)] = PAUSE_DEFAULT,
+    session: Annotated[str | None, typer.Option(
+        "--session", help="Pause only this session's caps (the loop guard's included): its "
+        "id, or enough of its start to be unique (as `ccmeter sessions` shows it). Other "
+        "sessions stay capped.", show_default=False)] = None,
 ) -> None:
     """Lift enforcement for a while (one hour unless --for says otherwise); spend is still
     metered. Logged, and shown in `ccmeter caps`.
@@ -296,6 +312,7 @@ def pause(
       ccmeter caps pause
       ccmeter caps pause --for 30m
       ccmeter caps pause --for 2026-12-01
+      ccmeter caps pause --session 3f2a --for 10m
     """
 
     def change(table: dict[str, Any]) -> str:
@@ -303,6 +320,8 @@ def pause(
 
         ends = periods.parse_until(for_)
         until = datetime.fromtimestamp(ends).astimezone()
+        if session is not None:
+            return _pause_session(table, session, until, for_)
         table["paused_until"] = until.replace(microsecond=0)
         _log(config.paths(), f"caps paused until {until:%Y-%m-%d %H:%M:%S %z} "
                              f"(ccmeter caps pause --for {for_})")
@@ -311,15 +330,71 @@ def pause(
     _user_errors(lambda: _edit(change))
 
 
+def _pause_session(table: dict[str, Any], prefix: str, until: datetime, for_: str) -> str:
+    """``[caps.paused_sessions]``: one session's caps lifted until ``until`` (pauses that
+    have ended are dropped on the way)."""
+    import time
+
+    full = _resolve_session(prefix)
+    paused = table.setdefault("paused_sessions", {})
+    if not isinstance(paused, dict):
+        raise config.CCMeterError("[caps.paused_sessions] is not a table")
+    now = time.time()
+    for sid in [s for s, t in paused.items() if isinstance(t, datetime) and t.timestamp() <= now]:
+        del paused[sid]
+    paused[full] = until.replace(microsecond=0)
+    _log(config.paths(), f"caps paused for session {full} until "
+                         f"{until:%Y-%m-%d %H:%M:%S %z} (ccmeter caps pause --session "
+                         f"{prefix} --for {for_})")
+    return (f"caps paused for session {full} until {until:%Y-%m-%d %H:%M} "
+            f"(resume early: ccmeter caps resume --session {full[:8]})")
+
+
+def _resolve_session(prefix: str) -> str:
+    """A full session id from enough of its start (as ``ccmeter caps --session`` takes it);
+    a session the database does not know yet is taken as given when it is a full id."""
+    from ccmeter import sessions
+    from ccmeter.views.common import open_db
+
+    if not prefix.strip():
+        raise config.CCMeterError("--session needs a session id")
+    db = open_db()
+    try:
+        return sessions.resolve_session(db, prefix)
+    except ValueError as exc:
+        if len(prefix.strip()) >= 32:  # a whole id: pausing it ahead of its calls is fine
+            return prefix.strip()
+        raise config.CCMeterError(str(exc)) from None
+    finally:
+        db.conn.close()
+
+
 @caps_app.command("resume")
-def resume() -> None:
+def resume(
+    session: Annotated[str | None, typer.Option(
+        "--session", help="End only this session's pause (its id or the start of it).",
+        show_default=False)] = None,
+) -> None:
     """Enforce caps again after `ccmeter caps pause`.
 
-    Example:
+    Examples:
       ccmeter caps resume
+      ccmeter caps resume --session 3f2a
     """
 
     def change(table: dict[str, Any]) -> str:
+        if session is not None:
+            paused = table.get("paused_sessions") or {}
+            found = [s for s in paused if s.startswith(session.strip())]
+            if len(found) != 1:
+                raise config.CCMeterError(
+                    f"no paused session starts with {session!r}" if not found else
+                    f"{session!r} matches {len(found)} paused sessions: {', '.join(found)}")
+            del paused[found[0]]
+            if not paused:
+                table.pop("paused_sessions", None)
+            _log(config.paths(), f"caps resumed for session {found[0]}")
+            return f"caps enforced again for session {found[0]}"
         was = table.pop("paused_until", None)
         _log(config.paths(), "caps resumed (ccmeter caps resume)")
         return "caps enforced again" if was is not None else "caps were not paused"

@@ -75,6 +75,13 @@ if TYPE_CHECKING:
         save_transcript_batch,
         transcript_calls_by_key,
     )
+    from ccmeter.store.waste import (
+        cache_calls,
+        latest_repeat,
+        session_cache_calls,
+        session_rate,
+        spend,
+    )
     from ccmeter.store.writer import CallWriter
 
 #: where each re-exported name lives
@@ -118,6 +125,11 @@ _HOMES = {
     "MIGRATIONS": "migrations",
     "insert_missing_calls": "recovered",
     "CallWriter": "writer",
+    "cache_calls": "waste",
+    "latest_repeat": "waste",
+    "session_cache_calls": "waste",
+    "session_rate": "waste",
+    "spend": "waste",
     "TRANSCRIPT_COLUMNS": "transcripts",
     "calls_on_wire": "transcripts",
     "has_imported_calls": "transcripts",
@@ -155,6 +167,7 @@ __all__ = [
     "WouldBlock",
     "_spends_sql",
     "bulk_insert_calls",
+    "cache_calls",
     "calls_on_wire",
     "cap_check_and_reserve",
     "cap_mark_warned",
@@ -173,6 +186,7 @@ __all__ = [
     "has_imported_calls",
     "insert_missing_calls",
     "known_files",
+    "latest_repeat",
     "migrate",
     "prepare_import",
     "query",
@@ -182,6 +196,9 @@ __all__ = [
     "run_spend_query",
     "save_transcript_batch",
     "schema_version",
+    "session_cache_calls",
+    "session_rate",
+    "spend",
     "spend_query",
     "transcript_calls_by_key",
     "upsert_calls",

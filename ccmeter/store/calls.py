@@ -73,6 +73,10 @@ CALL_COLUMNS: tuple[str, ...] = (
     "updated_ts",
     "fallback_from_model",
     "run_id",
+    "cache_key_json",
+    "cache_change",
+    "tool_call_fp",
+    "tool_repeats",
 )
 
 STATUSES = ("ok", "incomplete", "upstream_error", "blocked")

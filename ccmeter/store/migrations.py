@@ -363,6 +363,20 @@ def _m008_transcripts(db: sqlite_utils.Database) -> None:
         FROM imported_calls
         """
     )
+def _m009_cache_keys(db: sqlite_utils.Database) -> None:
+    """What each call's prompt cache keyed on, as fingerprints (no text), and the loop
+    guard's count: ``ccmeter waste`` prices every cache re-write and unread write from them.
+
+    - ``cache_key_json``: fingerprints of the tools, the system prompt, and the prefix up to
+      each ``cache_control`` breakpoint with its TTL (see ccmeter.cachekeys);
+    - ``cache_change``: what changed against the previous call of the same conversation as
+      the proxy saw it (``tools``, ``system``, ``model``, ``message:N``; NULL: nothing);
+    - ``tool_call_fp``: the newest tool call the request reports back (name:fingerprint);
+    - ``tool_repeats``: how many times the session had made that tool call.
+    """
+    for column, kind in (("cache_key_json", "TEXT"), ("cache_change", "TEXT"),
+                         ("tool_call_fp", "TEXT"), ("tool_repeats", "INTEGER")):
+        db.execute(f"ALTER TABLE api_calls ADD COLUMN {column} {kind}")
 
 
 #: Ordered migrations. A shipped migration is never edited; add a new one at the end.
@@ -375,4 +389,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m006_calls_view_fallback,
     _m007_run_id,
     _m008_transcripts,
+    _m009_cache_keys,
 ]

@@ -36,6 +36,15 @@ def show(fmt: str, session: str | None) -> None:
     if paused is not None:
         meta["paused_until"] = (render.format_datetime(paused) if fmt == "table"
                                 else render.iso_datetime(paused))
+    meta["loop"] = (f"refuse a session's next request after the same tool call "
+                    f"{policy.loop} times" if policy.loop else
+                    "warn only (set a cap: ccmeter caps set --loop 8)") if fmt == "table" else (
+                        policy.loop)
+    sessions_paused = [(sid, until) for sid, until in policy.paused_sessions if until > now]
+    if sessions_paused:
+        meta["paused_sessions"] = ", ".join(
+            f"{sid[:8]} until {render.format_datetime(until)}" for sid, until in sessions_paused
+        ) if fmt == "table" else {sid: render.iso_datetime(u) for sid, u in sessions_paused}
     # caps and their spend: one precision, the caps' own (money.cap_places), in every view
     places = cap_places(c.limit_picousd for c in policy.caps)
     per_session = [c for c in policy.caps if c.scope == "per_session"]
@@ -47,6 +56,9 @@ def show(fmt: str, session: str | None) -> None:
         echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
         if paused is not None:
             echo(f"(paused until {render.format_datetime(paused)})")
+        echo(f"Loop guard: {meta['loop']}.")
+        if sessions_paused:
+            echo(f"Paused sessions: {meta['paused_sessions']}.")
         return
     rows: list[dict[str, Any]] = [{
         "cap": s.name, "scope": s.scope, "limit": s.limit_picousd, "spent": s.spent_picousd,

@@ -94,15 +94,20 @@ def _rich(part: _Line | _Grid) -> Any:
 
 def watch_renderables(db: Any, cfg: Mapping[str, Any], now: float | None = None,
                       active_minutes: int = 15, width: int = 100) -> list[Any]:
-    """The parts of one ``watch`` frame (rich renderables), newest figures from ``db``,
-    laid out for a terminal ``width`` columns wide."""
-    return [_rich(part) for part in frame_parts(db, cfg, now, active_minutes, width)]
+    """The parts of one live ``watch`` frame (rich renderables), newest figures from ``db``,
+    laid out for a terminal ``width`` columns wide, each active session's cache waste and
+    loop warnings included."""
+    return [_rich(part) for part in frame_parts(db, cfg, now, active_minutes, width,
+                                                waste=True)]
 
 
 def frame_parts(db: Any, cfg: Mapping[str, Any], now: float | None = None,
-                active_minutes: int = 15, width: int = 100) -> list[_Line | _Grid]:
+                active_minutes: int = 15, width: int = 100, *,
+                waste: bool = False) -> list[_Line | _Grid]:
     """The parts of one ``watch`` frame, newest figures from ``db``, laid out for a
-    terminal ``width`` columns wide."""
+    terminal ``width`` columns wide. ``waste``: under each active session, its cache waste
+    and loop warnings (pricing the waste loads the catalog: the live ``watch`` shows them,
+    ``watch --once`` answers without)."""
     from ccmeter import periods, render
     from ccmeter.sessions import active_agents, burn_by_project, has_calls, latest_plan, spend_since
 
@@ -130,7 +135,9 @@ def frame_parts(db: Any, cfg: Mapping[str, Any], now: float | None = None,
 
     agents = active_agents(db, now - active_minutes * 60)
     if agents:
-        parts.append(_active_table(agents, now, active_minutes, width))
+        notes = (_session_notes(db, cfg, now, {row["session_id"] for row in agents})
+                 if waste else None)
+        parts.append(_active_table(agents, now, active_minutes, width, notes))
     else:
         parts.append(_Line("dim", [(f"no active sessions (no call in the last "
                                     f"{active_minutes} min)", None)]))
@@ -169,8 +176,30 @@ def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float
     return _fitted_table("Caps", headers, rows, width, shrink=0)
 
 
+def _session_notes(db: Any, cfg: Mapping[str, Any], now: float,
+                   session_ids: set[str]) -> dict[str, tuple[int | None, list[str]]]:
+    """Each active session's cache waste and loop warnings (ccmeter.wastereport); none
+    when the database cannot tell."""
+    import sqlite3
+
+    from ccmeter import wastereport
+
+    out = {}
+    for sid in session_ids:
+        if not sid:
+            continue
+        try:
+            lost, notes = wastereport.session_findings(db, sid, cfg, now)
+        except sqlite3.Error:
+            return {}
+        if lost != 0 or notes:
+            out[sid] = (lost, notes)
+    return out
+
+
 def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
-                  width: int = 100) -> _Grid:
+                  width: int = 100,
+                  notes: Mapping[str, tuple[int | None, list[str]]] | None = None) -> _Grid:
     from ccmeter import reports
     from ccmeter.sessions import short_agent, short_id
 
@@ -185,11 +214,18 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
         return calls, cost, max(r["last_ts"] for r in rows)
 
     lines: list[tuple[list[Any], str | None]] = []
+    waste_lines: list[int] = []
     ordered = sorted(by_session.items(), key=lambda item: -total(item[1])[2])
     for sid, rows in ordered:
         calls, cost, last = total(rows)
         project = next((r["project"] for r in rows if r["project"]), reports.NO_PROJECT)
         lines.append(([short_id(sid), project, _ago(now - last), f"{calls:,}", cost], None))
+        lost, warnings = (notes or {}).get(sid, (0, []))
+        if lost != 0:  # the cache waste: a line of its own, its amount at the table's places
+            lines.append((["  cache waste", "", "", "", lost], "dim"))
+            waste_lines.append(len(lines) - 1)
+        for note in warnings:  # a loop, a jump in spend
+            lines.append(([f"  {note}", "", "", "", ""], "yellow"))
         for row in sorted(rows, key=lambda r: -(r["cost_picousd"] or 0)):
             if row["call_kind"] != "subagent" and not row["agent_id"]:
                 continue
@@ -197,9 +233,15 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
             cost = row["cost_picousd"] if row["priced_calls"] else None
             lines.append(([label, "", _ago(now - row["last_ts"]), f"{row['calls']:,}", cost],
                           "dim"))
-    places = money.usd_places(cells[4] for cells, _ in lines)
-    for cells, _ in lines:
-        cells[4] = money.format_usd(cells[4], places)
+    places = money.usd_places(cells[4] for cells, _ in lines if cells[4] != "")
+    for index, (cells, _) in enumerate(lines):
+        if index in waste_lines:
+            from ccmeter.wastereport import waste_note
+
+            cells[0] = f"  {waste_note(cells[4], places)}"
+            cells[4] = ""
+        elif cells[4] != "":
+            cells[4] = money.format_usd(cells[4], places)
     headers = [("Session", "left"), ("Project", "left"), ("Last call", "left"),
                ("Calls", "right"), ("Cost", "right")]
     return _fitted_table(f"Active sessions (a call in the last {minutes} min)", headers,
@@ -207,9 +249,10 @@ def _active_table(agents: Sequence[Mapping[str, Any]], now: float, minutes: int,
 
 
 def render_watch_frame(db: Any, cfg: Mapping[str, Any] | None = None, now: float | None = None,
-                       *, active_minutes: int = 15, width: int = 100) -> str:
+                       *, active_minutes: int = 15, width: int = 100,
+                       waste: bool = False) -> str:
     """One ``watch`` frame as plain text (no escape codes): for ``--once`` and tests."""
-    parts = frame_parts(db, cfg or {}, now, active_minutes, width)
+    parts = frame_parts(db, cfg or {}, now, active_minutes, width, waste=waste)
     text = _plain_frame(parts, width)
     if text is not None:
         return text

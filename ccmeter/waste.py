@@ -1,0 +1,296 @@
+"""Money thrown away on the prompt cache: every re-write and every write never read. Pure.
+
+A *chain* is the calls one conversation makes in order: one session's calls of one agent
+(a subagent's calls are their own chain) and one kind (Claude Code's auxiliary title and quota
+calls, which cache nothing of the conversation, are their own chain too). Within a chain, for
+each call ``cur`` and the call before it, ``prev`` (docs/waste.md has worked examples):
+
+- **re-write**: the tokens ``prev`` had in the cache (its read + its write) that ``cur`` had
+  to write again: ``min(prev.read + prev.write - cur.read, cur.write)`` when positive, taken
+  from ``cur``'s 1-hour write first. Waste = those tokens x (write rate - read rate) at
+  ``cur``'s rates: reading them would have been the price. Its cause: what changed in the
+  prefix (``model``, ``tools``, ``system``, ``message`` with its index) as the proxy saw it
+  against ``prev``, else ``ttl`` when ``cur`` came after ``prev``'s shortest cache lifetime
+  (with the minutes idle), else ``unknown``.
+- **never read**: the part of a call's *fresh* write (its write less what it re-wrote) that
+  the next call neither read nor re-wrote, once its TTL has run out (before that it is
+  pending). Waste = tokens x (write rate - plain input rate): not caching was the
+  alternative. Cause ``never_read``.
+
+Each lost token is counted once: a write the next call re-wrote is part of that re-write, and
+a write that was itself a re-write is not also "never read". The money is the difference of
+two prices of the same call with :meth:`ccmeter.pricing.Catalog.price` — as it was, and with
+those tokens read (or sent as plain input) instead — so every rate, tier and multiplier of
+the call applies exactly, and waste is always part of the call's own cost. A model without a
+price gives ``None`` (unpriced), never $0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ccmeter.record import Record
+
+if TYPE_CHECKING:
+    from ccmeter.pricing import Catalog
+
+TTL_5M_S = 300
+TTL_1H_S = 3600
+
+CAUSES = ("tools", "system", "message", "model", "ttl", "unknown", "never_read")
+REWRITE = "rewrite"
+NEVER_READ = "never_read"
+#: Calls whose rows say nothing of the cache are left out of a chain.
+_NO_USAGE_STATUSES = ("blocked",)
+
+
+class CacheCall(Record):
+    """What waste needs of one call's row."""
+
+    call_uid: str
+    started_ts: float
+    session_id: str | None
+    agent_id: str | None
+    call_kind: str | None
+    project: str | None
+    model: str | None
+    input_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_read_tokens: int
+    cache_change: str | None = None
+    shortest_ttl_s: int | None = None
+    tools_fp: str | None = None
+    system_fp: str | None = None
+    provider: str = "anthropic"
+    speed: str | None = None
+    service_tier: str | None = None
+    inference_geo: str | None = None
+    cost_picousd: int | None = None
+
+    @property
+    def write(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def cached(self) -> int:
+        """What this call left in the cache: what it read and what it wrote."""
+        return self.cache_read_tokens + self.write
+
+    @property
+    def chain(self) -> tuple[str | None, str | None, str | None]:
+        return self.session_id, self.agent_id, self.call_kind
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> CacheCall:
+        key = row.get("cache_key_json")
+        tools = system = None
+        ttl = None
+        if key:
+            try:
+                doc = json.loads(key)
+                tools, system = doc.get("tools"), doc.get("system")
+                ttls = [TTL_1H_S if b.get("ttl") == "1h" else TTL_5M_S
+                        for b in doc.get("breakpoints") or []]
+                ttl = min(ttls) if ttls else None
+            except (ValueError, AttributeError, TypeError):
+                pass
+        return cls(
+            call_uid=row["call_uid"], started_ts=row["started_ts"],
+            session_id=row.get("session_id"), agent_id=row.get("agent_id"),
+            call_kind=row.get("call_kind"), project=row.get("project"), model=row.get("model"),
+            input_tokens=row.get("input_tokens") or 0,
+            cache_write_5m_tokens=row.get("cache_write_5m_tokens") or 0,
+            cache_write_1h_tokens=row.get("cache_write_1h_tokens") or 0,
+            cache_read_tokens=row.get("cache_read_tokens") or 0,
+            cache_change=row.get("cache_change"), shortest_ttl_s=ttl, tools_fp=tools,
+            system_fp=system, provider=row.get("provider") or "anthropic",
+            speed=row.get("speed"), service_tier=row.get("service_tier"),
+            inference_geo=row.get("inference_geo"), cost_picousd=row.get("cost_picousd"),
+        )
+
+
+class Loss(Record):
+    """One call's lost money: ``kind`` ``rewrite`` or ``never_read``."""
+
+    call: CacheCall
+    kind: str
+    cause: str
+    tokens_5m: int
+    tokens_1h: int
+    waste_picousd: int | None
+    message_index: int | None = None
+    idle_minutes: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_5m + self.tokens_1h
+
+    @property
+    def detail(self) -> str:
+        if self.cause == "message" and self.message_index is not None:
+            return f"message {self.message_index}"
+        if self.cause == "ttl" and self.idle_minutes is not None:
+            return f"{self.idle_minutes} min idle"
+        return ""
+
+
+class Pending(Record):
+    """A write whose lifetime has not run out and that no later call has read yet."""
+
+    call: CacheCall
+    tokens: int
+
+
+class Accounting(Record):
+    losses: tuple[Loss, ...]
+    pending: tuple[Pending, ...]
+
+    @property
+    def waste_picousd(self) -> int:
+        return sum(loss.waste_picousd or 0 for loss in self.losses)
+
+    @property
+    def unpriced(self) -> int:
+        return sum(1 for loss in self.losses if loss.waste_picousd is None)
+
+
+class Pricer:
+    """What the same call would have cost with some of its cache writes read, or sent as
+    plain input, instead: the difference is the waste, exact in picodollars."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def _cost(self, call: CacheCall, w5: int, w1: int, read: int, plain: int) -> int | None:
+        from ccmeter.usage import Usage
+
+        usage = Usage(input_tokens=plain, cache_write_5m_tokens=w5, cache_write_1h_tokens=w1,
+                      cache_read_tokens=read, speed=call.speed,
+                      service_tier=call.service_tier, inference_geo=call.inference_geo)
+        at = datetime.fromtimestamp(call.started_ts, UTC)
+        price = self.catalog.price(call.model, usage, at, provider=call.provider)
+        return price.cost_picousd
+
+    def saving(self, call: CacheCall, *, t5: int, t1: int, instead: str) -> int | None:
+        """Picodollars saved had ``t5``/``t1`` written tokens been read (``instead="read"``)
+        or plain input (``"input"``)."""
+        w5, w1 = call.cache_write_5m_tokens, call.cache_write_1h_tokens
+        read, plain = call.cache_read_tokens, call.input_tokens
+        actual = self._cost(call, w5, w1, read, plain)
+        if instead == "read":
+            other = self._cost(call, w5 - t5, w1 - t1, read + t5 + t1, plain)
+        else:
+            other = self._cost(call, w5 - t5, w1 - t1, read, plain + t5 + t1)
+        if actual is None or other is None:
+            return None
+        return max(0, actual - other)
+
+
+def chains(calls: Iterable[CacheCall]) -> dict[tuple[Any, ...], list[CacheCall]]:
+    """Calls with cache usage by chain, each in order. Calls without a session are left out
+    (nothing says which conversation they continue)."""
+    out: dict[tuple[Any, ...], list[CacheCall]] = {}
+    for call in calls:
+        if call.session_id is None or (call.cached + call.input_tokens) == 0:
+            continue
+        out.setdefault(call.chain, []).append(call)
+    for chain in out.values():
+        chain.sort(key=lambda c: (c.started_ts, c.call_uid))
+    return out
+
+
+def _cause(prev: CacheCall, cur: CacheCall) -> tuple[str, int | None, int | None]:
+    """(cause, message index, minutes idle) of a re-write of ``prev``'s cache by ``cur``."""
+    change = cur.cache_change
+    if change:
+        kind, _, index = change.partition(":")
+        if kind in ("model", "tools", "system"):
+            return kind, None, None
+        if kind == "message":
+            return "message", int(index) if index.isdigit() else None, None
+    if prev.model != cur.model:
+        return "model", None, None
+    if prev.tools_fp and cur.tools_fp and prev.tools_fp != cur.tools_fp:
+        return "tools", None, None
+    if prev.system_fp and cur.system_fp and prev.system_fp != cur.system_fp:
+        return "system", None, None
+    idle = cur.started_ts - prev.started_ts
+    lifetime = prev.shortest_ttl_s or (TTL_5M_S if prev.cache_write_5m_tokens or not
+                                       prev.cache_write_1h_tokens else TTL_1H_S)
+    if idle >= lifetime:
+        return "ttl", None, int(idle // 60)
+    return "unknown", None, None
+
+
+def account(calls: Iterable[CacheCall], pricer: Pricer, now: float) -> Accounting:
+    """Every loss of these calls (see the module docstring); ``now`` decides which writes
+    are still pending."""
+    losses: list[Loss] = []
+    pending: list[Pending] = []
+    for chain in chains(calls).values():
+        rewrote: dict[str, tuple[int, int]] = {}
+        for index, cur in enumerate(chain):
+            prev = chain[index - 1] if index else None
+            r5 = r1 = 0
+            if prev is not None and cur.write:
+                lost = min(prev.cached - cur.cache_read_tokens, cur.write)
+                if lost > 0:
+                    r1 = min(lost, cur.cache_write_1h_tokens)
+                    r5 = lost - r1
+                    cause, message, idle = _cause(prev, cur)
+                    losses.append(Loss(cur, REWRITE, cause, r5, r1,
+                                       pricer.saving(cur, t5=r5, t1=r1, instead="read"),
+                                       message, idle))
+            rewrote[cur.call_uid] = (r5, r1)
+        for index, cur in enumerate(chain):
+            r5, r1 = rewrote[cur.call_uid]
+            fresh5, fresh1 = cur.cache_write_5m_tokens - r5, cur.cache_write_1h_tokens - r1
+            if fresh5 + fresh1 <= 0:
+                continue
+            nxt = chain[index + 1] if index + 1 < len(chain) else None
+            if nxt is None:
+                unread5, unread1 = fresh5, fresh1
+            else:
+                read_of_write = max(0, min(nxt.cache_read_tokens, cur.cached)
+                                    - cur.cache_read_tokens)
+                unread = cur.write - read_of_write
+                taken = sum(rewrote[nxt.call_uid])  # re-written by the next call: its loss
+                left = max(0, min(fresh5 + fresh1, unread - taken))
+                unread5 = min(left, fresh5)  # the tail of a prefix: 5-minute part first
+                unread1 = left - unread5
+            expired5 = unread5 if now >= cur.started_ts + TTL_5M_S else 0
+            expired1 = unread1 if now >= cur.started_ts + TTL_1H_S else 0
+            if unread5 + unread1 - expired5 - expired1 > 0:
+                pending.append(Pending(cur, unread5 + unread1 - expired5 - expired1))
+            if expired5 + expired1 > 0:
+                losses.append(Loss(cur, NEVER_READ, NEVER_READ, expired5, expired1,
+                                   pricer.saving(cur, t5=expired5, t1=expired1,
+                                                 instead="input")))
+    losses.sort(key=lambda loss: (loss.call.started_ts, loss.call.call_uid, loss.kind != REWRITE))
+    return Accounting(tuple(losses), tuple(pending))
+
+
+def in_range(accounting: Accounting, since: float | None, until: float | None) -> Accounting:
+    """The losses (and pending writes) of calls started in [since, until)."""
+
+    def inside(call: CacheCall) -> bool:
+        return ((since is None or call.started_ts >= since)
+                and (until is None or call.started_ts < until))
+
+    return accounting._replace(
+        losses=tuple(x for x in accounting.losses if inside(x.call)),
+        pending=tuple(x for x in accounting.pending if inside(x.call)))
+
+
+def group(losses: Sequence[Loss], key: str) -> dict[Any, list[Loss]]:
+    """Losses by ``cause``, ``project`` or ``session``."""
+    out: dict[Any, list[Loss]] = {}
+    for loss in losses:
+        value = loss.cause if key == "cause" else getattr(loss.call, f"{key}_id"
+                                                          if key == "session" else key)
+        out.setdefault(value, []).append(loss)
+    return out
