@@ -6,7 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
+import time
 from typing import Annotated
 
 import typer
@@ -142,9 +142,11 @@ def serve(
     typer.echo(f"ccmeter: metering proxy on {running.url} (log: {paths.log_file})", err=True)
     for line in launch.env_lines(port=running.port, reverse=reverse, paths=paths):
         typer.echo(f"  {line}", err=True)
-    stop = threading.Event()
+    # The handler only notes the signal: setting a threading.Event there could deadlock, for
+    # the handler runs in this thread, which may hold the Event's own lock inside wait().
+    stopping: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda signum, _frame: stopping.append(signum))
     told: str | None = None
     while True:
         writer = running.meter.writer  # metering that stops or works again is said here too
@@ -153,7 +155,8 @@ def serve(
             typer.echo(metering_off_line(failing) if failing
                        else "ccmeter: metering works again", err=True)
             told = failing
-        if stop.wait(0.5):
+        time.sleep(0.1)
+        if stopping:
             break
         if not running._thread.is_alive():
             if running.desk.idle_exited:
