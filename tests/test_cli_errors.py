@@ -38,6 +38,8 @@ CASES: list[tuple[bytes | None, list[str | bytes]]] = [
     (None, ["report", "--by", "a", "--by", "b", "--by", "c"]),
     (None, ["report", "--format", "xml"]),
     (None, ["report", "--nope"]),
+    (None, ["report", "--as-model", "gpt-5"]),
+    (None, ["report", "--since", "7d", "--cache-ttl", "2h"]),
     (None, ["report", "--since"]),
     (None, ["sessions", "--limit", "abc"]),
     (None, ["sessions", "--since", "30q"]),

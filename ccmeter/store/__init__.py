@@ -82,6 +82,7 @@ if TYPE_CHECKING:
         session_rate,
         spend,
     )
+    from ccmeter.store.whatif import whatif_calls
     from ccmeter.store.writer import CallWriter
 
 #: where each re-exported name lives
@@ -125,6 +126,7 @@ _HOMES = {
     "MIGRATIONS": "migrations",
     "insert_missing_calls": "recovered",
     "CallWriter": "writer",
+    "whatif_calls": "whatif",
     "cache_calls": "waste",
     "latest_repeat": "waste",
     "session_cache_calls": "waste",
@@ -202,4 +204,5 @@ __all__ = [
     "spend_query",
     "transcript_calls_by_key",
     "upsert_calls",
+    "whatif_calls",
 ]

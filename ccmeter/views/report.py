@@ -85,9 +85,9 @@ def imported_caption(totals: Mapping[str, Any]) -> dict[str, str]:
     return {"imported": f"{count} of {plural(totals['calls'], 'call')} {IMPORTED_NOTE}"}
 
 
-def _report_meta(rep: Any, now: float) -> dict[str, Any]:
+def _report_meta(rep: Any, now: float, assumption: Any = None) -> dict[str, Any]:
     flt = rep.filters
-    return {
+    meta = {
         "group_by": list(rep.dimensions),
         "since": iso(flt.since),
         "until": iso(flt.until),
@@ -98,9 +98,12 @@ def _report_meta(rep: Any, now: float) -> dict[str, Any]:
         "catalog_version": rep.catalog_version,
         "generated_at": iso(now),
     }
+    if assumption is not None and assumption.active:
+        meta["what_if"] = assumption.as_meta()
+    return meta
 
 
-def _caption(rep: Any, now: float) -> dict[str, Any]:
+def _caption(rep: Any, now: float, assumption: Any = None) -> dict[str, Any]:
     from ccmeter.render import plural
 
     flt = rep.filters
@@ -109,6 +112,9 @@ def _caption(rep: Any, now: float) -> dict[str, Any]:
     if rep.totals.get("unpriced_calls"):
         unpriced = plural(rep.totals["unpriced_calls"], "call")
         caption["unpriced"] = f"{unpriced} of models without a price (see `ccmeter prices`)"
+    if assumption is not None and assumption.active:
+        caption["what if"] = (f"{assumption.describe()}: the same tokens priced again at "
+                              f"catalog {rep.catalog_version} rates; stored costs unchanged")
     caption["cache saved"] = f"vs. plain input at catalog {rep.catalog_version} rates"
     caption.update(imported_caption(rep.totals))
     if flt.source != "all":
@@ -118,34 +124,44 @@ def _caption(rep: Any, now: float) -> dict[str, Any]:
     return caption
 
 
+def _title(title: str, assumption: Any) -> str:
+    return f"{title}, {assumption.describe()}" if assumption.active else title
+
+
 def run(by: list[str] | None, since: str | None, until: str | None, project: str | None,
-        model: str | None, fmt: str, source: str = "all") -> None:
+        model: str | None, fmt: str, source: str = "all", as_model: str | None = None,
+        cache_ttl: str | None = None) -> None:
     """The report for these options, written to stdout."""
     from ccmeter import render, reports
+    from ccmeter.whatif import check_assumption
 
     fmt = check_format(fmt)
     source = check_source(source)
     now = time.time()
     cfg = config.load_config()
     catalog = load_catalog(cfg)
+    try:
+        assumption = check_assumption(catalog, as_model, cache_ttl)
+    except ValueError as exc:
+        raise config.CCMeterError(str(exc)) from None
     db = open_db()
     fold_journals(db, catalog)
     try:
         if not by and since is None and until is None:
-            _default_report(db, catalog, fmt, now, project, model, source)
+            _default_report(db, catalog, fmt, now, project, model, source, assumption)
             return
         dims = by or ["project"]
         start, end = time_range(since, until, now)
         filters = reports.Filters(since=start, until=end, project=project, model=model,
                                   source=source)
         try:
-            rep = reports.build_report(db, dims, filters, catalog)
+            rep = reports.build_report(db, dims, filters, catalog, assumption=assumption)
         except ValueError as exc:
             raise config.CCMeterError(str(exc)) from None
         empty = fmt == "table" and not rep.totals["calls"] and nothing_yet(db)
     finally:
         db.conn.close()
-    title = "Spend by " + " and ".join(rep.dimensions)
+    title = _title("Spend by " + " and ".join(rep.dimensions), assumption)
     if empty:
         return
     if fmt == "table" and not rep.totals["calls"]:
@@ -155,21 +171,22 @@ def run(by: list[str] | None, since: str | None, until: str | None, project: str
                    "A wider --since may find some.")
     elif fmt == "table":
         render.emit(table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
-                    fmt, title=title, totals=rep.totals, meta=_caption(rep, now))
+                    fmt, title=title, totals=rep.totals, meta=_caption(rep, now, assumption))
     else:
         render.emit(rep.rows, report_columns(rep.dimensions, fmt, rep.rows), fmt, title=title,
-                    totals=rep.totals, meta=_report_meta(rep, now))
+                    totals=rep.totals, meta=_report_meta(rep, now, assumption))
 
 
 def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | None,
-                    model: str | None, source: str) -> None:
+                    model: str | None, source: str, assumption: Any) -> None:
     from ccmeter import periods, render, reports
 
     views = []
     for period, since in (("today", periods.local_midnight(now)),
                           ("this week", periods.week_start(now))):
         filters = reports.Filters(since=since, project=project, model=model, source=source)
-        views.append((period, reports.build_report(db, ["project"], filters, catalog)))
+        views.append((period, reports.build_report(db, ["project"], filters, catalog,
+                                                   assumption=assumption)))
     if fmt == "table":
         if not views[1][1].totals["calls"] and nothing_yet(db):
             return
@@ -182,15 +199,16 @@ def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | 
                 echo(f"{period.capitalize()}: no calls{only} yet.")
                 continue
             render.emit(table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
-                        fmt, title=f"{period.capitalize()} by project", totals=rep.totals,
-                        meta=_caption(rep, now))
+                        fmt, title=_title(f"{period.capitalize()} by project", assumption),
+                        totals=rep.totals, meta=_caption(rep, now, assumption))
         return
     rows = [{"period": period, **row} for period, rep in views for row in rep.rows]
     week = views[1][1]
-    meta = _report_meta(week, now)
+    meta = _report_meta(week, now, assumption)
     meta["periods"] = {period: {"since": iso(rep.filters.since),
                                 "totals": render.machine_row(
                                     rep.totals, report_columns(["project"], "json", []))}
                        for period, rep in views}
     render.emit(rows, report_columns(["project"], fmt, rows, period=True), fmt,
-                title="Today and this week by project", totals=week.totals, meta=meta)
+                title=_title("Today and this week by project", assumption), totals=week.totals,
+                meta=meta)
