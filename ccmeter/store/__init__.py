@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         schema_version,
     )
     from ccmeter.store.migrations import MIGRATIONS
+    from ccmeter.store.plan import plan_calls
     from ccmeter.store.recovered import insert_missing_calls
     from ccmeter.store.transcripts import (
         TRANSCRIPT_COLUMNS,
@@ -125,6 +126,7 @@ _HOMES = {
     "schema_version": "db",
     "MIGRATIONS": "migrations",
     "insert_missing_calls": "recovered",
+    "plan_calls": "plan",
     "CallWriter": "writer",
     "whatif_calls": "whatif",
     "cache_calls": "waste",
@@ -190,6 +192,7 @@ __all__ = [
     "known_files",
     "latest_repeat",
     "migrate",
+    "plan_calls",
     "prepare_import",
     "query",
     "reconcile_rows",
