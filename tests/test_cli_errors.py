@@ -40,6 +40,8 @@ CASES: list[tuple[bytes | None, list[str | bytes]]] = [
     (None, ["report", "--nope"]),
     (None, ["report", "--as-model", "gpt-5"]),
     (None, ["report", "--since", "7d", "--cache-ttl", "2h"]),
+    (None, ["report", "--vs-plan", "max-5x"]),
+    (b'[prices.plans.pro]\nmonthly_usd = "lots"\n', ["report", "--vs-plan", "pro"]),
     (None, ["report", "--since"]),
     (None, ["sessions", "--limit", "abc"]),
     (None, ["sessions", "--since", "30q"]),

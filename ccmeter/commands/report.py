@@ -46,6 +46,13 @@ def report(
         typer.Option("--cache-ttl", help="What if: price every cache write as a 5m "
                      "(5-minute) or 1h (1-hour) write. Combines with --as-model."),
     ] = None,
+    vs_plan: Annotated[
+        str | None,
+        typer.Option("--vs-plan", help="Compare the period's list-price equivalent with a "
+                     "subscription plan's fee over the same period (prorated by month), e.g. "
+                     "max-5x; the fee is what you set in config.toml "
+                     '([prices.plans."max-5x"] monthly_usd = "...").'),
+    ] = None,
 ) -> None:
     """What Claude calls cost, grouped, with tokens, cache savings and totals.
 
@@ -60,7 +67,8 @@ def report(
       ccmeter report --by month --source transcript
       ccmeter report --since 30d --as-model claude-sonnet-4-5
       ccmeter report --since 30d --cache-ttl 5m
+      ccmeter report --since 30d --vs-plan max-5x
     """
     from ccmeter.views.report import run
 
-    run(by, since, until, project, model, fmt, source, as_model, cache_ttl)
+    run(by, since, until, project, model, fmt, source, as_model, cache_ttl, vs_plan)
