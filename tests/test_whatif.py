@@ -213,3 +213,33 @@ def test_report_as_model_and_cache_ttl_end_to_end(user_dirs):
     assert "not in the price catalog" in str(bad.exception)
     bad = runner.invoke(app, ["report", "--cache-ttl", "2h"])
     assert isinstance(bad.exception, config.CCMeterError) and "5m or 1h" in str(bad.exception)
+
+
+def test_every_call_is_read_once_across_pages_and_imported_calls_are_repriced(user_dirs):
+    import time
+
+    now = time.time()
+    rows = make_rows(40, now - 86400, 3600, seed=23)
+    for row in rows[:10]:
+        row["started_ts"] = rows[0]["started_ts"]  # ties on the time: paged by the key
+    _fill(rows)
+    db = store.connect(config.paths().db_file)
+    try:
+        seen = [r["row_key"] for r in store.whatif_calls(db, "api_calls", "", {}, 3600, page=7)]
+        assert sorted(seen) == sorted(r["call_uid"] for r in rows)
+        imported = {name: None for name in store.TRANSCRIPT_COLUMNS}
+        imported.update(call_key="t-1", started_at="x", started_ts=now - 60, provider="anthropic",
+                        session_id="s-t", project="web", model="claude-opus-4-8",
+                        message_id="msg-t", request_id="req-t", input_tokens=1000,
+                        cache_write_5m_tokens=0, cache_write_1h_tokens=0, cache_read_tokens=0,
+                        output_tokens=100, web_search_requests=0, web_fetch_requests=0,
+                        cost_picousd=usd("0.0075"), updated_ts=now)
+        store.save_transcript_batch(db, [imported], [])
+    finally:
+        db.conn.close()
+    result = CliRunner().invoke(app, ["report", "--since", "1h", "--source", "transcript",
+                                      "--as-model", "claude-sonnet-5", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    totals = json.loads(result.output)["totals"]
+    # Sonnet 5 ($2 / $10): 1000 x 2 + 100 x 10 per MTok
+    assert (totals["calls"], totals["cost_picousd"]) == (1, usd("0.003"))
