@@ -51,8 +51,8 @@ def _register() -> None:
     from ccmeter.commands import launch
 
     launch.register(app)
-    for name in ("report", "sessions", "live", "caps", "waste", "share", "prices", "schema",
-                 "history"):
+    for name in ("report", "sessions", "live", "caps", "waste", "plan", "share", "prices",
+                 "schema", "history"):
         try:
             module = __import__(f"ccmeter.commands.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -94,7 +94,8 @@ _RATES = dict.fromkeys(("input", "cache_write_5m", "cache_write_1h", "cache_read
 SCHEMA: dict[str, Any] = {
     "upstream": None, "project": None, "port": None, "hosts": None, "idle_exit": None,
     "import_on_run": None,
-    "prices": {"discount_percent": None, "models": {"*": _RATES}},
+    "prices": {"discount_percent": None, "models": {"*": _RATES},
+               "plans": {"*": {"monthly_usd": None, "from": None}}},
     "caps": {
         **_CAP_WINDOWS,
         **dict.fromkeys(("mode", "window", "warn_at", "on_error", "timezone", "notify",

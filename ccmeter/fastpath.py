@@ -32,7 +32,8 @@ _FILTERS: Spec = {
 }
 OPTIONS: dict[str, Spec] = {
     "report": {**_FILTERS, "--by": ("by", "list"), "-b": ("by", "list"),
-               "--source": ("source", "str")},
+               "--source": ("source", "str"), "--as-model": ("as_model", "str"),
+               "--cache-ttl": ("cache_ttl", "str"), "--vs-plan": ("vs_plan", "str")},
     "sessions": {**_FILTERS, "--limit": ("limit", "count"), "-n": ("limit", "count"),
                  "--source": ("source", "str")},
     "caps": {"--format": ("fmt", "str"), "-f": ("fmt", "str"), "--session": ("session", "str")},
@@ -41,7 +42,8 @@ OPTIONS: dict[str, Spec] = {
 }
 DEFAULTS: dict[str, dict[str, Any]] = {
     "report": {"by": None, "since": None, "until": None, "project": None, "model": None,
-               "fmt": "table", "source": "all"},
+               "fmt": "table", "source": "all", "as_model": None, "cache_ttl": None,
+               "vs_plan": None},
     "sessions": {"since": "7d", "until": None, "project": None, "model": None, "limit": 20,
                  "fmt": "table", "source": "all"},
     "caps": {"fmt": "table", "session": None},
@@ -106,7 +108,8 @@ def _utf8(value: str) -> bool:
 def _report(p: dict[str, Any]) -> None:
     from ccmeter.views.report import run
 
-    run(p["by"], p["since"], p["until"], p["project"], p["model"], p["fmt"], p["source"])
+    run(p["by"], p["since"], p["until"], p["project"], p["model"], p["fmt"], p["source"],
+        p["as_model"], p["cache_ttl"], p["vs_plan"])
 
 
 def _sessions(p: dict[str, Any]) -> None:

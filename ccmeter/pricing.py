@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from ccmeter.money import PICO_PER_USD
+from ccmeter.planfees import PlanFee, catalog_fees
+from ccmeter.planfees import with_overrides as plan_overrides
 from ccmeter.record import Record
 
 if TYPE_CHECKING:  # the reading commands price nothing: no need for usage's dataclasses
@@ -350,6 +352,7 @@ class Catalog:
         web_fetch_usd_each: Decimal,
         discount_percent: Decimal = Decimal(0),
         cloud_regional_multiplier: Decimal = Decimal(1),
+        plan_fees: Mapping[str, tuple[PlanFee, ...]] | None = None,
     ) -> None:
         self.version = version
         self.geo_us_multiplier = geo_us_multiplier
@@ -358,6 +361,8 @@ class Catalog:
         self.web_fetch_usd_each = web_fetch_usd_each
         self.discount_percent = discount_percent
         self.cloud_regional_multiplier = cloud_regional_multiplier
+        #: subscription plans' monthly fees with effective dates (:mod:`ccmeter.planfees`)
+        self.plan_fees = dict(plan_fees or {})
         self._models = dict(models)
         self._index = _index(self._models)
 
@@ -405,6 +410,7 @@ class Catalog:
             cloud_regional_multiplier=_decimal(
                 cloud.get("regional_multiplier", "1"), "cloud.regional_multiplier"
             ),
+            plan_fees=catalog_fees(data.get("plans")),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Catalog:
@@ -418,7 +424,7 @@ class Catalog:
         """
         if not overrides:
             return self
-        unknown = set(overrides) - {"discount_percent", "models"}
+        unknown = set(overrides) - {"discount_percent", "models", "plans"}
         if unknown:
             raise ValueError(f"pricing overrides: unknown key(s) {', '.join(sorted(unknown))}")
         discount = self.discount_percent
@@ -436,8 +442,11 @@ class Catalog:
             model = self._override_model(str(name), rates)
             models[model.id] = model
         base = self.version.removesuffix(OVERRIDES_SUFFIX)
+        # plan fees change no price: a catalog with only those keeps its version
+        prices_changed = bool(set(overrides) - {"plans"}) or self.version.endswith(
+            OVERRIDES_SUFFIX)
         return Catalog(
-            version=base + OVERRIDES_SUFFIX,
+            version=base + OVERRIDES_SUFFIX if prices_changed else self.version,
             models=models,
             geo_us_multiplier=self.geo_us_multiplier,
             batch_multiplier=self.batch_multiplier,
@@ -445,6 +454,7 @@ class Catalog:
             web_fetch_usd_each=self.web_fetch_usd_each,
             discount_percent=discount,
             cloud_regional_multiplier=self.cloud_regional_multiplier,
+            plan_fees=plan_overrides(self.plan_fees, overrides.get("plans")),
         )
 
     def _override_model(self, name: str, raw: Any) -> Model:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from decimal import Decimal
 
     from ccmeter.pricing import Catalog
+    from ccmeter.whatif import Assumption
 
 TIME_DIMENSIONS = ("hour", "day", "week", "month")
 DIMENSIONS = ("project", "session", "model", "provider", *TIME_DIMENSIONS)
@@ -313,8 +314,13 @@ def build_report(
     catalog: Catalog,
     *,
     fill_gaps: bool = True,
+    assumption: Assumption | None = None,
 ) -> Report:
-    """Group the calls matching ``filters`` by one or two ``dimensions``."""
+    """Group the calls matching ``filters`` by one or two ``dimensions``.
+
+    With an active ``assumption`` the money fields (cost, cache savings) are the calls priced
+    again under it (:mod:`ccmeter.whatif`), call by call; tokens and counts stay the facts.
+    """
     from ccmeter.savings import SavingsCalculator, long_context_thresholds
 
     dims = validate_dimensions(dimensions)
@@ -341,19 +347,13 @@ def build_report(
         utc_day = days.get(slot_start)
         if utc_day is None:
             utc_day = days[slot_start] = datetime.fromtimestamp(slot_start, UTC).date()
-        key_parts: list[Any] = []
-        for dim in dims:
-            if dim in TIME_DIMENSIONS:
-                label = labels.get(slot_start)
-                if label is None:
-                    label = labels[slot_start] = bucket_label(bucket_start(slot_start, dim), dim)
-                key_parts.append(label)
-            else:
-                key_parts.append(row[_ROW_FIELD[dim]])
-        group = groups.get(tuple(key_parts))
+        key = _row_key(row, dims, slot, labels)
+        group = groups.get(key)
         if group is None:
-            group = groups[tuple(key_parts)] = Group()
+            group = groups[key] = Group()
         group.add(row, savings.saved(row, utc_day, long_rows.get(_group_key(row), ())))
+    if assumption is not None and assumption.active:
+        _reprice_groups(db, groups, dims, filters, catalog, assumption, slot, labels)
 
     if time_dim is not None and len(dims) == 1 and fill_gaps:
         _fill_gaps(groups, time_dim, filters, raw)
@@ -367,6 +367,47 @@ def build_report(
         for row in rows:
             row["bar"] = (row["cost"] or 0) / top if top else 0.0
     return Report(dims, rows, total.as_dict(), filters, catalog.version)
+
+
+def _row_key(row: Mapping[str, Any], dims: Sequence[str], slot: int,
+             labels: dict[int, str]) -> tuple[Any, ...]:
+    """The report row (group) a query row belongs to; ``labels`` caches the time labels."""
+    slot_start = int(row["slot"]) * slot
+    parts: list[Any] = []
+    for dim in dims:
+        if dim in TIME_DIMENSIONS:
+            label = labels.get(slot_start)
+            if label is None:
+                label = labels[slot_start] = bucket_label(bucket_start(slot_start, dim), dim)
+            parts.append(label)
+        else:
+            parts.append(row[_ROW_FIELD[dim]])
+    return tuple(parts)
+
+
+def _reprice_groups(db: Any, groups: Mapping[tuple[Any, ...], Group], dims: Sequence[str],
+                    filters: Filters, catalog: Catalog, assumption: Assumption, slot: int,
+                    labels: dict[int, str]) -> None:
+    """Replace each group's cost and savings with its calls priced under ``assumption``."""
+    from decimal import Decimal
+
+    from ccmeter.whatif import reprice
+
+    repriced: dict[tuple[Any, ...], list[Any]] = {}  # key -> [cost, priced, saved|None]
+    for source in filters.sources():
+        where, params = _where(filters, slot)
+        for row in store.whatif_calls(db, SOURCE_TABLES[source], where, params, slot):
+            result = reprice(catalog, row, assumption)
+            entry = repriced.setdefault(_row_key(row, dims, slot, labels), [0, 0, None])
+            if result.cost is not None:
+                entry[0] += result.cost
+                entry[1] += 1
+            if result.saved is not None:
+                entry[2] = result.saved + (entry[2] or 0)
+    for key, group in groups.items():
+        cost, priced, saved = repriced.get(key, (0, 0, None))
+        group.cost_sum, group.priced_calls = cost, priced
+        group.saved = None if saved is None else Decimal(saved)
 
 
 _ROW_FIELD = {"project": "project", "session": "session_id", "model": "model_name",

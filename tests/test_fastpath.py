@@ -56,8 +56,12 @@ def test_options_are_the_typer_commands_options(name):
 def test_only_plain_command_lines_take_the_fast_path():
     assert fastpath.parse(["report", "--by", "model", "-b", "day", "--since=30d"]) == (
         "report", {"by": ["model", "day"], "since": "30d", "until": None, "project": None,
-                   "model": None, "fmt": "table", "source": "all"})
+                   "model": None, "fmt": "table", "source": "all", "as_model": None,
+                   "cache_ttl": None, "vs_plan": None})
     assert fastpath.parse(["report", "--source", "wire"])[1]["source"] == "wire"
+    what_if = fastpath.parse(["report", "--as-model", "claude-sonnet-5", "--cache-ttl=5m"])
+    assert what_if is not None
+    assert (what_if[1]["as_model"], what_if[1]["cache_ttl"]) == ("claude-sonnet-5", "5m")
     assert fastpath.parse(["sessions", "-n", "5", "-n", "7"])[1]["limit"] == 7  # last wins
     for args in (["report", "--help"], ["report", "-h"], ["report", "--by"],
                  ["report", "--bogus"], ["report", "extra"], ["report", "-s30d"],
@@ -88,6 +92,10 @@ CASES = [
     ["report", "--since", "2d", "--until", "3d"], ["report", "--format", "yaml"],
     ["report", "--by", "day", "--source", "wire"], ["report", "--source", "transcript"],
     ["report", "--source", "nowhere"], ["sessions", "--source", "wire", "-f", "json"],
+    ["report", "--since", "30d", "--as-model", "claude-sonnet-4-5", "--by", "model"],
+    ["report", "--cache-ttl", "5m", "-f", "json"], ["report", "--as-model", "nope"],
+    ["report", "--since", "7d", "--cache-ttl", "1h", "--as-model", "claude-haiku-5-5"],
+    ["report", "--since", "7d", "--vs-plan", "max-5x"],
     ["sessions"], ["sessions", "-n", "3", "--format", "json"], ["sessions", "--since", "1d"],
     ["caps"], ["caps", "--format", "csv"], ["caps", "--session", "nope"],
     ["caps", "--format", "xml"],

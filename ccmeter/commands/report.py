@@ -35,6 +35,24 @@ def report(
     model: ModelOption = None,
     fmt: FormatOption = "table",
     source: SourceOption = "all",
+    as_model: Annotated[
+        str | None,
+        typer.Option("--as-model", help="What if: price the same calls (the same tokens) as "
+                     "this model, e.g. claude-sonnet-4-5; its long-context, fast and US-geo "
+                     "rules apply as to a real call. Stored costs do not change."),
+    ] = None,
+    cache_ttl: Annotated[
+        str | None,
+        typer.Option("--cache-ttl", help="What if: price every cache write as a 5m "
+                     "(5-minute) or 1h (1-hour) write. Combines with --as-model."),
+    ] = None,
+    vs_plan: Annotated[
+        str | None,
+        typer.Option("--vs-plan", help="Compare the period's list-price equivalent with a "
+                     "subscription plan's fee over the same period (prorated by month), e.g. "
+                     "max-5x; the fee is what you set in config.toml "
+                     '([prices.plans."max-5x"] monthly_usd = "...").'),
+    ] = None,
 ) -> None:
     """What Claude calls cost, grouped, with tokens, cache savings and totals.
 
@@ -47,7 +65,10 @@ def report(
       ccmeter report --by session --project api-server
       ccmeter report --by model --by day --since 2w --format csv > spend.csv
       ccmeter report --by month --source transcript
+      ccmeter report --since 30d --as-model claude-sonnet-4-5
+      ccmeter report --since 30d --cache-ttl 5m
+      ccmeter report --since 30d --vs-plan max-5x
     """
     from ccmeter.views.report import run
 
-    run(by, since, until, project, model, fmt, source)
+    run(by, since, until, project, model, fmt, source, as_model, cache_ttl, vs_plan)

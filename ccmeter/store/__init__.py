@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         schema_version,
     )
     from ccmeter.store.migrations import MIGRATIONS
+    from ccmeter.store.plan import plan_calls
     from ccmeter.store.recovered import insert_missing_calls
     from ccmeter.store.transcripts import (
         TRANSCRIPT_COLUMNS,
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
         session_rate,
         spend,
     )
+    from ccmeter.store.whatif import whatif_calls
     from ccmeter.store.writer import CallWriter
 
 #: where each re-exported name lives
@@ -124,7 +126,9 @@ _HOMES = {
     "schema_version": "db",
     "MIGRATIONS": "migrations",
     "insert_missing_calls": "recovered",
+    "plan_calls": "plan",
     "CallWriter": "writer",
+    "whatif_calls": "whatif",
     "cache_calls": "waste",
     "latest_repeat": "waste",
     "session_cache_calls": "waste",
@@ -188,6 +192,7 @@ __all__ = [
     "known_files",
     "latest_repeat",
     "migrate",
+    "plan_calls",
     "prepare_import",
     "query",
     "reconcile_rows",
@@ -202,4 +207,5 @@ __all__ = [
     "spend_query",
     "transcript_calls_by_key",
     "upsert_calls",
+    "whatif_calls",
 ]

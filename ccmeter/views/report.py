@@ -85,9 +85,9 @@ def imported_caption(totals: Mapping[str, Any]) -> dict[str, str]:
     return {"imported": f"{count} of {plural(totals['calls'], 'call')} {IMPORTED_NOTE}"}
 
 
-def _report_meta(rep: Any, now: float) -> dict[str, Any]:
+def _report_meta(rep: Any, now: float, assumption: Any = None) -> dict[str, Any]:
     flt = rep.filters
-    return {
+    meta = {
         "group_by": list(rep.dimensions),
         "since": iso(flt.since),
         "until": iso(flt.until),
@@ -98,9 +98,12 @@ def _report_meta(rep: Any, now: float) -> dict[str, Any]:
         "catalog_version": rep.catalog_version,
         "generated_at": iso(now),
     }
+    if assumption is not None and assumption.active:
+        meta["what_if"] = assumption.as_meta()
+    return meta
 
 
-def _caption(rep: Any, now: float) -> dict[str, Any]:
+def _caption(rep: Any, now: float, assumption: Any = None) -> dict[str, Any]:
     from ccmeter.render import plural
 
     flt = rep.filters
@@ -109,6 +112,9 @@ def _caption(rep: Any, now: float) -> dict[str, Any]:
     if rep.totals.get("unpriced_calls"):
         unpriced = plural(rep.totals["unpriced_calls"], "call")
         caption["unpriced"] = f"{unpriced} of models without a price (see `ccmeter prices`)"
+    if assumption is not None and assumption.active:
+        caption["what if"] = (f"{assumption.describe()}: the same tokens priced again at "
+                              f"catalog {rep.catalog_version} rates; stored costs unchanged")
     caption["cache saved"] = f"vs. plain input at catalog {rep.catalog_version} rates"
     caption.update(imported_caption(rep.totals))
     if flt.source != "all":
@@ -118,58 +124,126 @@ def _caption(rep: Any, now: float) -> dict[str, Any]:
     return caption
 
 
+def _title(title: str, assumption: Any, plan: str | None = None) -> str:
+    title = f"{title}, {assumption.describe()}" if assumption.active else title
+    return f"{title}, vs plan {plan}" if plan else title
+
+
+def check_plan(catalog: Any, plan: str | None) -> str | None:
+    """``--vs-plan``: a plan whose fee the catalog or the config knows, else a user error."""
+    if plan is None:
+        return None
+    name = plan.strip().lower()
+    if name in catalog.plan_fees:
+        return name
+    known = ", ".join(sorted(catalog.plan_fees)) or "none"
+    raise config.CCMeterError(
+        f"no monthly fee known for plan {plan!r} (plans with a fee: {known}; the bundled "
+        f"catalog {catalog.version} has no sourced plan fees); give what you pay in "
+        f'config.toml: [prices.plans."{name}"] monthly_usd = "..."')
+
+
+def _comparison(catalog: Any, plan: str, rep: Any, now: float) -> Any:
+    from ccmeter.planfees import compare
+
+    flt = rep.filters
+    since = flt.since if flt.since is not None else rep.totals.get("first_call")
+    until = flt.until if flt.until is not None else now
+    return compare(catalog.plan_fees, plan, rep.totals["cost"],
+                   now if since is None else since, until)
+
+
+def _plan_meta(cmp: Any) -> dict[str, Any]:
+    from ccmeter.money import usd_string
+
+    def money(name: str, value: int | None) -> dict[str, Any]:
+        return {f"{name}_usd": usd_string(value), f"{name}_picousd": value}
+
+    return {"plan": cmp.plan, "since": iso(cmp.since), "until": iso(cmp.until),
+            **money("monthly_fee", cmp.monthly_fee), **money("fee", cmp.fee),
+            **money("list_price", cmp.list_price), **money("difference", cmp.difference),
+            "ratio": cmp.ratio}
+
+
+def _plan_caption(cmp: Any) -> str:
+    from ccmeter.money import format_usd
+
+    text = (f"{cmp.plan} at {format_usd(cmp.monthly_fee)}/month costs {format_usd(cmp.fee)} "
+            f"over this period; the list-price equivalent is {format_usd(cmp.list_price)}")
+    if cmp.ratio is not None:
+        more = cmp.difference >= 0
+        text += (f", {cmp.ratio:.2f}× the fee ({format_usd(abs(cmp.difference))} "
+                 f"{'more' if more else 'less'})")
+    return text
+
+
 def run(by: list[str] | None, since: str | None, until: str | None, project: str | None,
-        model: str | None, fmt: str, source: str = "all") -> None:
+        model: str | None, fmt: str, source: str = "all", as_model: str | None = None,
+        cache_ttl: str | None = None, vs_plan: str | None = None) -> None:
     """The report for these options, written to stdout."""
     from ccmeter import render, reports
+    from ccmeter.whatif import check_assumption
 
     fmt = check_format(fmt)
     source = check_source(source)
     now = time.time()
     cfg = config.load_config()
     catalog = load_catalog(cfg)
+    try:
+        assumption = check_assumption(catalog, as_model, cache_ttl)
+    except ValueError as exc:
+        raise config.CCMeterError(str(exc)) from None
+    plan = check_plan(catalog, vs_plan)
     db = open_db()
     fold_journals(db, catalog)
     try:
         if not by and since is None and until is None:
-            _default_report(db, catalog, fmt, now, project, model, source)
+            _default_report(db, catalog, fmt, now, project, model, source, assumption, plan)
             return
         dims = by or ["project"]
         start, end = time_range(since, until, now)
         filters = reports.Filters(since=start, until=end, project=project, model=model,
                                   source=source)
         try:
-            rep = reports.build_report(db, dims, filters, catalog)
+            rep = reports.build_report(db, dims, filters, catalog, assumption=assumption)
         except ValueError as exc:
             raise config.CCMeterError(str(exc)) from None
         empty = fmt == "table" and not rep.totals["calls"] and nothing_yet(db)
     finally:
         db.conn.close()
-    title = "Spend by " + " and ".join(rep.dimensions)
+    title = _title("Spend by " + " and ".join(rep.dimensions), assumption, plan)
     if empty:
         return
+    cmp = _comparison(catalog, plan, rep, now) if plan else None
     if fmt == "table" and not rep.totals["calls"]:
         only = "".join(f" of {name} {value}" for name, value in
                        (("project", project), ("model", model)) if value)
         echo(f"No calls{only} in this period: {_caption(rep, now)['period']}.\n"
                    "A wider --since may find some.")
     elif fmt == "table":
+        caption = _caption(rep, now, assumption)
+        if cmp is not None:
+            caption["vs plan"] = _plan_caption(cmp)
         render.emit(table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
-                    fmt, title=title, totals=rep.totals, meta=_caption(rep, now))
+                    fmt, title=title, totals=rep.totals, meta=caption)
     else:
+        meta = _report_meta(rep, now, assumption)
+        if cmp is not None:
+            meta["vs_plan"] = _plan_meta(cmp)
         render.emit(rep.rows, report_columns(rep.dimensions, fmt, rep.rows), fmt, title=title,
-                    totals=rep.totals, meta=_report_meta(rep, now))
+                    totals=rep.totals, meta=meta)
 
 
 def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | None,
-                    model: str | None, source: str) -> None:
+                    model: str | None, source: str, assumption: Any, plan: str | None) -> None:
     from ccmeter import periods, render, reports
 
     views = []
     for period, since in (("today", periods.local_midnight(now)),
                           ("this week", periods.week_start(now))):
         filters = reports.Filters(since=since, project=project, model=model, source=source)
-        views.append((period, reports.build_report(db, ["project"], filters, catalog)))
+        views.append((period, reports.build_report(db, ["project"], filters, catalog,
+                                                   assumption=assumption)))
     if fmt == "table":
         if not views[1][1].totals["calls"] and nothing_yet(db):
             return
@@ -181,16 +255,25 @@ def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | 
                                (("project", project), ("model", model)) if value)
                 echo(f"{period.capitalize()}: no calls{only} yet.")
                 continue
+            caption = _caption(rep, now, assumption)
+            if plan:
+                caption["vs plan"] = _plan_caption(_comparison(catalog, plan, rep, now))
             render.emit(table_rows(rep.rows), report_columns(rep.dimensions, fmt, rep.rows),
-                        fmt, title=f"{period.capitalize()} by project", totals=rep.totals,
-                        meta=_caption(rep, now))
+                        fmt, title=_title(f"{period.capitalize()} by project", assumption, plan),
+                        totals=rep.totals, meta=caption)
         return
     rows = [{"period": period, **row} for period, rep in views for row in rep.rows]
     week = views[1][1]
-    meta = _report_meta(week, now)
+    meta = _report_meta(week, now, assumption)
     meta["periods"] = {period: {"since": iso(rep.filters.since),
                                 "totals": render.machine_row(
-                                    rep.totals, report_columns(["project"], "json", []))}
+                                    rep.totals, report_columns(["project"], "json", [])),
+                                **({"vs_plan": _plan_meta(_comparison(catalog, plan, rep, now))}
+                                   if plan else {})}
                        for period, rep in views}
+    if plan:
+        meta["vs_plan"] = meta["periods"]["this week"]["vs_plan"]
     render.emit(rows, report_columns(["project"], fmt, rows, period=True), fmt,
-                title="Today and this week by project", totals=week.totals, meta=meta)
+                title=_title("Today and this week by project", assumption, plan),
+                totals=week.totals,
+                meta=meta)
