@@ -145,7 +145,10 @@ class ProxyStatus:
             try:
                 config.ensure_private_dir(path.parent)
                 tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-                tmp.write_text(data, encoding="utf-8")
+                # the owner's only: the file names the desk's token
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as file:
+                    file.write(data)
                 os.replace(tmp, path)
             except OSError as exc:
                 if not self._warned:

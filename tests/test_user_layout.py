@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -301,3 +302,27 @@ def test_real_claude_code_in_the_default_folders_meets_the_cap_the_cli_set(user_
     assert sent_second == 0  # today's spend is over $0.05: nothing more goes upstream
     assert "ccmeter: daily cap $0.05 reached" in second.stdout + second.stderr
     assert second.returncode != 0
+
+
+@pytest.mark.parametrize("first", [["report"], ["import"], ["sessions"]])
+def test_the_data_folder_is_private_whichever_command_makes_it(user_dirs, first):
+    """Projects, sessions and spend are the user's: the folder 0700 and the database 0600
+    from the first command on (a reading command used to make them 0755/0644)."""
+    assert cli(*first).returncode == 0
+    assert stat.S_IMODE(user_dirs.data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(user_dirs.db_file.stat().st_mode) == 0o600
+    user_dirs.db_file.chmod(0o644)  # as an older ccmeter left it
+    user_dirs.data_dir.chmod(0o755)
+    assert cli("report").returncode == 0
+    assert stat.S_IMODE(user_dirs.data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(user_dirs.db_file.stat().st_mode) == 0o600
+
+
+def test_a_proxy_status_file_is_the_owners_only(user_dirs, tmp_path):
+    old = os.umask(0)
+    try:
+        assert cli("run", "--", sys.executable, "-c", "pass", cwd=tmp_path).returncode == 0
+    finally:
+        os.umask(old)
+    files = list((user_dirs.data_dir / "proxies").glob("*.json"))
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ def connect(path: Path | str, *, wait_ms: int = BUSY_TIMEOUT_MS,
     ``lock_attempts`` times (the call writer passes 1: it waits out a lock itself).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private(path)
     conn = sqlite3.connect(str(path), timeout=wait_ms / 1000, check_same_thread=False,
                            isolation_level=None)
     try:
@@ -45,6 +46,22 @@ def connect(path: Path | str, *, wait_ms: int = BUSY_TIMEOUT_MS,
         conn.close()  # a file that cannot be used is not held open
         raise
     return db
+
+
+def make_private(path: Path) -> None:
+    """The database file, and the folder it is in, readable by their owner only (whichever
+    command creates them first): they hold projects, sessions and spend. SQLite gives its
+    ``-wal`` and ``-shm`` files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        if path.parent.stat().st_mode & 0o077:
+            path.parent.chmod(0o700)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        elif path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass  # not ours to change (a shared mount): SQLite says what it cannot do
 
 
 class MigratedDatabase:
@@ -84,6 +101,7 @@ def connect_migrated(path: Path | str) -> MigratedDatabase | sqlite_utils.Databa
     sqlite-utils; otherwise (missing, older, unreadable) whatever :func:`connect` does."""
     path = Path(path)
     if path.is_file():
+        make_private(path)  # a file an older ccmeter made readable by all is tightened
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000,
                                check_same_thread=False, isolation_level=None)
         try:
