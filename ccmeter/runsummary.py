@@ -71,13 +71,19 @@ def summarize(meter_rows: Mapping[str, Mapping], db: Any, *,
     try:
         if db is not None:
             today = sessions.spend_since(db, periods.local_midnight())[0] or 0
+    except Exception:
+        log.exception("could not read today's total")
+    try:
         if db is not None and cfg and cfg.get("caps"):
             from ccmeter.caps.guard import cap_statuses
             from ccmeter.caps.messages import summary_note
 
             cap_note = summary_note(cap_statuses(db, cfg), project)
+    except config.CCMeterError as exc:  # [caps] edited into something invalid: known, said
+        log.warning("ccmeter: the run's summary shows no cap: %s", exc)
+        cap_note = "caps not applied: [caps] in the config is invalid (see ccmeter doctor)"
     except Exception:
-        log.exception("could not read today's total")
+        log.exception("could not read the caps for the run's summary")
     return RunSummary(
         calls=len(rows),
         sessions=len({r.get("session_id") for r in rows if r.get("session_id")}),

@@ -222,3 +222,14 @@ def test_the_desk_survives_what_is_not_a_run(residents, work):
     assert desk.address({"desk": {"port": True, "token": "x"}}) is None
     assert desk.address({"desk": {"port": 8000, "token": ""}}) is None
     assert os.environ.get("CCMETER_HOME") is None  # a user's layout
+
+
+def test_caps_made_invalid_during_a_run_are_said_in_its_summary(residents, work):
+    residents.config_dir.mkdir(parents=True, exist_ok=True)
+    residents.config_file.write_text('[caps]\ndaily = "5"\n', encoding="utf-8")
+    breaker = f"open({str(residents.config_file)!r}, 'a').write('dialy = \"1\"\\n')"
+    result = cli("run", "--", sys.executable, "-c", breaker, cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().endswith(
+        "caps not applied: [caps] in the config is invalid (see ccmeter doctor)"), result.stderr
+    assert "Traceback" not in residents.log_file.read_text()
