@@ -26,6 +26,10 @@ class CommandNotFound(config.CCMeterError):
     exit_code = 127  # what shells answer for an unknown command
 
 
+class CommandNotRunnable(config.CCMeterError):
+    exit_code = 126  # what shells answer for a file that cannot be executed
+
+
 # --- where and what ------------------------------------------------------------------------
 
 
@@ -129,6 +133,10 @@ def run_wrapped(
     (:mod:`ccmeter.quickrun` does the same without the CLI when a proxy is up.)"""
     env = dict(os.environ if env is None else env)
     executable = child.which(command[0], env)
+    if executable is None and os.sep in command[0] and os.path.exists(command[0]):
+        raise CommandNotRunnable(f"cannot run {command[0]}: "
+                                 + ("it is a folder" if os.path.isdir(command[0])
+                                    else "permission denied (not executable)"))
     if executable is None:
         raise CommandNotFound(
             f"command not found: {command[0]} (is it installed and on your PATH?)"

@@ -233,3 +233,15 @@ def test_caps_made_invalid_during_a_run_are_said_in_its_summary(residents, work)
     assert result.stderr.strip().endswith(
         "caps not applied: [caps] in the config is invalid (see ccmeter doctor)"), result.stderr
     assert "Traceback" not in residents.log_file.read_text()
+
+
+def test_a_mistyped_option_or_a_file_that_cannot_run_is_said_so(residents, work):
+    typo = cli("run", "--projet", "x", "--", "true", cwd=work)
+    assert typo.returncode == 2
+    assert typo.stderr.startswith("ccmeter: no such option: --projet (did you mean --project?)")
+    text = work / "notes.txt"
+    text.write_text("not a program\n")
+    for target, why in ((text, "permission denied (not executable)"), (work, "it is a folder")):
+        result = cli("run", "--", str(target), cwd=work)
+        assert result.returncode == 126, result.stderr
+        assert result.stderr.strip() == f"ccmeter: cannot run {target}: {why}"

@@ -76,6 +76,14 @@ def run(
     command = list(ctx.args)
     if command and command[0] == "--":
         command = command[1:]
+    elif command and command[0].startswith("-"):  # before any `--`: an option, mistyped
+        import difflib
+
+        close = difflib.get_close_matches(command[0].split("=")[0], ["--project", "--upstream",
+                                                                      "--help"], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise config.CCMeterError(f"no such option: {command[0]}{hint}; the command to run "
+                                  "goes after `--`: ccmeter run [--project P] -- claude")
     if not command:
         raise config.CCMeterError("nothing to run; usage: ccmeter run -- claude")
     paths = config.paths()
