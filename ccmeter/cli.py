@@ -35,8 +35,13 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: Commands that stop with an error over an unknown key in ``[caps]`` (no warning first).
+CAPS_REFUSERS = ("run", "serve", "caps")
+
+
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True,
@@ -44,7 +49,9 @@ def root(
     ] = False,
 ) -> None:
     """Meter and cap what Claude Code costs, per project, session and model."""
-    config.tell_unknown_keys(lambda line: typer.echo(f"ccmeter: warning: {line}", err=True))
+    # run, serve and caps refuse an unknown key in [caps] with their own one-line error
+    config.tell_unknown_keys(lambda line: typer.echo(f"ccmeter: warning: {line}", err=True),
+                             caps=ctx.invoked_subcommand not in CAPS_REFUSERS)
 
 
 def _register() -> None:

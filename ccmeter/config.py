@@ -149,12 +149,22 @@ def unknown_keys(cfg: Mapping[str, Any], schema: Mapping[str, Any] | None = None
     return out
 
 
-def unknown_keys_text(unknown: list[UnknownKey], config_file: Path) -> str | None:
-    """The one warning line about unknown keys, or None when there are none."""
-    if not unknown:
-        return None
-    return (f"{config_file}: unknown key{'s' * (len(unknown) != 1)} ignored: "
-            + "; ".join(str(u) for u in unknown))
+def unknown_keys_text(unknown: list[UnknownKey], config_file: Path, *,
+                      caps: bool = True) -> str | None:
+    """The one warning line about unknown keys, or None when there are none. A key inside
+    ``[caps]`` is not ignored: the whole table is then not applied (it is said so); with
+    ``caps=False`` those are left out, for a command that refuses to go on over them (and
+    says why in its own error)."""
+    ignored = [u for u in unknown if u.path[0] != "caps"]
+    in_caps = [u for u in unknown if u.path[0] == "caps"] if caps else []
+    parts = []
+    if ignored:
+        parts.append(f"unknown key{'s' * (len(ignored) != 1)} ignored: "
+                     + "; ".join(str(u) for u in ignored))
+    if in_caps:
+        parts.append(f"[caps] not applied, unknown key{'s' * (len(in_caps) != 1)}: "
+                     + "; ".join(str(u) for u in in_caps))
+    return f"{config_file}: " + "; ".join(parts) if parts else None
 
 
 def caps_unknown_error(cfg: Mapping[str, Any]) -> CCMeterError | None:
@@ -173,13 +183,16 @@ def caps_unknown_error(cfg: Mapping[str, Any]) -> CCMeterError | None:
 
 #: Told once per command about a config's unknown keys (the CLI prints it on stderr).
 unknown_keys_hook: Callable[[str], None] | None = None
+_tell_caps = True
 _told: set[str] = set()
 
 
-def tell_unknown_keys(hook: Callable[[str], None] | None) -> None:
-    """From now on, each config read with unknown keys tells ``hook`` one line, once."""
-    global unknown_keys_hook
+def tell_unknown_keys(hook: Callable[[str], None] | None, *, caps: bool = True) -> None:
+    """From now on, each config read with unknown keys tells ``hook`` one line, once
+    (``caps=False``: not about keys in ``[caps]``, which the command itself refuses)."""
+    global unknown_keys_hook, _tell_caps
     unknown_keys_hook = hook
+    _tell_caps = caps
     _told.clear()
 
 
@@ -209,7 +222,7 @@ def load_config(p: Paths | None = None, *, quiet: bool = False) -> dict[str, Any
             f"{p.config_file} is not valid TOML ({exc}); fix it or move it aside"
         ) from exc
     if not quiet and unknown_keys_hook is not None:
-        line = unknown_keys_text(unknown_keys(cfg), p.config_file)
+        line = unknown_keys_text(unknown_keys(cfg), p.config_file, caps=_tell_caps)
         if line and line not in _told:
             _told.add(line)
             unknown_keys_hook(line)

@@ -104,7 +104,8 @@ def for_runs(paths: config.Paths) -> dict[str, Any]:
             "hosts": list(configured_hosts(cfg)),
             "project": config.config_text(cfg, "project"),
             "import_on_run": import_on_run(cfg),
-            "warning": config.unknown_keys_text(config.unknown_keys(cfg), paths.config_file),
+            "warning": config.unknown_keys_text(config.unknown_keys(cfg), paths.config_file,
+                                                caps=False),
         }
     except config.CCMeterError as exc:
         return {"stamp": stamp, "error": str(exc)}

@@ -144,7 +144,7 @@ def run(args: Sequence[str]) -> bool:
     from ccmeter import config
 
     # unknown config keys: the one warning line the CLI's root callback arranges
-    config.tell_unknown_keys(_warn)
+    config.tell_unknown_keys(_warn, caps=name != "caps")
     try:
         RUN[name](params)
     except KeyboardInterrupt:

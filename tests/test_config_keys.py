@@ -72,11 +72,18 @@ def test_a_typo_in_caps_is_refused_and_named_everywhere(user_dirs, tmp_path):
     shown = cli("caps")
     assert shown.returncode == 2, shown.stdout
     assert "No spending caps set" not in shown.stdout
-    assert "caps.dialy (did you mean daily?)" in shown.stderr.splitlines()[-1]
+    [line] = shown.stderr.splitlines()  # one line: no "ignored" warning before the error
+    assert line.startswith("ccmeter: unknown key in [caps]: caps.dialy (did you mean daily?)")
+    report = cli("report")  # a command that goes on says the caps are off, not "ignored"
+    assert report.returncode == 0
+    [warning] = report.stderr.splitlines()
+    assert warning.endswith("[caps] not applied, unknown key: caps.dialy (did you mean daily?)")
 
     doctor = cli("doctor")
     assert doctor.returncode == 1 and "all good" not in doctor.stdout
-    assert "unknown key caps.dialy" in doctor.stdout and "did you mean daily?" in doctor.stdout
+    assert doctor.stdout.count("caps.dialy") == 1  # one problem, said once
+    assert "unknown key in [caps]: caps.dialy (did you mean daily?)" in " ".join(
+        doctor.stdout.split())
 
     run = cli("run", "--", sys.executable, "-c", "print('ran')")
     assert run.returncode == 2 and "ran" not in run.stdout

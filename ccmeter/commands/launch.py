@@ -17,7 +17,8 @@ from ccmeter.failures import metering_off_line
 ProjectOption = Annotated[
     str | None,
     typer.Option("--project", help="Tag every call with this project name "
-                 "(default: the git repository's folder name, else the current folder's)."),
+                 "(default: 'project' in the config file, else the git repository's folder name, "
+                 "else the current folder's)."),
 ]
 UpstreamOption = Annotated[
     str | None,
@@ -293,8 +294,9 @@ def doctor() -> None:
     except config.CCMeterError as exc:
         report(False, str(exc), f"edit or remove {shown(paths.config_file)}")
     for unknown in config.unknown_keys(cfg):
-        report(False, f"unknown key {unknown.dotted} in {shown(paths.config_file)}: ignored"
-               + (" (and [caps] is not applied)" if unknown.path[0] == "caps" else ""),
+        if unknown.path[0] == "caps":
+            continue  # the [caps] check below says it (the table is not applied)
+        report(False, f"unknown key {unknown.dotted} in {shown(paths.config_file)}: ignored",
                f"did you mean {unknown.suggestion}?" if unknown.suggestion
                else "remove it, or see docs/configuration.md for the valid keys")
     if "prices" in cfg:

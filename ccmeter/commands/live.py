@@ -93,7 +93,7 @@ def statusline() -> None:
       {"statusLine": {"type": "command", "command": "ccmeter statusline"}}
 
     Example:
-      echo '{"session_id": "72292d5c"}' | ccmeter statusline
+      echo '{"session_id": "<a full session id>"}' | ccmeter statusline
     """
     from ccmeter import statusline as line
 
