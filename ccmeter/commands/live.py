@@ -93,7 +93,7 @@ def statusline() -> None:
       {"statusLine": {"type": "command", "command": "ccmeter statusline"}}
 
     Example:
-      echo '{"session_id": "<a full session id>"}' | ccmeter statusline
+      ccmeter statusline < status.json    # the JSON Claude Code sends (a full session_id)
     """
     from ccmeter import statusline as line
 
