@@ -93,7 +93,7 @@ def statusline() -> None:
       {"statusLine": {"type": "command", "command": "ccmeter statusline"}}
 
     Example:
-      ccmeter statusline < status.json    # the JSON Claude Code sends (a full session_id)
+      ccmeter statusline < status.json   # JSON as Claude Code sends it
     """
     from ccmeter import statusline as line
 
