@@ -180,8 +180,8 @@ def test_one_call_is_one_call_not_one_calls(user_dirs, monkeypatch):
     _fill([_row("u1", time.time() - 5, session="s-one", project="web", cost=None,
                 model="claude-unknown-9")])
     assert " · 1 call · " in _run("session", "s-one")
-    assert "1 call of models without a price" in _run("report", "--by", "model", "--since",
-                                                     "1d")
+    assert "1 call without a price: a model the catalog lacks" in " ".join(
+        _run("report", "--by", "model", "--since", "1d").split())
     assert "(+1 unpriced call)" in _run("watch", "--once")
     assert "(1 call, schema v" in CliRunner().invoke(app, ["doctor"]).output
     _run("caps", "set", "--daily", "5")

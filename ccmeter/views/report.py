@@ -111,7 +111,9 @@ def _caption(rep: Any, now: float, assumption: Any = None) -> dict[str, Any]:
     caption: dict[str, Any] = {"period": f"{since} → {_local(flt.until)} ({timezone_name()})"}
     if rep.totals.get("unpriced_calls"):
         unpriced = plural(rep.totals["unpriced_calls"], "call")
-        caption["unpriced"] = f"{unpriced} of models without a price (see `ccmeter prices`)"
+        caption["unpriced"] = (f"{unpriced} without a price: a model the catalog lacks "
+                               "(`ccmeter prices`) or an answer without usage (`ccmeter "
+                               "session ID` shows each call's note)")
     if assumption is not None and assumption.active:
         caption["what if"] = (f"{assumption.describe()}: the same tokens priced again at "
                               f"catalog {rep.catalog_version} rates; stored costs unchanged")
