@@ -77,7 +77,7 @@ def idle_seconds(text: str, what: str = "idle_exit") -> float:
     """``10m`` -> 600.0: how long a proxy may be idle before it stops."""
     from ccmeter import periods
 
-    duration = periods.parse_duration(text, what=what)
+    duration = periods.parse_duration(text, what=f"duration for {what}")
     if duration.months:
         raise config.CCMeterError(f"{what} must be at most a few weeks, got {text!r}")
     return float(duration.seconds)

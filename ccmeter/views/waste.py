@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from ccmeter import config
+from ccmeter.render import plural
 from ccmeter.statusline import _local
 from ccmeter.views.common import (
     check_format,
@@ -60,8 +61,9 @@ def _meta(rep: Any, now: float, fmt: str) -> dict[str, Any]:
     if fmt == "table":
         since = _local(flt.since) if flt.since is not None else "first call"
         caption = {"period": f"{since} → {_local(flt.until)} ({timezone_name()})",
-                   "spend": f"{money.format_usd(spend)} in {rep.spend['calls']} calls, of "
-                            f"which {money.format_usd(lost)} lost"
+                   "spend": f"{money.format_usd(spend)} in "
+                            f"{plural(rep.spend['calls'], 'call')}, of which "
+                            f"{money.format_usd(lost)} lost"
                             + (f" ({share:.1%})" if share is not None else "")}
         if rep.pending_tokens:
             caption["pending"] = (f"{rep.pending_tokens:,} tokens written recently and not read "
@@ -132,8 +134,8 @@ def run(by: str | None, since: str | None, until: str | None, project: str | Non
         from ccmeter import money
 
         echo(f"No cache waste in this period: {meta['period']}.\n"
-             f"Spent {money.format_usd(spent)} in {rep.spend['calls']} calls, none of it lost "
-             "to cache re-writes or writes never read."
+             f"Spent {money.format_usd(spent)} in {plural(rep.spend['calls'], 'call')}, "
+             "none of it lost to cache re-writes or writes never read."
              + (f"\n{meta['pending']}." if "pending" in meta else ""))
         return
     rows = table_rows(rep.rows) if fmt == "table" else rep.rows
