@@ -230,13 +230,18 @@ def load_config(p: Paths | None = None, *, quiet: bool = False) -> dict[str, Any
 
 
 def save_config(config: dict[str, Any], p: Paths | None = None) -> Path:
-    """Write config.toml atomically (write a temporary file, then rename over)."""
+    """Write config.toml atomically (write a temporary file, then rename over), keeping the
+    user's comments and layout where the data agrees (:mod:`ccmeter.configwrite`)."""
     p = p or paths()
     ensure_private_dir(p.config_dir)
     tmp = p.config_file.with_suffix(".toml.tmp")
-    import tomli_w  # only writing needs it; every command reads
+    from ccmeter import configwrite  # only writing needs it; every command reads
 
-    tmp.write_text(tomli_w.dumps(config), encoding="utf-8")
+    try:
+        current = p.config_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        current = None
+    tmp.write_text(configwrite.dumps(config, current), encoding="utf-8")
     os.replace(tmp, p.config_file)
     return p.config_file
 

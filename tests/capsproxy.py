@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import tomli_w
+import tomlkit
 from mitm import MitmDump, free_port  # noqa: F401 - re-exported for the caps tests
 
 
@@ -23,7 +23,7 @@ def write_caps(home: Path, caps: dict[str, Any], **top: Any) -> None:
     home.mkdir(parents=True, exist_ok=True)
     path = home / "config.toml"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(tomli_w.dumps({**top, "caps": caps}), encoding="utf-8")
+    tmp.write_text(tomlkit.dumps({**top, "caps": caps}), encoding="utf-8")
     tmp.replace(path)
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-import tomli_w
+import tomlkit
 from mitm import TUNNEL
 from standin import Reply, StandIn, message_events, sse_reply
 from userproxy import UserProxy, calls
@@ -47,7 +47,7 @@ def ascii_sse(events: list) -> Reply:
 def write_config(where, **cfg) -> None:
     where.config_dir.mkdir(parents=True, exist_ok=True)
     tmp = where.config_file.with_suffix(".tmp")
-    tmp.write_text(tomli_w.dumps(cfg), encoding="utf-8")
+    tmp.write_text(tomlkit.dumps(cfg), encoding="utf-8")
     tmp.replace(where.config_file)
 
 
