@@ -31,9 +31,9 @@ class RunSummary:
     cap_note: str | None = None
     blocked_calls: int = 0
     #: Why metering failed during the run (None: it never did), and how many of the run's
-    #: calls are not in the database because of it.
+    #: calls are not in the database because of it (None: not known, the proxy is gone).
     metering_failure: str | None = None
-    unrecorded_calls: int = 0
+    unrecorded_calls: int | None = 0
     #: Calls the upstream failed, and why: "3 calls failed: upstream unreachable (…)".
     failures: str | None = None
 
@@ -52,15 +52,17 @@ class RunSummary:
             line += f" · {self.failures}"
         line += f" · {self.cap_note}" if self.cap_note else ""
         if self.metering_failure:
-            lost = (f"{self.unrecorded_calls} call{'s' * (self.unrecorded_calls != 1)} not "
-                    "recorded" if self.unrecorded_calls else "every call recorded in the end")
-            line += f"\nccmeter: METERING FAILED during this run ({lost}): {self.metering_failure}"
+            lost = ("" if self.unrecorded_calls is None
+                    else f" ({self.unrecorded_calls} call{'s' * (self.unrecorded_calls != 1)} "
+                         "not recorded)" if self.unrecorded_calls
+                    else " (every call recorded in the end)")
+            line += f"\nccmeter: METERING FAILED during this run{lost}: {self.metering_failure}"
         return line
 
 
 def summarize(meter_rows: Mapping[str, Mapping], db: Any, *,
               cfg: Mapping | None = None, project: str | None = None,
-              metering_failure: str | None = None, unrecorded_calls: int = 0,
+              metering_failure: str | None = None, unrecorded_calls: int | None = 0,
               failures: Sequence[str | None] | None = None) -> RunSummary:
     """The run's summary from its calls' rows (``failures``: why calls failed, else read
     from the rows themselves) and today's total and caps from the database (``db``: an open
@@ -132,7 +134,7 @@ def for_run(paths: config.Paths, run_id: str, project: str | None,
         return summarize(rows, db, cfg=cfg, project=project,
                          metering_failure=ended.get("metering_failure"),
                          unrecorded_calls=max(0, seen - len(rows)) if isinstance(seen, int)
-                         else 0,
+                         else None,
                          failures=failures if isinstance(failures, list) else None)
     finally:
         if db is not None:
