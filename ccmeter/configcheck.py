@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from ccmeter import config, folders
+from ccmeter import config, desk, folders
 
 #: How long a proxy that ``run`` started stays up with nothing to do, unless configured.
 DEFAULT_IDLE_EXIT = "10m"
@@ -57,8 +56,7 @@ def resolve_upstream(cli_value: str | None, cfg: Mapping) -> str | None:
     value = cli_value or config.config_text(cfg, "upstream")
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not desk.is_http_url(value):
         raise config.CCMeterError(
             f"upstream must be an http(s) URL such as https://gateway.example.com, got {value!r}"
         )

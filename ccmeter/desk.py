@@ -103,6 +103,24 @@ def metered_hosts(upstream: str | None, extra_hosts: Iterable[str] = ()) -> list
     return list(dict.fromkeys(h.lower() for h in hosts))
 
 
+def is_http_url(value: str) -> bool:
+    """Is ``value`` an ``http(s)://host…`` URL (an upstream a proxy can send calls to)?"""
+    from urllib.parse import urlsplit  # only for an upstream: the quick run rarely has one
+
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
+def metering_failure(doc: Mapping[str, Any]) -> str | None:
+    """Why the proxy whose status is ``doc`` cannot meter right now, or None."""
+    if doc.get("metering") != "failing":
+        return None
+    return str(doc.get("reason") or "unknown")
+
+
 def serves_doc(*, reverse: bool, upstream: str | None, hosts: Sequence[str],
                cloud: Sequence[str], idle_exit_s: float | None) -> dict[str, Any]:
     """What a proxy writes under ``serves`` in its status file (see :func:`serves`)."""

@@ -157,9 +157,8 @@ def run_wrapped(
     if joined.started:
         log.info("ccmeter: run %s started proxy %d on port %d", run_id, joined.pid,
                  joined.port)
-    failing = _proxy_failing(paths, joined.pid)
-    if failing and notify is not None:
-        notify(metering_off_line(failing))
+    if joined.failing and notify is not None:
+        notify(metering_off_line(joined.failing))
     exit_code = 1
     try:
         exit_code = child.run_child([executable, *command[1:]], child.child_env(
@@ -168,16 +167,6 @@ def run_wrapped(
     finally:
         line = quickrun.finish(joined.desk, joined.pid, run_id, project, paths)
     return exit_code, line
-
-
-def _proxy_failing(paths: config.Paths, pid: int) -> str | None:
-    """Why the joined proxy cannot meter right now (its status file), or None."""
-    from ccmeter import proxies
-
-    for doc in proxies.running(paths, clean=False):
-        if doc.get("pid") == pid and doc.get("metering") == "failing":
-            return str(doc.get("reason") or "unknown")
-    return None
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -63,19 +63,9 @@ def parse(args: Sequence[str]) -> tuple[str | None, str | None, list[str]] | Non
     if not rest or rest[0].startswith("-"):
         return None  # nothing to run, or an option the full CLI explains
     upstream = options.get("--upstream")
-    if upstream is not None and not _http_url(upstream):
+    if upstream is not None and not desk.is_http_url(upstream):
         return None
     return options.get("--project"), upstream.rstrip("/") if upstream else None, rest
-
-
-def _http_url(value: str) -> bool:
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(value)
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        return False
 
 
 def run(args: Sequence[str]) -> None:
@@ -109,10 +99,11 @@ def run(args: Sequence[str]) -> None:
     # From here on the run is ccmeter's, as it is on the full path.
     if isinstance(settings.get("warning"), str):
         _say(f"ccmeter: warning: {settings['warning']}")
-    if doc.get("metering") == "failing":
+    failing = desk.metering_failure(doc)
+    if failing:
         from ccmeter.failures import metering_off_line
 
-        _say(metering_off_line(str(doc.get("reason") or "unknown")))
+        _say(metering_off_line(failing))
     from ccmeter.runimport import at_run_start  # transcripts: a hint, or a background import
 
     at_run_start(data_dir, settings.get("import_on_run"), _say)

@@ -78,6 +78,7 @@ class Joined:
     port: int
     desk: tuple[int, str]  # its desk's port and token (see :mod:`ccmeter.desk`)
     started: bool  # this run started it
+    failing: str | None = None  # why it cannot meter right now (its status file), or None
 
 
 @contextlib.contextmanager
@@ -115,7 +116,8 @@ def find(where: config.Paths, needs: Needs, run_id: str,
                      doc.get("listen"), answer.get("pid"), doc.get("pid"))
             _remove(doc)
             continue
-        return Joined(pid=int(doc["pid"]), port=port, desk=where_desk, started=False)
+        return Joined(pid=int(doc["pid"]), port=port, desk=where_desk, started=False,
+                      failing=desk.metering_failure(doc))
     return None
 
 
@@ -162,10 +164,11 @@ def join_or_start(where: config.Paths, needs: Needs, run_id: str, *, idle_exit: 
                         if d.get("pid") == proc.pid), None)
             port = desk.listen_port(doc) if doc else None
             where_desk = desk.address(doc) if doc else None
-            if port is not None and where_desk is not None:
+            if doc is not None and port is not None and where_desk is not None:
                 try:
                     desk.hello(where_desk, run_id, project)
-                    return Joined(pid=proc.pid, port=port, desk=where_desk, started=True)
+                    return Joined(pid=proc.pid, port=port, desk=where_desk, started=True,
+                                  failing=desk.metering_failure(doc))
                 except DeskError:
                     pass
             time.sleep(0.05)
