@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -43,8 +42,9 @@ def _either(yes: bool, no: bool, flag: str) -> bool | None:
 
 
 def push(
-    to: Annotated[Path | None, typer.Option("--to", help="Share folder (a mounted team "
-                  "folder); default: \\[share] path in the config.")] = None,
+    to: Annotated[str | None, typer.Option("--to", metavar="DIR|URL", help="The share: a "
+                  "mounted team folder, or s3://BUCKET/PREFIX, gs://…, az://… (needs "
+                  "ccmeter[cloud]); default: \\[share] path in the config.")] = None,
     user: UserOption = None,
     rename_to: Annotated[str | None, typer.Option(
         "--rename-to", metavar="NAME", help="Publish this machine's summaries under NAME from "
@@ -127,8 +127,9 @@ BY_HELP = (f"Group by one or two of: {', '.join(team.DIMENSIONS)} "
 
 @team_app.command("report")
 def team_report(
-    from_: Annotated[Path | None, typer.Option("--from", help="Share folder to read "
-                     "(default: \\[share] path in the config).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", metavar="DIR|URL", help="The share "
+                     "to read: a folder or s3://…, gs://…, az://… (default: \\[share] path "
+                     "in the config).")] = None,
     by: Annotated[list[str] | None, typer.Option("--by", "-b", help=BY_HELP)] = None,
     since: SinceOption = None,
     until: Annotated[str | None, typer.Option("--until", help="Last day, included: "
