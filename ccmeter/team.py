@@ -53,7 +53,7 @@ _PART_NAME = re.compile(r"part-[0-9A-Za-z_-]{1,64}\.jsonl")
 
 
 def read_share(share: Path | str, *, since: date | None = None, until: date | None = None,
-               skip_machine: str | None = None) -> TeamData:
+               skip_machine: str | None = None, empty_ok: bool = False) -> TeamData:
     """Every user's rows in [since, until] (days, inclusive); bad files skipped and named.
 
     ``skip_machine`` leaves out that machine's part files (a laptop adding its own live
@@ -64,7 +64,7 @@ def read_share(share: Path | str, *, since: date | None = None, until: date | No
     keys = target.keys(BASE_KEY)
     if not keys:
         target.check()
-        if isinstance(target, sharestore.FolderShare) and not target.where(BASE_KEY).is_dir():
+        if not empty_ok and isinstance(target, sharestore.FolderShare) and not target.where(BASE_KEY).is_dir():
             raise CCMeterError(f"{share} holds no ccmeter share yet "
                                f"({target.where(BASE_KEY)} is missing); "
                                f"run `ccmeter push --to {share}` first")

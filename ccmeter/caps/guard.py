@@ -158,7 +158,8 @@ class Guard:
         checks = tuple(checks_for(policy, now, project=project, session_id=session_id))
         query = store.spend_query([store.SpendWindow(c.start, c.project, c.session_id)
                                    for c in checks], reservations=policy.reserves)
-        plan = _Plan(policy, checks, query, tuple(c.cap.limit_picousd for c in checks),
+        plan = _Plan(policy, checks, query,
+                     tuple(c.cap.limit_picousd - c.cap.others_picousd for c in checks),
                      max((c.start for c in checks), default=0.0),
                      min((c.end for c in checks if c.end is not None), default=math.inf))
         if policy.window == "calendar" or all(c.cap.name == "total" for c in checks):

@@ -40,6 +40,13 @@ def _amount(window: str) -> Any:
                         "e.g. 20 or 7.50.", show_default=False)
 
 
+def _budget(tier: str, window: str) -> Any:
+    whose = "the whole team's" if tier == "team" else "your group's (see ccmeter team set)"
+    return typer.Option(f"--{tier}-{window}", help=f"{window.capitalize()} budget for "
+                        f"{whose} spend, in US dollars, or off; kept in the team share for "
+                        "every teammate.", show_default=False, rich_help_panel="Team budgets")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(caps_app)
 
@@ -158,6 +165,12 @@ def set_caps(
         "--loop", help="Refuse a session's next request once it has made the same tool call "
         "this many times (the loop guard; 2 or more). Without it, loops are only warned "
         "about.")] = None,
+    team_daily: Annotated[str | None, _budget("team", "daily")] = None,
+    team_weekly: Annotated[str | None, _budget("team", "weekly")] = None,
+    team_monthly: Annotated[str | None, _budget("team", "monthly")] = None,
+    group_daily: Annotated[str | None, _budget("group", "daily")] = None,
+    group_weekly: Annotated[str | None, _budget("group", "weekly")] = None,
+    group_monthly: Annotated[str | None, _budget("group", "monthly")] = None,
 ) -> None:
     """Set caps (in US dollars) and cap settings; running proxies pick them up at once.
 
@@ -167,7 +180,16 @@ def set_caps(
       ccmeter caps set --per-session --total 3
       ccmeter caps set --mode hard --window rolling
       ccmeter caps set --loop 8
+      ccmeter caps set --team-monthly 5000 --group-monthly 1500
     """
+    budgets = {k: v for k, v in {
+        "team-daily": team_daily, "team-weekly": team_weekly, "team-monthly": team_monthly,
+        "group-daily": group_daily, "group-weekly": group_weekly,
+        "group-monthly": group_monthly}.items() if v is not None}
+    if budgets:  # team budgets live in the share, not in config.toml (ccmeter.tiers)
+        _user_errors(lambda: _set_budgets(budgets, project, per_session, hourly, daily,
+                                          weekly, monthly))
+        return
     amounts = {"hourly": hourly, "daily": daily, "weekly": weekly, "monthly": monthly,
                "total": total}
     settings = {"mode": mode, "window": window, "on_error": on_error, "timezone": timezone,
@@ -203,6 +225,18 @@ def set_caps(
         return f"caps for {label}: " + ", ".join(done) if given else "caps: " + ", ".join(done)
 
     _user_errors(lambda: _edit(change))
+
+
+def _set_budgets(budgets: dict[str, str], *others: Any) -> None:
+    if any(others):
+        raise config.CCMeterError("give team budgets (--team-*, --group-*) in a command of "
+                                  "their own")
+    from ccmeter import tiers
+
+    paths = config.paths()
+    summary, where = tiers.change_budgets(config.load_config(paths), paths, budgets)
+    _log(paths, f"{summary}: {where}")
+    typer.echo(summary)
 
 
 @caps_app.command("unset")
