@@ -44,6 +44,16 @@ SCHEMES: dict[str, tuple[str, str]] = {
 }
 
 
+#: A share that does not answer is said so within seconds (a proxy's background thread
+#: reads it every minute), not after botocore's and s3fs's retries have run for a minute.
+BACKEND_OPTIONS: dict[str, dict[str, Any]] = {
+    "s3": {"config_kwargs": {"connect_timeout": 5, "read_timeout": 30,
+                             "retries": {"max_attempts": 2, "mode": "standard"}}},
+}
+#: s3fs's own retry loop around botocore's (a class attribute: 5 by default).
+BACKEND_RETRIES = {"s3": 2}
+
+
 def is_url(raw: str | Path) -> bool:
     """Does ``raw`` name an object store (``s3://bucket/prefix``) rather than a folder?"""
     text = str(raw)
@@ -159,7 +169,10 @@ class ObjectShare:
             import fsspec
 
             self.fs: Any = fsspec.filesystem(protocol, use_listings_cache=False,
-                                             skip_instance_cache=True)
+                                             skip_instance_cache=True,
+                                             **BACKEND_OPTIONS.get(protocol, {}))
+            if protocol in BACKEND_RETRIES:
+                self.fs.retries = BACKEND_RETRIES[protocol]
         except ImportError:
             raise CCMeterError(f"{scheme}:// shares need the {extra} extra: "
                                f"pip install 'ccmeter[{extra}]'") from None

@@ -207,3 +207,31 @@ def test_an_unreachable_share_falls_back_as_on_error_says(tmp_path, s3, api, mon
     finally:
         allow.proxy.stop()
         block.proxy.stop()
+
+
+def test_a_folder_share_works_the_same(tmp_path, api, monkeypatch):
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    make = lambda name: Laptop(tmp_path, name, str(share_dir), "http://127.0.0.1:9",  # noqa: E731
+                               api.url, monkeypatch, group="backend")
+    ana, ben = make("ana"), make("ben")
+    try:
+        assert ana.post()[0] == 200
+        wait_until(lambda: ana.paths.db_file.exists() and ana.spent() > 0, what="a cost")
+        cost = ana.spent()
+        set_budget(ben, group_daily=cost * 3 // 2)
+
+        def sees_ana(laptop: Laptop) -> bool:
+            view = tiers.load_view(laptop.paths.data_dir) or {}
+            return _has_budget(laptop) and sum(view["others"]["group"].values()) == cost
+
+        wait_until(lambda: sees_ana(ben), what="ben's view of ana's spend")
+        assert ben.post()[0] == 200  # 0 of his own + ana's 1 call: under 1.5 calls
+        status, body = ben.post()
+        assert status == 429
+        assert json.loads(body)["error"]["message"].startswith(
+            "ccmeter: group backend daily budget")
+        wait_until(lambda: ana.post()[0] == 429, what="ana to see ben's call")
+    finally:
+        ana.proxy.stop()
+        ben.proxy.stop()
