@@ -64,7 +64,8 @@ def read_share(share: Path | str, *, since: date | None = None, until: date | No
     keys = target.keys(BASE_KEY)
     if not keys:
         target.check()
-        if not empty_ok and isinstance(target, sharestore.FolderShare) and not target.where(BASE_KEY).is_dir():
+        folder = isinstance(target, sharestore.FolderShare)
+        if not empty_ok and folder and not target.where(BASE_KEY).is_dir():
             raise CCMeterError(f"{share} holds no ccmeter share yet "
                                f"({target.where(BASE_KEY)} is missing); "
                                f"run `ccmeter push --to {share}` first")
