@@ -64,8 +64,8 @@ def read_share(share: Path | str, *, since: date | None = None, until: date | No
     keys = target.keys(BASE_KEY)
     if not keys:
         target.check()
-        folder = isinstance(target, sharestore.FolderShare)
-        if not empty_ok and folder and not target.where(BASE_KEY).is_dir():
+        folder = target.root / BASE_KEY if isinstance(target, sharestore.FolderShare) else None
+        if not empty_ok and folder is not None and not folder.is_dir():
             raise CCMeterError(f"{share} holds no ccmeter share yet "
                                f"({target.where(BASE_KEY)} is missing); "
                                f"run `ccmeter push --to {share}` first")
