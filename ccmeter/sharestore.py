@@ -231,10 +231,12 @@ class ObjectShare:
         try:
             try:
                 self.fs.pipe_file(path, data, mode="create")  # If-None-Match: *
-            except TypeError:  # a backend without create-only writes
+            except FileExistsError:
+                raise
+            except Exception:  # a backend or S3-compatible store without create-only writes
                 if self.fs.exists(path):
                     raise FileExistsError(path) from None
-                self.fs.pipe_file(path, data)
+                self.fs.pipe_file(path, data)  # keys are unique: a plain PUT is safe
         except FileExistsError:
             raise ShareError(f"{self.where(key)} exists already") from None
         except Exception as exc:
