@@ -22,8 +22,6 @@ Design notes (the why):
 
 from __future__ import annotations
 
-import json
-import secrets
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -61,6 +59,7 @@ def _split(key: str) -> tuple[str, str | None, str] | None:
 
 def read_changes(target: Any, team: str) -> list[dict[str, Any]]:
     """Every well-formed budget change of ``team``, oldest first (bad files ignored)."""
+    import json
     out = []
     for key in target.keys(BUDGETS_KEY):
         name = key.rsplit("/", 1)[-1]
@@ -99,6 +98,8 @@ def fold(changes: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 def write_change(target: Any, *, team: str, by: str, machine: str,
                  budgets: Mapping[str, int | None], now: float | None = None) -> str:
     """Record one change of ``team``'s budgets in the share; its key."""
+    import json
+    import secrets
     now = time.time() if now is None else now
     at = datetime.fromtimestamp(now, UTC)
     doc = {"schema_version": 1, "team": team, "by": by,
@@ -180,6 +181,7 @@ def tier_caps(view: Mapping[str, Any], now: float, tz: tzinfo | None = None) -> 
 
 def save_view(data_dir: Path, view: Mapping[str, Any]) -> None:
     """Keep the view on disk (temp file and rename) for the next start and `ccmeter caps`."""
+    import json
     import os
     import tempfile
 
@@ -195,9 +197,27 @@ def save_view(data_dir: Path, view: Mapping[str, Any]) -> None:
         raise
 
 
+def with_cached_view(policy: Any, cfg: Mapping[str, Any], now: float,
+                     data_dir: Path | None = None) -> Any:
+    """``policy`` plus the team budgets of the view a proxy last kept (no network: for
+    ``ccmeter caps`` and the status line). Unchanged when this laptop is in no team."""
+    section = cfg.get("share")
+    if not isinstance(section, Mapping) or not section.get("team"):
+        return policy
+    if data_dir is None:
+        from ccmeter import config
+
+        data_dir = config.paths().data_dir
+    view = load_view(data_dir)
+    if view is None or view.get("team") != section.get("team"):
+        return policy
+    return policy._replace(caps=policy.caps + tier_caps(view, now, policy.tz))
+
+
 def load_view(data_dir: Path, *, share: str | None = None, team: str | None = None,
               group: str | None = None) -> dict[str, Any] | None:
     """The view kept on disk, if it is of this share, team and group."""
+    import json
     try:
         view = json.loads((data_dir / VIEW_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

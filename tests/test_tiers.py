@@ -191,3 +191,36 @@ def test_commands_join_a_team_set_budgets_and_show_them(tmp_path, share_dir, use
 def test_bad_team_names_are_refused():
     with pytest.raises(CCMeterError, match="team must be a short name"):
         share_identity.resolve_settings({"share": {"team": "a/b"}}, {})
+
+
+def test_caps_shows_the_team_budgets_from_the_last_view_without_the_share(tmp_path, user_dirs):
+    config.save_config({"share": {"path": "s3://unreachable-bucket/x", "team": "platform",
+                                  "group": "backend"}}, user_dirs)
+    db = store.connect(user_dirs.db_file)  # this laptop spent $2 just now
+    store.upsert_calls(db, [{"call_uid": "c", "started_at": "x", "status": "ok",
+                             "started_ts": time.time() - 5, "cost_picousd": 2 * PICO,
+                             "model": "claude-opus-4-8", "updated_ts": 0.0}])
+    db.conn.close()
+    tiers.save_view(user_dirs.data_dir, {
+        "version": 1, "share": "s3://unreachable-bucket/x", "team": "platform",
+        "group": "backend", "refreshed_at": time.time(),
+        "budgets": {"team.monthly": 100 * PICO}, "others": {"team": {
+            time.strftime("%Y-%m-%d"): 30 * PICO}, "group": {}}})
+    out = cli("caps", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    [row] = json.loads(out.stdout)["rows"]
+    assert (row["cap"], row["scope"], row["spent_usd"]) == ("monthly", "team:platform",
+                                                            "32.000000000000")
+
+
+def test_anonymized_pushes_and_budget_changes_carry_no_name(tmp_path, share_dir, user_dirs):
+    salt = "a long team secret"
+    config.save_config({"share": {"path": str(share_dir), "team": "platform", "user": "ana",
+                                  "salt": salt, "anonymize": True}}, user_dirs)
+    tiers.change_budgets(config.load_config(user_dirs), user_dirs, {"team-daily": "9"})
+    public = share_identity.ShareSettings(user="ana", anonymize=True, salt=salt).public_user()
+    [change] = tiers.read_changes(sharestore.open_share(share_dir), "platform")
+    assert change["by"] == public and public.startswith("u-")
+    text = "".join(p.read_text() for p in share_dir.rglob("*") if p.is_file())
+    assert "ana" not in text
+

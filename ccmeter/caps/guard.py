@@ -237,9 +237,10 @@ def cap_statuses(
     only for ``session_id``. Spend includes in-flight calls' reservations.
     """
     from ccmeter import store
+    from ccmeter.tiers import with_cached_view
 
     now = time.time() if now is None else now
-    policy = parse_policy(cfg)
+    policy = with_cached_view(parse_policy(cfg), cfg, now)  # team budgets, as last seen
     conn = store.connect(db) if isinstance(db, str | Path) else db
     try:
         out = []

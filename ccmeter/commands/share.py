@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Annotated, Any
 
@@ -293,7 +294,7 @@ def team_budgets(
 
     from ccmeter import sharestore, store, tiers
     from ccmeter.caps import policy as capspolicy
-    from ccmeter.money import cap_usd
+    from ccmeter.money import cap_usd, spend_usd
 
     paths = config.paths()
     cfg = config.load_config(paths)
@@ -304,6 +305,8 @@ def team_budgets(
     now = time.time()
     view = tiers.build_view(target, team=settings.team, group=settings.group,
                             machine=share_identity.machine_id(paths), now=now)
+    with contextlib.suppress(OSError):  # `ccmeter caps` shows it too, until a proxy's next
+        tiers.save_view(paths.data_dir, view)
     policy = capspolicy.Policy(caps=tiers.tier_caps(view, now))
     rows: list[dict[str, Any]] = []
     db = open_db() if paths.db_file.exists() else None
@@ -334,8 +337,8 @@ def team_budgets(
                    "--team-monthly N")
     for row in rows:
         typer.echo(f"{row['budget']}: {cap_usd(row['limit'])}, spent "
-                   f"{cap_usd(row['spent'])} ({row['fraction']:.0%}; this laptop "
-                   f"{cap_usd(row['mine'])})")
+                   f"{spend_usd(row['spent'], row['limit'])} ({row['fraction']:.0%}; this "
+                   f"laptop {spend_usd(row['mine'], row['limit'])})")
     from ccmeter.untrusted import printable
 
     if changes:
