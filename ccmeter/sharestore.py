@@ -149,13 +149,18 @@ class FolderShare:
 
     def keys(self, prefix: str) -> list[str]:
         """Every file under ``prefix`` (a folder key), as keys, sorted; none if missing."""
-        base = self.where(prefix)
-        out: list[str] = []
-        for folder, dirs, files in os.walk(base):
-            dirs.sort()
+        return sorted(self.stamps(prefix))
+
+    def stamps(self, prefix: str) -> dict[str, str]:
+        """Every file under ``prefix`` with a stamp that changes when the file does."""
+        out: dict[str, str] = {}
+        for folder, _dirs, files in os.walk(self.where(prefix)):
             rel = Path(folder).relative_to(self.root).as_posix()
-            out += [f"{rel}/{name}" for name in files]
-        return sorted(out)
+            for name in files:
+                with contextlib.suppress(OSError):
+                    st = os.stat(os.path.join(folder, name))
+                    out[f"{rel}/{name}"] = f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+        return out
 
 
 class ObjectShare:
@@ -255,15 +260,26 @@ class ObjectShare:
         return True
 
     def keys(self, prefix: str) -> list[str]:
+        return sorted(self.stamps(prefix))
+
+    def stamps(self, prefix: str) -> dict[str, str]:
+        """Every object under ``prefix`` with its ETag (one LIST, paged): a reader GETs
+        again only the objects whose ETag changed."""
         base = self._path(prefix).rstrip("/")
         try:
-            found = self.fs.find(base)
+            found = self.fs.find(base, detail=True)
         except FileNotFoundError:
-            return []
+            return {}
         except Exception as exc:
             raise self._fail("list", prefix, exc) from exc
         cut = len(self.root) + 1
-        return sorted(str(p)[cut:] for p in found if str(p).startswith(self.root + "/"))
+        out = {}
+        for path, info in found.items():
+            if str(path).startswith(self.root + "/"):
+                stamp = info.get("ETag") or info.get("etag") or info.get("md5") or (
+                    f"{info.get('size')}:{info.get('LastModified') or info.get('mtime')}")
+                out[str(path)[cut:]] = str(stamp)
+        return out
 
 
 Share = FolderShare | ObjectShare

@@ -52,16 +52,20 @@ _MONTH_DIR = re.compile(r"month=(\d{4}-\d{2})")
 _PART_NAME = re.compile(r"part-[0-9A-Za-z_-]{1,64}\.jsonl")
 
 
-def read_share(share: Path | str, *, since: date | None = None, until: date | None = None,
-               skip_machine: str | None = None, empty_ok: bool = False) -> TeamData:
+def read_share(share: Path | str | Any, *, since: date | None = None, until: date | None = None,
+               skip_machine: str | None = None, empty_ok: bool = False,
+               cache: dict[str, tuple[str, list[dict[str, Any]]]] | None = None) -> TeamData:
     """Every user's rows in [since, until] (days, inclusive); bad files skipped and named.
 
     ``skip_machine`` leaves out that machine's part files (a laptop adding its own live
-    spend to the others')."""
+    spend to the others'). With a ``cache`` (key -> (stamp, rows)), a file whose stamp
+    (ETag, or mtime and size) is unchanged is not read again."""
     from ccmeter import sharestore
 
-    target = sharestore.open_share(share)
-    keys = target.keys(BASE_KEY)
+    target = share if isinstance(share, sharestore.FolderShare | sharestore.ObjectShare) \
+        else sharestore.open_share(share)
+    stamps = target.stamps(BASE_KEY)
+    keys = sorted(stamps)
     if not keys:
         target.check()
         folder = target.root / BASE_KEY if isinstance(target, sharestore.FolderShare) else None
@@ -94,10 +98,15 @@ def read_share(share: Path | str, *, since: date | None = None, until: date | No
         if skip_machine is not None and name == f"part-{skip_machine}.jsonl":
             continue
         try:
-            raw = target.read(key)
-            if raw is None:
-                continue  # removed since the listing
-            rows = _read_file(raw, month)
+            if cache is not None and key in cache and cache[key][0] == stamps[key]:
+                rows = cache[key][1]  # unchanged since the last read: not fetched again
+            else:
+                raw = target.read(key)
+                if raw is None:
+                    continue  # removed since the listing
+                rows = _read_file(raw, month)
+                if cache is not None:
+                    cache[key] = (stamps[key], rows)
         except (_BadFile, CCMeterError) as exc:
             data.skipped.append((path, str(exc)))
             log.info("skipped %s: %s", path, exc)

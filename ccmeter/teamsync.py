@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from ccmeter import config, share, share_identity, sharestore, tiers
@@ -79,6 +80,9 @@ class TeamSync:
         self._lock = threading.Lock()
         self.pushes = 0
         self.refreshes = 0
+        #: What the last refreshes read, so that the next one GETs only what changed.
+        self._cache: dict[str, Any] = {}
+        self._cache_of: tuple | None = None
 
     def configure(self, settings: SyncSettings | None) -> None:
         """New settings (the config changed): start, stop, or push and refresh now."""
@@ -133,10 +137,13 @@ class TeamSync:
             return
         from ccmeter import store
 
+        # Only the months a budget window may still cover (this one, and last month in a
+        # week that began in it): older months are left as they are on the share.
+        since = tiers.first_day(time.time()) - timedelta(days=1)
         try:
             db = store.connect(self.paths.db_file)
             try:
-                share.push(db, self.paths, settings.settings)
+                share.push(db, self.paths, settings.settings, since=since)
             finally:
                 db.conn.close()
             self.pushes += 1
@@ -146,10 +153,13 @@ class TeamSync:
     def _refresh(self, settings: SyncSettings) -> None:
         s = settings.settings
         assert s.share is not None and s.team is not None
+        if self._cache_of != (str(s.share), s.team):
+            self._cache, self._cache_of = {}, (str(s.share), s.team)
         try:
             target = sharestore.open_share(s.share)
             view = tiers.build_view(target, team=s.team, group=s.group,
-                                    machine=share_identity.machine_id(self.paths))
+                                    machine=share_identity.machine_id(self.paths),
+                                    cache=self._cache)
         except Exception as exc:
             problem = f"team share {s.share} unreachable: {exc}"
             log.warning("ccmeter: %s", problem)

@@ -57,15 +57,22 @@ def _split(key: str) -> tuple[str, str | None, str] | None:
     return None
 
 
-def read_changes(target: Any, team: str) -> list[dict[str, Any]]:
-    """Every well-formed budget change of ``team``, oldest first (bad files ignored)."""
+def read_changes(target: Any, team: str,
+                 cache: dict[str, bytes | None] | None = None) -> list[dict[str, Any]]:
+    """Every well-formed budget change of ``team``, oldest first (bad files ignored).
+    Change files are never rewritten: with a ``cache`` each is fetched once."""
     import json
     out = []
     for key in target.keys(BUDGETS_KEY):
         name = key.rsplit("/", 1)[-1]
         if not (name.startswith("change-") and name.endswith(".json")):
             continue
-        raw = target.read(key)
+        if cache is not None and key in cache:
+            raw = cache[key]
+        else:
+            raw = target.read(key)
+            if cache is not None:
+                cache[key] = raw
         try:
             doc = json.loads(raw or b"")
             if doc.get("team") != team or not isinstance(doc.get("set"), dict):
@@ -128,16 +135,22 @@ def first_day(now: float, tz: tzinfo | None = None) -> date:
 
 
 def build_view(target: Any, *, team: str, group: str | None, machine: str,
-               now: float | None = None, tz: tzinfo | None = None) -> dict[str, Any]:
+               now: float | None = None, tz: tzinfo | None = None,
+               cache: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read the share once: the budgets of ``team`` and the others' spend per tier per day
-    (every part file of the team but ``machine``'s). Raises CCMeterError if unreachable."""
+    (every part file of the team but ``machine``'s). Raises CCMeterError if unreachable.
+
+    With a ``cache`` (kept by the caller between refreshes) a refresh costs two LISTs and
+    a GET of each file that changed since: budget changes are fetched once, part files
+    again only when their ETag changed."""
     from ccmeter import team as teamread
 
     now = time.time() if now is None else now
     since = first_day(now, tz) - timedelta(days=1)  # a day early: zones ahead of ours
-    changes = read_changes(target, team)
-    data = teamread.read_share(target.url if hasattr(target, "url") else target,
-                               since=since, skip_machine=machine, empty_ok=True)
+    cache = {} if cache is None else cache
+    changes = read_changes(target, team, cache.setdefault("budgets", {}))
+    data = teamread.read_share(target, since=since, skip_machine=machine, empty_ok=True,
+                               cache=cache.setdefault("parts", {}))
     spend: dict[str, dict[str, int]] = {"team": {}, "group": {}}
     users: dict[str, set[str]] = {"team": set(), "group": set()}
     for row in data.rows:

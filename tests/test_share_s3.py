@@ -158,3 +158,17 @@ def test_urls_keep_their_slashes_and_folders_expand():
     assert share_identity.resolve_settings(cfg, {}, user="a").share == "s3://acme/ccmeter"
     assert share.part_key("2026-11", "a/b", "x") == (
         "ccmeter/v1/month=2026-11/user=a%2Fb/part-x.jsonl")
+
+
+def test_an_objects_stamp_changes_with_its_bytes_only(tmp_path, s3, bucket_url):
+    target = sharestore.open_share(bucket_url)
+    target.write("a/x.jsonl", b"one\n")
+    first = target.stamps("a")
+    target.write("a/x.jsonl", b"one\n")
+    assert target.stamps("a") == first
+    target.write("a/x.jsonl", b"two\n")
+    assert target.stamps("a")["a/x.jsonl"] != first["a/x.jsonl"]
+    target.write_new("a/y.json", b"{}")
+    with pytest.raises(CCMeterError, match="exists already"):
+        target.write_new("a/y.json", b"{}")
+    assert target.read("a/y.json") == b"{}" and target.read("a/none") is None

@@ -224,3 +224,36 @@ def test_anonymized_pushes_and_budget_changes_carry_no_name(tmp_path, share_dir,
     text = "".join(p.read_text() for p in share_dir.rglob("*") if p.is_file())
     assert "ana" not in text
 
+
+
+def test_a_refresh_fetches_only_what_changed(tmp_path, share_dir):
+    me = laptop(tmp_path, "me", "backend", {}, share_dir)
+    ana = laptop(tmp_path, "ana", "backend", {"2026-11-18": 10}, share_dir)
+    laptop(tmp_path, "ben", "backend", {"2026-11-17": 5}, share_dir)
+    target = sharestore.open_share(share_dir)
+    tiers.write_change(target, team="platform", by="x", machine="m", now=NOW,
+                       budgets={"team.monthly": 100 * PICO})
+    reads: list[str] = []
+    real_read = target.read
+    target.read = lambda key: reads.append(key) or real_read(key)  # type: ignore[method-assign]
+    cache: dict = {}
+    machine = share_identity.machine_id(me)
+    first = tiers.build_view(target, team="platform", group="backend", machine=machine,
+                             now=NOW, cache=cache)
+    assert len(reads) == 3  # the budget change and two part files (not mine)
+    reads.clear()
+    assert tiers.build_view(target, team="platform", group="backend", machine=machine,
+                            now=NOW, cache=cache)["others"] == first["others"]
+    assert reads == []
+    time.sleep(0.01)
+    db = store.connect(ana.db_file)
+    store.upsert_calls(db, [{"call_uid": "more", "started_at": "x", "status": "ok",
+                             "started_ts": NOW, "cost_picousd": PICO,
+                             "model": "claude-opus-4-8", "updated_ts": 0.0}])
+    share.push(db, ana, share_identity.ShareSettings(user="ana", share=share_dir,
+                                                     team="platform", group="backend"))
+    db.conn.close()
+    view = tiers.build_view(target, team="platform", group="backend", machine=machine,
+                            now=NOW, cache=cache)
+    assert [k.rsplit("/", 2)[-2] for k in reads] == ["user=ana"]
+    assert view["others"]["team"]["2026-11-18"] == 11 * PICO

@@ -41,10 +41,10 @@ def _amount(window: str) -> Any:
 
 
 def _budget(tier: str, window: str) -> Any:
-    whose = "the whole team's" if tier == "team" else "your group's (see ccmeter team set)"
-    return typer.Option(f"--{tier}-{window}", help=f"{window.capitalize()} budget for "
-                        f"{whose} spend, in US dollars, or off; kept in the team share for "
-                        "every teammate.", show_default=False, rich_help_panel="Team budgets")
+    whose = "the whole team" if tier == "team" else "your group (ccmeter team set --group)"
+    return typer.Option(f"--{tier}-{window}", metavar="USD", help=f"{window.capitalize()} "
+                        f"budget of {whose}, or off; kept in the team share.",
+                        show_default=False, rich_help_panel="Team budgets")
 
 
 def register(app: typer.Typer) -> None:

@@ -230,17 +230,22 @@ def report_columns(dims: list[str], fmt: str) -> list[render.Column]:
 
 @team_app.command("set")
 def team_set(
-    share_: Annotated[str | None, typer.Option("--share", metavar="DIR|URL", help="The team "
-                      "share: a folder or s3://BUCKET/PREFIX, gs://…, az://….")] = None,
-    team_name: Annotated[str | None, typer.Option("--team", help="The team this laptop's "
-                         "spend counts towards (its team budgets apply here).")] = None,
-    group: Annotated[str | None, typer.Option("--group", help="Its group within the team "
-                     "(a department; its group budgets apply here). '' for none.")] = None,
-    push_interval: Annotated[str | None, typer.Option("--push-interval", help="How often a "
-                             "running proxy pushes this laptop's spend (default 5m).")] = None,
-    refresh_interval: Annotated[str | None, typer.Option("--refresh-interval", help="How "
-                                "often it reads the others' spend and the budgets (default "
-                                "1m).")] = None,
+    share_: Annotated[str | None, typer.Option(
+        "--share", metavar="DIR|URL",
+        help="The team share: a folder or s3://BUCKET/PREFIX, gs://…, az://….")] = None,
+    team_name: Annotated[str | None, typer.Option(
+        "--team", metavar="NAME",
+        help="The team this laptop's spend counts towards (its team budgets apply here).")
+    ] = None,
+    group: Annotated[str | None, typer.Option(
+        "--group", metavar="NAME", help="Its group within the team (a department; its group "
+        "budgets apply here). '' for none.")] = None,
+    push_interval: Annotated[str | None, typer.Option(
+        "--push-interval", metavar="D",
+        help="How often a running proxy pushes this laptop's spend (default 5m).")] = None,
+    refresh_interval: Annotated[str | None, typer.Option(
+        "--refresh-interval", metavar="D", help="How often it reads the others' spend and "
+        "the budgets (default 1m).")] = None,
 ) -> None:
     """Join a team: where its share is, and the team and group this laptop counts towards.
 
@@ -248,7 +253,7 @@ def team_set(
     share and enforce the team's budgets (ccmeter caps set --team-monthly N) on their own.
 
     Example:
-      ccmeter team set --share s3://acme-ai-spend/ccmeter --team platform --group backend
+      ccmeter team set --share s3://acme/ccmeter --team platform --group backend
     """
     from ccmeter import teamsync
 
