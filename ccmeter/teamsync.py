@@ -106,7 +106,9 @@ class TeamSync:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            # a daemon thread: a push or read still waiting on the network does not hold
+            # the proxy's exit (a PUT is whole or absent; a folder write leaves a temporary)
+            self._thread.join(timeout=2)
             self._thread = None
 
     def _run(self) -> None:

@@ -294,6 +294,10 @@ def team_budgets(
 
     Reads the share (the budgets and every teammate's pushed spend) and adds this laptop's
     own spend from its database.
+
+    Examples:
+      ccmeter team budgets
+      ccmeter team budgets --format json
     """
     import time
 
