@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -241,6 +241,14 @@ class Enforcer:
             if call.endpoint.provider != providers.BEDROCK:  # never touch a signed request
                 flow.request.headers["accept-encoding"] = "identity"  # so a cut can be written
         return False
+
+    def saw_plan(self, row: Mapping[str, Any]) -> str | None:
+        """A final row: its plan headers are what the plan caps read; the plan warning to
+        give, if this row crossed ``plan_warn_at``."""
+        if row.get("plan_5h_utilization") is None and row.get("plan_7d_utilization") is None:
+            return None
+        self.plan.saw(row)
+        return self.plan.warning(self.policy, time.time())
 
     def _session_paused(self, policy: Policy, call: Call) -> bool:
         """``ccmeter caps pause --session ID``: this session's caps, loop cap included, are
