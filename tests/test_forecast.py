@@ -201,13 +201,15 @@ def test_the_per_call_cap_refuses_above_its_limit_with_the_reason_and_the_way_th
                             note="184k uncached tokens: the cache expired 42 minutes ago")
     assert text == ("ccmeter: per-call cap $2.00: this call would cost about $2.31 before any "
                     "output: 184k uncached tokens: the cache expired 42 minutes ago. To let it "
-                    "through: ccmeter caps pause --session abc123 --for 1h")
+                    "through: ccmeter caps pause --session abc123 --for 1h and resume it "
+                    "(claude --resume abc123), or raise the cap: ccmeter caps set --per-call N")
     assert per_call_refusal(policy, project="big", session_id=None,
                             forecast_picousd=4 * 10**12, note=None) is None
     big = per_call_refusal(policy, project="big", session_id=None,
                            forecast_picousd=6 * 10**12, note=None)
     assert big is not None and "per-call cap for project big $5.00" in big
-    assert big.endswith("ccmeter caps pause --for 10m")
+    assert big.endswith("ccmeter caps pause --for 10m, or raise the cap: "
+                        "ccmeter caps set --project big --per-call N")
     # an unpriced model has no forecast: it is let through, never refused on a guess
     assert per_call_refusal(policy, project=None, session_id="s", forecast_picousd=None,
                             note=None) is None
@@ -245,3 +247,10 @@ def test_plan_caps_refuse_until_the_window_resets_and_warn_once():
 def test_a_bad_plan_cap_is_one_line(bad):
     with pytest.raises(CCMeterError, match="plan_5h must be a percent"):
         parse_policy({"caps": {"plan_5h": bad}})
+
+
+def test_a_plan_cap_written_as_a_fraction_is_not_read_as_one_percent():
+    with pytest.raises(CCMeterError, match=r"is a percent: 0.9 reads as 0.9 %; for 90% write 90"):
+        parse_policy({"caps": {"plan_5h": 0.9}})
+    assert parse_policy({"caps": {"plan_5h": "0.9%"}}).plan_5h == pytest.approx(0.009)
+    assert parse_policy({"caps": {"plan_7d": 95}}).plan_7d == pytest.approx(0.95)

@@ -108,7 +108,8 @@ def test_a_per_call_cap_refuses_one_absurd_call_and_names_the_way_through(
         assert message.startswith("ccmeter: per-call cap $0.05: this call would cost about $0.")
         # the system prompt the first session wrote is read; the pasted text is not cached
         assert "k uncached tokens, 3,0" in message and "read from the cache" in message
-        assert message.endswith("ccmeter caps pause --session big-session-1 --for 1h")
+        assert "ccmeter caps pause --session big-session-1 --for 1h" in message
+        assert message.endswith("or raise the cap: ccmeter caps set --per-call N")
         assert len(server.messages_requests()) == 1  # never sent
         rows = calls(user_dirs.db_file, 2)
         blocked = rows[-1]
