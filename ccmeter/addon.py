@@ -216,6 +216,8 @@ class Meter:
                 newest = store.newest_plan_row(db)  # the plan caps' reading until an answer
                 if newest is not None:
                     self.enforcer.plan.saw(newest)
+                now = time.time()  # what is cached, as earlier proxies saw it written
+                self.cache.forecaster.seed(store.cache_calls(db, now - 3600, now + 1), now)
             finally:
                 db.conn.close()
         except Exception as exc:

@@ -254,3 +254,16 @@ def test_a_plan_cap_written_as_a_fraction_is_not_read_as_one_percent():
         parse_policy({"caps": {"plan_5h": 0.9}})
     assert parse_policy({"caps": {"plan_5h": "0.9%"}}).plan_5h == pytest.approx(0.009)
     assert parse_policy({"caps": {"plan_7d": 95}}).plan_7d == pytest.approx(0.95)
+
+
+def test_a_new_forecaster_seeds_from_the_rows_earlier_proxies_wrote(talk):
+    body = request([words(3000)])
+    shape = cachekeys.shape(body)
+    row = {"started_ts": T0, "cache_key_json": shape.key_json(), "input_tokens": 0,
+           "cache_write_5m_tokens": 6001, "cache_write_1h_tokens": 0, "cache_read_tokens": 0}
+    fresh = forecast.Forecaster()
+    assert fresh.seed([row, {"started_ts": T0, "cache_key_json": "{not json"}], T0 + 60) == 2
+    later = cachekeys.shape(request([words(3000), words(10), words(500)]))
+    estimate = fresh.estimate(later, ("s1", None, "main"), T0 + 60)
+    assert estimate.cache_read_tokens == 6001  # exact: the row's read + written
+    assert forecast.Forecaster().seed([row], T0 + 301) == 0  # its 5 minutes ran out
