@@ -95,29 +95,37 @@ def _share_columns(by: str) -> list[Any]:
     return columns
 
 
+def load_windows(db: Any, now: float, by: str = "session") -> tuple[list[Any], list[Any]]:
+    """The calls with plan headers (two of the longest window back) and the windows they
+    give: what ``ccmeter plan`` and the dashboard's plan page both show."""
+    from ccmeter import store
+    from ccmeter.planwindows import WINDOWS, PlanCall, plan_windows
+
+    longest = max(length for length, _span in WINDOWS.values())
+    rows = store.plan_calls(db, now - 2 * longest)
+    calls = [PlanCall(r["started_ts"], r["session_id"], r["project"], r["plan_5h_utilization"],
+                      r["plan_5h_reset"], r["plan_7d_utilization"], r["plan_7d_reset"],
+                      r["plan_binding_window"]) for r in rows]
+    return calls, plan_windows(calls, now, by=by)
+
+
 def run(by: str, fmt: str) -> None:
     """The plan windows and shares, written to stdout."""
-    from ccmeter import render, store
-    from ccmeter.planwindows import WINDOWS, PlanCall, plan_windows
+    from ccmeter import render
 
     fmt = check_format(fmt)
     by = by.strip().lower()
     if by not in BY:
         raise config.CCMeterError(f"cannot share by {by!r}; use session or project")
     now = time.time()
-    longest = max(length for length, _span in WINDOWS.values())
     db = open_db()
     try:
-        rows = store.plan_calls(db, now - 2 * longest)
-        empty = fmt == "table" and not rows and nothing_yet(db)
+        calls, windows = load_windows(db, now, by)
+        empty = fmt == "table" and not calls and nothing_yet(db)
     finally:
         db.conn.close()
     if empty:
         return
-    calls = [PlanCall(r["started_ts"], r["session_id"], r["project"], r["plan_5h_utilization"],
-                      r["plan_5h_reset"], r["plan_7d_utilization"], r["plan_7d_reset"],
-                      r["plan_binding_window"]) for r in rows]
-    windows = plan_windows(calls, now, by=by)
     if fmt == "table" and not calls:
         echo(NO_PLAN)
         return
