@@ -135,7 +135,10 @@ def overview(db: Any, cfg: Mapping[str, Any], catalog: Any, pf: PageFilters,
     flt = pf.report
     chart = spend_over_time(db, flt, pf.stack, catalog, now)
     other = "model" if pf.stack == "project" else "project"
+    from ccmeter.sessions import has_calls
+
     return {
+        "empty": not chart["totals"]["calls"] and not has_calls(db),
         "periods": periods_against_caps(db, cfg, catalog, now, pf.project, pf.model),
         "chart": chart,
         "totals": chart["totals"],

@@ -87,7 +87,7 @@ def period_cards(periods: Sequence[Mapping[str, Any]]) -> str:
 def chart_block(chart: Mapping[str, Any], title: str) -> str:
     series = svg.top_series(chart["series"])
     labels = chart["labels"]
-    if not labels:
+    if not labels or not chart["totals"]["calls"]:
         return "<p class=muted>No calls in this range.</p>"
     body = svg.stacked_bars(labels, series, value_text=usd_axis, title=title)
     return (f'<figure id="spend-chart" style="margin:0">{body}'
@@ -128,8 +128,11 @@ def sessions_table(rows: Sequence[Mapping[str, Any]], *, id_: str) -> str:
 
 
 def overview(data: Mapping[str, Any], pf: Any) -> str:
+    from ccmeter.views.common import NO_CALLS_YET
+
     other = "model" if pf.stack == "project" else "project"
     return "".join([
+        f'<p class="error" id="nothing-yet">{escape(NO_CALLS_YET)}</p>' if data["empty"] else "",
         period_cards(data["periods"]),
         "<h2>This range</h2>", filter_form("/", pf),
         totals_cards(data["totals"], _range_label(pf)),

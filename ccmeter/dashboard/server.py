@@ -58,8 +58,8 @@ class Dashboard:
         """Moves whenever a call is written (by any process) or the config changes."""
         with self._lock:
             if self._watch is None:
-                self._watch = store.connect_reader(self.db_path)
-            changes = int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+                self._watch = store.connect_reader(self.db_path, any_thread=True)
+            changes = store.data_version(self._watch)
         try:
             stamp = config.paths().config_file.stat().st_mtime_ns
         except OSError:
