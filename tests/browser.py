@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-
 from realclients import _require
 
 CHROMIUM_FLAGS = (

@@ -135,6 +135,9 @@ def test_the_session_page_equals_the_session_command(server):
     assert calls_shown(page) == len(detail["rows"]) == len(re.findall(
         r"<tr>", page.split('id="calls"')[1])) - 1
     assert detail["meta"]["session_id"] in page
+    saved = cli_json("report", "--by", "session")
+    row = next(r for r in saved["rows"] if r["session"] == detail["meta"]["session_id"])
+    assert picousd(page, "total-saved") == row["cache_savings_picousd"]
     assert get(server, "/session/nothing-like-it")[0] == 404
 
 

@@ -79,7 +79,7 @@ def test_hbars_and_bars_with_nothing_draw_an_empty_chart():
     (1.0, "over", 200), (3.0, "over", 200),
 ])
 def test_meter_fills_and_colours_by_fraction(fraction, state, width):
-    fill = [r for r in rects(svg.meter(fraction, width=200)) if "fill" in r.get("class", "")][0]
+    fill = next(r for r in rects(svg.meter(fraction, width=200)) if "fill" in r.get("class", ""))
     assert fill["class"] == f"fill {state}"
     assert float(fill["width"]) == pytest.approx(width)
 

@@ -157,17 +157,21 @@ def project_page(db: Any, catalog: Any, pf: PageFilters, now: float) -> dict[str
             "sessions": reports.build_report(db, ["session"], flt, catalog).rows}
 
 
-def session_page(db: Any, session_prefix: str) -> dict[str, Any]:
-    """One session, call by call (``ccmeter session ID``). ValueError: no such session."""
+def session_page(db: Any, catalog: Any, session_prefix: str) -> dict[str, Any]:
+    """One session, call by call (``ccmeter session ID``), and what caching saved it (as
+    ``report --by session`` counts it). ValueError: no such session."""
     from ccmeter import sessions
 
     sid = sessions.resolve_session(db, session_prefix)
     detail = sessions.session_detail(db, sid)
+    saved = reports.build_report(db, ["session"], reports.Filters(session=sid),
+                                 catalog).totals["cache_savings"]
     refused = sum(1 for call in detail.calls if call["status"].startswith("blocked"))
     failed = sum(1 for call in detail.calls
                  if call["status"] not in ("ok",) and not call["status"].startswith("blocked"))
     return {"session_id": sid, "calls": detail.calls, "agents": detail.agents,
-            "totals": detail.totals, "refused": refused, "failed": failed}
+            "totals": {**detail.totals, "cache_savings": saved}, "refused": refused,
+            "failed": failed}
 
 
 def caps_page(db: Any, cfg: Mapping[str, Any], now: float) -> dict[str, Any]:

@@ -162,7 +162,14 @@ def project(name: str, data: Mapping[str, Any], pf: Any) -> str:
 
 
 def sessions_list(rows: Sequence[Mapping[str, Any]], pf: Any) -> str:
-    return filter_form("/sessions", pf, stack=False) + sessions_table(rows, id_="sessions")
+    """Sessions by cost: the 15 that cost most as bars, then all of them as a table."""
+    top = list(rows[:15])
+    chart = svg.hbars([((r["session"] or missing_label("session"))[:8] + " · "
+                        + (r.get("project") or ""), float(r["cost"] or 0)) for r in top],
+                      value_text=usd_axis, hrefs=[session_href(r["session"]) for r in top],
+                      title="The sessions that cost most") if top else ""
+    return (filter_form("/sessions", pf, stack=False) + chart
+            + sessions_table(rows, id_="sessions"))
 
 
 #: The calls a session page lists in its table (the timeline shows them all).
@@ -211,7 +218,8 @@ def session(data: Mapping[str, Any]) -> str:
         "incomplete</p>",
         "<h2>Calls on a timeline</h2>",
         svg.timeline(points, start=start, end=end, value_text=usd_axis,
-                     title="Cost of each call over time"), legend,
+                     title="Cost of each call over time", start_text=when(start, "%H:%M:%S"),
+                     end_text=when(end, "%H:%M:%S")), legend,
         "<h2>Agents</h2>", table(["Agent", "Kind", "Calls", "Cost"], agents, numeric=(2, 3)),
         "<h2>Calls</h2>",
         table(["Time", "Agent", "Model", "Status", "Input", "Cache write", "Cache read",

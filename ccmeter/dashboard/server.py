@@ -155,8 +155,9 @@ class Dashboard:
         return pages.sessions_list(rows[:500], pf)
 
     def _session(self, db: Any, params: Any, now: float, sid: str) -> str:
+        _cfg, catalog = self._context()
         try:
-            found = data.session_page(db, sid)
+            found = data.session_page(db, catalog, sid)
         except ValueError as exc:
             raise LookupError(str(exc)) from None
         return pages.session(found)
@@ -175,17 +176,17 @@ class _Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802  (the standard library's name)
+    def do_GET(self) -> None:
         self._answer(body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(body=False)
 
     def _refuse_method(self) -> None:
         self._send(405, "text/plain", "read-only: GET and HEAD only\n", True,
                    {"Allow": "GET, HEAD"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method  # noqa: N815
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
 
     def _answer(self, body: bool) -> None:
         if not self.server.host_allowed(self.headers.get("Host", "")):
@@ -216,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("dashboard: " + format, *args)
 
 
@@ -229,8 +230,8 @@ class DashboardServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[0], self.server_address[1]
-        shown = f"[{host}]" if ":" in str(host) else str(host)
+        host, port = str(self.server_address[0]), self.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
 
     def host_allowed(self, header: str) -> bool:

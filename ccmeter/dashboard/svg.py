@@ -149,7 +149,8 @@ def meter(fraction: float | None, *, width: int = 240, height: int = 14,
 
 def timeline(points: Sequence[tuple[float, float, str, str]], *, start: float, end: float,
              value_text: Callable[[float], str] = str, width: int = 760,
-             height: int = 160, title: str = "") -> str:
+             height: int = 160, title: str = "", start_text: str = "",
+             end_text: str = "") -> str:
     """Calls on a time axis: ``(ts, value, css class, tooltip)`` each, as a thin bar whose
     height is its value (a call's cost) and whose class says its kind or status."""
     left, right, top, bottom = 64, 8, 10, 24
@@ -167,6 +168,10 @@ def timeline(points: Sequence[tuple[float, float, str, str]], *, start: float, e
         h = max(1.5, plot_h * value / peak)
         parts.append(f'<rect class="{escape(cls)}" x="{_fmt(x - 1)}" y="{_fmt(top + plot_h - h)}"'
                      f' width="2.5" height="{_fmt(h)}"><title>{escape(tip)}</title></rect>')
+    for x, text, anchor in ((left, start_text, "start"), (width - right, end_text, "end")):
+        if text:
+            parts.append(f'<text class="axis" x="{x}" y="{height - 6}" text-anchor="{anchor}">'
+                         f"{escape(text)}</text>")
     parts.append(f'<line class="axis-line" x1="{left}" x2="{width - right}" '
                  f'y1="{top + plot_h}" y2="{top + plot_h}"/></svg>')
     return "".join(parts)

@@ -195,6 +195,6 @@ def connect_reader(path: Path | str, *, any_thread: bool = False) -> sqlite3.Con
 
 
 
-def data_version(db: sqlite_utils.Database) -> int:
+def data_version(db: sqlite_utils.Database | sqlite3.Connection) -> int:
     """Changes whenever another connection commits: a cheap "did rows land?" poll."""
     return int(db.execute("PRAGMA data_version").fetchone()[0])
