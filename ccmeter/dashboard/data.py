@@ -44,7 +44,8 @@ class PageFilters(Record):
 
 
 def parse_filters(params: Mapping[str, Sequence[str]], now: float, *,
-                  project: str | None = None) -> PageFilters:
+                  project: str | None = None, default_since: str = DEFAULT_SINCE
+                  ) -> PageFilters:
     """The filters of a page's query string (the CLI's forms: ``--since 30d`` is
     ``?since=30d``). A bad value raises :class:`ccmeter.config.CCMeterError`."""
     from ccmeter.views.common import time_range
@@ -57,7 +58,7 @@ def parse_filters(params: Mapping[str, Sequence[str]], now: float, *,
     since = one("since")
     until = one("until")
     if since is None and until is None and "since" not in params:
-        since = DEFAULT_SINCE
+        since = default_since
     if since == "all":
         since = None
     stack = (one("stack") or "project").lower()
@@ -107,16 +108,18 @@ def periods_against_caps(db: Any, cfg: Mapping[str, Any], catalog: Any, now: flo
     return out
 
 
-def spend_over_time(db: Any, flt: reports.Filters, stack: str, catalog: Any,
-                    now: float) -> dict[str, Any]:
+def spend_over_time(db: Any, flt: reports.Filters, stack: str, catalog: Any, now: float,
+                    also: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
     """The period's spend by time bucket (``report --by day``, idle days included), each
-    bucket split by ``stack`` (``report --by project --by day``): chart series in picodollars."""
-    probe = reports.build_report(db, [stack], flt, catalog)
-    unit = time_unit(flt, probe.totals.get("first_call"), now)
-    timeline = reports.build_report(db, [unit], flt, catalog)
+    bucket split by ``stack`` (``report --by project --by day``): chart series in
+    picodollars; with ``report --by STACK`` and the ``also`` groupings, all from one read."""
+    from ccmeter.sessions import first_call
+
+    unit = time_unit(flt, first_call(db) if flt.since is None else None, now)
+    timeline, split, by_stack, *more = reports.build_reports(
+        db, [[unit], [stack, unit], [stack], *also], flt, catalog)
     labels = [row[unit] for row in timeline.rows]
     index = {label: i for i, label in enumerate(labels)}
-    split = reports.build_report(db, [stack, unit], flt, catalog)
     series: dict[str, list[float]] = {}
     for row in split.rows:
         name = row[stack] or reports.missing_label(stack)
@@ -125,25 +128,24 @@ def spend_over_time(db: Any, flt: reports.Filters, stack: str, catalog: Any,
         if position is not None:
             values[position] += row["cost"] or 0
     return {"unit": unit, "labels": labels, "series": series, "totals": timeline.totals,
-            "by_stack": probe.rows}
+            "by_stack": by_stack.rows, "also": [rep.rows for rep in more]}
 
 
 def overview(db: Any, cfg: Mapping[str, Any], catalog: Any, pf: PageFilters,
              now: float) -> dict[str, Any]:
     """The overview page: the periods against the caps, the range's spend over time, and
     what dominates it (models, projects, sessions)."""
-    flt = pf.report
-    chart = spend_over_time(db, flt, pf.stack, catalog, now)
-    other = "model" if pf.stack == "project" else "project"
     from ccmeter.sessions import has_calls
 
+    flt = pf.report
+    other = "model" if pf.stack == "project" else "project"
+    chart = spend_over_time(db, flt, pf.stack, catalog, now, also=[[other]])
     return {
         "empty": not chart["totals"]["calls"] and not has_calls(db),
         "periods": periods_against_caps(db, cfg, catalog, now, pf.project, pf.model),
         "chart": chart,
         "totals": chart["totals"],
-        "breakdown": {pf.stack: chart["by_stack"],
-                      other: reports.build_report(db, [other], flt, catalog).rows},
+        "breakdown": {pf.stack: chart["by_stack"], other: chart["also"][0]},
         "sessions": reports.build_report(db, ["session"], flt, catalog).rows[:TOP],
     }
 
@@ -195,7 +197,6 @@ def waste_page(db: Any, catalog: Any, pf: PageFilters, now: float) -> dict[str, 
 
     wf = wastereport.WasteFilters(since=pf.report.since, until=pf.report.until,
                                   project=pf.project)
-    by_cause = wastereport.build(db, "cause", wf, catalog, now)
-    by_session = wastereport.build(db, "session", wf, catalog, now)
+    by_cause, by_session = wastereport.build_many(db, ["cause", "session"], wf, catalog, now)
     return {"by_cause": by_cause.rows, "by_session": by_session.rows[:TOP],
             "totals": by_cause.totals, "spend": by_cause.spend}

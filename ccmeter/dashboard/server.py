@@ -168,7 +168,7 @@ class Dashboard:
 
     def _waste(self, db: Any, params: Any, now: float) -> str:
         _cfg, catalog = self._context()
-        pf = data.parse_filters(params, now)
+        pf = data.parse_filters(params, now, default_since="7d")  # as `ccmeter waste` is run
         return pages.waste(data.waste_page(db, catalog, pf, now), pf)
 
 
