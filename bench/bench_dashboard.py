@@ -199,8 +199,9 @@ def main() -> None:
     print("pages (target: <= 1000 ms each)")
     timed = pages(paths.db_file, args.repeat)
     slow = [path for path, best, fetched in timed if max(best, fetched) > 1.0]
+    verdict = "SLOW: " + ", ".join(slow) if slow else "ok"
     print(f"slowest render {max(b for _, b, _ in timed) * 1000:.0f} ms, slowest HTTP fetch "
-          f"{max(f for _, _, f in timed) * 1000:.0f} ms: {'SLOW: ' + ', '.join(slow) if slow else 'ok'}")
+          f"{max(f for _, _, f in timed) * 1000:.0f} ms: {verdict}")
     if not args.skip_proxy:
         proxy_home = Path(tempfile.mkdtemp(prefix="ccmeter-dash-proxyhome-"))
         (proxy_home / "config.toml").write_text(CAPS)

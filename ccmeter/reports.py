@@ -345,17 +345,13 @@ def build_reports(
     slot = slot_seconds()
     thresholds = long_context_thresholds(catalog)
     savings = SavingsCalculator(catalog, thresholds)
-    reads: dict[tuple[str, ...], list[tuple[dict[str, Any], Decimal | None]]] = {}
+    # one read with every column any grouping needs (session, provider): a finer row folds
+    # into a coarser grouping with the same exact sums
+    columns = tuple(d for d in ("session", "provider") if any(d in dims for dims in all_dims))
+    read = _read(db, columns, filters, slot, thresholds, savings)
     labels: dict[int, str] = {}
-    out = []
-    for dims in all_dims:
-        columns = tuple(d for d in ("session", "provider") if d in dims)  # what the SQL reads
-        read = reads.get(columns)
-        if read is None:
-            read = reads[columns] = _read(db, dims, filters, slot, thresholds, savings)
-        out.append(_fold(db, read, dims, filters, catalog, slot, labels,
-                         fill_gaps=fill_gaps, assumption=assumption))
-    return out
+    return [_fold(db, read, dims, filters, catalog, slot, labels, fill_gaps=fill_gaps,
+                  assumption=assumption) for dims in all_dims]
 
 
 def _read(db: Any, dims: Sequence[str], filters: Filters, slot: int, thresholds: Sequence[int],

@@ -139,24 +139,23 @@ def overview(db: Any, cfg: Mapping[str, Any], catalog: Any, pf: PageFilters,
 
     flt = pf.report
     other = "model" if pf.stack == "project" else "project"
-    chart = spend_over_time(db, flt, pf.stack, catalog, now, also=[[other]])
+    chart = spend_over_time(db, flt, pf.stack, catalog, now, also=[[other], ["session"]])
     return {
         "empty": not chart["totals"]["calls"] and not has_calls(db),
         "periods": periods_against_caps(db, cfg, catalog, now, pf.project, pf.model),
         "chart": chart,
         "totals": chart["totals"],
         "breakdown": {pf.stack: chart["by_stack"], other: chart["also"][0]},
-        "sessions": reports.build_report(db, ["session"], flt, catalog).rows[:TOP],
+        "sessions": chart["also"][1][:TOP],
     }
 
 
 def project_page(db: Any, catalog: Any, pf: PageFilters, now: float) -> dict[str, Any]:
     """One project: its spend over time by model, its models and its sessions."""
     flt = pf.report
-    chart = spend_over_time(db, flt, "model", catalog, now)
-    return {"chart": chart, "totals": chart["totals"],
-            "models": chart["by_stack"],
-            "sessions": reports.build_report(db, ["session"], flt, catalog).rows}
+    chart = spend_over_time(db, flt, "model", catalog, now, also=[["session"]])
+    return {"chart": chart, "totals": chart["totals"], "models": chart["by_stack"],
+            "sessions": chart["also"][0]}
 
 
 def session_page(db: Any, catalog: Any, session_prefix: str) -> dict[str, Any]:
