@@ -249,6 +249,15 @@ def make_server(db_path: Path, host: str = "127.0.0.1", port: int = 0) -> Dashbo
     return DashboardServer((host, port), Dashboard(db_path))
 
 
+def lower_priority() -> None:
+    """Render pages at a lower CPU priority (nice 10): a proxy on the same machine, whose
+    calls a person is waiting on, wins any contention with a page being redrawn."""
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):  # no nice on Windows; already as nice as allowed
+        pass
+
+
 def display_plausible() -> bool:
     """Whether opening a browser could show anything (not over SSH without X, not in CI)."""
     import sys
@@ -272,6 +281,7 @@ def run(host: str = "127.0.0.1", port: int = 0, open_browser: bool = True,
     except OSError as exc:
         raise config.CCMeterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
                                   "pick another --port (0: any free port)") from None
+    lower_priority()
     echo(f"ccmeter dashboard: {server.url}  (live; Ctrl-C to stop)")
     if open_browser and display_plausible():
         import webbrowser
