@@ -81,7 +81,7 @@ class Meter:
         self.routes = routing.Routes()
         self.enforcer = Enforcer()
         #: Cache fingerprints and the loop guard's counts (see ccmeter.cachewatch).
-        self.cache = CacheWatch(lambda: self.enforcer.policy)
+        self.cache = CacheWatch(lambda: self.enforcer.policy, lambda: self.catalog)
         self.enforcer.on_session_paused = self.cache.loops.forgive
         #: This process's status file (see ccmeter.proxies), for doctor and the status line.
         self.status = proxies.ProxyStatus()
@@ -213,6 +213,9 @@ class Meter:
             db = store.connect(where.db_file, wait_ms=2000, lock_attempts=1)
             try:
                 fold_dead(directory, db, self.catalog, own=self.journal, attempts=1)
+                newest = store.newest_plan_row(db)  # the plan caps' reading until an answer
+                if newest is not None:
+                    self.enforcer.plan.saw(newest)
             finally:
                 db.conn.close()
         except Exception as exc:
@@ -468,7 +471,8 @@ class Meter:
         self._sessions.written(row)  # no project yet: it is filled in once it is known
         if flow is not None or final:  # the final row: its cap reservation goes with it
             row[store.RELEASE_RESERVATION] = True
-            self.cache.finished(row)
+            self.cache.finished(call, row)
+            self._saw_plan(row)
         if self.journal is not None:  # before the put: idle means every earlier row is in
             self.journal.collect(self.writer.idle)
         self.writer.put(row)
@@ -488,6 +492,16 @@ class Meter:
                 k: row.get(k) for k in ("session_id", "cost_picousd", "status", "model")
             }
             self.final_rows[call.uid]["failure"] = failure
+
+    def _saw_plan(self, row: Mapping[str, Any]) -> None:
+        """A final row's plan headers: what the plan caps read, and the plan warning."""
+        if row.get("plan_5h_utilization") is None and row.get("plan_7d_utilization") is None:
+            return
+        plan = self.enforcer.plan
+        plan.saw(row)
+        warning = plan.warning(self.enforcer.policy, time.time())
+        if warning is not None:
+            self.cache.warn(warning)
 
     def record_started(self, call: Call, start: Mapping[str, Any] | None = None) -> None:
         """At message_start (``start``: that event's data): the call goes into the journal

@@ -99,10 +99,11 @@ SCHEMA: dict[str, Any] = {
     "caps": {
         **_CAP_WINDOWS,
         **dict.fromkeys(("mode", "window", "warn_at", "on_error", "timezone", "notify",
-                         "estimate", "reservation_ttl", "paused_until", "loop")),
+                         "estimate", "reservation_ttl", "paused_until", "loop", "per_call",
+                         "plan_5h", "plan_7d", "plan_warn_at")),
         "estimates": ANY_NAME,
         "paused_sessions": ANY_NAME,
-        "projects": {"*": _CAP_WINDOWS},
+        "projects": {"*": {**_CAP_WINDOWS, "per_call": None}},
         "per_session": {**_CAP_WINDOWS, "total": None},
     },
     "share": {**dict.fromkeys(("path", "user", "salt", "anonymize", "hash_projects")),

@@ -20,6 +20,7 @@ from mitmproxy import ctx, http
 
 from ccmeter import config, loops, pricing, providers, store
 from ccmeter.callrow import Call
+from ccmeter.caps.callcaps import PlanSeen, per_call_refusal
 from ccmeter.caps.guard import Decision, Guard
 from ccmeter.caps.hardmode import RunningCost, StreamLimit
 from ccmeter.caps.messages import error_refusal_message, utc_iso
@@ -88,6 +89,8 @@ class Enforcer:
         #: repeats: after the pause it counts anew).
         self.on_session_paused: Callable[[str], None] | None = None
         self._session_pause_logged: set[tuple[str, float]] = set()
+        #: The plan windows as the newest answers reported them (the plan caps' reading).
+        self.plan = PlanSeen()
 
     def open(self, db_file: Path) -> None:
         self.guard = Guard(db_file)
@@ -115,10 +118,12 @@ class Enforcer:
 
     @property
     def needs_request_body(self) -> bool:
-        """Only per-project, per-session and per-model cap rules, hard mode and the loop cap
-        read the request's contents before it is forwarded; global caps need nothing."""
+        """Only per-project, per-session and per-model cap rules, hard mode, the loop cap
+        and the per-call cap (the forecast) read the request's contents before it is
+        forwarded; global caps and plan caps need nothing."""
         policy = self.policy
-        return (policy.enabled and policy.needs_request_details) or policy.loop is not None
+        return ((policy.enabled or policy.forecasts_first) and policy.needs_request_details
+                ) or policy.loop is not None
 
     def reload(self) -> None:
         """Re-read ``[caps]`` when config.toml changed (one stat per request), so that
@@ -186,6 +191,14 @@ class Enforcer:
             message = loops.refusal_message(seen, policy.loop)
             log.warning("ccmeter: refused a call: %s", message)
             return self.refuse(flow, call, message, error_type="loop")
+        if not policy.paused(time.time()):
+            refusal = self.plan.refusal(policy, time.time()) or per_call_refusal(
+                policy, project=call.project, session_id=call.attribution.session_id,
+                forecast_picousd=call.columns.get("forecast_picousd"),
+                note=call.columns.get("forecast_note"))
+            if refusal is not None:
+                log.warning("ccmeter: refused a call: %s", refusal)
+                return self.refuse(flow, call, refusal)
         if not policy.enabled or self.guard is None:
             return False
         if policy.paused(time.time()):

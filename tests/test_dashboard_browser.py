@@ -195,6 +195,7 @@ def test_the_overview_updates_by_itself_after_a_call_through_a_real_proxy(browse
         assert status == 200
         # from the end of the answer to the new call on screen, with no reload by us
         waited = wait_for(lambda: shown_calls(browser) == before + 1, timeout=8)
+    print(f"the overview showed the call {waited:.2f}s after its answer ended")
     assert waited < 3.0, f"the overview took {waited:.2f}s after the call ended"
     count, cost = db_totals()
     assert shown(browser, "total-cost")[1] == str(cost) and count == before + 1

@@ -14,6 +14,7 @@ Design notes (the why):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -252,10 +253,9 @@ def make_server(db_path: Path, host: str = "127.0.0.1", port: int = 0) -> Dashbo
 def lower_priority() -> None:
     """Render pages at a lower CPU priority (nice 10): a proxy on the same machine, whose
     calls a person is waiting on, wins any contention with a page being redrawn."""
-    try:
+    # no nice on Windows; at the lowest priority already: either way, as it is
+    with contextlib.suppress(AttributeError, OSError):
         os.nice(10)
-    except (AttributeError, OSError):  # no nice on Windows; already as nice as allowed
-        pass
 
 
 def display_plausible() -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 from ccmeter import config, render
 from ccmeter.caps.guard import cap_statuses
 from ccmeter.caps.policy import parse_policy
-from ccmeter.money import cap_places, cap_usd, floor_usd, spend_usd
+from ccmeter.money import cap_places, cap_usd, floor_usd, spend_usd, usd_string
 from ccmeter.views.common import echo, open_db
 
 
@@ -40,6 +40,7 @@ def show(fmt: str, session: str | None) -> None:
                     f"{policy.loop} times" if policy.loop else
                     "warn only (set a cap: ccmeter caps set --loop 8)") if fmt == "table" else (
                         policy.loop)
+    meta.update(_call_caps(policy, fmt))
     sessions_paused = [(sid, until) for sid, until in policy.paused_sessions if until > now]
     if sessions_paused:
         meta["paused_sessions"] = ", ".join(
@@ -57,6 +58,8 @@ def show(fmt: str, session: str | None) -> None:
         if paused is not None:
             echo(f"(paused until {render.format_datetime(paused)})")
         echo(f"Loop guard: {meta['loop']}.")
+        echo(f"Per-call cap: {meta['per_call']}.")
+        echo(f"Plan windows: {meta['plan']}.")
         if sessions_paused:
             echo(f"Paused sessions: {meta['paused_sessions']}.")
         return
@@ -83,6 +86,26 @@ def show(fmt: str, session: str | None) -> None:
         columns = [c.replace(kind="number") if c.kind == "usd" else c for c in columns]
     title = "Spending caps" + (" — PAUSED" if paused is not None else "")
     render.emit(rows, columns, fmt, title=title, meta=meta)
+
+
+def _call_caps(policy: Any, fmt: str) -> dict[str, Any]:
+    """The per-call and plan-window caps, for the table's notes or the JSON's ``meta``."""
+    projects = dict(policy.per_call_projects)
+    plan = {f"plan_{name}": limit for name, limit in policy.plan_caps()}
+    if fmt != "table":
+        return {"per_call_usd": usd_string(policy.per_call_picousd),
+                "per_call_projects_usd": {k: usd_string(v) for k, v in projects.items()},
+                **plan, "plan_warn_at": policy.plan_warn_at}
+    per_call = [cap_usd(policy.per_call_picousd)] if policy.per_call_picousd else []
+    per_call += [f"project {name} {cap_usd(pico)}" for name, pico in projects.items()]
+    caps = [f"{name} window is {limit:.0%} used" for name, limit in policy.plan_caps()]
+    return {
+        "per_call": ("refuse a call whose forecast input cost is above "
+                     + ", ".join(per_call)) if per_call else
+        "none (set one: ccmeter caps set --per-call 2)",
+        "plan": ("refuse calls once the " + " or the ".join(caps) + ", "
+                 if caps else "no cap, ") + f"warn at {policy.plan_warn_at:.0%} (ccmeter plan)",
+    }
 
 
 def _scope_label(scope: str) -> str:
