@@ -226,3 +226,19 @@ def test_dashboard_command_serves_until_stopped_and_warns_beyond_loopback(user_d
     finally:
         wide.terminate()
         wide.wait(timeout=10)
+
+
+def test_an_ipv6_loopback_address_serves_too(filled):
+    srv = make_server(config.paths().db_file, "::1", 0)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
+                     daemon=True).start()
+    try:
+        assert srv.url.startswith("http://[::1]:")
+        conn = http.client.HTTPConnection("::1", srv.server_address[1], timeout=30)
+        conn.request("GET", "/caps")  # http.client sends Host: [::1]:PORT
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        srv.dashboard.close()

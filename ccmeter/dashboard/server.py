@@ -19,6 +19,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -227,6 +228,8 @@ class DashboardServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], dashboard: Dashboard) -> None:
         self.dashboard = dashboard
+        if ":" in address[0]:  # an IPv6 address (::1)
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
     @property
