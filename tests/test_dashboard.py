@@ -242,3 +242,29 @@ def test_an_ipv6_loopback_address_serves_too(filled):
         srv.shutdown()
         srv.server_close()
         srv.dashboard.close()
+
+
+def test_the_session_page_marks_refused_and_failed_calls(server):
+    now = time.time()
+    base = {"session_id": "refused-session", "project": "api-server", "updated_ts": now,
+            "started_at": "now", "model": "claude-opus-4-8", "input_tokens": 10,
+            "output_tokens": 5, "cost_picousd": 1_000_000}
+    db = store.connect(config.paths().db_file)
+    try:
+        store.upsert_calls(db, [
+            {**base, "call_uid": "r-1", "started_ts": now - 30, "status": "ok",
+             "http_status": 200},
+            {**base, "call_uid": "r-2", "started_ts": now - 20, "status": "blocked",
+             "http_status": 429, "cost_picousd": None, "output_tokens": 0},
+            {**base, "call_uid": "r-3", "started_ts": now - 10, "status": "upstream_error",
+             "http_status": 529, "cost_picousd": None, "output_tokens": 0}])
+    finally:
+        db.conn.close()
+    status, _, page = get(server, "/session/refused-session")
+    assert status == 200
+    assert "1 refused by a cap · 1 failed or incomplete" in page
+    calls = page.split('id="calls"')[1]
+    assert '<span class="status-refused">blocked</span>' in calls
+    assert '<span class="status-failed">upstream_error 529</span>' in calls
+    timeline = page.split("Calls on a timeline")[1].split("</svg>")[0]
+    assert 'class="refused"' in timeline and 'class="failed"' in timeline
