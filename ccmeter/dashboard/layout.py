@@ -165,7 +165,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Seq
             f"<tbody>{body}</tbody></table></div>")
 
 
-def filter_form(action: str, pf: Any, *, project: bool = True, stack: bool = True) -> str:
+def filter_form(action: str, pf: Any, *, project: bool = True, stack: bool = True,
+                model: bool = True) -> str:
     """The time range, project and model filters as a plain GET form (works without JS)."""
 
     def field(name: str, label: str, value: str | None, hint: str) -> str:
@@ -176,7 +177,8 @@ def filter_form(action: str, pf: Any, *, project: bool = True, stack: bool = Tru
              field("until", "Until", pf.until_text, "now")]
     if project:
         parts.append(field("project", "Project", pf.project, "any"))
-    parts.append(field("model", "Model contains", pf.model, "any"))
+    if model:
+        parts.append(field("model", "Model contains", pf.model, "any"))
     if stack:
         options = "".join(f'<option value="{s}"{" selected" if s == pf.stack else ""}>{s}'
                           "</option>" for s in ("project", "model"))

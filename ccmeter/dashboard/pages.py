@@ -50,6 +50,9 @@ def totals_cards(totals: Mapping[str, Any], label: str) -> str:
     cache_w = totals["cache_write_5m_tokens"] + totals["cache_write_1h_tokens"]
     unpriced = (f'<div class="sub">{num(totals["unpriced_calls"])} calls unpriced</div>'
                 if totals.get("unpriced_calls") else "")
+    if totals.get("transcript_calls"):  # as report's caption says it
+        unpriced += (f'<div class="sub" id="imported">{num(totals["transcript_calls"])} '
+                     "imported from transcripts (estimates)</div>")
     return (
         '<div class="cards" id="range-totals">'
         f'<div class="card"><div class="sub">{escape(label)}</div>'
@@ -281,7 +284,7 @@ def waste(data: Mapping[str, Any], pf: Any) -> str:
     rows = [[_link((r["session"] or missing_label("session"))[:8], session_href(r["session"])),
              usd(r["waste"])] for r in data["by_session"]]
     return "".join([
-        filter_form("/waste", pf, stack=False),
+        filter_form("/waste", pf, stack=False, model=False),  # waste takes no --model
         f'<div class="cards"><div class="card"><div class="sub">Waste</div><div class="big">'
         f'{usd(totals.get("waste"), id_="waste-total")}</div><div class="sub">of '
         f'{usd(spend.get("cost_picousd"))} spent (part of it, never added)</div></div></div>',
