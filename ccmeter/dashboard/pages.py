@@ -77,7 +77,8 @@ def period_cards(periods: Sequence[Mapping[str, Any]]) -> str:
             state = "reached" if cap.reached else ("warning" if cap.warning else "ok")
             against = (f'<div class="sub state-{state}">{percent(cap.fraction)} of the '
                        f"{escape(cap.name)} cap {escape(cap_usd(cap.limit_picousd))}</div>"
-                       + svg.meter(cap.fraction, title=f"{cap.name} cap used"))
+                       + svg.meter(cap.fraction, warn_at=_warn_at(cap),
+                                   title=f"{cap.name} cap used"))
         else:
             against = '<div class="sub">no cap set</div>'
         cards.append(
@@ -244,7 +245,8 @@ def caps(data: Mapping[str, Any], now: float) -> str:
             state = "reached" if s.reached else ("warning" if s.warning else "ok")
             rows.append([escape(s.name), escape(s.scope), escape(cap_usd(s.limit_picousd, places)),
                          escape(spend_usd(s.spent_picousd, s.limit_picousd, places)),
-                         svg.meter(s.fraction, width=160, title=f"{s.name} used")
+                         svg.meter(s.fraction, width=160, warn_at=_warn_at(s),
+                                   title=f"{s.name} used")
                          + f" {percent(s.fraction)}",
                          when(s.resets_at), f'<span class="state-{state}">{state}</span>'])
         parts.append(table(["Cap", "Scope", "Limit", "Spent", "Used", "Resets", "State"], rows,
@@ -294,6 +296,11 @@ def waste(data: Mapping[str, Any], pf: Any) -> str:
         "<h2>Sessions that wasted most</h2>",
         table(["Session", "Waste"], rows, numeric=(1,)) if rows else "",
     ])
+
+
+def _warn_at(status: Any) -> float:
+    """Where a cap's bar turns amber: its first warning (``warn_at`` in ``[caps]``)."""
+    return min(status.warn_at) if status.warn_at else 1.0
 
 
 def _range_label(pf: Any) -> str:
