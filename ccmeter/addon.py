@@ -216,6 +216,8 @@ class Meter:
                 newest = store.newest_plan_row(db)  # the plan caps' reading until an answer
                 if newest is not None:
                     self.enforcer.plan.saw(newest)
+                now = time.time()  # what is cached, as earlier proxies saw it written
+                self.cache.forecaster.seed(store.cache_calls(db, now - 3600, now + 1), now)
             finally:
                 db.conn.close()
         except Exception as exc:
@@ -472,7 +474,7 @@ class Meter:
         if flow is not None or final:  # the final row: its cap reservation goes with it
             row[store.RELEASE_RESERVATION] = True
             self.cache.finished(call, row)
-            self._saw_plan(row)
+            self.cache.warn(self.enforcer.saw_plan(row))
         if self.journal is not None:  # before the put: idle means every earlier row is in
             self.journal.collect(self.writer.idle)
         self.writer.put(row)
@@ -492,16 +494,6 @@ class Meter:
                 k: row.get(k) for k in ("session_id", "cost_picousd", "status", "model")
             }
             self.final_rows[call.uid]["failure"] = failure
-
-    def _saw_plan(self, row: Mapping[str, Any]) -> None:
-        """A final row's plan headers: what the plan caps read, and the plan warning."""
-        if row.get("plan_5h_utilization") is None and row.get("plan_7d_utilization") is None:
-            return
-        plan = self.enforcer.plan
-        plan.saw(row)
-        warning = plan.warning(self.enforcer.policy, time.time())
-        if warning is not None:
-            self.cache.warn(warning)
 
     def record_started(self, call: Call, start: Mapping[str, Any] | None = None) -> None:
         """At message_start (``start``: that event's data): the call goes into the journal

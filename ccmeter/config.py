@@ -179,7 +179,8 @@ def caps_unknown_error(cfg: Mapping[str, Any]) -> CCMeterError | None:
         return None
     return CCMeterError(f"unknown key{'s' * (len(unknown) != 1)} in [caps]: "
                         + "; ".join(str(u) for u in unknown)
-                        + "; fix the name (a cap ccmeter does not understand is not enforced)")
+                        + "; fix the name in the config file (a cap ccmeter does not "
+                        "understand would not be enforced, so caps set, run and serve refuse)")
 
 
 #: Told once per command about a config's unknown keys (the CLI prints it on stderr).

@@ -18,8 +18,8 @@ no text) and what earlier calls' answers said:
 - **too short to cache**: a model that wrote nothing for a prefix of N tokens is taken not
   to cache prefixes of N tokens or fewer (the API has a minimum cacheable length per model).
 
-A proxy's model of the cache starts empty: calls that read a cache an earlier proxy wrote
-are forecast as writes (an over-estimate, never an under-estimate, of that part).
+A starting proxy seeds its model from the last hour's rows (:meth:`Forecaster.seed`): the
+breakpoints earlier proxies saw written, and the exact size of each call's cached prefix.
 
 :func:`price` prices a forecast with the catalog (long-context and fast rules as for a real
 call, output left out); :func:`reason` says in one line what drives the figure.
@@ -106,6 +106,38 @@ class Forecaster:
         self._chain_rate: OrderedDict[Hashable, float] = OrderedDict()
         #: model -> the longest prefix (tokens) it was seen not to cache
         self._uncacheable: dict[str | None, int] = {}
+
+    # --- at start --------------------------------------------------------------------
+
+    def seed(self, rows: Sequence[Any], now: float) -> int:
+        """Start from what earlier proxies recorded (rows of ``store.cache_calls``, oldest
+        first): each answered call's breakpoints whose TTL has not run out since it started
+        are in the cache, and its last breakpoint's prefix holds exactly what it read and
+        wrote. A read refreshing an entry is not on record: such entries are taken to
+        expire by their writing call's TTL (an over-estimate of the next call at worst).
+        Returns how many entries are alive."""
+        import json
+
+        for row in rows:
+            try:
+                keys = json.loads(row.get("cache_key_json") or "null")
+                marks = keys.get("breakpoints") if isinstance(keys, dict) else None
+                if not marks or row.get("input_tokens") is None:
+                    continue
+                started = float(row["started_ts"])
+                for mark in marks:
+                    ttl = TTL_1H_S if mark.get("ttl") == "1h" else 300
+                    if started + ttl > now:
+                        _bounded_put(self._cache, str(mark["prefix"]), (started + ttl, ttl),
+                                     MAX_KNOWN)
+                cached = sum(row.get(k) or 0 for k in (
+                    "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens"))
+                if cached:
+                    _bounded_put(self._tokens, str(marks[-1]["prefix"]), (cached, True),
+                                 MAX_KNOWN)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue  # a row this code cannot read is no knowledge
+        return sum(1 for expires, _ttl in self._cache.values() if expires > now)
 
     # --- before the call ---------------------------------------------------------------
 

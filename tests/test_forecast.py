@@ -201,13 +201,15 @@ def test_the_per_call_cap_refuses_above_its_limit_with_the_reason_and_the_way_th
                             note="184k uncached tokens: the cache expired 42 minutes ago")
     assert text == ("ccmeter: per-call cap $2.00: this call would cost about $2.31 before any "
                     "output: 184k uncached tokens: the cache expired 42 minutes ago. To let it "
-                    "through: ccmeter caps pause --session abc123 --for 1h")
+                    "through: ccmeter caps pause --session abc123 --for 1h and resume it "
+                    "(claude --resume abc123), or raise the cap: ccmeter caps set --per-call N")
     assert per_call_refusal(policy, project="big", session_id=None,
                             forecast_picousd=4 * 10**12, note=None) is None
     big = per_call_refusal(policy, project="big", session_id=None,
                            forecast_picousd=6 * 10**12, note=None)
     assert big is not None and "per-call cap for project big $5.00" in big
-    assert big.endswith("ccmeter caps pause --for 10m")
+    assert big.endswith("ccmeter caps pause --for 10m, or raise the cap: "
+                        "ccmeter caps set --project big --per-call N")
     # an unpriced model has no forecast: it is let through, never refused on a guess
     assert per_call_refusal(policy, project=None, session_id="s", forecast_picousd=None,
                             note=None) is None
@@ -245,3 +247,23 @@ def test_plan_caps_refuse_until_the_window_resets_and_warn_once():
 def test_a_bad_plan_cap_is_one_line(bad):
     with pytest.raises(CCMeterError, match="plan_5h must be a percent"):
         parse_policy({"caps": {"plan_5h": bad}})
+
+
+def test_a_plan_cap_written_as_a_fraction_is_not_read_as_one_percent():
+    with pytest.raises(CCMeterError, match=r"is a percent: 0.9 reads as 0.9 %; for 90% write 90"):
+        parse_policy({"caps": {"plan_5h": 0.9}})
+    assert parse_policy({"caps": {"plan_5h": "0.9%"}}).plan_5h == pytest.approx(0.009)
+    assert parse_policy({"caps": {"plan_7d": 95}}).plan_7d == pytest.approx(0.95)
+
+
+def test_a_new_forecaster_seeds_from_the_rows_earlier_proxies_wrote(talk):
+    body = request([words(3000)])
+    shape = cachekeys.shape(body)
+    row = {"started_ts": T0, "cache_key_json": shape.key_json(), "input_tokens": 0,
+           "cache_write_5m_tokens": 6001, "cache_write_1h_tokens": 0, "cache_read_tokens": 0}
+    fresh = forecast.Forecaster()
+    assert fresh.seed([row, {"started_ts": T0, "cache_key_json": "{not json"}], T0 + 60) == 2
+    later = cachekeys.shape(request([words(3000), words(10), words(500)]))
+    estimate = fresh.estimate(later, ("s1", None, "main"), T0 + 60)
+    assert estimate.cache_read_tokens == 6001  # exact: the row's read + written
+    assert forecast.Forecaster().seed([row], T0 + 301) == 0  # its 5 minutes ran out

@@ -108,7 +108,8 @@ def test_a_per_call_cap_refuses_one_absurd_call_and_names_the_way_through(
         assert message.startswith("ccmeter: per-call cap $0.05: this call would cost about $0.")
         # the system prompt the first session wrote is read; the pasted text is not cached
         assert "k uncached tokens, 3,0" in message and "read from the cache" in message
-        assert message.endswith("ccmeter caps pause --session big-session-1 --for 1h")
+        assert "ccmeter caps pause --session big-session-1 --for 1h" in message
+        assert message.endswith("or raise the cap: ccmeter caps set --per-call N")
         assert len(server.messages_requests()) == 1  # never sent
         rows = calls(user_dirs.db_file, 2)
         blocked = rows[-1]
@@ -158,3 +159,23 @@ def test_a_plan_cap_refuses_once_the_window_is_used_and_warns_before(user_dirs, 
     with StandIn() as standin, UserProxy(standin.url, tmp_path / "again") as proxy:
         status, _, _ = proxy.post(payload, oauth)
         assert status == 429 and standin.messages_requests() == []
+
+
+def test_a_restarted_proxy_knows_what_the_last_one_saw_cached(user_dirs, tmp_path, cached_api):
+    """The resident proxy exits when idle and the next run starts another: a conversation
+    going on through it is forecast as reading its cache, not writing it all again."""
+    server, _ = cached_api
+    turns = [words(3000)]
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    with UserProxy(server.url, tmp_path / "one") as proxy:
+        assert send(proxy, body(turns, "s1"), "s1")[0] == 200
+        calls(user_dirs.db_file, 1)
+    with UserProxy(server.url, tmp_path / "two") as proxy:
+        turns += [words(20, "ok"), words(300)]
+        assert send(proxy, body(turns, "s1"), "s1")[0] == 200
+        first, second = calls(user_dirs.db_file, 2)
+    cached = first["cache_write_5m_tokens"]
+    assert second["cache_read_tokens"] == cached  # the stand-in read it
+    assert second["forecast_note"].endswith(f" {cached:,} read from the cache")
+    assert abs(second["forecast_picousd"] - input_side(second)) / input_side(second) < 0.25

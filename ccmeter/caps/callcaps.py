@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from shlex import quote
 from typing import Any
 
 from ccmeter.caps.messages import format_in
@@ -31,10 +32,13 @@ def per_call_refusal(policy: Policy, *, project: str | None, session_id: str | N
         return None
     scope = "" if limit == policy.per_call_picousd else f" for project {project}"
     why = f": {note}" if note else ""
+    raise_it = ("ccmeter caps set --per-call N" if scope == "" else
+                f"ccmeter caps set --project {quote(project or '')} --per-call N")
     if session_id:
-        let = f"ccmeter caps pause --session {session_id} --for 1h"
+        let = (f"ccmeter caps pause --session {session_id} --for 1h and resume it (claude "
+               f"--resume {session_id}), or raise the cap: {raise_it}")
     else:
-        let = "ccmeter caps pause --for 10m"
+        let = f"ccmeter caps pause --for 10m, or raise the cap: {raise_it}"
     cost = spend_usd(forecast_picousd, limit)
     return (f"ccmeter: per-call cap{scope} {cap_usd(limit)}: this call would cost about "
             f"{cost} before any output{why}. To let it through: {let}")

@@ -242,6 +242,10 @@ def parse_percent(value: Any, where: str) -> float | None:
         number = None
     if number is None or not 0 < number <= 100:
         raise CCMeterError(f"{where} must be a percent above 0 and at most 100; got {value!r}")
+    if number <= 1 and not str(value).strip().endswith("%"):
+        raise CCMeterError(f"{where} is a percent: {value!r} reads as {number:g} %; for "
+                           f"{number:.0%} write {number * 100:g} (or \"{number:g}%\" if you "
+                           "mean it)")
     return number / 100
 
 

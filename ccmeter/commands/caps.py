@@ -43,7 +43,7 @@ PerSessionOption = Annotated[
 
 
 #: Caps ``unset``/``clear`` handle that exist only for all spending (no project, no session).
-GLOBAL_ONLY = ("plan_5h", "plan_7d")
+GLOBAL_ONLY = ("loop", "plan_5h", "plan_7d")
 
 
 def _amount(window: str) -> Any:
@@ -172,16 +172,17 @@ def set_caps(
     per_call: Annotated[str | None, typer.Option(
         "--per-call", help="Refuse a single call whose forecast input cost (before any "
         "output) is above this many US dollars; with --project, for that project only.",
-        show_default=False)] = None,
+        show_default=False, metavar="USD")] = None,
     plan_5h: Annotated[str | None, typer.Option(
         "--plan-5h", help="Refuse calls once the subscription's 5-hour window is this many "
-        "percent used (as its answers report it), until it resets.", show_default=False)
-    ] = None,
+        "percent used (as its answers report it), until it resets.", show_default=False,
+        metavar="PERCENT")] = None,
     plan_7d: Annotated[str | None, typer.Option(
-        "--plan-7d", help="The same for the weekly window.", show_default=False)] = None,
+        "--plan-7d", help="The same for the weekly window.", show_default=False,
+        metavar="PERCENT")] = None,
     plan_warn_at: Annotated[str | None, typer.Option(
         "--plan-warn-at", help="Warn once a plan window is this many percent used "
-        "(default 80).", show_default=False)] = None,
+        "(default 80).", show_default=False, metavar="PERCENT")] = None,
 ) -> None:
     """Set caps (in US dollars) and cap settings; running proxies pick them up at once.
 
@@ -267,32 +268,25 @@ def unset_caps(
     """
 
     def change(table: dict[str, Any]) -> str:
-        if windows == ["loop"] and project is None and not per_session:
-            if table.pop("loop", None) is None:
-                raise config.CCMeterError("no loop cap is set; see: ccmeter caps")
-            return "removed the loop cap (loops are warned about only)"
-        plan = [w for w in windows if w in GLOBAL_ONLY]
-        if plan and (project is not None or per_session or len(plan) != len(windows)):
-            raise config.CCMeterError("plan_5h and plan_7d apply to every session; remove "
-                                      "them alone, without --project/--per-session")
-        if plan:
-            missing = [w for w in plan if w not in table]
-            if missing:
-                raise config.CCMeterError(f"no {missing[0]} cap is set; see: ccmeter caps")
-            for name in plan:
-                del table[name]
-            return f"removed: {', '.join(plan)}"
-        allowed = SESSION_WINDOWS if per_session else (*WINDOWS, "per_call")
-        bad = [w for w in windows if w not in allowed]
+        names = [w.strip().lower().replace("-", "_") for w in windows]
+        scoped = SESSION_WINDOWS if per_session else (*WINDOWS, "per_call")
+        valid = (*scoped, *(() if per_session or project is not None else GLOBAL_ONLY))
+        bad = [w for w in names if w not in valid]
         if bad:
-            raise config.CCMeterError(f"unknown cap {bad[0]!r}; one of {', '.join(allowed)}")
+            if bad[0] in GLOBAL_ONLY:
+                raise config.CCMeterError(f"{bad[0]} applies to every session; remove it "
+                                          "without --project/--per-session")
+            raise config.CCMeterError(f"unknown cap {bad[0]!r}; one of {', '.join(valid)}")
         target, label = _scope_table(table, project, per_session, create=False)
-        missing = [w for w in windows if w not in target]
+        missing = [w for w in names if w not in (table if w in GLOBAL_ONLY else target)]
         if missing:
-            raise config.CCMeterError(f"no {missing[0]} cap is set for {label}; see: ccmeter caps")
-        for name in windows:
-            del target[name]
-        return f"removed for {label}: {', '.join(windows)}"
+            where = "" if missing[0] in GLOBAL_ONLY else f" for {label}"
+            raise config.CCMeterError(f"no {missing[0]} cap is set{where}; see: ccmeter caps")
+        for name in names:
+            del (table if name in GLOBAL_ONLY else target)[name]
+        if names == ["loop"]:
+            return "removed the loop cap (loops are warned about only)"
+        return f"removed for {label}: {', '.join(names)}"
 
     _user_errors(lambda: _edit(change))
 
@@ -316,7 +310,7 @@ def clear_caps(
             for name in names:
                 del target[name]
             return f"removed {render.plural(len(names), 'cap')} for {label}"
-        count = sum(1 for n in (*WINDOWS, "per_call", *GLOBAL_ONLY)
+        count = sum(1 for n in (*WINDOWS, "per_call", "plan_5h", "plan_7d")
                     if table.pop(n, None) is not None)
         count += sum(len(t) for t in (table.pop("projects", None) or {}).values())
         count += len(table.pop("per_session", None) or {})
