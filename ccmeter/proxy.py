@@ -44,6 +44,12 @@ class ProxySettings:
     cloud: tuple[str, ...] = ()
     #: Stop after this long without a run, a connection or a call (None: run until stopped).
     idle_exit_s: float | None = None
+    #: Serve Prometheus metrics on this port (None: no), on ``metrics_host``.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    #: The port was asked for on the command line: a port in use stops the start (from the
+    #: config, as in a proxy ``run`` started, it is logged and the proxy goes on).
+    metrics_required: bool = False
 
     def metered_hosts(self) -> list[str]:
         return desk.metered_hosts(self.upstream, self.extra_hosts)
@@ -86,6 +92,8 @@ class RunningProxy:
     desk: RunDesk
     _master: Any = field(repr=False)
     _thread: threading.Thread = field(repr=False)
+    #: The Prometheus endpoint (ccmeter.metrics.prom.MetricsServer), when it serves one.
+    metrics: Any = None
 
     @property
     def url(self) -> str:
@@ -98,6 +106,41 @@ class RunningProxy:
     def stop(self, timeout: float = 10.0) -> None:
         self._master.shutdown()
         self._thread.join(timeout)
+        stop_exporters(self)
+
+
+def stop_exporters(running: RunningProxy) -> None:
+    for exporter in (running.metrics,):
+        if exporter is not None:
+            try:
+                exporter.stop()
+            except Exception:
+                log.exception("ccmeter: stopping a metrics exporter failed")
+    running.metrics = None
+
+
+def start_metrics(settings: ProxySettings) -> Any:
+    """The Prometheus endpoint of ``settings`` (None when it asks for none, or when a port
+    from the config is taken: logged, and the proxy goes on — another proxy sharing the
+    database may serve the very same figures there)."""
+    if settings.metrics_port is None:
+        return None
+    from ccmeter.metrics import prom
+    from ccmeter.metrics.snapshot import Reader
+
+    reader = Reader(settings.paths.db_file, settings.paths)
+    try:
+        server = prom.serve(reader, settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        if settings.metrics_required:
+            raise ProxyStartError(f"cannot serve metrics on {where} ({exc.strerror or exc}); "
+                                  "pick another --metrics-port") from exc
+        log.warning("ccmeter: no Prometheus metrics from this proxy: %s is taken (%s); "
+                    "another ccmeter proxy may serve them there", where, exc.strerror or exc)
+        return None
+    log.info("ccmeter: Prometheus metrics on %s", server.url)
+    return server
 
 
 def start(settings: ProxySettings) -> RunningProxy:
@@ -169,5 +212,12 @@ def start(settings: ProxySettings) -> RunningProxy:
         )
         raise ProxyStartError(f"the proxy could not listen ({reason or hint})")
     port = int(life.addrs[0][1])
-    return RunningProxy(settings=settings, port=port, meter=meter, desk=runs, _master=box["master"],
-                        _thread=thread)
+    running = RunningProxy(settings=settings, port=port, meter=meter, desk=runs,
+                           _master=box["master"], _thread=thread)
+    try:
+        running.metrics = start_metrics(settings)
+    except BaseException:
+        running.stop()
+        raise
+    return running
+

@@ -5,6 +5,7 @@
 - :mod:`.calls` holds the named writes and reads on ``api_calls`` and ``cost_history``;
 - :mod:`.writer` is :class:`CallWriter`, the proxy's one writing thread;
 - :mod:`.capspend` is the SQL behind spending caps (window spends, reservations, warnings);
+- :mod:`.metrics` sums the finished calls per label set for the exported metrics;
 - :mod:`.recovered` inserts the rows folded in from a dead proxy's call journal;
 - :mod:`.transcripts` holds the calls imported from Claude Code's transcripts, the import's
   bookkeeping, and the reconcile query.
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
         query,
         schema_version,
     )
+    from ccmeter.store.metrics import call_totals
     from ccmeter.store.migrations import MIGRATIONS
     from ccmeter.store.plan import plan_calls
     from ccmeter.store.recovered import insert_missing_calls
@@ -129,6 +131,7 @@ _HOMES = {
     "plan_calls": "plan",
     "CallWriter": "writer",
     "whatif_calls": "whatif",
+    "call_totals": "metrics",
     "cache_calls": "waste",
     "latest_repeat": "waste",
     "session_cache_calls": "waste",
@@ -172,6 +175,7 @@ __all__ = [
     "_spends_sql",
     "bulk_insert_calls",
     "cache_calls",
+    "call_totals",
     "calls_on_wire",
     "cap_check_and_reserve",
     "cap_mark_warned",
