@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ class RunningProxy:
     _thread: threading.Thread = field(repr=False)
     #: The Prometheus endpoint (ccmeter.metrics.prom.MetricsServer), when it serves one.
     metrics: Any = None
+    #: The OTLP exporter (ccmeter.metrics.otlp.Exporter), when the environment asks for one.
+    otlp: Any = None
 
     @property
     def url(self) -> str:
@@ -110,13 +113,13 @@ class RunningProxy:
 
 
 def stop_exporters(running: RunningProxy) -> None:
-    for exporter in (running.metrics,):
+    for exporter in (running.metrics, running.otlp):
         if exporter is not None:
             try:
                 exporter.stop()
             except Exception:
                 log.exception("ccmeter: stopping a metrics exporter failed")
-    running.metrics = None
+    running.metrics = running.otlp = None
 
 
 def start_metrics(settings: ProxySettings) -> Any:
@@ -152,10 +155,12 @@ def start(settings: ProxySettings) -> RunningProxy:
     config.ensure_private_dir(settings.paths.data_dir)
     config.ensure_private_dir(settings.paths.ca_dir)
     meter, life = Meter(settings.paths), _Lifecycle()
+    exporter = start_otlp(settings, meter)  # before the first call can come
     runs = RunDesk(meter, desk.serves_doc(
         reverse=settings.reverse, upstream=None if settings.reverse else settings.upstream,
         hosts=settings.metered_hosts(), cloud=settings.cloud,
-        idle_exit_s=settings.idle_exit_s), settings.idle_exit_s, settings.paths)
+        idle_exit_s=settings.idle_exit_s, otlp=desk.otlp_endpoint(os.environ)),
+        settings.idle_exit_s, settings.paths)
     box: dict[str, Any] = {}
 
     def thread_main() -> None:
@@ -199,8 +204,12 @@ def start(settings: ProxySettings) -> RunningProxy:
     thread = threading.Thread(target=thread_main, name="ccmeter-proxy", daemon=True)
     thread.start()
     if not life.ready.wait(START_TIMEOUT_S):
+        if exporter is not None:
+            exporter.stop()
         raise ProxyStartError("the proxy did not start within 20 s; see the log file")
     if "error" in box or not life.addrs:
+        if exporter is not None:
+            exporter.stop()
         if "master" in box:
             box["master"].shutdown()
         thread.join(5)
@@ -213,7 +222,7 @@ def start(settings: ProxySettings) -> RunningProxy:
         raise ProxyStartError(f"the proxy could not listen ({reason or hint})")
     port = int(life.addrs[0][1])
     running = RunningProxy(settings=settings, port=port, meter=meter, desk=runs,
-                           _master=box["master"], _thread=thread)
+                           _master=box["master"], _thread=thread, otlp=exporter)
     try:
         running.metrics = start_metrics(settings)
     except BaseException:
@@ -221,3 +230,16 @@ def start(settings: ProxySettings) -> RunningProxy:
         raise
     return running
 
+
+def start_otlp(settings: ProxySettings, meter: Meter) -> Any:
+    """The OTLP exporter the standard ``OTEL_*`` variables ask for (None: they ask for
+    none), counting each call's final row as the meter queues it."""
+    if desk.otlp_endpoint(os.environ) is None:
+        return None
+    from ccmeter.metrics import otlp
+
+    exporter = otlp.start(settings.paths, os.environ)
+    if exporter is not None:
+        meter.on_final_row = exporter.record
+        log.info("ccmeter: OTLP metrics to %s", exporter.endpoint)
+    return exporter

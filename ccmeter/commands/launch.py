@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ccmeter import child, config, configcheck, gitroot
+from ccmeter import child, config, configcheck, desk, gitroot
 from ccmeter.failures import metering_off_line
 
 ProjectOption = Annotated[
@@ -169,7 +169,12 @@ def serve(
         wide = "" if exposure.is_loopback(running.metrics.host) else (
             " (reachable from other machines: they can read your spend)")
         typer.echo(f"ccmeter: Prometheus metrics on {running.metrics.url}{wide}", err=True)
-
+    if running.otlp is not None:
+        typer.echo(f"ccmeter: OpenTelemetry metrics to {running.otlp.endpoint}", err=True)
+    elif desk.otlp_endpoint(os.environ):
+        typer.echo("ccmeter: warning: the OTEL_EXPORTER_OTLP_* variables ask for metrics but "
+                   f"none are pushed (see {paths.log_file}; pip install 'ccmeter[otel]')",
+                   err=True)
     for line in launch.env_lines(port=running.port, reverse=reverse, paths=paths):
         typer.echo(f"  {line}", err=True)
     # The handler only notes the signal: setting a threading.Event there could deadlock, for
