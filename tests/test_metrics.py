@@ -218,3 +218,34 @@ def test_the_endpoint_is_on_loopback_and_a_taken_port_is_told(user_home, tmp_pat
             assert b"ccmeter_database_up 1.0" in page.read()
     finally:
         server.stop()
+
+
+def test_a_long_lived_reader_keeps_old_sums_and_adds_only_new_calls(db, tmp_path,
+                                                                      monkeypatch):
+    """The reader's kept base (calls older than two hours) plus the rest equals one full
+    sum, as time moves the base's edge and when a re-pricing changes old rows."""
+    from ccmeter.metrics import snapshot
+
+    def full() -> dict:
+        return {(*g.labels, g.status, g.reason): g for g in read(db, {}, clock[0]).groups}
+
+    clock = [NOW]
+    monkeypatch.setattr(snapshot.time, "time", lambda: clock[0])
+    store.upsert_calls(db, [row(f"old{i}", started_ts=NOW - 86400 + i * 600, input_tokens=i,
+                                cost_picousd=i * 1000, model=f"m{i % 3}") for i in range(100)])
+    reader = Reader(tmp_path / "m.db", max_age_s=0)
+    mine = {(*g.labels, g.status, g.reason): g for g in reader.snapshot().groups}
+    assert mine == full() and reader._base
+    for step in range(1, 30):  # four hours of calls, the base's edge moving every 10 minutes
+        clock[0] = NOW + step * 500
+        store.upsert_calls(db, [row(f"new{step}", started_ts=clock[0] - 1, input_tokens=7,
+                                    cost_picousd=None if step % 5 == 0 else 11)])
+        mine = {(*g.labels, g.status, g.reason): g for g in reader.snapshot().groups}
+        assert mine == full()
+    edge = reader._base_edge
+    assert edge is not None and edge > NOW - 7200
+    db.execute("INSERT INTO cost_history (call_uid, repriced_ts, old_cost_picousd) "
+               "VALUES ('old1', 1, 1000)")
+    db.execute("UPDATE api_calls SET cost_picousd = 5 WHERE call_uid = 'old1'")
+    mine = {(*g.labels, g.status, g.reason): g for g in reader.snapshot().groups}
+    assert mine == full()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,14 @@ TOKEN_TYPES = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "outpu
 #: The labels of every per-call metric (``user`` is added when the config names one).
 CALL_LABELS = ("project", "model", "provider", "kind")
 PICO_PER_USD = 10**12
+#: A long-lived reader sums the calls started before (now - BASE_LAG_S), in steps of
+#: BASE_STEP_S, once, and only the later ones at each read (the ``started_ts`` index finds
+#: them): on 1,000,000 calls a full sum takes ~2 s. Rows that old no longer change, but for
+#: a re-pricing (seen at once) and a dead proxy's calls folded in late: every BASE_FULL_S
+#: the whole sum is taken again.
+BASE_LAG_S = 7200.0
+BASE_STEP_S = 600.0
+BASE_FULL_S = 3600.0
 
 
 class CallGroup(Record):
@@ -80,18 +88,40 @@ def metrics_user(cfg: Mapping[str, Any]) -> str | None:
         return None
 
 
-def read(db: Any, cfg: Mapping[str, Any], now: float | None = None) -> Snapshot:
+def _group(row: Sequence[Any]) -> CallGroup:
+    return CallGroup(row[0], row[1], row[2], row[3], row[4], row[5], int(row[6]),
+                     None if row[7] is None else int(row[7]), int(row[8] or 0),
+                     tuple(int(n or 0) for n in row[9:14]))
+
+
+def merged(*parts: Iterable[CallGroup]) -> dict[tuple[str, ...], CallGroup]:
+    """Groups of several row ranges, one per label set, summed (exactly)."""
+    out: dict[tuple[str, ...], CallGroup] = {}
+    for part in parts:
+        for g in part:
+            key = (*g.labels, g.status, g.reason)
+            had = out.get(key)
+            if had is None:
+                out[key] = g
+                continue
+            cost = (None if had.cost_picousd is None and g.cost_picousd is None
+                    else (had.cost_picousd or 0) + (g.cost_picousd or 0))
+            out[key] = CallGroup(*key, had.calls + g.calls, cost, had.unpriced + g.unpriced,
+                                 tuple(a + b for a, b in zip(had.tokens, g.tokens, strict=True)))
+    return out
+
+
+def read(db: Any, cfg: Mapping[str, Any], now: float | None = None, *,
+         groups: Sequence[CallGroup] | None = None) -> Snapshot:
     """The finished calls' sums and the caps' standing, from ``db`` (a store connection)
-    and the loaded config ``cfg``. A ``[caps]`` table that does not parse gives no cap
-    figures (the proxy and ``ccmeter caps`` say what is wrong with it)."""
+    and the loaded config ``cfg`` (``groups``: the sums, when the caller has them). A
+    ``[caps]`` table that does not parse gives no cap figures (the proxy and ``ccmeter
+    caps`` say what is wrong with it)."""
     from ccmeter import store
 
     now = time.time() if now is None else now
-    groups = tuple(
-        CallGroup(row[0], row[1], row[2], row[3], row[4], row[5], int(row[6]),
-                  None if row[7] is None else int(row[7]),
-                  int(row[8] or 0), tuple(int(n or 0) for n in row[9:14]))
-        for row in store.call_totals(db, now))
+    if groups is None:
+        groups = [_group(row) for row in store.call_totals(db, now)]
     caps: tuple[CapFigure, ...] = ()
     if "caps" in cfg:
         from ccmeter.caps.guard import cap_statuses
@@ -103,7 +133,7 @@ def read(db: Any, cfg: Mapping[str, Any], now: float | None = None) -> Snapshot:
                          for s in cap_statuses(db, cfg, now))
         except CCMeterError as exc:
             log.warning("ccmeter: metrics: no cap figures: %s", exc)
-    return Snapshot(now, groups, caps, metrics_user(cfg))
+    return Snapshot(now, tuple(groups), caps, metrics_user(cfg))
 
 
 class Reader:
@@ -123,6 +153,10 @@ class Reader:
         self._db: Any = None
         self._last: Snapshot | None = None
         self._stamp = 0.0
+        self._base: dict[tuple[str, ...], CallGroup] = {}
+        self._base_edge: float | None = None  # the base holds the calls started before it
+        self._base_taken = 0.0
+        self._base_mark = -1
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -143,14 +177,34 @@ class Reader:
         try:
             if self._db is None:
                 self._db = store.connect_migrated(self.db_path)
-            return read(self._db, cfg)
+            now = time.time()
+            return read(self._db, cfg, now, groups=self._groups(now))
         except Exception as exc:
             log.error("ccmeter: metrics: cannot read %s: %s: %s", self.db_path,
                       type(exc).__name__, exc)
             self.close_db()
             return Snapshot(time.time(), (), (), metrics_user(cfg), ok=False)
 
+    def _groups(self, now: float) -> list[CallGroup]:
+        """The sums of every finished call: the base (older calls, kept) and the rest."""
+        from ccmeter import store
+
+        db = self._db
+        edge = (now - BASE_LAG_S) // BASE_STEP_S * BASE_STEP_S
+        mark = store.repriced_mark(db)
+        if (self._base_edge is None or mark != self._base_mark
+                or now - self._base_taken >= BASE_FULL_S):
+            self._base = merged(map(_group, store.call_totals(db, now, hi=edge)))
+            self._base_edge, self._base_taken, self._base_mark = edge, now, mark
+        elif edge > self._base_edge:
+            self._base = merged(self._base.values(), map(_group, store.call_totals(
+                db, now, lo=self._base_edge, hi=edge)))
+            self._base_edge = edge
+        recent = map(_group, store.call_totals(db, now, lo=self._base_edge))
+        return list(merged(self._base.values(), recent).values())
+
     def close_db(self) -> None:
+        self._base_edge = None
         db, self._db = self._db, None
         if db is not None:
             with contextlib.suppress(Exception):

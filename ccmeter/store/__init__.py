@@ -64,7 +64,7 @@ if TYPE_CHECKING:
         query,
         schema_version,
     )
-    from ccmeter.store.metrics import call_totals
+    from ccmeter.store.metrics import call_totals, repriced_mark
     from ccmeter.store.migrations import MIGRATIONS
     from ccmeter.store.plan import plan_calls
     from ccmeter.store.recovered import insert_missing_calls
@@ -132,6 +132,7 @@ _HOMES = {
     "CallWriter": "writer",
     "whatif_calls": "whatif",
     "call_totals": "metrics",
+    "repriced_mark": "metrics",
     "cache_calls": "waste",
     "latest_repeat": "waste",
     "session_cache_calls": "waste",
@@ -201,6 +202,7 @@ __all__ = [
     "query",
     "reconcile_rows",
     "reprice_calls",
+    "repriced_mark",
     "run_calls",
     "run_spend_query",
     "save_transcript_batch",

@@ -29,15 +29,28 @@ SELECT COALESCE(project, ''), COALESCE(model, ''), COALESCE(provider, ''),
 FROM api_calls
 WHERE NOT (status = 'incomplete' AND error_type IS NULL AND updated_ts > :now - :in_flight)
   AND NOT (project IS NULL AND session_id IS NOT NULL AND started_ts > :now - :settle)
+  {range}
 GROUP BY 1, 2, 3, 4, 5, 6
 """
+_RANGES = {(False, False): "", (True, False): "AND started_ts >= :lo",
+           (False, True): "AND started_ts < :hi", (True, True): "AND started_ts >= :lo "
+           "AND started_ts < :hi"}
+#: Grows when ``ccmeter prices`` re-prices stored calls (their old costs are kept there).
+REPRICED_SQL = "SELECT COALESCE(MAX(rowid), 0) FROM cost_history"
 
 
-def call_totals(db: Any, now: float, *, in_flight_s: float = IN_FLIGHT_S,
+def call_totals(db: Any, now: float, *, lo: float | None = None, hi: float | None = None,
+                in_flight_s: float = IN_FLIGHT_S,
                 settle_s: float = SETTLE_S) -> list[tuple[Any, ...]]:
     """One row per (project, model, provider, kind, status, error type) of the finished
-    calls: the :data:`LABELS` ('' for none), then the :data:`SUMS` (``cost_picousd`` is
+    calls (those started in [``lo``, ``hi``) when given: the ``started_ts`` index finds
+    them): the :data:`LABELS` ('' for none), then the :data:`SUMS` (``cost_picousd`` is
     None when no call of the group is priced; integers otherwise, exact)."""
     conn = getattr(db, "conn", db)
-    params = {"now": now, "in_flight": in_flight_s, "settle": settle_s}
-    return [tuple(row) for row in conn.execute(_TOTALS_SQL, params).fetchall()]
+    params = {"now": now, "in_flight": in_flight_s, "settle": settle_s, "lo": lo, "hi": hi}
+    sql = _TOTALS_SQL.format(range=_RANGES[(lo is not None, hi is not None)])
+    return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def repriced_mark(db: Any) -> int:
+    return int(getattr(db, "conn", db).execute(REPRICED_SQL).fetchone()[0])
