@@ -96,7 +96,7 @@ class Exporter:
         self._queue: collections.deque[tuple] = collections.deque()
         self._lock = threading.Lock()
         self._totals = _Totals()
-        self._reader = Reader(paths.db_file, paths, max_age_s=1.0)
+        self._reader = Reader(paths.db_file, paths, max_age_s=1.0, calls=False)  # caps
         self._catalog: Any = None
         from ccmeter import __version__
 

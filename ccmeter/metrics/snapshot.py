@@ -143,12 +143,13 @@ class Reader:
     use and again after an error."""
 
     def __init__(self, db_path: Path, config_file_paths: Any = None, *,
-                 max_age_s: float = 1.0) -> None:
+                 max_age_s: float = 1.0, calls: bool = True) -> None:
         import threading
 
         self.db_path = Path(db_path)
         self.paths = config_file_paths  # config.Paths, or None: no config (no caps, no user)
         self.max_age_s = max_age_s
+        self.calls = calls  # False: the caps' figures only (the OTLP exporter's use)
         self._lock = threading.Lock()
         self._db: Any = None
         self._last: Snapshot | None = None
@@ -178,7 +179,7 @@ class Reader:
             if self._db is None:
                 self._db = store.connect_migrated(self.db_path)
             now = time.time()
-            return read(self._db, cfg, now, groups=self._groups(now))
+            return read(self._db, cfg, now, groups=self._groups(now) if self.calls else [])
         except Exception as exc:
             log.error("ccmeter: metrics: cannot read %s: %s: %s", self.db_path,
                       type(exc).__name__, exc)
