@@ -53,6 +53,10 @@ from procs import MITMDUMP, Proxy, StandInProcess  # noqa: E402
 
 SETUPS = ("direct", "bare", "ccmeter")
 CAPS_TOML = '[caps]\ndaily = "1000000"\n'
+#: --per-call: a per-call cap no call reaches, so every request is forecast before it goes
+PER_CALL_TOML = 'per_call = "1000000"\n'
+#: --project-cap: a project cap (never reached), which also reads each request before it goes
+PROJECT_CAP_TOML = '[caps.projects.bench]\ndaily = "1000000"\n'
 REQUEST_KB = 24  # a modest Claude Code request; real ones are often larger
 
 
@@ -97,7 +101,9 @@ class Bench:
         self.home = self.work / "home"
         self.home.mkdir()
         if not args.no_caps:
-            (self.home / "config.toml").write_text(CAPS_TOML)
+            (self.home / "config.toml").write_text(
+                CAPS_TOML + (PER_CALL_TOML if args.per_call else "")
+                + (PROJECT_CAP_TOML if args.project_cap else ""))
         self.api = StandInProcess()
         self.bare = Proxy("bare", self.work / "ca", self.work)
         self.meter = Proxy("ccmeter", self.work / "ca", self.work, meter_home=self.home)
@@ -111,7 +117,7 @@ class Bench:
             self.before = Proxy("before", self.work / "ca", self.work, meter_home=home,
                                 pythonpath=str(Path(args.compare).resolve()))
             self.setups = (*SETUPS, "before")
-        self.body = request_body(str(uuid.uuid4()), REQUEST_KB)
+        self.body = request_body(str(uuid.uuid4()), args.request_kb)
         self.raw: dict[str, Any] = {}
 
     def conn(self, setup: str) -> Connection:
@@ -573,6 +579,14 @@ def main() -> None:
                         help="skip bench_reports.py and the cap check on its database")
     parser.add_argument("--no-caps", action="store_true",
                         help="run ccmeter without a [caps] table (to see the cap check's share)")
+    parser.add_argument("--per-call", action="store_true",
+                        help="add a per-call cap to ccmeter's [caps] (never reached): each "
+                             "request is buffered and its cost forecast before it goes")
+    parser.add_argument("--project-cap", action="store_true",
+                        help="add a project cap (never reached): each request is buffered and "
+                             "read before it goes, as with --per-call, without the forecast")
+    parser.add_argument("--request-kb", type=int, default=REQUEST_KB,
+                        help=f"request body size in KB (default {REQUEST_KB})")
     parser.add_argument("--ttfb-calls", type=int, help="calls per setup in the TTFB phase")
     parser.add_argument("--ttfb-runs", type=int,
                         help="repeat the TTFB phase; its figures are the runs' medians "

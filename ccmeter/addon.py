@@ -81,7 +81,7 @@ class Meter:
         self.routes = routing.Routes()
         self.enforcer = Enforcer()
         #: Cache fingerprints and the loop guard's counts (see ccmeter.cachewatch).
-        self.cache = CacheWatch(lambda: self.enforcer.policy)
+        self.cache = CacheWatch(lambda: self.enforcer.policy, lambda: self.catalog)
         self.enforcer.on_session_paused = self.cache.loops.forgive
         #: This process's status file (see ccmeter.proxies), for doctor and the status line.
         self.status = proxies.ProxyStatus()
@@ -215,6 +215,11 @@ class Meter:
             db = store.connect(where.db_file, wait_ms=2000, lock_attempts=1)
             try:
                 fold_dead(directory, db, self.catalog, own=self.journal, attempts=1)
+                newest = store.newest_plan_row(db)  # the plan caps' reading until an answer
+                if newest is not None:
+                    self.enforcer.plan.saw(newest)
+                now = time.time()  # what is cached, as earlier proxies saw it written
+                self.cache.forecaster.seed(store.cache_calls(db, now - 3600, now + 1), now)
             finally:
                 db.conn.close()
         except Exception as exc:
@@ -470,7 +475,8 @@ class Meter:
         self._sessions.written(row)  # no project yet: it is filled in once it is known
         if flow is not None or final:  # the final row: its cap reservation goes with it
             row[store.RELEASE_RESERVATION] = True
-            self.cache.finished(row)
+            self.cache.finished(call, row)
+            self.cache.warn(self.enforcer.saw_plan(row))
             if self.on_final_row is not None:
                 try:
                     self.on_final_row(row)

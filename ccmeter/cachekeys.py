@@ -11,7 +11,10 @@ byte. :func:`shape` reads one request body (already parsed) into a :class:`Shape
   the whole prefix up to it (tools, system, messages, model);
 - ``tool_call`` and ``failed_result``: the newest tool call the request reports back (its name
   and a fingerprint of its input) and, when its result was an error, a fingerprint of that
-  result — what :mod:`ccmeter.loops` counts.
+  result — what :mod:`ccmeter.loops` counts;
+- ``points``: the prefix's running fingerprint and its size in bytes (of the canonical JSON)
+  after each section (the tools, the system prompt, each message) and at each breakpoint —
+  where a cache read can start and end, what :mod:`ccmeter.forecast` sizes a prompt by.
 
 A fingerprint is the first 8 bytes of a BLAKE2b digest of the part's canonical JSON (sorted
 keys, no ``cache_control`` marker: moving a breakpoint changes no cached content), as 16 hex
@@ -71,6 +74,8 @@ class Breakpoint:
     at: str
     ttl_s: int
     prefix: str
+    #: bytes of the prefix up to and including the marked block (not stored with the row)
+    size: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {"at": self.at, "ttl": "1h" if self.ttl_s == TTL_1H_S else "5m",
@@ -88,6 +93,14 @@ class Shape:
     breakpoints: tuple[Breakpoint, ...]
     tool_call: str | None = None
     failed_result: str | None = None
+    #: (running fingerprint, bytes so far) after each section and at each breakpoint, in
+    #: prompt order; the last is the whole prompt
+    points: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def size(self) -> int:
+        """The prompt's size in bytes (canonical JSON, billing marker left out)."""
+        return self.points[-1][1] if self.points else 0
 
     @property
     def shortest_ttl_s(self) -> int | None:
@@ -137,6 +150,8 @@ def shape(body: Mapping[str, Any]) -> Shape:
     block on a copy (a breakpoint on the section's last block, the usual case, costs nothing)."""
     model = untrusted.text(body.get("model"), 256) if isinstance(body.get("model"), str) else None
     breakpoints: list[Breakpoint] = []
+    points: list[tuple[str, int]] = []
+    size = 0
     running = blake2b(digest_size=8)
     running.update((model or "").encode("utf-8", "surrogatepass") + b"\0")
 
@@ -144,6 +159,7 @@ def shape(body: Mapping[str, Any]) -> Shape:
                 skip: Any = None) -> bytes:
         """Feed one section; its own fingerprint (for the tools and the system prompt).
         ``skip(item)``: a block the API's cache does not key on (its place is kept)."""
+        nonlocal size
         if skip is not None:
             items = [None if skip(item) else item for item in items]
         marked = [index for index, item in enumerate(items)  # JSON objects are dicts
@@ -157,14 +173,18 @@ def shape(body: Mapping[str, Any]) -> Shape:
             if len(breakpoints) >= MAX_BREAKPOINTS:
                 break
             if index == len(items) - 1:
-                prefix = running.copy()
+                prefix, upto_size = running.copy(), len(part)
             else:
                 prefix = before.copy()
                 upto = _encoded([*head, stripped[:index + 1]])
                 prefix.update(len(upto).to_bytes(8, "little") + upto)
+                upto_size = len(upto)
+                points.append((prefix.hexdigest(), size + upto_size))
             breakpoints.append(Breakpoint(f"{label}.{index}",
                                           ttl_seconds(item.get("cache_control")),
-                                          prefix.hexdigest()))
+                                          prefix.hexdigest(), size + upto_size))
+        size += len(part)
+        points.append((running.hexdigest(), size))
         return _digest(part) if own else b""
 
     tools = body.get("tools")
@@ -183,7 +203,7 @@ def shape(body: Mapping[str, Any]) -> Shape:
     tool_call, failed = newest_tool_call(messages)
     return Shape(model=model, tools=tools_fp.hex(), system=system_fp.hex(),
                  messages=tuple(cumulative), breakpoints=tuple(breakpoints),
-                 tool_call=tool_call, failed_result=failed)
+                 tool_call=tool_call, failed_result=failed, points=tuple(points))
 
 
 #: Claude Code's first system block, ``x-anthropic-billing-header: cc_version=…; cch=…;``,

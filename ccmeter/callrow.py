@@ -95,6 +95,9 @@ class Call:
     #: The session's repeats as of this request (a :class:`ccmeter.loops.Seen`), for the
     #: loop cap; set by :class:`ccmeter.cachewatch.CacheWatch` when the request is read.
     loop_seen: Any = None
+    #: The request's cache shape (:func:`ccmeter.cachekeys.shape`), until the answer's usage
+    #: has taught the forecaster (see :class:`ccmeter.cachewatch.CacheWatch`).
+    shape: Any = None
 
 
 def read_plan_headers(call: Call) -> None:

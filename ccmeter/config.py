@@ -99,10 +99,11 @@ SCHEMA: dict[str, Any] = {
     "caps": {
         **_CAP_WINDOWS,
         **dict.fromkeys(("mode", "window", "warn_at", "on_error", "timezone", "notify",
-                         "estimate", "reservation_ttl", "paused_until", "loop")),
+                         "estimate", "reservation_ttl", "paused_until", "loop", "per_call",
+                         "plan_5h", "plan_7d", "plan_warn_at")),
         "estimates": ANY_NAME,
         "paused_sessions": ANY_NAME,
-        "projects": {"*": _CAP_WINDOWS},
+        "projects": {"*": {**_CAP_WINDOWS, "per_call": None}},
         "per_session": {**_CAP_WINDOWS, "total": None},
     },
     "share": {**dict.fromkeys(("path", "user", "salt", "anonymize", "hash_projects")),
@@ -179,7 +180,8 @@ def caps_unknown_error(cfg: Mapping[str, Any]) -> CCMeterError | None:
         return None
     return CCMeterError(f"unknown key{'s' * (len(unknown) != 1)} in [caps]: "
                         + "; ".join(str(u) for u in unknown)
-                        + "; fix the name (a cap ccmeter does not understand is not enforced)")
+                        + "; fix the name in the config file (a cap ccmeter does not "
+                        "understand would not be enforced, so caps set, run and serve refuse)")
 
 
 #: Told once per command about a config's unknown keys (the CLI prints it on stderr).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from mitmproxy import ctx, http
 
 from ccmeter import config, loops, pricing, providers, store
 from ccmeter.callrow import Call
+from ccmeter.caps.callcaps import PlanSeen, per_call_refusal
 from ccmeter.caps.guard import Decision, Guard
 from ccmeter.caps.hardmode import RunningCost, StreamLimit
 from ccmeter.caps.messages import error_refusal_message, utc_iso
@@ -88,6 +89,9 @@ class Enforcer:
         #: repeats: after the pause it counts anew).
         self.on_session_paused: Callable[[str], None] | None = None
         self._session_pause_logged: set[tuple[str, float]] = set()
+        #: The plan windows as the newest answers reported them (the plan caps' reading).
+        self.plan = PlanSeen()
+        self._unforecast_told: set[str | None] = set()
 
     def open(self, db_file: Path) -> None:
         self.guard = Guard(db_file)
@@ -115,10 +119,12 @@ class Enforcer:
 
     @property
     def needs_request_body(self) -> bool:
-        """Only per-project, per-session and per-model cap rules, hard mode and the loop cap
-        read the request's contents before it is forwarded; global caps need nothing."""
+        """Only per-project, per-session and per-model cap rules, hard mode, the loop cap
+        and the per-call cap (the forecast) read the request's contents before it is
+        forwarded; global caps and plan caps need nothing."""
         policy = self.policy
-        return (policy.enabled and policy.needs_request_details) or policy.loop is not None
+        return ((policy.enabled or policy.forecasts_first) and policy.needs_request_details
+                ) or policy.loop is not None
 
     def reload(self) -> None:
         """Re-read ``[caps]`` when config.toml changed (one stat per request), so that
@@ -167,7 +173,11 @@ class Enforcer:
             problems.append(f"[caps]: {exc} (the previous caps stay)")
             return
         if policy != self.policy:
-            log.info("ccmeter: caps: %d cap(s), mode %s, window %s%s", len(policy.caps),
+            others = [*(["per-call"] if policy.forecasts_first else []),
+                      *(f"plan {name} {limit:.0%}" for name, limit in policy.plan_caps()),
+                      *([f"loop {policy.loop}"] if policy.loop else [])]
+            log.info("ccmeter: caps: %d spend cap(s)%s, mode %s, window %s%s",
+                     len(policy.caps), f" + {', '.join(others)}" if others else "",
                      policy.mode, policy.window,
                      f", paused until {utc_iso(policy.paused_until)}"
                      if policy.paused(time.time()) and policy.paused_until else "")
@@ -186,6 +196,15 @@ class Enforcer:
             message = loops.refusal_message(seen, policy.loop)
             log.warning("ccmeter: refused a call: %s", message)
             return self.refuse(flow, call, message, error_type="loop")
+        if not policy.paused(time.time()):
+            refusal = self.plan.refusal(policy, time.time()) or per_call_refusal(
+                policy, project=call.project, session_id=call.attribution.session_id,
+                forecast_picousd=call.columns.get("forecast_picousd"),
+                note=call.columns.get("forecast_note"))
+            if refusal is not None:
+                log.warning("ccmeter: refused a call: %s", refusal)
+                return self.refuse(flow, call, refusal)
+            self._unforecast(policy, call)
         if not policy.enabled or self.guard is None:
             return False
         if policy.paused(time.time()):
@@ -228,6 +247,27 @@ class Enforcer:
             if call.endpoint.provider != providers.BEDROCK:  # never touch a signed request
                 flow.request.headers["accept-encoding"] = "identity"  # so a cut can be written
         return False
+
+    def _unforecast(self, policy: Policy, call: Call) -> None:
+        """A per-call cap cannot judge a call with no forecast (its model has no price, or
+        its body could not be read): it goes; said once per model in the log."""
+        if policy.per_call_limit(call.project) is None or call.columns.get("forecast_picousd"
+                                                                           ) is not None:
+            return
+        model = call.attribution.requested_model
+        if model not in self._unforecast_told:
+            self._unforecast_told.add(model)
+            log.warning("ccmeter: per-call cap: a call of %s could not be forecast (%s); "
+                        "let through", model or "an unknown model",
+                        "no price for it" if model else "its request was not read")
+
+    def saw_plan(self, row: Mapping[str, Any]) -> str | None:
+        """A final row: its plan headers are what the plan caps read; the plan warning to
+        give, if this row crossed ``plan_warn_at``."""
+        if row.get("plan_5h_utilization") is None and row.get("plan_7d_utilization") is None:
+            return None
+        self.plan.saw(row)
+        return self.plan.warning(self.policy, time.time())
 
     def _session_paused(self, policy: Policy, call: Call) -> bool:
         """``ccmeter caps pause --session ID``: this session's caps, loop cap included, are

@@ -84,7 +84,14 @@ def parse_usd(value: Any, where: str = "amount", *, what: str = "a cap") -> int:
     if isinstance(value, bool):
         raise CCMeterError(f"{where}: expected a dollar amount, got {value!r}")
     text = repr(value) if isinstance(value, float) else str(value)
-    text = text.strip().removeprefix("$").replace(",", "").replace("_", "")
+    text = text.strip().removeprefix("$")
+    if "," in text:  # thousands only: "1,000" is a thousand, "2,5" is a typo, not 25
+        whole = text.split(".", 1)[0]
+        groups = whole.lstrip("-").split(",")
+        if not (1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])):
+            raise CCMeterError(f"{where}: {value!r} is not a dollar amount (a comma only "
+                               "separates thousands; decimals take a point: 2.50)")
+    text = text.replace(",", "").replace("_", "")
     try:
         if not text.isascii():  # Decimal reads other scripts' digits; a config should not
             raise ValueError(text)

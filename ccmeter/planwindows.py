@@ -20,7 +20,8 @@ seconds); the proxy records them with each call. From those rows:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ccmeter.record import Record
 
@@ -41,6 +42,13 @@ class PlanCall(Record):
     util_7d: float | None = None
     reset_7d: float | None = None
     binding: str | None = None
+
+
+def from_rows(rows: Iterable[Mapping[str, Any]]) -> list[PlanCall]:
+    """PlanCalls from ``store.plan_calls`` rows."""
+    return [PlanCall(r["started_ts"], r["session_id"], r["project"], r["plan_5h_utilization"],
+                     r["plan_5h_reset"], r["plan_7d_utilization"], r["plan_7d_reset"],
+                     r["plan_binding_window"]) for r in rows]
 
 
 class Share(Record):
@@ -164,3 +172,41 @@ def plan_windows(calls: Iterable[PlanCall], now: float, *, by: str = "session") 
     """Both windows, 5h first."""
     ordered = sorted(calls, key=lambda c: c.ts)
     return [window(ordered, name, now, by=by) for name in WINDOWS]
+
+
+class Hour(Record):
+    """The plan windows as the calls of one hour reported them (``ccmeter plan --by hour``)."""
+
+    start: float
+    calls: int
+    #: the highest utilization any call of the hour reported (None: no call reported it)
+    util_5h: float | None
+    util_7d: float | None
+    #: a window reset during the hour (a call reported a later reset than the one before)
+    reset_5h: bool = False
+    reset_7d: bool = False
+
+
+def by_hour(calls: Iterable[PlanCall], since: float) -> list[Hour]:
+    """Each hour from ``since`` on that has calls, oldest first: utilization over time."""
+    hours: dict[int, list[PlanCall]] = {}
+    for call in sorted(calls, key=lambda c: c.ts):
+        if call.ts >= since:
+            hours.setdefault(int(call.ts // 3600), []).append(call)
+    out = []
+    last_reset: dict[str, float | None] = {"5h": None, "7d": None}
+    for hour, members in sorted(hours.items()):
+        high: dict[str, float | None] = {"5h": None, "7d": None}
+        reset = {"5h": False, "7d": False}
+        for call in members:
+            for name in ("5h", "7d"):
+                used, ends = _columns(call, name)
+                if used is not None:
+                    high[name] = used if high[name] is None else max(high[name] or 0.0, used)
+                if ends is not None:
+                    if last_reset[name] is not None and ends > (last_reset[name] or 0) + 60:
+                        reset[name] = True
+                    last_reset[name] = ends
+        out.append(Hour(hour * 3600.0, len(members), high["5h"], high["7d"], reset["5h"],
+                        reset["7d"]))
+    return out

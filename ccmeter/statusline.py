@@ -43,10 +43,34 @@ def _caps(db: Any, cfg: Mapping[str, Any], now: float, session_id: str | None = 
         return None, f"caps: {exc}"
 
 
-def plan_line(plan: Mapping[str, Any], now: float, *, long: bool = False) -> str:
-    """``plan 5h 34% (resets 14:00) · 7d 12% (resets Tue 09:00)`` from the latest headers."""
+def plan_limits(cfg: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
+    """(the plan warning fraction, each plan window's cap) from ``[caps]``; a value that is
+    not understood is left out here (``ccmeter caps`` and the proxy say why)."""
+    from ccmeter.caps.policy import DEFAULT_PLAN_WARN_AT, parse_percent
+
+    table = cfg.get("caps")
+    if not isinstance(table, Mapping):
+        table = {}
+    found: dict[str, float | None] = {}
+    for key in ("plan_warn_at", "plan_5h", "plan_7d"):
+        try:
+            found[key] = parse_percent(table.get(key), key)
+        except config.CCMeterError:
+            found[key] = None
+    caps = {name: limit for name in ("5h", "7d")
+            if (limit := found[f"plan_{name}"]) is not None}
+    return found["plan_warn_at"] or DEFAULT_PLAN_WARN_AT, caps
+
+
+def plan_line(plan: Mapping[str, Any], now: float, *, long: bool = False,
+              limits: tuple[float, Mapping[str, float]] | None = None,
+              runs_out: Mapping[str, float] | None = None) -> str:
+    """``plan 5h 34% (resets 14:00) · 7d 12% (resets Tue 09:00)`` from the latest headers;
+    ``⚠`` on a window at the plan warning or more, ``⛔`` on one at its plan cap (``limits``:
+    :func:`plan_limits`); ``runs_out``: when a window runs out at the current rate."""
     from ccmeter.render import format_percent
 
+    warn_at, caps = limits if limits is not None else (1.0, {})
     parts = []
     for window, label in (("5h", "5h"), ("7d", "7d")):
         used = plan.get(f"plan_{window}_utilization")
@@ -56,9 +80,17 @@ def plan_line(plan: Mapping[str, Any], now: float, *, long: bool = False) -> str
         if reset is not None and reset <= now:
             parts.append(f"{label} reset" if long else f"{label} –")
             continue
-        text = f"{label} {format_percent(used)}"
+        cap = caps.get(window)
+        mark = "⛔ " if cap is not None and used >= cap else ("⚠ " if used >= warn_at else "")
+        text = f"{mark}{label} {format_percent(used)}"
+        if long and cap is not None:
+            text += f" of {format_percent(cap)} cap"
         if long and reset is not None:
-            text += f" (resets {_local(reset, '%H:%M' if reset - now < 86400 else '%a %H:%M')})"
+            text += f" (resets {_local(reset, '%H:%M' if reset - now < 86400 else '%a %H:%M')}"
+            out = (runs_out or {}).get(window)
+            if out is not None:
+                text += f", runs out ~{_local(out, '%H:%M' if out - now < 86400 else '%a %H:%M')}"
+            text += ")"
         parts.append(text)
     if not parts:
         return ""
@@ -215,7 +247,7 @@ def statusline_text(raw: str, *, now: float | None = None,
                          f"{render.format_percent(worst.fraction)}")
         plan = sessions.latest_plan(db) or _stdin_plan(data)
         if plan:
-            line = plan_line(plan, now)
+            line = plan_line(plan, now, limits=plan_limits(cfg))
             if line:
                 parts.append(line)
     finally:

@@ -175,3 +175,20 @@ def test_show_session_takes_the_short_id_that_sessions_prints(home):
     assert "72292d5c-0d7e" in ambiguous.output and "7229aaaa-1111" in ambiguous.output
     unknown = run("--session", "ffff")
     assert unknown.exit_code == 2 and "no session starts with 'ffff'" in unknown.output
+
+
+def test_unset_takes_any_mix_of_names_and_says_which_apply_everywhere(home):
+    run = lambda *a: CliRunner().invoke(app, ["caps", *a])  # noqa: E731
+    assert run("set", "--daily", "5", "--per-call", "2", "--loop", "8", "--plan-5h", "90",
+               "--plan-7d", "95").exit_code == 0
+    done = run("unset", "daily", "per-call", "loop", "plan_5h")
+    assert done.exit_code == 0, done.output
+    assert "removed for all spending: daily, per_call, loop, plan_5h" in done.output
+    table = caps_table(home)
+    assert table == {"plan_7d": 95}
+    wrong = run("unset", "plan_7d", "--project", "x")
+    assert wrong.exit_code == 2
+    assert "plan_7d applies to every session" in wrong.output
+    unknown = run("unset", "yearly")
+    assert "one of hourly, daily, weekly, monthly, per_call, loop, plan_5h, plan_7d" in (
+        unknown.output)

@@ -60,3 +60,17 @@ def test_the_run_summary_uses_the_spend_rule():
         assert f"this run {money.spend_usd(pico)} (1 call" in line
     assert "this run $1,234.56 " in RunSummary(1, 1, 1_234_567_890_123_456, 0, 0).line()
     assert "$0.0000" not in RunSummary(1, 1, 10, 0, 10).line()
+
+
+
+@pytest.mark.parametrize("text", ["2,5", "1,5,0", "12,50", "1,0000", ",5"])
+def test_a_comma_that_is_not_a_thousands_separator_is_refused(text):
+    """A decimal comma must not turn $2.5 into $25."""
+    with pytest.raises(CCMeterError, match="a comma only separates thousands"):
+        money.parse_usd(text, "--daily")
+
+
+@pytest.mark.parametrize(("text", "usd"), [("1,000", 1000), ("$12,345.50", 12345.5),
+                                          ("1,000,000", 1_000_000)])
+def test_thousands_separators_still_read(text, usd):
+    assert money.parse_usd(text) == int(usd * 10**12)

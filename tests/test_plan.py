@@ -136,3 +136,35 @@ def test_plan_through_a_real_proxy(user_dirs, tmp_path):
         ("5h", "api"): 0.26, ("5h", "web"): 0.14, ("7d", "api"): 0.09, ("7d", "web"): 0.02}
     csv_out = runner.invoke(app, ["plan", "-f", "csv"]).output.splitlines()
     assert csv_out[0] == "window,session,project,calls,share" and len(csv_out) == 5
+
+
+def test_utilization_over_time_hour_by_hour():
+    from ccmeter.planwindows import by_hour
+
+    base = 1_800_000_000.0 - (1_800_000_000.0 % H)  # the start of an hour
+    calls_ = [c(base + 60, "a", 0.10, base + 2 * H), c(base + 600, "a", 0.30, base + 2 * H),
+              c(base + 700, "b", 0.25, base + 2 * H),  # late, lower: the hour's high stays
+              c(base + H + 10, "a", 0.95, base + 2 * H),
+              c(base + 2 * H + 30, "a", 0.05, base + 7 * H)]  # the window reset
+    hours = by_hour(calls_, base)
+    assert [(h.start - base, h.calls, h.util_5h, h.reset_5h) for h in hours] == [
+        (0, 3, 0.30, False), (H, 1, 0.95, False), (2 * H, 1, 0.05, True)]
+    assert by_hour(calls_, base + H) == hours[1:]
+
+
+def test_plan_by_hour_from_the_cli(user_dirs):
+    now = time.time()
+    db = store.connect(config.paths().db_file)
+    store.upsert_calls(db, [{"call_uid": f"k{i}", "started_ts": now - 3 * H + i * H,
+                             "started_at": "x", "status": "ok", "updated_ts": now,
+                             "plan_5h_utilization": u, "plan_5h_reset": now + H,
+                             "plan_7d_utilization": u / 4, "plan_7d_reset": now + 86400}
+                            for i, u in enumerate((0.2, 0.4, 0.6))])
+    db.conn.close()
+    result = CliRunner().invoke(app, ["plan", "--by", "hour", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    assert [(r["calls"], r["used_5h"], r["used_7d"]) for r in rows] == [
+        (1, 0.2, 0.05), (1, 0.4, 0.1), (1, 0.6, 0.15)]
+    table = CliRunner().invoke(app, ["plan", "--by", "hour"])
+    assert "Plan windows by hour" in table.output and "60%" in table.output

@@ -23,6 +23,7 @@ WINDOW_KINDS = ("calendar", "rolling")
 ON_ERROR = ("allow", "block")
 DEFAULT_WARN_AT = (0.8,)
 DEFAULT_RESERVATION_TTL_S = 15 * 60
+DEFAULT_PLAN_WARN_AT = 0.8
 
 
 class Cap(Record):
@@ -48,6 +49,15 @@ class Policy(Record):
     loop: int | None = None
     #: Sessions whose caps (loop guard included) are paused, and until when.
     paused_sessions: tuple[tuple[str, float], ...] = ()
+    #: Refuse a single call whose forecast input-side cost is above this (picodollars);
+    #: ``per_call_projects`` overrides it for a project.
+    per_call_picousd: int | None = None
+    per_call_projects: tuple[tuple[str, int], ...] = ()
+    #: Refuse calls once a plan window's utilization (a fraction) has reached this.
+    plan_5h: float | None = None
+    plan_7d: float | None = None
+    #: Warn once a plan window's utilization reaches this fraction.
+    plan_warn_at: float = DEFAULT_PLAN_WARN_AT
 
     @property
     def enabled(self) -> bool:
@@ -67,7 +77,25 @@ class Policy(Record):
         streaming)? Global caps in soft mode with one flat estimate do not, so the proxy can
         forward the request before reading it."""
         return (self.mode == "hard" or bool(self.estimates) or bool(self.paused_sessions)
-                or any(cap.scope != "global" for cap in self.caps))
+                or self.forecasts_first or any(cap.scope != "global" for cap in self.caps))
+
+    def per_call_limit(self, project: str | None) -> int | None:
+        """The per-call cap for a call of ``project`` (its project's own, else the global)."""
+        for name, pico in self.per_call_projects:
+            if name == project:
+                return pico
+        return self.per_call_picousd
+
+    @property
+    def forecasts_first(self) -> bool:
+        """Must a call's cost be forecast before it may go (a per-call cap is set)?"""
+        return self.per_call_picousd is not None or bool(self.per_call_projects)
+
+    def plan_caps(self) -> tuple[tuple[str, float], ...]:
+        """The plan-window caps set: ``(("5h", 0.9),)``."""
+        return tuple((name, limit) for name, limit in (("5h", self.plan_5h),
+                                                        ("7d", self.plan_7d))
+                     if limit is not None)
 
     def paused(self, now: float) -> bool:
         return self.paused_until is not None and now < self.paused_until
@@ -140,12 +168,16 @@ def parse_policy(cfg: Mapping[str, Any]) -> Policy:
     projects = table.get("projects") or {}
     if not isinstance(projects, Mapping):
         raise CCMeterError("[caps.projects] must be a table of project tables")
+    per_call_projects = []
     for project, ptable in sorted(projects.items()):
         if not isinstance(ptable, Mapping):
             raise CCMeterError(f"[caps.projects.{project}] must be a table")
         where = f"[caps.projects.{project}]"
         caps += [Cap(n, f"project:{project}", p)
                  for n, p in _amounts(ptable, WINDOWS, where).items()]
+        if "per_call" in ptable:
+            per_call_projects.append((str(project), parse_per_call(ptable["per_call"],
+                                                                   f"{where} per_call")))
     per_session = table.get("per_session") or {}
     if not isinstance(per_session, Mapping):
         raise CCMeterError("[caps.per_session] must be a table")
@@ -180,7 +212,41 @@ def parse_policy(cfg: Mapping[str, Any]) -> Policy:
         paused_sessions=tuple(sorted(
             (str(sid), _timestamp(until, f"[caps.paused_sessions] {sid}") or 0.0)
             for sid, until in paused.items())),
+        per_call_picousd=(parse_per_call(table["per_call"], "[caps] per_call")
+                          if "per_call" in table else None),
+        per_call_projects=tuple(per_call_projects),
+        plan_5h=parse_percent(table.get("plan_5h"), "[caps] plan_5h"),
+        plan_7d=parse_percent(table.get("plan_7d"), "[caps] plan_7d"),
+        plan_warn_at=parse_percent(table.get("plan_warn_at"), "[caps] plan_warn_at")
+        or DEFAULT_PLAN_WARN_AT,
     )
+
+
+def parse_per_call(value: Any, where: str) -> int:
+    """A per-call cap: dollars above zero."""
+    pico = parse_usd(value, where)
+    if pico <= 0:
+        raise CCMeterError(f"{where} must be above $0; got {value!r}")
+    return pico
+
+
+def parse_percent(value: Any, where: str) -> float | None:
+    """A plan-window utilization given as a percent (``90``, ``"90%"``), as a fraction;
+    None when absent."""
+    if value is None:
+        return None
+    try:
+        number = float(str(value).strip().removesuffix("%")) if not isinstance(
+            value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not 0 < number <= 100:
+        raise CCMeterError(f"{where} must be a percent above 0 and at most 100; got {value!r}")
+    if number <= 1 and not str(value).strip().endswith("%"):
+        raise CCMeterError(f"{where} is a percent: {value!r} reads as {number:g} %; for "
+                           f"{number:.0%} write {number * 100:g} (or \"{number:g}%\" if you "
+                           "mean it)")
+    return number / 100
 
 
 def parse_loop(value: Any) -> int | None:

@@ -14,7 +14,14 @@ from typing import Annotated, Any
 import typer
 
 from ccmeter import config, render
-from ccmeter.caps.policy import MODES, parse_loop, parse_policy, parse_warn_at
+from ccmeter.caps.policy import (
+    MODES,
+    parse_loop,
+    parse_per_call,
+    parse_percent,
+    parse_policy,
+    parse_warn_at,
+)
 from ccmeter.caps.windows import SESSION_WINDOWS, WINDOWS
 from ccmeter.money import cap_usd, parse_usd, usd_text
 from ccmeter.views.caps import show
@@ -33,6 +40,10 @@ PerSessionOption = Annotated[
     bool,
     typer.Option("--per-session", help="Caps that apply to each Claude Code session apart."),
 ]
+
+
+#: Caps ``unset``/``clear`` handle that exist only for all spending (no project, no session).
+GLOBAL_ONLY = ("loop", "plan_5h", "plan_7d")
 
 
 def _amount(window: str) -> Any:
@@ -158,6 +169,20 @@ def set_caps(
         "--loop", help="Refuse a session's next request once it has made the same tool call "
         "this many times (the loop guard; 2 or more). Without it, loops are only warned "
         "about.")] = None,
+    per_call: Annotated[str | None, typer.Option(
+        "--per-call", help="Refuse a single call whose forecast input cost (before any "
+        "output) is above this many US dollars; with --project, for that project only.",
+        show_default=False, metavar="USD")] = None,
+    plan_5h: Annotated[str | None, typer.Option(
+        "--plan-5h", help="Refuse calls once the subscription's 5-hour window is this many "
+        "percent used (as its answers report it), until it resets.", show_default=False,
+        metavar="PERCENT")] = None,
+    plan_7d: Annotated[str | None, typer.Option(
+        "--plan-7d", help="The same for the weekly window.", show_default=False,
+        metavar="PERCENT")] = None,
+    plan_warn_at: Annotated[str | None, typer.Option(
+        "--plan-warn-at", help="Warn once a plan window is this many percent used "
+        "(default 80).", show_default=False, metavar="PERCENT")] = None,
 ) -> None:
     """Set caps (in US dollars) and cap settings; running proxies pick them up at once.
 
@@ -165,42 +190,61 @@ def set_caps(
       ccmeter caps set --hourly 5 --daily 20 --monthly 300
       ccmeter caps set --project big-refactor --daily 10
       ccmeter caps set --per-session --total 3
+      ccmeter caps set --per-call 2
+      ccmeter caps set --plan-5h 90 --plan-warn-at 75
       ccmeter caps set --mode hard --window rolling
       ccmeter caps set --loop 8
     """
     amounts = {"hourly": hourly, "daily": daily, "weekly": weekly, "monthly": monthly,
                "total": total}
     settings = {"mode": mode, "window": window, "on_error": on_error, "timezone": timezone,
-                "warn_at": warn_at, "estimate": estimate, "loop": loop}
+                "warn_at": warn_at, "estimate": estimate, "loop": loop, "plan_5h": plan_5h,
+                "plan_7d": plan_7d, "plan_warn_at": plan_warn_at}
 
     def change(table: dict[str, Any]) -> str:
         given = {k: v for k, v in amounts.items() if v is not None}
         chosen = {k: v for k, v in settings.items() if v is not None}
-        if not given and not chosen:
+        if not given and not chosen and per_call is None:
             raise config.CCMeterError("nothing to set; e.g. ccmeter caps set --daily 20")
         if "total" in given and not per_session:
             raise config.CCMeterError("--total is a per-session cap: add --per-session")
+        if per_call is not None and per_session:
+            raise config.CCMeterError("--per-call applies to every call (or a --project's); "
+                                      "give it without --per-session")
         if chosen and (project is not None or per_session):
             raise config.CCMeterError(
-                "--mode, --window, --warn-at, --on-error, --timezone, --estimate and --loop "
-                "apply to every session; give them without --project/--per-session")
+                "--mode, --window, --warn-at, --on-error, --timezone, --estimate, --loop and "
+                "--plan-* apply to every session; give them without --project/--per-session")
         target, label = _scope_table(table, project, per_session)
         done = []
         for name, value in given.items():
             pico = parse_usd(value, f"--{name}")
             target[name] = usd_text(pico)
             done.append(f"{name} {cap_usd(pico)}")
+        if per_call is not None:
+            pico = parse_per_call(per_call, "--per-call")
+            target["per_call"] = usd_text(pico)
+            done.append(f"per call {cap_usd(pico)}")
         for key, value in chosen.items():
+            shown: Any
             if key == "warn_at":
-                table[key] = list(parse_warn_at(value.split(",")))
+                table[key] = shown = list(parse_warn_at(value.split(",")))
             elif key == "estimate":
-                table[key] = usd_text(parse_usd(value, "--estimate"))
+                table[key] = shown = usd_text(parse_usd(value, "--estimate"))
             elif key == "loop":
-                table[key] = parse_loop(value)
+                table[key] = shown = parse_loop(value)
+            elif key.startswith("plan_"):
+                fraction = parse_percent(value, f"--{key.replace('_', '-')}")
+                assert fraction is not None
+                percent = round(fraction * 100, 6)
+                table[key] = int(percent) if percent == int(percent) else percent
+                shown = f"{table[key]:g}%"
             else:
-                table[key] = value
-            done.append(f"{key.replace('_', '-')} {table[key]}")
-        return f"caps for {label}: " + ", ".join(done) if given else "caps: " + ", ".join(done)
+                table[key] = shown = value
+            done.append(f"{key.replace('_', '-')} {shown}")
+        if given or per_call is not None:
+            return f"caps for {label}: " + ", ".join(done)
+        return "caps: " + ", ".join(done)
 
     _user_errors(lambda: _edit(change))
 
@@ -209,7 +253,7 @@ def set_caps(
 def unset_caps(
     windows: Annotated[list[str], typer.Argument(
         help="Which caps to remove: hourly, daily, weekly, monthly (total for --per-session), "
-        "or loop.",
+        "per_call, or loop, plan_5h, plan_7d.",
         show_default=False)],
     project: ProjectOption = None,
     per_session: PerSessionOption = False,
@@ -219,24 +263,30 @@ def unset_caps(
     Examples:
       ccmeter caps unset hourly
       ccmeter caps unset daily --project big-refactor
+      ccmeter caps unset per_call
+      ccmeter caps unset plan_5h
     """
 
     def change(table: dict[str, Any]) -> str:
-        if windows == ["loop"] and project is None and not per_session:
-            if table.pop("loop", None) is None:
-                raise config.CCMeterError("no loop cap is set; see: ccmeter caps")
-            return "removed the loop cap (loops are warned about only)"
-        allowed = SESSION_WINDOWS if per_session else WINDOWS
-        bad = [w for w in windows if w not in allowed]
+        names = [w.strip().lower().replace("-", "_") for w in windows]
+        scoped = SESSION_WINDOWS if per_session else (*WINDOWS, "per_call")
+        valid = (*scoped, *(() if per_session or project is not None else GLOBAL_ONLY))
+        bad = [w for w in names if w not in valid]
         if bad:
-            raise config.CCMeterError(f"unknown cap {bad[0]!r}; one of {', '.join(allowed)}")
+            if bad[0] in GLOBAL_ONLY:
+                raise config.CCMeterError(f"{bad[0]} applies to every session; remove it "
+                                          "without --project/--per-session")
+            raise config.CCMeterError(f"unknown cap {bad[0]!r}; one of {', '.join(valid)}")
         target, label = _scope_table(table, project, per_session, create=False)
-        missing = [w for w in windows if w not in target]
+        missing = [w for w in names if w not in (table if w in GLOBAL_ONLY else target)]
         if missing:
-            raise config.CCMeterError(f"no {missing[0]} cap is set for {label}; see: ccmeter caps")
-        for name in windows:
-            del target[name]
-        return f"removed for {label}: {', '.join(windows)}"
+            where = "" if missing[0] in GLOBAL_ONLY else f" for {label}"
+            raise config.CCMeterError(f"no {missing[0]} cap is set{where}; see: ccmeter caps")
+        for name in names:
+            del (table if name in GLOBAL_ONLY else target)[name]
+        if names == ["loop"]:
+            return "removed the loop cap (loops are warned about only)"
+        return f"removed for {label}: {', '.join(names)}"
 
     _user_errors(lambda: _edit(change))
 
@@ -256,11 +306,12 @@ def clear_caps(
     def change(table: dict[str, Any]) -> str:
         if project is not None or per_session:
             target, label = _scope_table(table, project, per_session, create=False)
-            names = [n for n in SESSION_WINDOWS if n in target]
+            names = [n for n in (*SESSION_WINDOWS, "per_call") if n in target]
             for name in names:
                 del target[name]
             return f"removed {render.plural(len(names), 'cap')} for {label}"
-        count = sum(1 for n in WINDOWS if table.pop(n, None) is not None)
+        count = sum(1 for n in (*WINDOWS, "per_call", "plan_5h", "plan_7d")
+                    if table.pop(n, None) is not None)
         count += sum(len(t) for t in (table.pop("projects", None) or {}).values())
         count += len(table.pop("per_session", None) or {})
         return f"removed {render.plural(count, 'cap')}"

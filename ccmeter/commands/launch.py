@@ -392,7 +392,7 @@ def doctor() -> None:
             parse_policy(cfg)
             report(True, "[caps] settings")
         except config.CCMeterError as exc:
-            report(False, f"[caps]: {exc}", "`ccmeter caps set …` or edit the config file")
+            report(False, f"[caps]: {exc}", f"edit {config.paths().config_file}")
     claude = shutil.which("claude")
     if claude:
         try:

@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 
 def plan(
     by: Annotated[str, typer.Option(
-        "--by", "-b", help="Share each window by session (the default) or project.")] = "session",
+        "--by", "-b", help="Share each window by session (the default) or project; or show "
+        "each window's utilization hour by hour (hour).")] = "session",
     fmt: FormatOption = "table",
 ) -> None:
     """Pro/Max plan windows (5 hours, 7 days): used %, reset, rate, when it runs out, and each
@@ -30,6 +31,7 @@ def plan(
     Examples:
       ccmeter plan
       ccmeter plan --by project
+      ccmeter plan --by hour
       ccmeter plan --format json
     """
     from ccmeter.views.plan import run

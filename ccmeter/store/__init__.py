@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     )
     from ccmeter.store.metrics import call_totals, repriced_mark
     from ccmeter.store.migrations import MIGRATIONS
-    from ccmeter.store.plan import plan_calls
+    from ccmeter.store.plan import newest_plan_row, plan_calls
     from ccmeter.store.recovered import insert_missing_calls
     from ccmeter.store.transcripts import (
         TRANSCRIPT_COLUMNS,
@@ -129,6 +129,7 @@ _HOMES = {
     "MIGRATIONS": "migrations",
     "insert_missing_calls": "recovered",
     "plan_calls": "plan",
+    "newest_plan_row": "plan",
     "CallWriter": "writer",
     "whatif_calls": "whatif",
     "call_totals": "metrics",
@@ -197,6 +198,7 @@ __all__ = [
     "known_files",
     "latest_repeat",
     "migrate",
+    "newest_plan_row",
     "plan_calls",
     "prepare_import",
     "query",

@@ -77,6 +77,8 @@ CALL_COLUMNS: tuple[str, ...] = (
     "cache_change",
     "tool_call_fp",
     "tool_repeats",
+    "forecast_picousd",
+    "forecast_note",
 )
 
 STATUSES = ("ok", "incomplete", "upstream_error", "blocked")

@@ -379,6 +379,49 @@ def _m009_cache_keys(db: sqlite_utils.Database) -> None:
         db.execute(f"ALTER TABLE api_calls ADD COLUMN {column} {kind}")
 
 
+def _m010_forecast(db: sqlite_utils.Database) -> None:
+    """Each call's input-side cost as forecast before it was sent (see ccmeter.forecast):
+    ``forecast_picousd`` (NULL: not forecast, or the model is not priced) and
+    ``forecast_note``, the one line on what drove it (no prompt text). The ``calls`` view
+    gains ``forecast_usd``, ``forecast_picousd`` and ``forecast_note``, appended last (NULL
+    for imported transcript calls: nothing was forecast for them)."""
+    db.execute("ALTER TABLE api_calls ADD COLUMN forecast_picousd INTEGER")
+    db.execute("ALTER TABLE api_calls ADD COLUMN forecast_note TEXT")
+    db.execute("DROP VIEW IF EXISTS calls")
+    db.execute(
+        """
+        CREATE VIEW calls AS
+        SELECT
+            call_uid, started_at, session_id, project, model, input_tokens,
+            cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
+            cost_picousd / 1e12 AS cost_usd, cost_picousd, status,
+            provider, endpoint, call_kind, agent_id, parent_agent_id, requested_model,
+            stop_reason, error_type, http_status, request_id, message_id,
+            ttfb_ms, duration_ms, web_search_requests, web_fetch_requests,
+            service_tier, inference_geo, speed, cost_basis, catalog_version, pricing_note,
+            auth_kind, client_name, client_version,
+            plan_status, plan_5h_utilization, plan_7d_utilization,
+            fallback_from_model, 'wire' AS source,
+            forecast_picousd / 1e12 AS forecast_usd, forecast_picousd, forecast_note
+        FROM api_calls
+        UNION ALL
+        SELECT
+            'transcript:' || call_key, started_at, session_id, project, model, input_tokens,
+            cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
+            cost_picousd / 1e12, cost_picousd, 'ok',
+            provider, 'messages', call_kind, agent_id, NULL, NULL,
+            stop_reason, NULL, NULL, request_id, message_id,
+            NULL, NULL, web_search_requests, web_fetch_requests,
+            service_tier, inference_geo, speed, NULL, catalog_version, pricing_note,
+            NULL, NULL, NULL,
+            NULL, NULL, NULL,
+            NULL, 'transcript',
+            NULL, NULL, NULL
+        FROM imported_calls
+        """
+    )
+
+
 #: Ordered migrations. A shipped migration is never edited; add a new one at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_calls,
@@ -390,4 +433,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m007_run_id,
     _m008_transcripts,
     _m009_cache_keys,
+    _m010_forecast,
 ]

@@ -20,3 +20,19 @@ ORDER BY started_ts
 def plan_calls(db: Any, since: float) -> list[dict[str, Any]]:
     """The calls with plan headers made from ``since`` on."""
     return query(db, PLAN_CALLS_SQL, {"since": since})
+
+
+#: The newest call that reported plan utilization (what a starting proxy's plan caps read).
+NEWEST_PLAN_SQL = """
+SELECT started_ts, plan_5h_utilization, plan_5h_reset, plan_7d_utilization, plan_7d_reset
+FROM api_calls
+WHERE plan_5h_utilization IS NOT NULL
+ORDER BY started_ts DESC
+LIMIT 1
+"""
+
+
+def newest_plan_row(db: Any) -> dict[str, Any] | None:
+    """The plan columns of the newest call that carried them, or None."""
+    rows = query(db, NEWEST_PLAN_SQL)
+    return rows[0] if rows else None

@@ -10,7 +10,7 @@ from typing import Any
 from ccmeter import config, render
 from ccmeter.caps.guard import cap_statuses
 from ccmeter.caps.policy import parse_policy
-from ccmeter.money import cap_places, cap_usd, floor_usd, spend_usd
+from ccmeter.money import cap_places, cap_usd, floor_usd, spend_usd, usd_string
 from ccmeter.views.common import echo, open_db
 
 
@@ -26,6 +26,7 @@ def show(fmt: str, session: str | None) -> None:
         if session is not None:
             session = _resolve_session(db, session)
         statuses = cap_statuses(db, cfg, now, session_id=session)
+        plan_now = store_plan(db) if policy.plan_caps() else None
     finally:
         db.conn.close()
     paused = policy.paused_until if policy.paused(now) else None
@@ -40,6 +41,7 @@ def show(fmt: str, session: str | None) -> None:
                     f"{policy.loop} times" if policy.loop else
                     "warn only (set a cap: ccmeter caps set --loop 8)") if fmt == "table" else (
                         policy.loop)
+    meta.update(_call_caps(policy, fmt, plan_now, now))
     sessions_paused = [(sid, until) for sid, until in policy.paused_sessions if until > now]
     if sessions_paused:
         meta["paused_sessions"] = ", ".join(
@@ -53,10 +55,16 @@ def show(fmt: str, session: str | None) -> None:
             f"{c.name} {cap_usd(c.limit_picousd, places)}"
             for c in per_session) + " (spend: --session ID)"
     if not policy.caps and fmt == "table":
-        echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
+        if policy.forecasts_first or policy.plan_caps():
+            echo("No caps on spend per hour, day, week or month. Set one with: "
+                 "ccmeter caps set --daily 20")
+        else:
+            echo("No spending caps set. Set one with: ccmeter caps set --daily 20")
         if paused is not None:
             echo(f"(paused until {render.format_datetime(paused)})")
         echo(f"Loop guard: {meta['loop']}.")
+        echo(f"Per-call cap: {meta['per_call']}.")
+        echo(f"Plan windows: {meta['plan']}.")
         if sessions_paused:
             echo(f"Paused sessions: {meta['paused_sessions']}.")
         return
@@ -83,6 +91,45 @@ def show(fmt: str, session: str | None) -> None:
         columns = [c.replace(kind="number") if c.kind == "usd" else c for c in columns]
     title = "Spending caps" + (" — PAUSED" if paused is not None else "")
     render.emit(rows, columns, fmt, title=title, meta=meta)
+
+
+def store_plan(db: Any) -> dict[str, Any] | None:
+    """The newest reported plan utilization (for the plan caps' state)."""
+    from ccmeter import store
+
+    return store.newest_plan_row(db)
+
+
+def _call_caps(policy: Any, fmt: str, plan_now: dict[str, Any] | None,
+               now: float) -> dict[str, Any]:
+    """The per-call and plan-window caps, for the table's notes or the JSON's ``meta``
+    (percents as fractions there, as every ``used`` is)."""
+    from ccmeter.caps.callcaps import PlanSeen
+
+    projects = dict(policy.per_call_projects)
+    seen = PlanSeen()
+    if plan_now is not None:
+        seen.saw(plan_now)
+    refusing = seen.refusal(policy, now)
+    if fmt != "table":
+        return {"per_call_usd": usd_string(policy.per_call_picousd),
+                "per_call_projects_usd": {k: usd_string(v) for k, v in projects.items()},
+                "plan_5h": policy.plan_5h, "plan_7d": policy.plan_7d,
+                "plan_warn_at": policy.plan_warn_at, "plan_refusing": refusing is not None}
+    per_call = [cap_usd(policy.per_call_picousd)] if policy.per_call_picousd else []
+    per_call += [f"project {name} {cap_usd(pico)}" for name, pico in projects.items()]
+    caps = [f"{name} window is {limit:.0%} used" for name, limit in policy.plan_caps()]
+    plan = ("refuse calls once the " + " or the ".join(caps) + ", "
+            if caps else "no cap, ") + f"warn at {policy.plan_warn_at:.0%} (ccmeter plan)"
+    if refusing is not None:
+        plan += "; REACHED: " + refusing.removeprefix("ccmeter: ").split("; it resets")[0] + (
+            ", refusing calls until it resets")
+    return {
+        "per_call": ("refuse a call whose forecast input cost is above "
+                     + ", ".join(per_call)) if per_call else
+        "none (set one: ccmeter caps set --per-call 2)",
+        "plan": plan,
+    }
 
 
 def _scope_label(scope: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from ccmeter import config
 from ccmeter.views.common import check_format, echo, iso, nothing_yet, open_db, table_rows
 
-BY = ("session", "project")
+BY = ("session", "project", "hour")
 NO_PLAN = ("No plan usage seen yet: the 5-hour and 7-day windows come from the headers of a "
            "subscription's (Pro/Max) answers, and no metered call carried them. API-key calls "
            "have no plan windows (see `ccmeter report`).")
@@ -98,12 +98,13 @@ def _share_columns(by: str) -> list[Any]:
 def run(by: str, fmt: str) -> None:
     """The plan windows and shares, written to stdout."""
     from ccmeter import render, store
-    from ccmeter.planwindows import WINDOWS, PlanCall, plan_windows
+    from ccmeter.planwindows import WINDOWS, from_rows, plan_windows
 
     fmt = check_format(fmt)
     by = by.strip().lower()
     if by not in BY:
-        raise config.CCMeterError(f"cannot share by {by!r}; use session or project")
+        raise config.CCMeterError(f"cannot show the plan by {by!r}; use session, project "
+                                  "or hour")
     now = time.time()
     longest = max(length for length, _span in WINDOWS.values())
     db = open_db()
@@ -114,13 +115,14 @@ def run(by: str, fmt: str) -> None:
         db.conn.close()
     if empty:
         return
-    calls = [PlanCall(r["started_ts"], r["session_id"], r["project"], r["plan_5h_utilization"],
-                      r["plan_5h_reset"], r["plan_7d_utilization"], r["plan_7d_reset"],
-                      r["plan_binding_window"]) for r in rows]
-    windows = plan_windows(calls, now, by=by)
+    calls = from_rows(rows)
     if fmt == "table" and not calls:
         echo(NO_PLAN)
         return
+    if by == "hour":
+        _hours(calls, now, fmt)
+        return
+    windows = plan_windows(calls, now, by=by)
     shares = _share_rows(windows, by)
     if fmt == "table":
         render.emit([_window_row(w, now) for w in windows], _window_columns(), fmt,
@@ -147,3 +149,26 @@ def run(by: str, fmt: str) -> None:
     columns += [Column("calls", "Calls", "int"), Column("share", "Share", "percent")]
     meta = {"by": by, "generated_at": iso(now), "windows": [_window_meta(w) for w in windows]}
     render.emit(machine, columns, fmt, title="Plan windows", meta=meta)
+
+
+def _hours(calls: list[Any], now: float, fmt: str) -> None:
+    """``--by hour``: each window's utilization over the last 7 days, hour by hour."""
+    from ccmeter import render
+    from ccmeter.planwindows import by_hour
+
+    hours = by_hour(calls, now - 7 * 86400)
+    rows = [{"hour": iso(h.start) if fmt != "table" else render.format_datetime(h.start),
+             "calls": h.calls, "used_5h": h.util_5h, "used_7d": h.util_7d,
+             **({"note": ", ".join(f"{n} reset" for n, r in (("5h", h.reset_5h),
+                                                            ("7d", h.reset_7d)) if r)}
+                if fmt == "table" else {"reset_5h": h.reset_5h, "reset_7d": h.reset_7d})}
+            for h in hours]
+    columns = [render.Column("hour", "Hour"), render.Column("calls", "Calls", "int"),
+               render.Column("used_5h", "5h used", "percent"),
+               render.Column("used_7d", "7d used", "percent")]
+    columns.append(render.Column("note", "") if fmt == "table" else render.Column(
+        "reset_5h", "5h reset"))
+    if fmt != "table":
+        columns.append(render.Column("reset_7d", "7d reset"))
+    render.emit(rows, columns, fmt, title="Plan windows by hour (the last 7 days)", meta={
+        "used": "the highest utilization any call of the hour reported"})

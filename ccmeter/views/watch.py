@@ -12,7 +12,7 @@ from typing import Any
 
 from ccmeter import money
 from ccmeter.record import Record
-from ccmeter.statusline import _ago, _caps, _local, plan_line
+from ccmeter.statusline import _ago, _caps, _local, plan_limits, plan_line
 from ccmeter.views.common import NO_CALLS_YET
 
 
@@ -144,8 +144,19 @@ def frame_parts(db: Any, cfg: Mapping[str, Any], now: float | None = None,
 
     plan = latest_plan(db)
     if plan is not None:
-        parts.append(_Line(None, [(plan_line(plan, now, long=True), None)]))
+        line = plan_line(plan, now, long=True, limits=plan_limits(cfg),
+                         runs_out=_plan_run_out(db, now))
+        parts.append(_Line(None, [(line, None)]))
     return parts
+
+
+def _plan_run_out(db: Any, now: float) -> dict[str, float]:
+    """When each plan window runs out at the current rate, if before it resets."""
+    from ccmeter import planwindows, store
+
+    calls = planwindows.from_rows(store.plan_calls(db, now - 7 * 86400))
+    return {w.name: w.runs_out_at for w in planwindows.plan_windows(calls, now)
+            if w.runs_out_at is not None}
 
 
 def _caps_table(statuses: Sequence[Any], burn: dict[str | None, int], now: float,
