@@ -199,3 +199,19 @@ def test_a_protocol_ccmeter_cannot_send_is_told_not_tried(user_home, caplog):
            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
     assert otlp.start(config.paths(), env) is None
     assert "protocol grpc is not supported" in caplog.text
+
+
+def test_a_session_quiet_for_a_day_is_no_longer_pushed(monkeypatch):
+    from ccmeter.metrics import otlp
+
+    totals = otlp._Totals()
+    now = time.time()
+    for session, started in [("old", now - 2 * 86400), ("new", now - 60)]:
+        totals.add((session, "p", "m", "anthropic", "main", "ok", "", 5,
+                    (1, 0, 0, 0, 2), None, None, started))
+    assert {k[1] for k in totals.cost} == {"old", "new"}
+    totals.prune(now)
+    assert {k[1] for k in totals.cost} == {"new"}
+    assert {k[1] for k in totals.tokens} == {"new"}
+    assert set(totals.sessions) == {"new"}
+    assert sum(totals.calls.values()) == 2  # the session-less counters keep every call

@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 STOP_WAIT_S = 2.0
 #: Sessions whose cache waste is reported: those with a call in this long.
 WASTE_SESSIONS_S = 2 * 3600.0
+#: A session's series (cost and tokens by session.id) are dropped once it has had no call
+#: for this long, so a proxy that runs for months does not push every session it ever saw
+#: (a cumulative series that stops is fine for OTLP and Prometheus alike).
+SESSION_SERIES_S = 24 * 3600.0
+PRUNE_EVERY_S = 600.0
 PROTOCOLS = ("http/protobuf", "")
 
 # Claude Code's token types, from ccmeter's columns.
@@ -60,6 +65,19 @@ class _Totals:
         self.unpriced: dict[tuple, int] = collections.defaultdict(int)
         self.plan: dict[str, float] = {}
         self.sessions: dict[str, float] = {}  # session id -> its last call's time
+        self.pruned = time.time()
+
+    def prune(self, now: float) -> None:
+        """Forget the sessions without a call in :data:`SESSION_SERIES_S`."""
+        self.pruned = now
+        stale = {s for s, ts in self.sessions.items() if ts < now - SESSION_SERIES_S}
+        if not stale:
+            return
+        for table in (self.cost, self.tokens):
+            for key in [k for k in table if k[1] in stale]:
+                del table[key]
+        for session in stale:
+            del self.sessions[session]
 
     def add(self, row: tuple) -> None:
         (session, project, model, provider, kind, status, reason, cost, tokens, plan_5h,
@@ -80,7 +98,8 @@ class _Totals:
         if plan_7d is not None:
             self.plan["7d"] = plan_7d
         if session:
-            self.sessions[session] = max(self.sessions.get(session, 0.0), started or 0.0)
+            self.sessions[session] = max(self.sessions.get(session, 0.0),
+                                         started or time.time())
 
 
 class Exporter:
@@ -137,6 +156,9 @@ class Exporter:
         with self._lock:
             while self._queue:
                 self._totals.add(self._queue.popleft())
+            now = time.time()
+            if now - self._totals.pruned >= PRUNE_EVERY_S:
+                self._totals.prune(now)
             return self._totals
 
     def _instruments(self, meter: Any) -> None:
