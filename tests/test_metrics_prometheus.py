@@ -230,3 +230,35 @@ def test_prometheus_sums_equal_the_database_and_the_dashboard_queries_run(reside
                 proc.send_signal(signal.SIGINT)
             for proc in procs:
                 proc.wait(20)
+
+
+def test_the_proxy_a_run_starts_serves_the_configured_metrics_port(residents, work):
+    """`[metrics] port` in the config: the resident proxy `ccmeter run` starts serves it, and
+    its totals are the database's."""
+    from test_resident import CLIENT
+    from test_resident import answer as thousands
+
+    metrics_port = free_port()
+    config.ensure_private_dir(residents.config_dir)
+    residents.config_file.write_text(f'[metrics]\nport = {metrics_port}\nuser = "alice"\n')
+    with StandIn() as standin:
+        standin.default = thousands
+        done = subprocess.run(
+            [sys.executable, "-m", "ccmeter.entry", "run", "--upstream", standin.url, "--",
+             sys.executable, "-c", CLIENT, "s1:2", "s1:3"],
+            capture_output=True, text=True, timeout=120, cwd=work)
+        assert done.returncode == 0, done.stderr
+        rows = settled(residents.db_file, 2)
+        deadline = time.monotonic() + 10
+        while True:
+            found = scrape(metrics_port)
+            calls = sum(v for (n, _), v in found.items() if n == "ccmeter_calls_total")
+            if calls == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        cost = sum(v for (n, _), v in found.items() if n == "ccmeter_cost_usd_total")
+        assert calls == 2
+        assert cost == sum(r["cost_picousd"] for r in rows) / 10**12 == 0.025
+        assert all(dict(labels).get("user") == "alice" for _, labels in found)
+        assert {dict(labels).get("project") for n, labels in found
+                if n == "ccmeter_cost_usd_total"} == {"work"}
