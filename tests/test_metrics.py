@@ -249,3 +249,28 @@ def test_a_long_lived_reader_keeps_old_sums_and_adds_only_new_calls(db, tmp_path
     db.execute("UPDATE api_calls SET cost_picousd = 5 WHERE call_uid = 'old1'")
     mine = {(*g.labels, g.status, g.reason): g for g in reader.snapshot().groups}
     assert mine == full()
+
+
+def test_the_grafana_dashboard_is_an_importable_document():
+    """What Grafana's import needs: the data source as an input every panel and query uses,
+    unique panel ids on a 24-column grid, queries only over metrics ccmeter exports (the
+    Prometheus test runs each one)."""
+    import json
+    import re
+
+    doc = json.loads((Path(__file__).resolve().parent.parent / "docs" / "dashboard"
+                      / "ccmeter-grafana.json").read_text())
+    assert [i["name"] for i in doc["__inputs"]] == ["DS_PROMETHEUS"]
+    source = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids)) >= 10
+    exported = {f.name for f in prom.families(read(store.connect(":memory:"), {}))}
+    for panel in doc["panels"]:
+        assert panel["datasource"] == source
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24 and grid["h"] > 0
+        for target in panel["targets"]:
+            assert target["datasource"] == source and target["refId"]
+            names = set(re.findall(r"\b(ccmeter_[a-z_]+)", target["expr"]))
+            assert names and {n.removesuffix("_total") for n in names} <= exported, names
+    assert [v["name"] for v in doc["templating"]["list"]] == ["project"]
