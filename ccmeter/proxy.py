@@ -228,6 +228,8 @@ def start(settings: ProxySettings) -> RunningProxy:
                            _master=box["master"], _thread=thread, otlp=exporter)
     try:
         running.metrics = start_metrics(settings)
+        if running.metrics is not None:
+            meter.status.metrics(running.metrics.url)
     except BaseException:
         running.stop()
         raise

@@ -212,6 +212,11 @@ def test_prometheus_sums_equal_the_database_and_the_dashboard_queries_run(reside
                     answer_doc = prometheus.api(expr)
                     assert answer_doc["status"] == "success", (title, expr, answer_doc)
                     assert answer_doc["data"]["result"], (title, expr)
+            doctor = subprocess.run([sys.executable, "-m", "ccmeter.entry", "doctor"],
+                                    capture_output=True, text=True, timeout=120)
+            for metrics_port in metrics_ports:
+                assert f"serves Prometheus metrics at http://127.0.0.1:{metrics_port}/metrics" \
+                    in doctor.stdout.replace("\n     ", " "), doctor.stdout
             # both proxies share the database and each shows its totals: not one the other's
             first, second = scrape(metrics_ports[0]), scrape(metrics_ports[1])
             assert first == second

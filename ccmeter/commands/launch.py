@@ -362,6 +362,8 @@ def doctor() -> None:
                    "keeps the caps and prices it had and re-reads the file when it changes")
         else:
             report(True, f"{label}: metering ok, since {proxy.get('started_at')}")
+        if proxy.get("metrics"):
+            note(f"{label} serves Prometheus metrics at {proxy['metrics']}")
         wide = exposure.exposed_text(proxy.get("listen"))
         if wide:
             report(False, f"{label} listens beyond this machine ({', '.join(wide)}): anyone "
