@@ -92,6 +92,10 @@ FROM api_calls WHERE started_ts >= :since
 ANY_CALL_SQL = ("SELECT EXISTS (SELECT 1 FROM api_calls) "
                 "OR EXISTS (SELECT 1 FROM transcript_calls) AS any_call")
 
+#: The oldest call of either source (both served by their started_ts index).
+FIRST_CALL_SQL = ("SELECT MIN(first) AS first FROM (SELECT MIN(started_ts) AS first FROM "
+                  "api_calls UNION ALL SELECT MIN(started_ts) FROM transcript_calls)")
+
 SESSION_SPEND_SQL = """
 SELECT COUNT(*) AS calls, SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced_calls,
     MAX(project) AS project
@@ -364,6 +368,11 @@ def spend_since(db: Any, since: float) -> tuple[int | None, int]:
 def has_calls(db: Any) -> bool:
     """Whether anything was ever recorded (an empty database says what to do instead)."""
     return bool(store.query(db, ANY_CALL_SQL)[0]["any_call"])
+
+
+def first_call(db: Any) -> float | None:
+    """When the oldest recorded call was made (None: nothing recorded)."""
+    return store.query(db, FIRST_CALL_SQL)[0]["first"]
 
 
 def session_spend(db: Any, session_id: str) -> dict[str, Any]:

@@ -80,7 +80,22 @@ def build(db: Any, group_by: str | None, flt: WasteFilters, catalog: Catalog,
           now: float) -> WasteReport:
     """The report: grouped rows (``group_by`` in :data:`GROUPS`), or with ``group_by`` None
     one row per loss (a session turn by turn)."""
+    return build_many(db, [group_by], flt, catalog, now)[0]
+
+
+def build_many(db: Any, group_bys: Sequence[str | None], flt: WasteFilters, catalog: Catalog,
+               now: float) -> list[WasteReport]:
+    """The report grouped several ways, from one accounting of the calls (the dashboard's
+    waste page shows it by cause and by session)."""
     found = _accounting(db, flt, catalog, now)
+    start = flt.since if flt.since is not None else 0.0
+    end = flt.until if flt.until is not None else now + 1
+    spend = store.spend(db, start, end, flt.project, flt.session_id)
+    return [_grouped(found, group_by, flt, catalog, spend) for group_by in group_bys]
+
+
+def _grouped(found: waste.Accounting, group_by: str | None, flt: WasteFilters,
+             catalog: Catalog, spend: dict[str, Any]) -> WasteReport:
     losses = list(found.losses)
     rows: list[dict[str, Any]] = []
     if group_by is None:
@@ -114,9 +129,6 @@ def build(db: Any, group_by: str | None, flt: WasteFilters, catalog: Catalog,
             rows.sort(key=lambda r: r["day"])
         else:
             rows.sort(key=lambda r: (-(r["waste"] or 0), str(r[group_by])))
-    start = flt.since if flt.since is not None else 0.0
-    end = flt.until if flt.until is not None else now + 1
-    spend = store.spend(db, start, end, flt.project, flt.session_id)
     return WasteReport(group_by, flt, rows, _sum(losses), spend,
                        sum(p.tokens for p in found.pending), catalog.version, losses)
 

@@ -258,7 +258,7 @@ def test_the_grafana_dashboard_is_an_importable_document():
     import json
     import re
 
-    doc = json.loads((Path(__file__).resolve().parent.parent / "docs" / "dashboard"
+    doc = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana"
                       / "ccmeter-grafana.json").read_text())
     assert [i["name"] for i in doc["__inputs"]] == ["DS_PROMETHEUS"]
     source = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}

@@ -33,7 +33,7 @@ from standin import StandIn, error_reply, message_events, sse_reply
 from ccmeter import config
 
 ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "docs" / "dashboard" / "ccmeter-grafana.json"
+DASHBOARD = ROOT / "docs" / "grafana" / "ccmeter-grafana.json"
 UNIT = 62_500  # tokens: $rate/16 at a rate in $ per million tokens (x10 for $0.10, $0.30)
 
 # (proxy, project, model, session, tokens) per call; tokens in UNITs unless "odd"

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from ccmeter.commands.common import (
-    FormatOption,
     ModelOption,
     ProjectOption,
     SinceOption,
@@ -33,7 +32,13 @@ def report(
     until: UntilOption = None,
     project: ProjectOption = None,
     model: ModelOption = None,
-    fmt: FormatOption = "table",
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", help="Output format: table (for people), json or csv "
+                     "(for machines: money as exact dollars and integer picodollars, times in "
+                     "ISO 8601 with the UTC offset), or html (one self-contained page with "
+                     "charts, to share: > spend.html)."),
+    ] = "table",
     source: SourceOption = "all",
     as_model: Annotated[
         str | None,
@@ -68,6 +73,7 @@ def report(
       ccmeter report --since 30d --as-model claude-sonnet-4-5
       ccmeter report --since 30d --cache-ttl 5m
       ccmeter report --since 30d --vs-plan max-5x
+      ccmeter report --since 30d --format html > spend.html
     """
     from ccmeter.views.report import run
 

@@ -181,18 +181,20 @@ def query(db: sqlite_utils.Database | sqlite3.Connection, sql: str,
     return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
-def connect_reader(path: Path | str) -> sqlite3.Connection:
+def connect_reader(path: Path | str, *, any_thread: bool = False) -> sqlite3.Connection:
     """A plain read-only connection, for the status line: it runs after every Claude Code
     turn, so it skips sqlite-utils (and its plugin scan) and migrations. It fails if the
     file is missing or too old to hold the expected tables; the caller shows a minimal line.
+    ``any_thread``: the caller serializes its use across threads itself (the dashboard).
     """
     conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
-                           timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+                           timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=not any_thread)
     conn.execute("PRAGMA query_only=1")
     return conn
 
 
 
-def data_version(db: sqlite_utils.Database) -> int:
+def data_version(db: sqlite_utils.Database | sqlite3.Connection) -> int:
     """Changes whenever another connection commits: a cheap "did rows land?" poll."""
     return int(db.execute("PRAGMA data_version").fetchone()[0])

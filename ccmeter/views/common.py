@@ -20,12 +20,14 @@ def echo(text: str) -> None:
     sys.stdout.flush()
 
 
-def check_format(fmt: str) -> str:
+def check_format(fmt: str, extra: Sequence[str] = ()) -> str:
+    """``--format``: table, json, csv, and the ``extra`` formats of one command (html)."""
     from ccmeter.render import FORMATS
 
     fmt = fmt.strip().lower()
-    if fmt not in FORMATS:
-        raise config.CCMeterError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    known = (*FORMATS, *extra)
+    if fmt not in known:
+        raise config.CCMeterError(f"unknown --format {fmt!r}; use one of {', '.join(known)}")
     return fmt
 
 

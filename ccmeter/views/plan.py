@@ -95,10 +95,28 @@ def _share_columns(by: str) -> list[Any]:
     return columns
 
 
+def load_calls(db: Any, now: float) -> list[Any]:
+    """The calls with plan headers, two of the longest window back."""
+    from ccmeter import store
+    from ccmeter.planwindows import WINDOWS, from_rows
+
+    longest = max(length for length, _span in WINDOWS.values())
+    return from_rows(store.plan_calls(db, now - 2 * longest))
+
+
+def load_windows(db: Any, now: float, by: str = "session") -> tuple[list[Any], list[Any]]:
+    """The calls with plan headers and the windows they give: what ``ccmeter plan`` and
+    the dashboard's plan page both show."""
+    from ccmeter.planwindows import plan_windows
+
+    calls = load_calls(db, now)
+    return calls, plan_windows(calls, now, by=by)
+
+
 def run(by: str, fmt: str) -> None:
     """The plan windows and shares, written to stdout."""
-    from ccmeter import render, store
-    from ccmeter.planwindows import WINDOWS, from_rows, plan_windows
+    from ccmeter import render
+    from ccmeter.planwindows import plan_windows
 
     fmt = check_format(fmt)
     by = by.strip().lower()
@@ -106,16 +124,14 @@ def run(by: str, fmt: str) -> None:
         raise config.CCMeterError(f"cannot show the plan by {by!r}; use session, project "
                                   "or hour")
     now = time.time()
-    longest = max(length for length, _span in WINDOWS.values())
     db = open_db()
     try:
-        rows = store.plan_calls(db, now - 2 * longest)
-        empty = fmt == "table" and not rows and nothing_yet(db)
+        calls = load_calls(db, now)
+        empty = fmt == "table" and not calls and nothing_yet(db)
     finally:
         db.conn.close()
     if empty:
         return
-    calls = from_rows(rows)
     if fmt == "table" and not calls:
         echo(NO_PLAN)
         return

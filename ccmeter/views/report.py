@@ -71,6 +71,22 @@ def report_columns(dims: Sequence[str], fmt: str, rows: Sequence[Mapping[str, An
     return columns
 
 
+#: What ``report --format`` takes beyond the formats every command has.
+REPORT_EXTRA_FORMATS = ("html",)
+
+
+def _emit_html(title: str, sections: Sequence[tuple[str, Any, dict[str, Any]]]) -> None:
+    """The report as one self-contained HTML page on stdout (:mod:`ccmeter.dashboard.export`)."""
+    from ccmeter.dashboard.export import Section, report_html
+
+    parts = [Section(name, rep, {k: str(v) for k, v in caption.items()})
+             for name, rep, caption in sections]
+    sys.stdout.write(report_html(title, parts, lambda rep: report_columns(
+        rep.dimensions, "table", rep.rows)))
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 IMPORTED_NOTE = ("from Claude Code's transcripts (`ccmeter import`): estimates, output "
                  "tokens are often undercounted there")
 
@@ -186,7 +202,7 @@ def run(by: list[str] | None, since: str | None, until: str | None, project: str
     from ccmeter import render, reports
     from ccmeter.whatif import check_assumption
 
-    fmt = check_format(fmt)
+    fmt = check_format(fmt, REPORT_EXTRA_FORMATS)
     source = check_source(source)
     now = time.time()
     cfg = config.load_config()
@@ -217,6 +233,12 @@ def run(by: list[str] | None, since: str | None, until: str | None, project: str
     if empty:
         return
     cmp = _comparison(catalog, plan, rep, now) if plan else None
+    if fmt == "html":
+        caption = _caption(rep, now, assumption)
+        if cmp is not None:
+            caption["vs plan"] = _plan_caption(cmp)
+        _emit_html(title, [(title, rep, caption)])
+        return
     if fmt == "table" and not rep.totals["calls"]:
         only = "".join(f" of {name} {value}" for name, value in
                        (("project", project), ("model", model)) if value)
@@ -246,6 +268,16 @@ def _default_report(db: Any, catalog: Any, fmt: str, now: float, project: str | 
         filters = reports.Filters(since=since, project=project, model=model, source=source)
         views.append((period, reports.build_report(db, ["project"], filters, catalog,
                                                    assumption=assumption)))
+    if fmt == "html":
+        sections = []
+        for period, rep in views:
+            caption = _caption(rep, now, assumption)
+            if plan:
+                caption["vs plan"] = _plan_caption(_comparison(catalog, plan, rep, now))
+            sections.append((_title(f"{period.capitalize()} by project", assumption, plan), rep,
+                             caption))
+        _emit_html(_title("Today and this week by project", assumption, plan), sections)
+        return
     if fmt == "table":
         if not views[1][1].totals["calls"] and nothing_yet(db):
             return

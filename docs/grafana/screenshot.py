@@ -1,12 +1,12 @@
-"""Make docs/dashboard/screenshot.png: the dashboard's queries in Prometheus' own graph view.
+"""Make docs/grafana/screenshot.png: the dashboard's queries in Prometheus' own graph view.
 
 Grafana is not packaged for Debian, so the picture is Prometheus' graph page (headless
 Chromium) showing the same PromQL as four of the dashboard's panels, over a real
 ``ccmeter serve --metrics-port`` that the tests' stand-in API answers calls through for
 ``--minutes`` minutes (several projects and models, a daily cap on one project).
 
-    python docs/dashboard/screenshot.py            # needs prometheus and chromium on PATH
-    python docs/dashboard/screenshot.py --minutes 2
+    python docs/grafana/screenshot.py            # needs prometheus and chromium on PATH
+    python docs/grafana/screenshot.py --minutes 2
 """
 
 from __future__ import annotations
