@@ -109,6 +109,7 @@ SCHEMA: dict[str, Any] = {
     "share": {**dict.fromkeys(("path", "user", "salt", "anonymize", "hash_projects", "team",
                                "group", "push_interval", "refresh_interval")),
               "project_names": ANY_NAME},
+    "metrics": dict.fromkeys(("port", "host", "user")),
 }
 
 
