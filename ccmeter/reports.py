@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any
 from ccmeter import store
 from ccmeter.periods import bucket_label, bucket_start, next_bucket, slot_seconds
 from ccmeter.record import Record
+from ccmeter.reportgroup import TOKEN_FIELDS as TOKEN_FIELDS  # re-exported
+from ccmeter.reportgroup import Group
+from ccmeter.store import reportsql
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -34,13 +37,6 @@ if TYPE_CHECKING:
 
 TIME_DIMENSIONS = ("hour", "day", "week", "month")
 DIMENSIONS = ("project", "session", "model", "provider", *TIME_DIMENSIONS)
-TOKEN_FIELDS = (
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-)
 MAX_FILLED_BUCKETS = 2000
 #: What ``--source`` takes: the calls metered on the wire, those imported from Claude Code's
 #: transcripts (only the ones no wire row matches: a call seen both ways counts once, from
@@ -60,58 +56,6 @@ SEVERAL_PROJECTS = "(several)"
 def missing_label(dimension: str) -> str:
     """``(no project)``, ``(no model)``, ``(no session)``: a missing name, as tables show it."""
     return f"(no {dimension})"
-
-
-# --- SQL -----------------------------------------------------------------------------------
-
-_PROMPT_TOKENS_SQL = (
-    "(input_tokens + cache_write_5m_tokens + cache_write_1h_tokens + cache_read_tokens)"
-)
-_FILTER_SINCE = "started_ts >= :since"
-_FILTER_UNTIL = "started_ts < :until"
-_FILTER_PROJECT = "project = :project"
-_FILTER_MODEL = "instr(lower(COALESCE(model, '')), :model) > 0"
-_FILTER_SESSION = "session_id = :session"
-#: Redundant slot bounds next to the exact time filters, so the range is served by the
-#: ``api_calls_rollup`` expression index (whose first column is the hourly slot).
-_FILTER_SLOT_SINCE = "CAST(started_ts / {slot} AS INTEGER) >= :slot_since"
-_FILTER_SLOT_UNTIL = "CAST(started_ts / {slot} AS INTEGER) <= :slot_until"
-#: The one aggregate every report runs. Its GROUP BY is a prefix of the ``api_calls_rollup``
-#: covering index (migration 2), so SQLite aggregates in index order without sorting a
-#: million rows. ``{slot}`` is a literal (3600 normally) so the expression matches the index.
-REPORT_SQL = """
-SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
-    project, model AS model_name, speed, service_tier, inference_geo{session},
-    COUNT(*) AS calls,
-    SUM(input_tokens) AS input_tokens,
-    SUM(cache_write_5m_tokens) AS cache_write_5m_tokens,
-    SUM(cache_write_1h_tokens) AS cache_write_1h_tokens,
-    SUM(cache_read_tokens) AS cache_read_tokens,
-    SUM(output_tokens) AS output_tokens,
-    SUM(cost_picousd) AS cost_picousd,
-    COUNT(cost_picousd) AS priced_calls,
-    MIN(started_ts) AS first_ts,
-    MAX(started_ts) AS last_ts
-FROM {table}
-{where}
-GROUP BY 1, 2, 3, 4, 5, 6{session_group}
-"""
-
-#: The cache tokens of long prompts, by how many long-context thresholds (``{buckets}``: a
-#: sum of ``prompt > :lcN`` terms) the prompt is over. A separate query because only the
-#: rare long prompts reach its GROUP BY; conditional sums in REPORT_SQL would cost every row.
-LONG_CONTEXT_SQL = """
-SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
-    project, model AS model_name, speed, service_tier, inference_geo{session},
-    {buckets} AS lc_bucket,
-    SUM(cache_read_tokens) AS cache_read_tokens,
-    SUM(cache_write_5m_tokens) AS cache_write_5m_tokens,
-    SUM(cache_write_1h_tokens) AS cache_write_1h_tokens
-FROM {table}
-{where}
-GROUP BY 1, 2, 3, 4, 5, 6, 7{session_group}
-"""
-_OVER_THRESHOLD = "(" + _PROMPT_TOKENS_SQL + " > :lc{i})"
 
 
 # --- pricing helpers -----------------------------------------------------------------------
@@ -150,133 +94,12 @@ class Filters(Record):
         return ("wire", "transcript") if self.source == "all" else (self.source,)
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        clauses: list[str] = []
-        params: dict[str, Any] = {}
-        for name, clause in (
-            ("since", _FILTER_SINCE),
-            ("until", _FILTER_UNTIL),
-            ("project", _FILTER_PROJECT),
-            ("model", _FILTER_MODEL),
-            ("session", _FILTER_SESSION),
-        ):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            clauses.append(clause)
-            params[name] = value.lower() if name == "model" else value
-        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+        """The WHERE clause (and its parameters) of these filters."""
+        return reportsql.filter_where(self.filter_values())
 
-
-class Group:
-    """The totals of one report row (or of the whole report)."""
-
-    __slots__ = ("cache_read_tokens", "cache_write_1h_tokens", "cache_write_5m_tokens", "calls",
-                 "cost_sum", "first_ts", "input_tokens", "last_ts", "output_tokens",
-                 "priced_calls", "project_names", "saved", "transcript_calls")
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.input_tokens = 0
-        self.cache_write_5m_tokens = 0
-        self.cache_write_1h_tokens = 0
-        self.cache_read_tokens = 0
-        self.output_tokens = 0
-        self.priced_calls = 0
-        self.cost_sum = 0
-        self.saved: Decimal | None = None
-        self.first_ts: float | None = None
-        self.last_ts: float | None = None
-        self.project_names: set[str] = set()
-        #: of ``calls``, those imported from transcripts (the rest were metered on the wire)
-        self.transcript_calls = 0
-
-    @property
-    def source(self) -> str | None:
-        """``wire``, ``transcript``, or ``wire+transcript`` when the calls mix; None without."""
-        if not self.calls:
-            return None
-        if not self.transcript_calls:
-            return "wire"
-        return "transcript" if self.transcript_calls == self.calls else "wire+transcript"
-
-    @property
-    def project(self) -> str | None:
-        """The one project of the group's calls; None when none has one or they mix."""
-        return next(iter(self.project_names)) if len(self.project_names) == 1 else None
-
-    @property
-    def projects(self) -> int:
-        """How many projects the group's calls came from (calls without one not counted)."""
-        return len(self.project_names)
-
-    def add(self, row: Mapping[str, Any], saved: Decimal | None) -> None:
-        self.calls += int(row["calls"])
-        if row.get("source") == "transcript":
-            self.transcript_calls += int(row["calls"])
-        for name in TOKEN_FIELDS:
-            setattr(self, name, getattr(self, name) + int(row[name] or 0))
-        self.priced_calls += int(row["priced_calls"])
-        self.cost_sum += int(row["cost_picousd"] or 0)
-        if saved is not None:
-            self.saved = saved if self.saved is None else self.saved + saved
-        first, last = row.get("first_ts"), row.get("last_ts")
-        if first is not None and (self.first_ts is None or first < self.first_ts):
-            self.first_ts = first
-        if last is not None and (self.last_ts is None or last > self.last_ts):
-            self.last_ts = last
-        if row.get("project"):
-            self.project_names.add(row["project"])
-
-    def merge(self, other: Group) -> None:
-        self.calls += other.calls
-        self.transcript_calls += other.transcript_calls
-        for name in TOKEN_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.priced_calls += other.priced_calls
-        self.cost_sum += other.cost_sum
-        if other.saved is not None:
-            self.saved = other.saved if self.saved is None else self.saved + other.saved
-        for ts in (other.first_ts, other.last_ts):
-            if ts is None:
-                continue
-            self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
-            self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
-        self.project_names |= other.project_names
-
-    @property
-    def cost_picousd(self) -> int | None:
-        """Sum of the priced calls; None when the group has calls and none is priced.
-
-        A group without calls (an idle bucket, an empty database) costs 0, not "unpriced".
-        """
-        return self.cost_sum if self.priced_calls or not self.calls else None
-
-    @property
-    def saved_picousd(self) -> int | None:
-        """What caching saved; 0 without calls, None when no call's model has a price."""
-        if self.saved is None:
-            return None if self.calls else 0
-        from ccmeter.savings import to_pico
-
-        return to_pico(self.saved)
-
-    @property
-    def unpriced_calls(self) -> int:
-        return self.calls - self.priced_calls
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            **{name: getattr(self, name) for name in TOKEN_FIELDS},
-            "cache_write_tokens": self.cache_write_5m_tokens + self.cache_write_1h_tokens,
-            "cost": self.cost_picousd,
-            "unpriced_calls": self.unpriced_calls,
-            "cache_savings": self.saved_picousd,
-            "first_call": self.first_ts,
-            "last_call": self.last_ts,
-            "source": self.source,
-            "transcript_calls": self.transcript_calls,
-        }
+    def filter_values(self) -> dict[str, Any]:
+        return {"since": self.since, "until": self.until, "project": self.project,
+                "model": self.model, "session": self.session}
 
 
 class Report(Record):
@@ -458,34 +281,13 @@ def _group_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _where(filters: Filters, slot: int) -> tuple[str, dict[str, Any]]:
-    where, params = filters.where()
-    extra = []
-    if filters.since is not None:
-        extra.append(_FILTER_SLOT_SINCE.format(slot=int(slot)))
-        params["slot_since"] = int(filters.since // slot)
-    if filters.until is not None:
-        extra.append(_FILTER_SLOT_UNTIL.format(slot=int(slot)))
-        params["slot_until"] = int(filters.until // slot)
-    if extra:
-        where = (where + " AND " if where else "WHERE ") + " AND ".join(extra)
-    return where, params
-
-
-def _optional_columns(dims: Sequence[str]) -> tuple[str, str]:
-    """Columns grouped on only when asked for (``session_id``, ``provider``), as the SELECT
-    and GROUP BY additions: other reports keep the rollup index's exact GROUP BY."""
-    names = [c for d, c in (("session", "session_id"), ("provider", "provider")) if d in dims]
-    return "".join(f",\n    {c}" for c in names), "".join(f", {c}" for c in names)
+    return reportsql.slotted_where(filters.filter_values(), slot)
 
 
 def report_sql(dims: Sequence[str], filters: Filters, slot: int,
                table: str = "api_calls") -> tuple[str, dict[str, Any]]:
     """The aggregate query (and its parameters) for a report on one source's ``table``."""
-    where, params = _where(filters, slot)
-    columns, group = _optional_columns(dims)
-    sql = REPORT_SQL.format(slot=int(slot), session=columns, where=where, session_group=group,
-                            table=table)
-    return sql, params
+    return reportsql.report_sql(dims, filters.filter_values(), slot, table)
 
 
 def long_context_sql(
@@ -493,16 +295,7 @@ def long_context_sql(
     table: str = "api_calls",
 ) -> tuple[str, dict[str, Any]]:
     """The long-prompt query (and its parameters) matching :func:`report_sql`'s groups."""
-    where, params = _where(filters, slot)
-    terms = []
-    for index, threshold in enumerate(thresholds):
-        params[f"lc{index}"] = threshold
-        terms.append(_OVER_THRESHOLD.format(i=index))
-    where = (where + " AND " if where else "WHERE ") + terms[0]
-    columns, group = _optional_columns(dims)
-    sql = LONG_CONTEXT_SQL.format(slot=int(slot), session=columns, buckets=" + ".join(terms),
-                                  where=where, session_group=group, table=table)
-    return sql, params
+    return reportsql.long_context_sql(dims, filters.filter_values(), thresholds, slot, table)
 
 
 def _fill_gaps(
