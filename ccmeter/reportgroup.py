@@ -5,7 +5,7 @@ and tokens summed, money in exact integer picodollars, what caching saved as an 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -130,3 +130,81 @@ class Group:
             "source": self.source,
             "transcript_calls": self.transcript_calls,
         }
+
+
+# --- the fast fold: a year of aggregate rows into report groups ------------------------------
+#
+# ``ccmeter.reports`` reads its aggregate rows as plain tuples laid out as below and folds them
+# into *cells* (lists: the same sums as a Group, without an attribute lookup per field), which
+# become Groups only once per report row. A cell is ``row[CALLS:SAVED + 1]`` plus the set of
+# project names. Every sum is exact (ints, and Decimal sums well inside its precision), so
+# folding rows into cells and cells into coarser cells gives the Group that adding each row
+# to it gives.
+
+#: Positions in a read row.
+(SLOT, PROJECT, MODEL, SESSION, PROVIDER, CALLS, TRANSCRIPT_CALLS, INPUT, WRITE_5M, WRITE_1H,
+ READ, OUTPUT, PRICED, COST, FIRST, LAST, SAVED) = range(17)
+
+
+def accumulate(rows: Iterable[Sequence[Any]],
+               key_of: Callable[[Sequence[Any]], Hashable]) -> dict[Any, list[Any]]:
+    """Read rows summed into one cell per ``key_of(row)``."""
+    cells: dict[Any, list[Any]] = {}
+    get = cells.get
+    for r in rows:
+        key = key_of(r)
+        c = get(key)
+        if c is None:
+            cells[key] = [*r[CALLS:], {r[PROJECT]} if r[PROJECT] else set()]
+            continue
+        c[0] += r[5]
+        c[1] += r[6]
+        c[2] += r[7]
+        c[3] += r[8]
+        c[4] += r[9]
+        c[5] += r[10]
+        c[6] += r[11]
+        c[7] += r[12]
+        c[8] += r[13]
+        if r[14] < c[9]:
+            c[9] = r[14]
+        if r[15] > c[10]:
+            c[10] = r[15]
+        saved = r[16]
+        if saved is not None:
+            c[11] = saved if c[11] is None else c[11] + saved
+        if r[PROJECT]:
+            c[12].add(r[PROJECT])
+    return cells
+
+
+def merge_cells(cells: Mapping[Any, list[Any]],
+                key_of: Callable[[Any], Hashable]) -> dict[Any, list[Any]]:
+    """Cells summed again into one per ``key_of(cell's key)`` (a coarser grouping)."""
+    out: dict[Any, list[Any]] = {}
+    for key, cell in cells.items():
+        new = key_of(key)
+        c = out.get(new)
+        if c is None:
+            out[new] = [*cell[:12], set(cell[12])]
+            continue
+        for i in range(9):
+            c[i] += cell[i]
+        if cell[9] < c[9]:
+            c[9] = cell[9]
+        if cell[10] > c[10]:
+            c[10] = cell[10]
+        if cell[11] is not None:
+            c[11] = cell[11] if c[11] is None else c[11] + cell[11]
+        c[12] |= cell[12]
+    return out
+
+
+def cell_group(cell: Sequence[Any]) -> Group:
+    """The Group a cell's sums make."""
+    group = Group()
+    (group.calls, group.transcript_calls, group.input_tokens, group.cache_write_5m_tokens,
+     group.cache_write_1h_tokens, group.cache_read_tokens, group.output_tokens,
+     group.priced_calls, group.cost_sum, group.first_ts, group.last_ts, group.saved,
+     group.project_names) = cell
+    return group

@@ -30,8 +30,6 @@ from ccmeter.reportgroup import Group
 from ccmeter.store import reportsql
 
 if TYPE_CHECKING:
-    from decimal import Decimal
-
     from ccmeter.pricing import Catalog
     from ccmeter.whatif import Assumption
 
@@ -172,52 +170,132 @@ def build_reports(
     # into a coarser grouping with the same exact sums
     columns = tuple(d for d in ("session", "provider") if any(d in dims for dims in all_dims))
     read = _read(db, columns, filters, slot, thresholds, savings)
-    labels: dict[int, str] = {}
-    return [_fold(db, read, dims, filters, catalog, slot, labels, fill_gaps=fill_gaps,
-                  assumption=assumption) for dims in all_dims]
+    labels: dict[str, dict[int, str]] = {}
+    cells = _fold_cells(read, all_dims, slot, labels)
+    return [_report(db, read, cells[i], dims, filters, catalog, slot, labels,
+                    fill_gaps=fill_gaps, assumption=assumption)
+            for i, dims in enumerate(all_dims)]
 
 
 def _read(db: Any, dims: Sequence[str], filters: Filters, slot: int, thresholds: Sequence[int],
-          savings: Any) -> list[tuple[dict[str, Any], Decimal | None]]:
-    """The aggregate rows for ``dims``' columns, each with what caching saved on it."""
-    raw: list[dict[str, Any]] = []
-    long_rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+          savings: Any) -> list[tuple[Any, ...]]:
+    """The aggregate rows for ``dims``' columns, each with what caching saved on it, as
+    tuples laid out as :mod:`ccmeter.reportgroup` reads them."""
+    out: list[tuple[Any, ...]] = []
+    days: dict[int, date] = {}
     for source in filters.sources():
         table = SOURCE_TABLES[source]
-        sql, params = report_sql(dims, filters, slot, table)
-        raw += [{**row, "source": source} for row in store.query(db, sql, params)]
+        long_rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         if thresholds:
             long_sql = long_context_sql(dims, filters, thresholds, slot, table)
             for row in store.query(db, *long_sql):
-                long_rows.setdefault(_group_key({**row, "source": source}), []).append(row)
-    days: dict[int, date] = {}
-    out = []
-    for row in raw:
-        slot_start = int(row["slot"]) * slot
-        utc_day = days.get(slot_start)
-        if utc_day is None:
-            utc_day = days[slot_start] = datetime.fromtimestamp(slot_start, UTC).date()
-        out.append((row, savings.saved(row, utc_day, long_rows.get(_group_key(row), ()))))
+                long_rows.setdefault(_group_key(row), []).append(row)
+        names, rows = reportsql.fetch(db, *report_sql(dims, filters, slot, table))
+        at = {name: i for i, name in enumerate(names)}
+        session = at.get("session_id")
+        provider = at.get("provider")
+        calls = at["calls"]
+        transcript = source == "transcript"
+        saved_of = savings.saved_tokens
+        for r in rows:
+            slot_index, project, model, speed, tier, geo = r[:6]
+            count, tokens_in, write_5m, write_1h, read, output, cost, priced, first, last = (
+                r[calls:])
+            slot_start = slot_index * slot
+            utc_day = days.get(slot_start)
+            if utc_day is None:
+                utc_day = days[slot_start] = datetime.fromtimestamp(slot_start, UTC).date()
+            sid = None if session is None else r[session]
+            prov = None if provider is None else r[provider]
+            lc = long_rows.get((slot_index, project, model, speed, tier, geo, sid, prov))
+            saved = saved_of(model, utc_day, speed, tier, geo, read or 0, write_5m or 0,
+                             write_1h or 0, lc or ())
+            out.append((slot_index, project, model, sid, prov, count,
+                        count if transcript else 0, tokens_in or 0, write_5m or 0,
+                        write_1h or 0, read or 0, output or 0, priced, cost or 0, first, last,
+                        saved))
     return out
 
 
-def _fold(db: Any, read: Sequence[tuple[dict[str, Any], Decimal | None]], dims: tuple[str, ...],
-          filters: Filters, catalog: Catalog, slot: int, labels: dict[int, str], *,
-          fill_gaps: bool, assumption: Assumption | None) -> Report:
-    """One report from the rows :func:`_read` gave."""
+def _fold_cells(read: Sequence[tuple[Any, ...]], all_dims: Sequence[tuple[str, ...]],
+                slot: int, labels: dict[str, dict[int, str]]) -> list[dict[Any, list[Any]]]:
+    """Each grouping's cells. A grouping with the session is folded from the read rows; the
+    others from one fold of the rows by (time bucket, project, model, provider) per time
+    unit: a few thousand cells for a year, not one fold of every row per grouping."""
+    from ccmeter.reportgroup import MODEL, PROJECT, PROVIDER, SESSION, SLOT, accumulate
+
+    column = {"project": PROJECT, "model": MODEL, "session": SESSION, "provider": PROVIDER}
+    slots = {r[SLOT] for r in read}
+    for dims in all_dims:
+        for dim in dims:
+            if dim in TIME_DIMENSIONS and dim not in labels:
+                labels[dim] = {s: bucket_label(bucket_start(s * slot, dim), dim) for s in slots}
+    inner: dict[str | None, dict[Any, list[Any]]] = {}  # time unit -> (label, p, m, pr) cells
+    # the groupings without a time unit fold from the cells of one that has one, if any
+    shared = next((d for dims in all_dims if "session" not in dims for d in dims
+                   if d in TIME_DIMENSIONS), None)
+    out = []
+    for dims in all_dims:
+        time_dim = next((d for d in dims if d in TIME_DIMENSIONS), None)
+        if "session" in dims:
+            out.append(accumulate(read, _key_of(dims, column, labels)))
+            continue
+        unit = time_dim if time_dim is not None else shared
+        if unit not in inner:
+            inner[unit] = accumulate(read, _inner_key(labels.get(unit) if unit else None))
+        out.append(_merge(inner[unit], dims))
+    return out
+
+
+def _inner_key(lab: Mapping[int, str] | None) -> Any:
+    """A read row's inner cell: (time label, project, model, provider)."""
+    if lab is None:
+        return lambda r: (None, r[1], r[2], r[4])
+    return lambda r: (lab[r[0]], r[1], r[2], r[4])
+
+
+def _key_of(dims: Sequence[str], column: Mapping[str, int],
+            labels: Mapping[str, Mapping[int, str]]) -> Any:
+    """The report row key of a read row (at most two dimensions)."""
+    getters = [(lambda r, lab=labels[d]: lab[r[0]]) if d in TIME_DIMENSIONS
+               else (lambda r, i=column[d]: r[i]) for d in dims]
+    if len(getters) == 1:
+        (one,) = getters
+        return lambda r: (one(r),)
+    first, second = getters
+    return lambda r: (first(r), second(r))
+
+
+#: where each dimension is in an inner cell's key (time label, project, model, provider)
+_INNER = {"project": 1, "model": 2, "provider": 3, **{d: 0 for d in TIME_DIMENSIONS}}
+
+
+def _merge(inner: Mapping[Any, list[Any]], dims: Sequence[str]) -> dict[Any, list[Any]]:
+    from ccmeter.reportgroup import merge_cells
+
+    at = [_INNER[d] for d in dims]
+    if len(at) == 1:
+        (i,) = at
+        return merge_cells(inner, lambda k: (k[i],))
+    i, j = at
+    return merge_cells(inner, lambda k: (k[i], k[j]))
+
+
+def _report(db: Any, read: Sequence[tuple[Any, ...]], cells: Mapping[Any, list[Any]],
+            dims: tuple[str, ...], filters: Filters, catalog: Catalog, slot: int,
+            labels: dict[str, dict[int, str]], *, fill_gaps: bool,
+            assumption: Assumption | None) -> Report:
+    """One report from its cells."""
+    from ccmeter.reportgroup import FIRST, LAST, cell_group
+
     time_dim = next((d for d in dims if d in TIME_DIMENSIONS), None)
-    groups: dict[tuple[Any, ...], Group] = {}
-    for row, saved in read:
-        key = _row_key(row, dims, slot, labels)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = Group()
-        group.add(row, saved)
+    groups = {key: cell_group(cell) for key, cell in cells.items()}
     if assumption is not None and assumption.active:
         _reprice_groups(db, groups, dims, filters, catalog, assumption, slot, labels)
 
     if time_dim is not None and len(dims) == 1 and fill_gaps:
-        _fill_gaps(groups, time_dim, filters, [row for row, _ in read])
+        _fill_gaps(groups, time_dim, filters, min((r[FIRST] for r in read), default=None),
+                   max((r[LAST] for r in read), default=None))
 
     total = Group()
     for group in groups.values():
@@ -231,15 +309,17 @@ def _fold(db: Any, read: Sequence[tuple[dict[str, Any], Decimal | None]], dims: 
 
 
 def _row_key(row: Mapping[str, Any], dims: Sequence[str], slot: int,
-             labels: dict[int, str]) -> tuple[Any, ...]:
-    """The report row (group) a query row belongs to; ``labels`` caches the time labels."""
-    slot_start = int(row["slot"]) * slot
+             labels: dict[str, dict[int, str]]) -> tuple[Any, ...]:
+    """The report row (group) a call belongs to; ``labels`` caches the time labels."""
+    slot_index = int(row["slot"])
     parts: list[Any] = []
     for dim in dims:
         if dim in TIME_DIMENSIONS:
-            label = labels.get(slot_start)
+            cache = labels.setdefault(dim, {})
+            label = cache.get(slot_index)
             if label is None:
-                label = labels[slot_start] = bucket_label(bucket_start(slot_start, dim), dim)
+                label = cache[slot_index] = bucket_label(bucket_start(slot_index * slot, dim),
+                                                         dim)
             parts.append(label)
         else:
             parts.append(row[_ROW_FIELD[dim]])
@@ -248,7 +328,7 @@ def _row_key(row: Mapping[str, Any], dims: Sequence[str], slot: int,
 
 def _reprice_groups(db: Any, groups: Mapping[tuple[Any, ...], Group], dims: Sequence[str],
                     filters: Filters, catalog: Catalog, assumption: Assumption, slot: int,
-                    labels: dict[int, str]) -> None:
+                    labels: dict[str, dict[int, str]]) -> None:
     """Replace each group's cost and savings with its calls priced under ``assumption``."""
     from decimal import Decimal
 
@@ -276,8 +356,9 @@ _ROW_FIELD = {"project": "project", "session": "session_id", "model": "model_nam
 
 
 def _group_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A long-prompt row's aggregate row (in one source's table)."""
     return (row["slot"], row["project"], row["model_name"], row["speed"], row["service_tier"],
-            row["inference_geo"], row.get("session_id"), row.get("provider"), row["source"])
+            row["inference_geo"], row.get("session_id"), row.get("provider"))
 
 
 def _where(filters: Filters, slot: int) -> tuple[str, dict[str, Any]]:
@@ -298,22 +379,19 @@ def long_context_sql(
     return reportsql.long_context_sql(dims, filters.filter_values(), thresholds, slot, table)
 
 
-def _fill_gaps(
-    groups: dict[tuple[Any, ...], Group], unit: str, filters: Filters, raw: Sequence[Mapping]
-) -> None:
+def _fill_gaps(groups: dict[tuple[Any, ...], Group], unit: str, filters: Filters,
+               first: float | None, last: float | None) -> None:
     """Add empty rows for buckets without calls, so a time series shows its idle stretches.
 
     From ``--since`` (else the first call) to ``--until`` (else now); skipped when that would
     be more than ``MAX_FILLED_BUCKETS`` rows.
     """
-    starts = [r["first_ts"] for r in raw]
-    ends = [r["last_ts"] for r in raw]
-    since = filters.since if filters.since is not None else min(starts, default=None)
+    since = filters.since if filters.since is not None else first
     if since is None:
         return
     until = filters.until
     if until is None:
-        until = max(time.time(), max(ends, default=since) + 1)
+        until = max(time.time(), (last if last is not None else since) + 1)
     labels: list[str] = []
     current = bucket_start(since, unit)
     while current.timestamp() < until:

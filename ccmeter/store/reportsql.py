@@ -5,6 +5,7 @@ that goes with it. Text and parameters only; :mod:`ccmeter.reports` runs and fol
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +60,23 @@ FROM {table}
 GROUP BY 1, 2, 3, 4, 5, 6, 7{session_group}
 """
 _OVER_THRESHOLD = "(" + PROMPT_TOKENS_SQL + " > :lc{i})"
+#: The floor of the ``api_calls_long_prompts`` partial index (migration 11). A literal, and
+#: the index's WHERE text exactly: SQLite uses a partial index only for a query whose WHERE
+#: holds its term. Added to the long-prompt query when every threshold is at least this (it
+#: is then implied by the first threshold's term: the same rows).
+LONG_PROMPT_FLOOR = 100_000
+LONG_PROMPT_FLOOR_SQL = (
+    "(input_tokens + cache_write_5m_tokens + cache_write_1h_tokens\n"
+    "                 + cache_read_tokens) > 100000"
+)
+
+
+def fetch(db: Any, sql: str, params: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run a report query: its column names and its rows as plain tuples (a year of
+    aggregate rows is tens of thousands: no dict per row)."""
+    conn = db if isinstance(db, sqlite3.Connection) else db.conn
+    cursor = conn.execute(sql, params)
+    return [column[0] for column in cursor.description or ()], cursor.fetchall()
 
 
 def filter_where(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -118,6 +136,8 @@ def long_context_sql(
         params[f"lc{index}"] = threshold
         terms.append(_OVER_THRESHOLD.format(i=index))
     where = (where + " AND " if where else "WHERE ") + terms[0]
+    if min(thresholds) >= LONG_PROMPT_FLOOR:
+        where += " AND " + LONG_PROMPT_FLOOR_SQL
     columns, group = optional_columns(dims)
     sql = LONG_CONTEXT_SQL.format(slot=int(slot), session=columns, buckets=" + ".join(terms),
                                   where=where, session_group=group, table=table)
