@@ -188,8 +188,15 @@ def merge_cells(cells: Mapping[Any, list[Any]],
         if c is None:
             out[new] = [*cell[:12], set(cell[12])]
             continue
-        for i in range(9):
-            c[i] += cell[i]
+        c[0] += cell[0]
+        c[1] += cell[1]
+        c[2] += cell[2]
+        c[3] += cell[3]
+        c[4] += cell[4]
+        c[5] += cell[5]
+        c[6] += cell[6]
+        c[7] += cell[7]
+        c[8] += cell[8]
         if cell[9] < c[9]:
             c[9] = cell[9]
         if cell[10] > c[10]:

@@ -2,8 +2,8 @@
 
 Design notes (the why):
 - SQLite does the heavy part: one ``GROUP BY`` over the filtered rows, keyed on the report's
-  dimensions plus a coarse UTC time slot (an hour, a quarter-hour in zones with half-hour
-  offsets, or a UTC day when no time dimension is asked for). Python then folds the slots
+  dimensions plus a coarse UTC time slot (an hour; a quarter-hour in zones with half-hour
+  offsets when a time dimension is asked for). Python then folds the slots
   into *local* hours, days, ISO weeks (starting Monday) and months, calling
   ``datetime.fromtimestamp`` once per distinct slot rather than once per row. That is both
   correct across daylight-saving changes and fast at a million rows.
@@ -163,7 +163,11 @@ def build_reports(
     from ccmeter.savings import SavingsCalculator, long_context_thresholds
 
     all_dims = [validate_dimensions(dims) for dims in groupings]
-    slot = slot_seconds()
+    # without a time dimension only each call's UTC date matters (it picks the price
+    # period), and UTC days are whole hours: the index's hourly slot, in any zone (where
+    # local hours are not whole UTC hours, a time dimension needs finer slots and a sort)
+    timed = any(d in TIME_DIMENSIONS for dims in all_dims for d in dims)
+    slot = slot_seconds() if timed else reportsql.INDEX_SLOT
     thresholds = long_context_thresholds(catalog)
     savings = SavingsCalculator(catalog, thresholds)
     # one read with every column any grouping needs (session, provider): a finer row folds

@@ -20,6 +20,8 @@ FILTER_CLAUSES = (
     ("model", "instr(lower(COALESCE(model, '')), :model) > 0"),
     ("session", "session_id = :session"),
 )
+#: The slot (seconds) of the ``api_calls_rollup`` index's first column: an hour.
+INDEX_SLOT = 3600
 #: Redundant slot bounds next to the exact time filters, so the range is served by the
 #: ``api_calls_rollup`` expression index (whose first column is the hourly slot).
 FILTER_SLOT_SINCE = "CAST(started_ts / {slot} AS INTEGER) >= :slot_since"
