@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from ccmeter import store
-from ccmeter.periods import bucket_label, bucket_start, next_bucket, slot_seconds
+from ccmeter.periods import bucket_label, bucket_start, hour_parts, next_bucket, slot_seconds
 from ccmeter.record import Record
 from ccmeter.reportgroup import TOKEN_FIELDS as TOKEN_FIELDS  # re-exported
 from ccmeter.reportgroup import Group
@@ -187,14 +187,25 @@ def _read(db: Any, dims: Sequence[str], filters: Filters, slot: int, thresholds:
     tuples laid out as :mod:`ccmeter.reportgroup` reads them."""
     out: list[tuple[Any, ...]] = []
     days: dict[int, date] = {}
-    for source in filters.sources():
+    # where local hours are not whole UTC hours each part of the hour is read apart, still
+    # on the index's hourly slot; a row's slot is then its part's first ``slot``
+    parts: Sequence[tuple[int, int] | None] = [None]
+    query_slot = slot
+    if slot < reportsql.INDEX_SLOT:
+        parts, query_slot = hour_parts(slot), reportsql.INDEX_SLOT
+    for source, part in ((s, p) for s in filters.sources() for p in parts):
         table = SOURCE_TABLES[source]
+        shift = 0 if part is None else part[0] // slot
+        per_slot = query_slot // slot
         long_rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         if thresholds:
-            long_sql = long_context_sql(dims, filters, thresholds, slot, table)
+            long_sql = reportsql.long_context_sql(dims, filters.filter_values(), thresholds,
+                                                  query_slot, table, part)
             for row in store.query(db, *long_sql):
-                long_rows.setdefault(_group_key(row), []).append(row)
-        names, rows = reportsql.fetch(db, *report_sql(dims, filters, slot, table))
+                key = _group_key(row)
+                long_rows.setdefault((key[0] * per_slot + shift, *key[1:]), []).append(row)
+        names, rows = reportsql.fetch(db, *reportsql.report_sql(
+            dims, filters.filter_values(), query_slot, table, part))
         at = {name: i for i, name in enumerate(names)}
         session = at.get("session_id")
         provider = at.get("provider")
@@ -203,6 +214,7 @@ def _read(db: Any, dims: Sequence[str], filters: Filters, slot: int, thresholds:
         saved_of = savings.saved_tokens
         for r in rows:
             slot_index, project, model, speed, tier, geo = r[:6]
+            slot_index = slot_index * per_slot + shift
             count, tokens_in, write_5m, write_1h, read, output, cost, priced, first, last = (
                 r[calls:])
             slot_start = slot_index * slot

@@ -184,3 +184,19 @@ def test_the_long_prompt_query_reads_the_partial_index(db):
                                                3600)
         plan = " ".join(str(step) for step in db.execute("EXPLAIN QUERY PLAN " + sql, params))
         assert "api_calls_long_prompts" in plan, plan
+
+
+def test_a_half_hour_zone_reads_the_index_in_order(db, monkeypatch, zones):
+    """India's days start at :30 UTC: a report by day reads each half of the hour apart on
+    the index's hourly slot, streamed in index order (no sort of every call)."""
+    from ccmeter import periods
+    from ccmeter.store import reportsql
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    assert periods.hour_parts(periods.slot_seconds()) == [(0, 1800), (1800, 3600)]
+    for part in periods.hour_parts(periods.slot_seconds()):
+        sql, params = reportsql.report_sql(["day"], {"since": START}, reportsql.INDEX_SLOT,
+                                           "api_calls", part)
+        plan = " ".join(str(step) for step in db.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert "api_calls_rollup" in plan and "TEMP B-TREE" not in plan, plan

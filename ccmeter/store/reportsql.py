@@ -22,6 +22,12 @@ FILTER_CLAUSES = (
 )
 #: The slot (seconds) of the ``api_calls_rollup`` index's first column: an hour.
 INDEX_SLOT = 3600
+#: The calls of one part of every UTC hour (seconds into the hour, from and to): where local
+#: hours are not whole UTC hours (India, Nepal, Newfoundland) a report by day/week/month
+#: reads each part of the hour apart, still grouped on the index's hourly slot, instead of
+#: grouping on quarter-hours, which the index cannot stream (a sort of every row).
+FILTER_PART = ("CAST(started_ts AS INTEGER) % 3600 >= :part_from "
+               "AND CAST(started_ts AS INTEGER) % 3600 < :part_to")
 #: Redundant slot bounds next to the exact time filters, so the range is served by the
 #: ``api_calls_rollup`` expression index (whose first column is the hourly slot).
 FILTER_SLOT_SINCE = "CAST(started_ts / {slot} AS INTEGER) >= :slot_since"
@@ -94,10 +100,15 @@ def filter_where(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def slotted_where(values: dict[str, Any], slot: int) -> tuple[str, dict[str, Any]]:
-    """:func:`filter_where` plus the redundant slot bounds that let the index serve it."""
+def slotted_where(values: dict[str, Any], slot: int,
+                  part: tuple[int, int] | None = None) -> tuple[str, dict[str, Any]]:
+    """:func:`filter_where` plus the redundant slot bounds that let the index serve it
+    (and, with ``part``, only the calls in that part of their hour)."""
     where, params = filter_where(values)
     extra = []
+    if part is not None:
+        extra.append(FILTER_PART)
+        params["part_from"], params["part_to"] = part
     since, until = values.get("since"), values.get("until")
     if since is not None:
         extra.append(FILTER_SLOT_SINCE.format(slot=int(slot)))
@@ -118,9 +129,10 @@ def optional_columns(dims: Sequence[str]) -> tuple[str, str]:
 
 
 def report_sql(dims: Sequence[str], values: dict[str, Any], slot: int,
-               table: str = "api_calls") -> tuple[str, dict[str, Any]]:
+               table: str = "api_calls", part: tuple[int, int] | None = None
+               ) -> tuple[str, dict[str, Any]]:
     """The aggregate query (and its parameters) for a report on one source's ``table``."""
-    where, params = slotted_where(values, slot)
+    where, params = slotted_where(values, slot, part)
     columns, group = optional_columns(dims)
     sql = REPORT_SQL.format(slot=int(slot), session=columns, where=where, session_group=group,
                             table=table)
@@ -129,10 +141,10 @@ def report_sql(dims: Sequence[str], values: dict[str, Any], slot: int,
 
 def long_context_sql(
     dims: Sequence[str], values: dict[str, Any], thresholds: Sequence[int], slot: int,
-    table: str = "api_calls",
+    table: str = "api_calls", part: tuple[int, int] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The long-prompt query (and its parameters) matching :func:`report_sql`'s groups."""
-    where, params = slotted_where(values, slot)
+    where, params = slotted_where(values, slot, part)
     terms = []
     for index, threshold in enumerate(thresholds):
         params[f"lc{index}"] = threshold
