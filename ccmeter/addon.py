@@ -89,6 +89,8 @@ class Meter:
         #: has its final row (with why it failed, if it did).
         self.on_run_start: Callable[[str], None] | None = None
         self.on_final: Callable[[str, str | None], None] | None = None
+        #: Given each call's final row as it is queued (the OTLP exporter: an append).
+        self.on_final_row: Callable[[dict[str, Any]], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -475,6 +477,11 @@ class Meter:
             row[store.RELEASE_RESERVATION] = True
             self.cache.finished(call, row)
             self.cache.warn(self.enforcer.saw_plan(row))
+            if self.on_final_row is not None:
+                try:
+                    self.on_final_row(row)
+                except Exception:
+                    log.exception("ccmeter: a metrics exporter failed on a call's row")
         if self.journal is not None:  # before the put: idle means every earlier row is in
             self.journal.collect(self.writer.idle)
         self.writer.put(row)

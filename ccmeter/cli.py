@@ -59,7 +59,7 @@ def _register() -> None:
 
     launch.register(app)
     for name in ("report", "sessions", "live", "caps", "waste", "plan", "share", "prices",
-                 "schema", "history", "dashboard"):
+                 "schema", "history", "metrics", "dashboard"):
         try:
             module = __import__(f"ccmeter.commands.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

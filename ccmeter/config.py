@@ -108,6 +108,7 @@ SCHEMA: dict[str, Any] = {
     },
     "share": {**dict.fromkeys(("path", "user", "salt", "anonymize", "hash_projects")),
               "project_names": ANY_NAME},
+    "metrics": dict.fromkeys(("port", "host", "user")),
 }
 
 

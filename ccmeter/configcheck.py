@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ccmeter import config, desk, folders
+from ccmeter.record import Record
 
 #: How long a proxy that ``run`` started stays up with nothing to do, unless configured.
 DEFAULT_IDLE_EXIT = "10m"
@@ -33,6 +34,7 @@ def checked_config(paths: config.Paths) -> dict:
     if "idle_exit" in cfg:
         idle_exit_text(cfg)
     import_on_run(cfg)
+    metrics_settings(cfg)
     if "caps" in cfg:
         parse_policy(cfg)
     if "prices" in cfg:  # as `report` does: never store costs at prices the user did not mean
@@ -49,6 +51,33 @@ def import_on_run(cfg: Mapping) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
     raise config.CCMeterError(f"import_on_run in the config must be true or false, got {value!r}")
+
+
+class MetricsSettings(Record):
+    """The ``[metrics]`` table: where a proxy serves Prometheus metrics (``port`` None: it
+    does not), and a ``user`` label for every metric."""
+
+    port: int | None = None
+    host: str = "127.0.0.1"
+    user: str | None = None
+
+
+def metrics_settings(cfg: Mapping) -> MetricsSettings:
+    """``[metrics]`` from the config, checked (docs/metrics.md)."""
+    table = cfg.get("metrics", {})
+    if not isinstance(table, Mapping):
+        raise config.CCMeterError("[metrics] in the config must be a table")
+    port = table.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 1 <= port <= 65535):
+        raise config.CCMeterError(
+            f"[metrics] port must be a number from 1 to 65535, got {port!r}")
+    for key in ("host", "user"):
+        value = table.get(key)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise config.CCMeterError(
+                f"[metrics] {key} must be a non-empty string, got {value!r}")
+    return MetricsSettings(port, table.get("host") or "127.0.0.1", table.get("user"))
 
 
 def resolve_upstream(cli_value: str | None, cfg: Mapping) -> str | None:

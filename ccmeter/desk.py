@@ -122,22 +122,40 @@ def metering_failure(doc: Mapping[str, Any]) -> str | None:
 
 
 def serves_doc(*, reverse: bool, upstream: str | None, hosts: Sequence[str],
-               cloud: Sequence[str], idle_exit_s: float | None) -> dict[str, Any]:
+               cloud: Sequence[str], idle_exit_s: float | None,
+               otlp: str | None = None) -> dict[str, Any]:
     """What a proxy writes under ``serves`` in its status file (see :func:`serves`)."""
     return {"mode": "reverse" if reverse else "regular", "upstream": upstream,
-            "hosts": sorted(hosts), "cloud": sorted(cloud), "idle_exit_s": idle_exit_s}
+            "hosts": sorted(hosts), "cloud": sorted(cloud), "idle_exit_s": idle_exit_s,
+            "otlp": otlp}
 
 
 def serves(doc: Mapping[str, Any], upstream: str | None, hosts: Iterable[str],
-           cloud: Iterable[str]) -> bool:
+           cloud: Iterable[str], otlp: str | None = None) -> bool:
     """Does the proxy whose status is ``doc`` suit a run: not in reverse mode, sending to the
-    same upstream, and decrypting at least these hosts and clouds?"""
+    same upstream, decrypting at least these hosts and clouds, and (when the run's
+    environment names an OTLP endpoint) pushing metrics there?"""
     what = doc.get("serves")
     if not isinstance(what, dict) or what.get("mode") != "regular":
         return False
     return (what.get("upstream") == upstream
             and set(hosts) <= set(what.get("hosts") or ())
-            and set(cloud) <= set(what.get("cloud") or ()))
+            and set(cloud) <= set(what.get("cloud") or ())
+            and (otlp is None or what.get("otlp") == otlp))
+
+
+def otlp_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where the standard OpenTelemetry variables send metrics (OTLP/HTTP), or None:
+    ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` as it is, else ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    + ``/v1/metrics``; none when ``OTEL_METRICS_EXPORTER`` says ``none``."""
+    exporters = env.get("OTEL_METRICS_EXPORTER", "").strip().lower()
+    if exporters and "otlp" not in [e.strip() for e in exporters.split(",")]:
+        return None
+    endpoint = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "").strip()
+    if endpoint:
+        return endpoint
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    return base.rstrip("/") + "/v1/metrics" if base else None
 
 
 def listen_port(doc: Mapping[str, Any]) -> int | None:

@@ -150,7 +150,7 @@ def run_wrapped(
     extra = (*child.hosts_from_base_url(env), *extra_hosts)
     hosts = desk.metered_hosts(upstream, extra)
     needs = resident.Needs(upstream=upstream, hosts=tuple(hosts),
-                           cloud=child.cloud_providers(env))
+                           cloud=child.cloud_providers(env), otlp=desk.otlp_endpoint(env))
     run_id = desk.new_run_id()
     joined = resident.join_or_start(paths, needs, run_id, idle_exit=configcheck.idle_exit_text(cfg),
                                     project=project, env=env)

@@ -79,6 +79,7 @@ class ProxyStatus:
                 "config_file": str(where.config_file), "db_file": str(where.db_file),
                 "config_error": self.doc.get("config_error"),
                 "run_config": self.doc.get("run_config"), "desk": self.doc.get("desk"),
+                "metrics": self.doc.get("metrics"),
             }  # not the command line: `ccmeter run -- claude -p "…"` holds a prompt
             self._set_state(failing, since)
             self._files = [d / f"{os.getpid()}.json" for d in status_dirs(where)]
@@ -94,6 +95,12 @@ class ProxyStatus:
         that a ``ccmeter run`` can tell whether to join it."""
         with self._lock:
             self.doc["serves"] = doc
+            self._write()
+
+    def metrics(self, url: str | None) -> None:
+        """Where this proxy serves Prometheus metrics (``ccmeter doctor`` says it)."""
+        with self._lock:
+            self.doc["metrics"] = url
             self._write()
 
     def desk(self, doc: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -44,6 +45,12 @@ class ProxySettings:
     cloud: tuple[str, ...] = ()
     #: Stop after this long without a run, a connection or a call (None: run until stopped).
     idle_exit_s: float | None = None
+    #: Serve Prometheus metrics on this port (None: no), on ``metrics_host``.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    #: The port was asked for on the command line: a port in use stops the start (from the
+    #: config, as in a proxy ``run`` started, it is logged and the proxy goes on).
+    metrics_required: bool = False
 
     def metered_hosts(self) -> list[str]:
         return desk.metered_hosts(self.upstream, self.extra_hosts)
@@ -86,6 +93,10 @@ class RunningProxy:
     desk: RunDesk
     _master: Any = field(repr=False)
     _thread: threading.Thread = field(repr=False)
+    #: The Prometheus endpoint (ccmeter.metrics.prom.MetricsServer), when it serves one.
+    metrics: Any = None
+    #: The OTLP exporter (ccmeter.metrics.otlp.Exporter), when the environment asks for one.
+    otlp: Any = None
 
     @property
     def url(self) -> str:
@@ -98,6 +109,44 @@ class RunningProxy:
     def stop(self, timeout: float = 10.0) -> None:
         self._master.shutdown()
         self._thread.join(timeout)
+        stop_exporters(self)
+
+
+def stop_exporters(running: RunningProxy) -> None:
+    for exporter in (running.metrics, running.otlp):
+        if exporter is not None:
+            try:
+                exporter.stop()
+            except Exception:
+                log.exception("ccmeter: stopping a metrics exporter failed")
+    running.metrics = running.otlp = None
+
+
+def start_metrics(settings: ProxySettings) -> Any:
+    """The Prometheus endpoint of ``settings`` (None when it asks for none, or when a port
+    from the config is taken: logged, and the proxy goes on — another proxy sharing the
+    database may serve the very same figures there)."""
+    if settings.metrics_port is None:
+        return None
+    from ccmeter.metrics import prom
+    from ccmeter.metrics.snapshot import Reader
+
+    reader = Reader(settings.paths.db_file, settings.paths)
+    try:
+        server = prom.serve(reader, settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        if settings.metrics_required:
+            raise ProxyStartError(f"cannot serve metrics on {where} ({exc.strerror or exc}); "
+                                  "pick another --metrics-port") from exc
+        log.warning("ccmeter: no Prometheus metrics from this proxy: %s is taken (%s); "
+                    "another ccmeter proxy may serve them there", where, exc.strerror or exc)
+        return None
+    log.info("ccmeter: Prometheus metrics on %s", server.url)
+    # The first read sums every stored call (~2 s on 1,000,000): done now, off every path,
+    # so that the first scrape need not wait for it.
+    threading.Thread(target=reader.snapshot, name="ccmeter-metrics-warm", daemon=True).start()
+    return server
 
 
 def start(settings: ProxySettings) -> RunningProxy:
@@ -109,10 +158,12 @@ def start(settings: ProxySettings) -> RunningProxy:
     config.ensure_private_dir(settings.paths.data_dir)
     config.ensure_private_dir(settings.paths.ca_dir)
     meter, life = Meter(settings.paths), _Lifecycle()
+    exporter = start_otlp(settings, meter)  # before the first call can come
     runs = RunDesk(meter, desk.serves_doc(
         reverse=settings.reverse, upstream=None if settings.reverse else settings.upstream,
         hosts=settings.metered_hosts(), cloud=settings.cloud,
-        idle_exit_s=settings.idle_exit_s), settings.idle_exit_s, settings.paths)
+        idle_exit_s=settings.idle_exit_s, otlp=desk.otlp_endpoint(os.environ)),
+        settings.idle_exit_s, settings.paths)
     box: dict[str, Any] = {}
 
     def thread_main() -> None:
@@ -156,8 +207,12 @@ def start(settings: ProxySettings) -> RunningProxy:
     thread = threading.Thread(target=thread_main, name="ccmeter-proxy", daemon=True)
     thread.start()
     if not life.ready.wait(START_TIMEOUT_S):
+        if exporter is not None:
+            exporter.stop()
         raise ProxyStartError("the proxy did not start within 20 s; see the log file")
     if "error" in box or not life.addrs:
+        if exporter is not None:
+            exporter.stop()
         if "master" in box:
             box["master"].shutdown()
         thread.join(5)
@@ -169,5 +224,27 @@ def start(settings: ProxySettings) -> RunningProxy:
         )
         raise ProxyStartError(f"the proxy could not listen ({reason or hint})")
     port = int(life.addrs[0][1])
-    return RunningProxy(settings=settings, port=port, meter=meter, desk=runs, _master=box["master"],
-                        _thread=thread)
+    running = RunningProxy(settings=settings, port=port, meter=meter, desk=runs,
+                           _master=box["master"], _thread=thread, otlp=exporter)
+    try:
+        running.metrics = start_metrics(settings)
+        if running.metrics is not None:
+            meter.status.metrics(running.metrics.url)
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+def start_otlp(settings: ProxySettings, meter: Meter) -> Any:
+    """The OTLP exporter the standard ``OTEL_*`` variables ask for (None: they ask for
+    none), counting each call's final row as the meter queues it."""
+    if desk.otlp_endpoint(os.environ) is None:
+        return None
+    from ccmeter.metrics import otlp
+
+    exporter = otlp.start(settings.paths, os.environ)
+    if exporter is not None:
+        meter.on_final_row = exporter.record
+        log.info("ccmeter: OTLP metrics to %s", exporter.endpoint)
+    return exporter

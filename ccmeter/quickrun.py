@@ -154,7 +154,7 @@ def find(data_dir: str, config_file: str, cli_upstream: str | None,
         if not isinstance(extra, list) or not (upstream is None or isinstance(upstream, str)):
             continue
         hosts = desk.metered_hosts(upstream, [*child.hosts_from_base_url(env), *extra])
-        if desk.serves(doc, upstream, hosts, cloud):
+        if desk.serves(doc, upstream, hosts, cloud, desk.otlp_endpoint(env)):
             return doc, settings, hosts
     return None
 

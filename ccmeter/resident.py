@@ -63,9 +63,11 @@ class Needs:
     upstream: str | None
     hosts: tuple[str, ...]
     cloud: tuple[str, ...] = ()
+    #: The OTLP endpoint the run's environment names (a proxy pushing there, else its own).
+    otlp: str | None = None
 
     def served_by(self, doc: Mapping[str, Any], where: config.Paths) -> bool:
-        return (desk.serves(doc, self.upstream, self.hosts, self.cloud)
+        return (desk.serves(doc, self.upstream, self.hosts, self.cloud, self.otlp)
                 and not proxies.mismatches(dict(doc), where))
 
 

@@ -42,3 +42,12 @@ def sdk_python() -> str:
             return candidate
     _require("the anthropic Python SDK (set CCMETER_SDK_PYTHON to a python that has it)")
     raise AssertionError("unreachable")
+
+
+def prometheus_bin() -> str:
+    """The Prometheus server (Debian's ``prometheus`` package; .ci/run installs it)."""
+    found = os.environ.get("CCMETER_PROMETHEUS_BIN") or shutil.which("prometheus")
+    if found and Path(found).exists():
+        return found
+    _require("the Prometheus server (apt-get install prometheus)")
+    raise AssertionError("unreachable")

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ccmeter import child, config, configcheck, gitroot
+from ccmeter import child, config, configcheck, desk, gitroot
 from ccmeter.failures import metering_off_line
 
 ProjectOption = Annotated[
@@ -117,6 +117,15 @@ def serve(
     any_port: Annotated[bool, typer.Option(
         "--any-port", hidden=True,
         help="Listen on any free port (how `ccmeter run` starts the shared proxy).")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=1, max=65535, metavar="PORT", rich_help_panel="Metrics",
+        help="Serve Prometheus metrics on this port, path /metrics (default: 'port' in the "
+        "config's [metrics] table; none). The figures come from the database, so any proxy "
+        "sharing it shows the same totals.")] = None,
+    metrics_host: Annotated[str | None, typer.Option(
+        "--metrics-host", metavar="HOST", rich_help_panel="Metrics",
+        help="Address for the metrics endpoint (default 127.0.0.1, this machine only; "
+        "0.0.0.0 lets other machines scrape it).")] = None,
 ) -> None:
     """Run the metering proxy in the foreground, for tools that cannot be wrapped.
 
@@ -130,11 +139,13 @@ def serve(
       ccmeter serve
       ccmeter serve --reverse --port 8400
       ccmeter serve --idle-exit 30m
+      ccmeter serve --metrics-port 9464
     """
     from ccmeter import launch, proxy  # lazily: mitmproxy is slow to import
 
     paths = config.paths()
     cfg = configcheck.checked_config(paths)
+    metrics = configcheck.metrics_settings(cfg)
     idle_exit_s = configcheck.idle_seconds(idle_exit, "--idle-exit") if idle_exit else None
     port = 0 if any_port else port or config.config_port(cfg)
     launch.setup_file_logging(paths)
@@ -146,9 +157,24 @@ def serve(
         extra_hosts=(*child.hosts_from_base_url(os.environ), *configcheck.configured_hosts(cfg)),
         cloud=child.cloud_providers(os.environ),
         idle_exit_s=idle_exit_s,
+        metrics_port=metrics_port or metrics.port,
+        metrics_host=metrics_host or metrics.host,
+        metrics_required=metrics_port is not None,
     )
     running = proxy.start(settings)
     typer.echo(f"ccmeter: metering proxy on {running.url} (log: {paths.log_file})", err=True)
+    if running.metrics is not None:
+        from ccmeter import exposure
+
+        wide = "" if exposure.is_loopback(running.metrics.host) else (
+            " (reachable from other machines: they can read your spend)")
+        typer.echo(f"ccmeter: Prometheus metrics on {running.metrics.url}{wide}", err=True)
+    if running.otlp is not None:
+        typer.echo(f"ccmeter: OpenTelemetry metrics to {running.otlp.endpoint}", err=True)
+    elif desk.otlp_endpoint(os.environ):
+        typer.echo("ccmeter: warning: the OTEL_EXPORTER_OTLP_* variables ask for metrics but "
+                   f"none are pushed (see {paths.log_file}; pip install 'ccmeter[otel]')",
+                   err=True)
     for line in launch.env_lines(port=running.port, reverse=reverse, paths=paths):
         typer.echo(f"  {line}", err=True)
     # The handler only notes the signal: setting a threading.Event there could deadlock, for
@@ -169,6 +195,7 @@ def serve(
             break
         if not running._thread.is_alive():
             if running.desk.idle_exited:
+                proxy.stop_exporters(running)
                 typer.echo("ccmeter: stopped after being idle", err=True)
                 return
             raise config.CCMeterError(f"the proxy stopped unexpectedly; see {paths.log_file}")
@@ -335,6 +362,8 @@ def doctor() -> None:
                    "keeps the caps and prices it had and re-reads the file when it changes")
         else:
             report(True, f"{label}: metering ok, since {proxy.get('started_at')}")
+        if proxy.get("metrics"):
+            note(f"{label} serves Prometheus metrics at {proxy['metrics']}")
         wide = exposure.exposed_text(proxy.get("listen"))
         if wide:
             report(False, f"{label} listens beyond this machine ({', '.join(wide)}): anyone "

@@ -5,6 +5,7 @@
 - :mod:`.calls` holds the named writes and reads on ``api_calls`` and ``cost_history``;
 - :mod:`.writer` is :class:`CallWriter`, the proxy's one writing thread;
 - :mod:`.capspend` is the SQL behind spending caps (window spends, reservations, warnings);
+- :mod:`.metrics` sums the finished calls per label set for the exported metrics;
 - :mod:`.recovered` inserts the rows folded in from a dead proxy's call journal;
 - :mod:`.transcripts` holds the calls imported from Claude Code's transcripts, the import's
   bookkeeping, and the reconcile query;
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
         query,
         schema_version,
     )
+    from ccmeter.store.metrics import call_totals, repriced_mark
     from ccmeter.store.migrations import MIGRATIONS
     from ccmeter.store.plan import newest_plan_row, plan_calls
     from ccmeter.store.recovered import insert_missing_calls
@@ -131,6 +133,8 @@ _HOMES = {
     "newest_plan_row": "plan",
     "CallWriter": "writer",
     "whatif_calls": "whatif",
+    "call_totals": "metrics",
+    "repriced_mark": "metrics",
     "cache_calls": "waste",
     "latest_repeat": "waste",
     "session_cache_calls": "waste",
@@ -174,6 +178,7 @@ __all__ = [
     "_spends_sql",
     "bulk_insert_calls",
     "cache_calls",
+    "call_totals",
     "calls_on_wire",
     "cap_check_and_reserve",
     "cap_mark_warned",
@@ -200,6 +205,7 @@ __all__ = [
     "query",
     "reconcile_rows",
     "reprice_calls",
+    "repriced_mark",
     "run_calls",
     "run_spend_query",
     "save_transcript_batch",
