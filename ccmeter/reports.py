@@ -165,7 +165,7 @@ def build_reports(
     all_dims = [validate_dimensions(dims) for dims in groupings]
     # without a time dimension only each call's UTC date matters (it picks the price
     # period), and UTC days are whole hours: the index's hourly slot, in any zone (where
-    # local hours are not whole UTC hours, a time dimension needs finer slots and a sort)
+    # local hours are not whole UTC hours a time dimension needs finer slots: see _read)
     timed = any(d in TIME_DIMENSIONS for dims in all_dims for d in dims)
     slot = slot_seconds() if timed else reportsql.INDEX_SLOT
     thresholds = long_context_thresholds(catalog)
