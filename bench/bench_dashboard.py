@@ -99,7 +99,7 @@ def pages(db_path: Path, repeat: int) -> list[tuple[str, float, float]]:
     db = store.connect_migrated(db_path)
     for since in ("30d", "1y"):
         flt = reports.Filters(since=periods.parse_when(since))
-        for dims in (["project"], ["session"]):
+        for dims in (["project"], ["session"], ["day"]):
             best = float("inf")
             for _ in range(repeat):
                 began = time.perf_counter()

@@ -31,6 +31,7 @@ from ccmeter import (
     pricing,
     providers,
     proxies,
+    proxylife,
     requestread,
     routing,
     store,
@@ -39,7 +40,7 @@ from ccmeter.cachewatch import CacheWatch
 from ccmeter.callrow import Call
 from ccmeter.enforce import Enforcer
 from ccmeter.failures import reason as failure_reason
-from ccmeter.journal import Journal, fold_dead, journal_dir
+from ccmeter.journal import Journal
 from ccmeter.sessionprojects import SessionProjects
 from ccmeter.shutdown import EndConnections
 from ccmeter.tees import RequestTee, StreamTee
@@ -206,50 +207,15 @@ class Meter:
             self.journal = None
 
     def _open_journal(self, where: config.Paths) -> None:
-        """Start this process's call journal, after folding in the journals of proxies
-        that died mid-call (their billed calls the database does not have yet)."""
-        directory = journal_dir(where)
-        self.journal = Journal(directory)
-        try:
-            # Bounded: a database another process keeps locked delays the start by 2 s at
-            # most; the journals then wait for the next start (or ``ccmeter report``).
-            db = store.connect(where.db_file, wait_ms=2000, lock_attempts=1)
-            try:
-                fold_dead(directory, db, self.catalog, own=self.journal, attempts=1)
-                newest = store.newest_plan_row(db)  # the plan caps' reading until an answer
-                if newest is not None:
-                    self.enforcer.plan.saw(newest)
-                now = time.time()  # what is cached, as earlier proxies saw it written
-                self.cache.forecaster.seed(store.cache_calls(db, now - 3600, now + 1), now)
-            finally:
-                db.conn.close()
-        except Exception as exc:
-            log.warning("ccmeter: the journals of stopped proxies were not folded in (%s); "
-                        "the next start tries again", exc)
+        """The journal, after what the database knows (see :func:`proxylife.warm_start`)."""
+        self.journal = proxylife.warm_start(where, self.catalog, self.enforcer,
+                                            self.cache.forecaster)
 
     def _finalize_in_flight(self) -> None:
-        """A clean stop (SIGTERM/SIGINT, ``ccmeter run`` ending): the final row of every
-        call still in flight, with what is known, its cap reservation released."""
+        """A clean stop: the final row of every call still in flight, its cap reservation
+        released (see :func:`proxylife.finalize_in_flight`)."""
         calls, self.calls = self.calls, {}
-        for uid, call in calls.items():
-            try:
-                flow = self._flows.get(uid)
-                if flow is not None and flow.response is not None and isinstance(
-                        flow.response.stream, StreamTee):
-                    flow.response.stream.drain()
-                if call.blocked:
-                    self.record(call, status="blocked", flow=flow, final=True)
-                    continue
-                state = call.state
-                if not state.error_type:
-                    state.error_type = "proxy_stopped"
-                    state.error_message = "the proxy stopped before the answer ended"
-                if state.usage is None and (flow is None or flow.request.timestamp_end):
-                    # Sent, and maybe billed, but no usage came: the cost is unknown, not $0.
-                    state.unread("message_start", "not received before the proxy stopped")
-                self.record(call, status="incomplete", flow=flow, final=True)
-            except Exception:
-                log.exception("ccmeter: finalizing a call in flight at stop failed")
+        proxylife.finalize_in_flight(calls, self._flows, self.record, StreamTee)
 
     # --- spending caps ---------------------------------------------------------------------
 

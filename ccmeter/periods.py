@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import date, datetime, timedelta, tzinfo
+from itertools import pairwise
 
 from ccmeter.config import CCMeterError
 from ccmeter.record import Record
@@ -253,8 +254,8 @@ def slot_seconds() -> int:
     """UTC slot width that no local hour, day, week or month boundary ever splits.
 
     An hour where the local zone's offsets are whole hours (the ``api_calls_rollup`` index
-    is built on it); else a quarter-hour (India, Nepal, ...: still correct, but the report
-    then sorts instead of streaming the index).
+    is built on it); else a quarter-hour (India, Nepal, ...), which the report reads as
+    :func:`hour_parts` of the index's hourly slot.
     """
     offsets = (time.timezone, time.altzone)
     if all(offset % 3600 == 0 for offset in offsets):
@@ -262,6 +263,19 @@ def slot_seconds() -> int:
     if all(offset % 900 == 0 for offset in offsets):
         return 900
     return 60
+
+
+def hour_parts(slot: int) -> list[tuple[int, int]]:
+    """The parts of every UTC hour (seconds into it, from and to) that no local hour, day,
+    week or month boundary splits, for a zone whose ``slot_seconds()`` is ``slot``: the
+    whole hour where local hours are whole UTC hours; else split where the local hours
+    begin (India: at :30, Nepal: at :15), each part a whole number of slots."""
+    # local = UTC - offset (seconds west): a local hour starts where UTC = offset (mod 1 h)
+    cuts = sorted({offset % 3600 for offset in (time.timezone, time.altzone)} - {0})
+    if any(cut % slot for cut in cuts):
+        raise ValueError(f"a {slot} s slot does not hold this zone's hours")
+    edges = [0, *cuts, 3600]
+    return list(pairwise(edges))
 
 
 def midnight(day: date, tz: tzinfo | None = None) -> float:

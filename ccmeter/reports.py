@@ -2,8 +2,8 @@
 
 Design notes (the why):
 - SQLite does the heavy part: one ``GROUP BY`` over the filtered rows, keyed on the report's
-  dimensions plus a coarse UTC time slot (an hour, a quarter-hour in zones with half-hour
-  offsets, or a UTC day when no time dimension is asked for). Python then folds the slots
+  dimensions plus a coarse UTC time slot (an hour; a quarter-hour in zones with half-hour
+  offsets when a time dimension is asked for). Python then folds the slots
   into *local* hours, days, ISO weeks (starting Monday) and months, calling
   ``datetime.fromtimestamp`` once per distinct slot rather than once per row. That is both
   correct across daylight-saving changes and fast at a million rows.
@@ -23,24 +23,18 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from ccmeter import store
-from ccmeter.periods import bucket_label, bucket_start, next_bucket, slot_seconds
+from ccmeter.periods import bucket_label, bucket_start, hour_parts, next_bucket, slot_seconds
 from ccmeter.record import Record
+from ccmeter.reportgroup import TOKEN_FIELDS as TOKEN_FIELDS  # re-exported
+from ccmeter.reportgroup import Group
+from ccmeter.store import reportsql
 
 if TYPE_CHECKING:
-    from decimal import Decimal
-
     from ccmeter.pricing import Catalog
     from ccmeter.whatif import Assumption
 
 TIME_DIMENSIONS = ("hour", "day", "week", "month")
 DIMENSIONS = ("project", "session", "model", "provider", *TIME_DIMENSIONS)
-TOKEN_FIELDS = (
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-)
 MAX_FILLED_BUCKETS = 2000
 #: What ``--source`` takes: the calls metered on the wire, those imported from Claude Code's
 #: transcripts (only the ones no wire row matches: a call seen both ways counts once, from
@@ -60,58 +54,6 @@ SEVERAL_PROJECTS = "(several)"
 def missing_label(dimension: str) -> str:
     """``(no project)``, ``(no model)``, ``(no session)``: a missing name, as tables show it."""
     return f"(no {dimension})"
-
-
-# --- SQL -----------------------------------------------------------------------------------
-
-_PROMPT_TOKENS_SQL = (
-    "(input_tokens + cache_write_5m_tokens + cache_write_1h_tokens + cache_read_tokens)"
-)
-_FILTER_SINCE = "started_ts >= :since"
-_FILTER_UNTIL = "started_ts < :until"
-_FILTER_PROJECT = "project = :project"
-_FILTER_MODEL = "instr(lower(COALESCE(model, '')), :model) > 0"
-_FILTER_SESSION = "session_id = :session"
-#: Redundant slot bounds next to the exact time filters, so the range is served by the
-#: ``api_calls_rollup`` expression index (whose first column is the hourly slot).
-_FILTER_SLOT_SINCE = "CAST(started_ts / {slot} AS INTEGER) >= :slot_since"
-_FILTER_SLOT_UNTIL = "CAST(started_ts / {slot} AS INTEGER) <= :slot_until"
-#: The one aggregate every report runs. Its GROUP BY is a prefix of the ``api_calls_rollup``
-#: covering index (migration 2), so SQLite aggregates in index order without sorting a
-#: million rows. ``{slot}`` is a literal (3600 normally) so the expression matches the index.
-REPORT_SQL = """
-SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
-    project, model AS model_name, speed, service_tier, inference_geo{session},
-    COUNT(*) AS calls,
-    SUM(input_tokens) AS input_tokens,
-    SUM(cache_write_5m_tokens) AS cache_write_5m_tokens,
-    SUM(cache_write_1h_tokens) AS cache_write_1h_tokens,
-    SUM(cache_read_tokens) AS cache_read_tokens,
-    SUM(output_tokens) AS output_tokens,
-    SUM(cost_picousd) AS cost_picousd,
-    COUNT(cost_picousd) AS priced_calls,
-    MIN(started_ts) AS first_ts,
-    MAX(started_ts) AS last_ts
-FROM {table}
-{where}
-GROUP BY 1, 2, 3, 4, 5, 6{session_group}
-"""
-
-#: The cache tokens of long prompts, by how many long-context thresholds (``{buckets}``: a
-#: sum of ``prompt > :lcN`` terms) the prompt is over. A separate query because only the
-#: rare long prompts reach its GROUP BY; conditional sums in REPORT_SQL would cost every row.
-LONG_CONTEXT_SQL = """
-SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
-    project, model AS model_name, speed, service_tier, inference_geo{session},
-    {buckets} AS lc_bucket,
-    SUM(cache_read_tokens) AS cache_read_tokens,
-    SUM(cache_write_5m_tokens) AS cache_write_5m_tokens,
-    SUM(cache_write_1h_tokens) AS cache_write_1h_tokens
-FROM {table}
-{where}
-GROUP BY 1, 2, 3, 4, 5, 6, 7{session_group}
-"""
-_OVER_THRESHOLD = "(" + _PROMPT_TOKENS_SQL + " > :lc{i})"
 
 
 # --- pricing helpers -----------------------------------------------------------------------
@@ -150,133 +92,12 @@ class Filters(Record):
         return ("wire", "transcript") if self.source == "all" else (self.source,)
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        clauses: list[str] = []
-        params: dict[str, Any] = {}
-        for name, clause in (
-            ("since", _FILTER_SINCE),
-            ("until", _FILTER_UNTIL),
-            ("project", _FILTER_PROJECT),
-            ("model", _FILTER_MODEL),
-            ("session", _FILTER_SESSION),
-        ):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            clauses.append(clause)
-            params[name] = value.lower() if name == "model" else value
-        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+        """The WHERE clause (and its parameters) of these filters."""
+        return reportsql.filter_where(self.filter_values())
 
-
-class Group:
-    """The totals of one report row (or of the whole report)."""
-
-    __slots__ = ("cache_read_tokens", "cache_write_1h_tokens", "cache_write_5m_tokens", "calls",
-                 "cost_sum", "first_ts", "input_tokens", "last_ts", "output_tokens",
-                 "priced_calls", "project_names", "saved", "transcript_calls")
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.input_tokens = 0
-        self.cache_write_5m_tokens = 0
-        self.cache_write_1h_tokens = 0
-        self.cache_read_tokens = 0
-        self.output_tokens = 0
-        self.priced_calls = 0
-        self.cost_sum = 0
-        self.saved: Decimal | None = None
-        self.first_ts: float | None = None
-        self.last_ts: float | None = None
-        self.project_names: set[str] = set()
-        #: of ``calls``, those imported from transcripts (the rest were metered on the wire)
-        self.transcript_calls = 0
-
-    @property
-    def source(self) -> str | None:
-        """``wire``, ``transcript``, or ``wire+transcript`` when the calls mix; None without."""
-        if not self.calls:
-            return None
-        if not self.transcript_calls:
-            return "wire"
-        return "transcript" if self.transcript_calls == self.calls else "wire+transcript"
-
-    @property
-    def project(self) -> str | None:
-        """The one project of the group's calls; None when none has one or they mix."""
-        return next(iter(self.project_names)) if len(self.project_names) == 1 else None
-
-    @property
-    def projects(self) -> int:
-        """How many projects the group's calls came from (calls without one not counted)."""
-        return len(self.project_names)
-
-    def add(self, row: Mapping[str, Any], saved: Decimal | None) -> None:
-        self.calls += int(row["calls"])
-        if row.get("source") == "transcript":
-            self.transcript_calls += int(row["calls"])
-        for name in TOKEN_FIELDS:
-            setattr(self, name, getattr(self, name) + int(row[name] or 0))
-        self.priced_calls += int(row["priced_calls"])
-        self.cost_sum += int(row["cost_picousd"] or 0)
-        if saved is not None:
-            self.saved = saved if self.saved is None else self.saved + saved
-        first, last = row.get("first_ts"), row.get("last_ts")
-        if first is not None and (self.first_ts is None or first < self.first_ts):
-            self.first_ts = first
-        if last is not None and (self.last_ts is None or last > self.last_ts):
-            self.last_ts = last
-        if row.get("project"):
-            self.project_names.add(row["project"])
-
-    def merge(self, other: Group) -> None:
-        self.calls += other.calls
-        self.transcript_calls += other.transcript_calls
-        for name in TOKEN_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.priced_calls += other.priced_calls
-        self.cost_sum += other.cost_sum
-        if other.saved is not None:
-            self.saved = other.saved if self.saved is None else self.saved + other.saved
-        for ts in (other.first_ts, other.last_ts):
-            if ts is None:
-                continue
-            self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
-            self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
-        self.project_names |= other.project_names
-
-    @property
-    def cost_picousd(self) -> int | None:
-        """Sum of the priced calls; None when the group has calls and none is priced.
-
-        A group without calls (an idle bucket, an empty database) costs 0, not "unpriced".
-        """
-        return self.cost_sum if self.priced_calls or not self.calls else None
-
-    @property
-    def saved_picousd(self) -> int | None:
-        """What caching saved; 0 without calls, None when no call's model has a price."""
-        if self.saved is None:
-            return None if self.calls else 0
-        from ccmeter.savings import to_pico
-
-        return to_pico(self.saved)
-
-    @property
-    def unpriced_calls(self) -> int:
-        return self.calls - self.priced_calls
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            **{name: getattr(self, name) for name in TOKEN_FIELDS},
-            "cache_write_tokens": self.cache_write_5m_tokens + self.cache_write_1h_tokens,
-            "cost": self.cost_picousd,
-            "unpriced_calls": self.unpriced_calls,
-            "cache_savings": self.saved_picousd,
-            "first_call": self.first_ts,
-            "last_call": self.last_ts,
-            "source": self.source,
-            "transcript_calls": self.transcript_calls,
-        }
+    def filter_values(self) -> dict[str, Any]:
+        return {"since": self.since, "until": self.until, "project": self.project,
+                "model": self.model, "session": self.session}
 
 
 class Report(Record):
@@ -342,59 +163,155 @@ def build_reports(
     from ccmeter.savings import SavingsCalculator, long_context_thresholds
 
     all_dims = [validate_dimensions(dims) for dims in groupings]
-    slot = slot_seconds()
+    # without a time dimension only each call's UTC date matters (it picks the price
+    # period), and UTC days are whole hours: the index's hourly slot, in any zone (where
+    # local hours are not whole UTC hours a time dimension needs finer slots: see _read)
+    timed = any(d in TIME_DIMENSIONS for dims in all_dims for d in dims)
+    slot = slot_seconds() if timed else reportsql.INDEX_SLOT
     thresholds = long_context_thresholds(catalog)
     savings = SavingsCalculator(catalog, thresholds)
     # one read with every column any grouping needs (session, provider): a finer row folds
     # into a coarser grouping with the same exact sums
     columns = tuple(d for d in ("session", "provider") if any(d in dims for dims in all_dims))
     read = _read(db, columns, filters, slot, thresholds, savings)
-    labels: dict[int, str] = {}
-    return [_fold(db, read, dims, filters, catalog, slot, labels, fill_gaps=fill_gaps,
-                  assumption=assumption) for dims in all_dims]
+    labels: dict[str, dict[int, str]] = {}
+    cells = _fold_cells(read, all_dims, slot, labels)
+    return [_report(db, read, cells[i], dims, filters, catalog, slot, labels,
+                    fill_gaps=fill_gaps, assumption=assumption)
+            for i, dims in enumerate(all_dims)]
 
 
 def _read(db: Any, dims: Sequence[str], filters: Filters, slot: int, thresholds: Sequence[int],
-          savings: Any) -> list[tuple[dict[str, Any], Decimal | None]]:
-    """The aggregate rows for ``dims``' columns, each with what caching saved on it."""
-    raw: list[dict[str, Any]] = []
-    long_rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for source in filters.sources():
-        table = SOURCE_TABLES[source]
-        sql, params = report_sql(dims, filters, slot, table)
-        raw += [{**row, "source": source} for row in store.query(db, sql, params)]
-        if thresholds:
-            long_sql = long_context_sql(dims, filters, thresholds, slot, table)
-            for row in store.query(db, *long_sql):
-                long_rows.setdefault(_group_key({**row, "source": source}), []).append(row)
+          savings: Any) -> list[tuple[Any, ...]]:
+    """The aggregate rows for ``dims``' columns, each with what caching saved on it, as
+    tuples laid out as :mod:`ccmeter.reportgroup` reads them."""
+    out: list[tuple[Any, ...]] = []
     days: dict[int, date] = {}
-    out = []
-    for row in raw:
-        slot_start = int(row["slot"]) * slot
-        utc_day = days.get(slot_start)
-        if utc_day is None:
-            utc_day = days[slot_start] = datetime.fromtimestamp(slot_start, UTC).date()
-        out.append((row, savings.saved(row, utc_day, long_rows.get(_group_key(row), ()))))
+    # where local hours are not whole UTC hours each part of the hour is read apart, still
+    # on the index's hourly slot; a row's slot is then its part's first ``slot``
+    parts: Sequence[tuple[int, int] | None] = [None]
+    query_slot = slot
+    if slot < reportsql.INDEX_SLOT:
+        parts, query_slot = hour_parts(slot), reportsql.INDEX_SLOT
+    for source, part in ((s, p) for s in filters.sources() for p in parts):
+        table = SOURCE_TABLES[source]
+        shift = 0 if part is None else part[0] // slot
+        per_slot = query_slot // slot
+        long_rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        if thresholds:
+            long_sql = reportsql.long_context_sql(dims, filters.filter_values(), thresholds,
+                                                  query_slot, table, part)
+            for row in store.query(db, *long_sql):
+                key = _group_key(row)
+                long_rows.setdefault((key[0] * per_slot + shift, *key[1:]), []).append(row)
+        names, rows = reportsql.fetch(db, *reportsql.report_sql(
+            dims, filters.filter_values(), query_slot, table, part))
+        at = {name: i for i, name in enumerate(names)}
+        session = at.get("session_id")
+        provider = at.get("provider")
+        calls = at["calls"]
+        transcript = source == "transcript"
+        saved_of = savings.saved_tokens
+        for r in rows:
+            slot_index, project, model, speed, tier, geo = r[:6]
+            slot_index = slot_index * per_slot + shift
+            count, tokens_in, write_5m, write_1h, read, output, cost, priced, first, last = (
+                r[calls:])
+            slot_start = slot_index * slot
+            utc_day = days.get(slot_start)
+            if utc_day is None:
+                utc_day = days[slot_start] = datetime.fromtimestamp(slot_start, UTC).date()
+            sid = None if session is None else r[session]
+            prov = None if provider is None else r[provider]
+            lc = long_rows.get((slot_index, project, model, speed, tier, geo, sid, prov))
+            saved = saved_of(model, utc_day, speed, tier, geo, read or 0, write_5m or 0,
+                             write_1h or 0, lc or ())
+            out.append((slot_index, project, model, sid, prov, count,
+                        count if transcript else 0, tokens_in or 0, write_5m or 0,
+                        write_1h or 0, read or 0, output or 0, priced, cost or 0, first, last,
+                        saved))
     return out
 
 
-def _fold(db: Any, read: Sequence[tuple[dict[str, Any], Decimal | None]], dims: tuple[str, ...],
-          filters: Filters, catalog: Catalog, slot: int, labels: dict[int, str], *,
-          fill_gaps: bool, assumption: Assumption | None) -> Report:
-    """One report from the rows :func:`_read` gave."""
+def _fold_cells(read: Sequence[tuple[Any, ...]], all_dims: Sequence[tuple[str, ...]],
+                slot: int, labels: dict[str, dict[int, str]]) -> list[dict[Any, list[Any]]]:
+    """Each grouping's cells. A grouping with the session is folded from the read rows; the
+    others from one fold of the rows by (time bucket, project, model, provider) per time
+    unit: a few thousand cells for a year, not one fold of every row per grouping."""
+    from ccmeter.reportgroup import MODEL, PROJECT, PROVIDER, SESSION, SLOT, accumulate
+
+    column = {"project": PROJECT, "model": MODEL, "session": SESSION, "provider": PROVIDER}
+    slots = {r[SLOT] for r in read}
+    for dims in all_dims:
+        for dim in dims:
+            if dim in TIME_DIMENSIONS and dim not in labels:
+                labels[dim] = {s: bucket_label(bucket_start(s * slot, dim), dim) for s in slots}
+    inner: dict[str | None, dict[Any, list[Any]]] = {}  # time unit -> (label, p, m, pr) cells
+    # the groupings without a time unit fold from the cells of one that has one, if any
+    shared = next((d for dims in all_dims if "session" not in dims for d in dims
+                   if d in TIME_DIMENSIONS), None)
+    out = []
+    for dims in all_dims:
+        time_dim = next((d for d in dims if d in TIME_DIMENSIONS), None)
+        if "session" in dims:
+            out.append(accumulate(read, _key_of(dims, column, labels)))
+            continue
+        unit = time_dim if time_dim is not None else shared
+        if unit not in inner:
+            inner[unit] = accumulate(read, _inner_key(labels.get(unit) if unit else None))
+        out.append(_merge(inner[unit], dims))
+    return out
+
+
+def _inner_key(lab: Mapping[int, str] | None) -> Any:
+    """A read row's inner cell: (time label, project, model, provider)."""
+    if lab is None:
+        return lambda r: (None, r[1], r[2], r[4])
+    return lambda r: (lab[r[0]], r[1], r[2], r[4])
+
+
+def _key_of(dims: Sequence[str], column: Mapping[str, int],
+            labels: Mapping[str, Mapping[int, str]]) -> Any:
+    """The report row key of a read row (at most two dimensions)."""
+    getters = [(lambda r, lab=labels[d]: lab[r[0]]) if d in TIME_DIMENSIONS
+               else (lambda r, i=column[d]: r[i]) for d in dims]
+    if len(getters) == 1:
+        (one,) = getters
+        return lambda r: (one(r),)
+    first, second = getters
+    return lambda r: (first(r), second(r))
+
+
+#: where each dimension is in an inner cell's key (time label, project, model, provider)
+_INNER = {"project": 1, "model": 2, "provider": 3, **{d: 0 for d in TIME_DIMENSIONS}}
+
+
+def _merge(inner: Mapping[Any, list[Any]], dims: Sequence[str]) -> dict[Any, list[Any]]:
+    from ccmeter.reportgroup import merge_cells
+
+    at = [_INNER[d] for d in dims]
+    if len(at) == 1:
+        (i,) = at
+        return merge_cells(inner, lambda k: (k[i],))
+    i, j = at
+    return merge_cells(inner, lambda k: (k[i], k[j]))
+
+
+def _report(db: Any, read: Sequence[tuple[Any, ...]], cells: Mapping[Any, list[Any]],
+            dims: tuple[str, ...], filters: Filters, catalog: Catalog, slot: int,
+            labels: dict[str, dict[int, str]], *, fill_gaps: bool,
+            assumption: Assumption | None) -> Report:
+    """One report from its cells."""
+    from ccmeter.reportgroup import FIRST, LAST, cell_group
+
     time_dim = next((d for d in dims if d in TIME_DIMENSIONS), None)
-    groups: dict[tuple[Any, ...], Group] = {}
-    for row, saved in read:
-        key = _row_key(row, dims, slot, labels)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = Group()
-        group.add(row, saved)
+    groups = {key: cell_group(cell) for key, cell in cells.items()}
     if assumption is not None and assumption.active:
         _reprice_groups(db, groups, dims, filters, catalog, assumption, slot, labels)
 
     if time_dim is not None and len(dims) == 1 and fill_gaps:
-        _fill_gaps(groups, time_dim, filters, [row for row, _ in read])
+        _fill_gaps(groups, time_dim, filters, min((r[FIRST] for r in read), default=None),
+                   max((r[LAST] for r in read), default=None))
 
     total = Group()
     for group in groups.values():
@@ -408,15 +325,17 @@ def _fold(db: Any, read: Sequence[tuple[dict[str, Any], Decimal | None]], dims: 
 
 
 def _row_key(row: Mapping[str, Any], dims: Sequence[str], slot: int,
-             labels: dict[int, str]) -> tuple[Any, ...]:
-    """The report row (group) a query row belongs to; ``labels`` caches the time labels."""
-    slot_start = int(row["slot"]) * slot
+             labels: dict[str, dict[int, str]]) -> tuple[Any, ...]:
+    """The report row (group) a call belongs to; ``labels`` caches the time labels."""
+    slot_index = int(row["slot"])
     parts: list[Any] = []
     for dim in dims:
         if dim in TIME_DIMENSIONS:
-            label = labels.get(slot_start)
+            cache = labels.setdefault(dim, {})
+            label = cache.get(slot_index)
             if label is None:
-                label = labels[slot_start] = bucket_label(bucket_start(slot_start, dim), dim)
+                label = cache[slot_index] = bucket_label(bucket_start(slot_index * slot, dim),
+                                                         dim)
             parts.append(label)
         else:
             parts.append(row[_ROW_FIELD[dim]])
@@ -425,7 +344,7 @@ def _row_key(row: Mapping[str, Any], dims: Sequence[str], slot: int,
 
 def _reprice_groups(db: Any, groups: Mapping[tuple[Any, ...], Group], dims: Sequence[str],
                     filters: Filters, catalog: Catalog, assumption: Assumption, slot: int,
-                    labels: dict[int, str]) -> None:
+                    labels: dict[str, dict[int, str]]) -> None:
     """Replace each group's cost and savings with its calls priced under ``assumption``."""
     from decimal import Decimal
 
@@ -453,39 +372,19 @@ _ROW_FIELD = {"project": "project", "session": "session_id", "model": "model_nam
 
 
 def _group_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A long-prompt row's aggregate row (in one source's table)."""
     return (row["slot"], row["project"], row["model_name"], row["speed"], row["service_tier"],
-            row["inference_geo"], row.get("session_id"), row.get("provider"), row["source"])
+            row["inference_geo"], row.get("session_id"), row.get("provider"))
 
 
 def _where(filters: Filters, slot: int) -> tuple[str, dict[str, Any]]:
-    where, params = filters.where()
-    extra = []
-    if filters.since is not None:
-        extra.append(_FILTER_SLOT_SINCE.format(slot=int(slot)))
-        params["slot_since"] = int(filters.since // slot)
-    if filters.until is not None:
-        extra.append(_FILTER_SLOT_UNTIL.format(slot=int(slot)))
-        params["slot_until"] = int(filters.until // slot)
-    if extra:
-        where = (where + " AND " if where else "WHERE ") + " AND ".join(extra)
-    return where, params
-
-
-def _optional_columns(dims: Sequence[str]) -> tuple[str, str]:
-    """Columns grouped on only when asked for (``session_id``, ``provider``), as the SELECT
-    and GROUP BY additions: other reports keep the rollup index's exact GROUP BY."""
-    names = [c for d, c in (("session", "session_id"), ("provider", "provider")) if d in dims]
-    return "".join(f",\n    {c}" for c in names), "".join(f", {c}" for c in names)
+    return reportsql.slotted_where(filters.filter_values(), slot)
 
 
 def report_sql(dims: Sequence[str], filters: Filters, slot: int,
                table: str = "api_calls") -> tuple[str, dict[str, Any]]:
     """The aggregate query (and its parameters) for a report on one source's ``table``."""
-    where, params = _where(filters, slot)
-    columns, group = _optional_columns(dims)
-    sql = REPORT_SQL.format(slot=int(slot), session=columns, where=where, session_group=group,
-                            table=table)
-    return sql, params
+    return reportsql.report_sql(dims, filters.filter_values(), slot, table)
 
 
 def long_context_sql(
@@ -493,34 +392,22 @@ def long_context_sql(
     table: str = "api_calls",
 ) -> tuple[str, dict[str, Any]]:
     """The long-prompt query (and its parameters) matching :func:`report_sql`'s groups."""
-    where, params = _where(filters, slot)
-    terms = []
-    for index, threshold in enumerate(thresholds):
-        params[f"lc{index}"] = threshold
-        terms.append(_OVER_THRESHOLD.format(i=index))
-    where = (where + " AND " if where else "WHERE ") + terms[0]
-    columns, group = _optional_columns(dims)
-    sql = LONG_CONTEXT_SQL.format(slot=int(slot), session=columns, buckets=" + ".join(terms),
-                                  where=where, session_group=group, table=table)
-    return sql, params
+    return reportsql.long_context_sql(dims, filters.filter_values(), thresholds, slot, table)
 
 
-def _fill_gaps(
-    groups: dict[tuple[Any, ...], Group], unit: str, filters: Filters, raw: Sequence[Mapping]
-) -> None:
+def _fill_gaps(groups: dict[tuple[Any, ...], Group], unit: str, filters: Filters,
+               first: float | None, last: float | None) -> None:
     """Add empty rows for buckets without calls, so a time series shows its idle stretches.
 
     From ``--since`` (else the first call) to ``--until`` (else now); skipped when that would
     be more than ``MAX_FILLED_BUCKETS`` rows.
     """
-    starts = [r["first_ts"] for r in raw]
-    ends = [r["last_ts"] for r in raw]
-    since = filters.since if filters.since is not None else min(starts, default=None)
+    since = filters.since if filters.since is not None else first
     if since is None:
         return
     until = filters.until
     if until is None:
-        until = max(time.time(), max(ends, default=since) + 1)
+        until = max(time.time(), (last if last is not None else since) + 1)
     labels: list[str] = []
     current = bucket_start(since, unit)
     while current.timestamp() < until:

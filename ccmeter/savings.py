@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any
 
 from ccmeter.pricing import Catalog, Rates
 from ccmeter.record import Record
 
 _PICO_PER_TOKEN = Decimal(10**6)  # USD per MTok -> picodollars per token
+#: The arithmetic of a saving: 60 digits, far beyond any sum of tokens times a rate.
+_EXACT = Context(prec=60)
 
 
 class _SavingRates(Record):
@@ -102,21 +104,32 @@ class SavingsCalculator:
 
         ``long_rows`` are the LONG_CONTEXT_SQL rows of the same group.
         """
-        plan = self.plan(row["model_name"], utc_day, row["speed"], row["service_tier"],
-                         row["inference_geo"])
+        return self.saved_tokens(row["model_name"], utc_day, row["speed"],
+                                 row["service_tier"], row["inference_geo"],
+                                 int(row["cache_read_tokens"] or 0),
+                                 int(row["cache_write_5m_tokens"] or 0),
+                                 int(row["cache_write_1h_tokens"] or 0), long_rows)
+
+    def saved_tokens(self, model: str | None, utc_day: date, speed: str | None,
+                     tier: str | None, geo: str | None, read: int, write_5m: int,
+                     write_1h: int, long_rows: Sequence[Mapping[str, Any]] = ()
+                     ) -> Decimal | None:
+        """:meth:`saved` for an aggregate row given as its fields."""
+        key = (model, utc_day, speed, tier, geo)
+        try:
+            plan = self._cache[key]
+        except KeyError:
+            plan = self._cache[key] = self._compute(*key)
         if plan is None:
             return None
-        read = int(row["cache_read_tokens"] or 0)
-        write_5m = int(row["cache_write_5m_tokens"] or 0)
-        write_1h = int(row["cache_write_1h_tokens"] or 0)
-        with localcontext() as ctx:
-            ctx.prec = 60
-            if plan.long_context is None:
+        if plan.long_context is None:
+            with localcontext(_EXACT):
                 return plan.base.saved(read, write_5m, write_1h)
-            over = [r for r in long_rows if int(r["lc_bucket"]) > plan.threshold_index]
-            lc_read = sum(int(r["cache_read_tokens"] or 0) for r in over)
-            lc_5m = sum(int(r["cache_write_5m_tokens"] or 0) for r in over)
-            lc_1h = sum(int(r["cache_write_1h_tokens"] or 0) for r in over)
+        over = [r for r in long_rows if int(r["lc_bucket"]) > plan.threshold_index]
+        lc_read = sum(int(r["cache_read_tokens"] or 0) for r in over)
+        lc_5m = sum(int(r["cache_write_5m_tokens"] or 0) for r in over)
+        lc_1h = sum(int(r["cache_write_1h_tokens"] or 0) for r in over)
+        with localcontext(_EXACT):
             return (plan.base.saved(read - lc_read, write_5m - lc_5m, write_1h - lc_1h)
                     + plan.long_context.saved(lc_read, lc_5m, lc_1h))
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from ccmeter import store
 from ccmeter.record import Record
-from ccmeter.reports import SOURCE_TABLES, TOKEN_FIELDS, Group
+from ccmeter.reportgroup import TOKEN_FIELDS, Group
+from ccmeter.reports import SOURCE_TABLES
 
 if TYPE_CHECKING:
     from ccmeter.reports import Filters

@@ -179,6 +179,9 @@ def test_a_collector_that_never_answers_costs_the_calls_nothing(residents):
                     time.sleep(0.05)
                 took = [post(port) for _ in range(10)]
                 assert max(took) < 1.0, took
+                deadline = time.monotonic() + 10  # the writer thread lands the last rows
+                while len(rows(residents.db_file)) < 11 and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 assert len(rows(residents.db_file)) == 11
             finally:
                 started = time.monotonic()

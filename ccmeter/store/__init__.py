@@ -8,7 +8,8 @@
 - :mod:`.metrics` sums the finished calls per label set for the exported metrics;
 - :mod:`.recovered` inserts the rows folded in from a dead proxy's call journal;
 - :mod:`.transcripts` holds the calls imported from Claude Code's transcripts, the import's
-  bookkeeping, and the reconcile query.
+  bookkeeping, and the reconcile query;
+- :mod:`.reportsql` is the aggregate behind ``ccmeter report`` and the dashboard.
 
 Everything a caller needs is re-exported here, so ``from ccmeter import store`` and
 ``store.connect(...)`` read the same wherever they are used. The re-exports are lazy: a

@@ -422,6 +422,24 @@ def _m010_forecast(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m011_long_prompt_index(db: sqlite_utils.Database) -> None:
+    """A partial covering index of the long prompts (over 100,000 prompt tokens, the lowest
+    long-context threshold), in the report's group order: the report's long-prompt query
+    (``store.reportsql.LONG_CONTEXT_SQL``) reads these few rows instead of scanning every
+    call's index entry (a year of 1M calls: 0.18 s -> 0.03 s). Its WHERE must stay the same
+    text as ``reportsql.LONG_PROMPT_FLOOR_SQL`` for SQLite to use it."""
+    db.execute(
+        """
+        CREATE INDEX api_calls_long_prompts ON api_calls (
+            CAST(started_ts / 3600 AS INTEGER), project, model, speed, service_tier,
+            inference_geo, session_id, provider, started_ts, input_tokens,
+            cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens
+        ) WHERE (input_tokens + cache_write_5m_tokens + cache_write_1h_tokens
+                 + cache_read_tokens) > 100000
+        """
+    )
+
+
 #: Ordered migrations. A shipped migration is never edited; add a new one at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_calls,
@@ -434,4 +452,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m008_transcripts,
     _m009_cache_keys,
     _m010_forecast,
+    _m011_long_prompt_index,
 ]
