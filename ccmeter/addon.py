@@ -86,6 +86,7 @@ class Meter:
         self.enforcer.on_session_paused = self.cache.loops.forgive
         #: This process's status file (see ccmeter.proxies), for doctor and the status line.
         self.status = proxies.ProxyStatus()
+        self.enforcer.on_team_problem = self.status.share_state
         #: Set by :class:`ccmeter.rundesk.RunDesk`: a call of a ``ccmeter run`` starts, and
         #: has its final row (with why it failed, if it did).
         self.on_run_start: Callable[[str], None] | None = None

@@ -106,7 +106,8 @@ SCHEMA: dict[str, Any] = {
         "projects": {"*": {**_CAP_WINDOWS, "per_call": None}},
         "per_session": {**_CAP_WINDOWS, "total": None},
     },
-    "share": {**dict.fromkeys(("path", "user", "salt", "anonymize", "hash_projects")),
+    "share": {**dict.fromkeys(("path", "user", "salt", "anonymize", "hash_projects", "team",
+                               "group", "push_interval", "refresh_interval")),
               "project_names": ANY_NAME},
     "metrics": dict.fromkeys(("port", "host", "user")),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 RETRY_EVERY_S = 0.25
 #: How often the caps thread looks again at a database another process holds locked.
 LOCK_POLL_S = 0.005
+#: A team view is used this many refresh intervals after the share stopped answering;
+#: then the laptop falls back to its personal caps (or, with on_error = block, refuses).
+STALE_REFRESHES = 3
 
 
 def _left(deadline: float) -> float:
@@ -89,6 +93,16 @@ class Enforcer:
         #: repeats: after the pause it counts anew).
         self.on_session_paused: Callable[[str], None] | None = None
         self._session_pause_logged: set[tuple[str, float]] = set()
+        # --- team budgets (ccmeter.tiers): the [caps] policy plus the share's tiers
+        self._base_policy = Policy()
+        self._team: Any = None  # a ccmeter.teamsync.TeamSync once in a team
+        self._team_view: dict[str, Any] | None = None
+        self._team_refresh_s = 60.0
+        #: Why the team share cannot be read now (None: it can, or no team), for doctor.
+        self.team_problem: str | None = None
+        self.on_team_problem: Callable[[str | None], None] | None = None
+        self._tier_refusal: str | None = None
+        self._compose_lock = threading.Lock()
         #: The plan windows as the newest answers reported them (the plan caps' reading).
         self.plan = PlanSeen()
         self._unforecast_told: set[str | None] = set()
@@ -110,6 +124,9 @@ class Enforcer:
         self.reload()
 
     def close(self) -> None:
+        if self._team is not None:
+            self._team.close()
+            self._team = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -172,7 +189,7 @@ class Enforcer:
             log.error("ccmeter: [caps] config not applied, keeping the previous caps: %s", exc)
             problems.append(f"[caps]: {exc} (the previous caps stay)")
             return
-        if policy != self.policy:
+        if policy != self._base_policy:
             others = [*(["per-call"] if policy.forecasts_first else []),
                       *(f"plan {name} {limit:.0%}" for name, limit in policy.plan_caps()),
                       *([f"loop {policy.loop}"] if policy.loop else [])]
@@ -181,7 +198,73 @@ class Enforcer:
                      policy.mode, policy.window,
                      f", paused until {utc_iso(policy.paused_until)}"
                      if policy.paused(time.time()) and policy.paused_until else "")
-        self.policy = policy
+        self._base_policy = policy
+        self._team_config(cfg, problems)
+        self._compose()
+
+    # --- team budgets ----------------------------------------------------------------------
+
+    def _team_config(self, cfg: dict[str, Any], problems: list[str]) -> None:
+        """Start, change or stop the team share thread as ``[share]`` says."""
+        section = cfg.get("share")
+        if self._team is None and not (isinstance(section, dict) and section.get("team")):
+            return  # no team: nothing of the share is imported
+        from ccmeter.teamsync import TeamSync, sync_settings
+
+        try:
+            settings = sync_settings(cfg)
+        except config.CCMeterError as exc:
+            problems.append(f"[share]: {exc}")
+            return
+        if settings is None and self._team is None:
+            return
+        if self._team is None:
+            assert self._config_file is not None and self._db_file is not None
+            from ccmeter import tiers
+
+            paths = config.Paths(self._config_file.parent, self._db_file.parent)
+            s = settings.settings if settings is not None else None
+            if s is not None:  # the last view, until the thread makes a new one
+                self._team_view = tiers.load_view(paths.data_dir, share=str(s.share),
+                                                  team=s.team, group=s.group)
+            self._team = TeamSync(paths, self._on_team_view)
+        if settings is not None:
+            self._team_refresh_s = settings.refresh_s
+        self._team.configure(settings)
+
+    def _on_team_view(self, view: dict[str, Any] | None, problem: str | None) -> None:
+        """From the team thread: a new view of the others' spend, or why there is none."""
+        if view is not None or problem is None:
+            self._team_view = view
+        if problem != self.team_problem and self.on_team_problem is not None:
+            self.on_team_problem(problem)
+        self.team_problem = problem
+        self._compose()
+
+    def _compose(self) -> None:
+        """The policy in force: ``[caps]`` plus the team budgets of the current view. A view
+        older than STALE_REFRESHES refreshes while the share fails is dropped: personal
+        caps only (on_error = allow) or every call refused (on_error = block)."""
+        with self._compose_lock:  # the team thread and the config reload both compose
+            self._compose_locked()
+
+    def _compose_locked(self) -> None:
+        base, view, now = self._base_policy, self._team_view, time.time()
+        caps: tuple = ()
+        refusal = None
+        if view is not None and self._team is not None:
+            age = now - float(view.get("refreshed_at", 0))
+            if self.team_problem is None or age < STALE_REFRESHES * self._team_refresh_s:
+                from ccmeter import tiers
+
+                caps = tiers.tier_caps(view, now, base.tz)
+        if (not caps and self.team_problem and self._team is not None
+                and base.on_error == "block"):
+            refusal = (f"ccmeter: team budgets cannot be checked ({self.team_problem}) "
+                       "and caps.on_error is \"block\". Fix the share, or allow calls "
+                       "meanwhile with: ccmeter caps set --on-error allow")
+        self._tier_refusal = refusal
+        self.policy = base._replace(caps=base.caps + caps) if caps else base
 
     async def enforce(self, flow: http.HTTPFlow, call: Call, *,
                       writer: store.CallWriter | None, catalog: pricing.Catalog) -> bool:
@@ -196,6 +279,8 @@ class Enforcer:
             message = loops.refusal_message(seen, policy.loop)
             log.warning("ccmeter: refused a call: %s", message)
             return self.refuse(flow, call, message, error_type="loop")
+        if self._tier_refusal is not None and not policy.paused(time.time()):
+            return self.refuse(flow, call, self._tier_refusal, error_type="db_error")
         if not policy.paused(time.time()):
             refusal = self.plan.refusal(policy, time.time()) or per_call_refusal(
                 policy, project=call.project, session_id=call.attribution.session_id,

@@ -134,6 +134,14 @@ class ProxyStatus:
             self.doc["config_error"] = problem
             self._write()
 
+    def share_state(self, problem: str | None) -> None:
+        """The team share cannot be read (``problem``), or it can again (None)."""
+        with self._lock:
+            if self.doc.get("share_error") == problem:
+                return
+            self.doc["share_error"] = problem
+            self._write()
+
     def stop(self) -> None:
         with self._lock:
             self._remove()

@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from ccmeter import periods, store
+from ccmeter import periods, sharestore, store
 from ccmeter.config import CCMeterError, Paths
 from ccmeter.money import usd_string
 from ccmeter.share_identity import Identity, ShareSettings, machine_id, settle, write_identity
@@ -43,7 +41,6 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 PUSH_LOCK_FILE = "push.lock"
 PUSH_LOCK_TIMEOUT = 120.0
-STALE_TEMP_SECONDS = 3600
 
 TOKEN_FIELDS: tuple[str, ...] = (
     "input_tokens",
@@ -73,6 +70,8 @@ ROW_FIELDS: tuple[str, ...] = (
     "blocked_calls",
     "cap_hits",
 )
+#: Written after :data:`ROW_FIELDS` when this machine belongs to a team (``ccmeter team set``).
+OPTIONAL_FIELDS: tuple[str, ...] = ("team", "group")
 
 # --- SQL (executed through store.query) -----------------------------------------------------
 
@@ -169,6 +168,7 @@ def summarise(
             "unpriced_calls": sums["unpriced_calls"],
             "blocked_calls": sums["blocked_calls"],
             "cap_hits": sums["cap_hits"],
+            **({"team": settings.team, "group": settings.group} if settings.team else {}),
         })
     return out
 
@@ -180,9 +180,11 @@ def _sort_key(item: tuple[tuple[str, str | None, str | None], Any]) -> tuple:
 
 # --- writing the share ----------------------------------------------------------------------
 
+BASE_KEY = f"ccmeter/v{SCHEMA_VERSION}"
+
 
 def share_base(share: Path) -> Path:
-    return share / "ccmeter" / f"v{SCHEMA_VERSION}"
+    return share / BASE_KEY
 
 
 def encode_partition(value: str) -> str:
@@ -190,14 +192,18 @@ def encode_partition(value: str) -> str:
     return quote(value, safe="@.+-_~")
 
 
+def part_key(month: str, user: str, machine: str) -> str:
+    return f"{BASE_KEY}/month={month}/user={encode_partition(user)}/part-{machine}.jsonl"
+
+
 def part_path(share: Path, month: str, user: str, machine: str) -> Path:
-    return (share_base(share) / f"month={month}" / f"user={encode_partition(user)}"
-            / f"part-{machine}.jsonl")
+    return share / part_key(month, user, machine)
 
 
 def encode_rows(rows: Iterable[Mapping[str, Any]]) -> bytes:
-    lines = [json_text(json.dumps({k: row[k] for k in ROW_FIELDS}, separators=(",", ":"),
-                                  ensure_ascii=False)) for row in rows]
+    lines = [json_text(json.dumps({k: row[k] for k in (*ROW_FIELDS, *OPTIONAL_FIELDS)
+                                   if k in row}, separators=(",", ":"), ensure_ascii=False))
+             for row in rows]
     return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 
@@ -206,55 +212,22 @@ class PushResult:
     user: str
     machine: str
     rows: int = 0
-    written: list[Path] = field(default_factory=list)
-    unchanged: list[Path] = field(default_factory=list)
+    written: list[Path | str] = field(default_factory=list)
+    unchanged: list[Path | str] = field(default_factory=list)
     #: This machine's files under another user name (the user was renamed), per old name:
     #: removed, or with ``--dry-run`` to be removed.
-    removed: dict[str, list[Path]] = field(default_factory=dict)
+    removed: dict[str, list[Path | str]] = field(default_factory=dict)
 
 
-def other_user_copies(share: Path, month: str, user: str, machine: str) -> dict[str, Path]:
-    """This machine's part file of ``month`` under every user folder but ``user``'s.
-
-    A machine id belongs to one data folder, hence one database: such a file is an older
-    push of the same calls under a former user name, and would count them twice.
-    """
-    folder = share_base(share) / f"month={month}"
-    mine = f"user={encode_partition(user)}"
-    found: dict[str, Path] = {}
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            if not entry.name.startswith("user=") or entry.name == mine:
-                continue
-            path = Path(entry.path) / f"part-{machine}.jsonl"
-            if path.is_file():
-                found[unquote(entry.name[len("user="):])] = path
-    return found
-
-
-def remove_part(path: Path) -> bool:
-    """Withdraw a part file with one unlink: readers see it whole or not at all. False if
-    it was already gone."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
-    with contextlib.suppress(OSError):
-        _fsync_dir(path.parent)
-    return True
-
-
-def machine_folders(share: Path, machine: str) -> set[str]:
-    """The ``user=`` folders (decoded) that hold this machine's part file of any month."""
-    found: set[str] = set()
-    with contextlib.suppress(OSError):
-        for month in os.scandir(share_base(share)):
-            if not month.name.startswith("month=") or not month.is_dir():
-                continue
-            for entry in os.scandir(month.path):
-                if (entry.name.startswith("user=")
-                        and os.path.isfile(os.path.join(entry.path, f"part-{machine}.jsonl"))):
-                    found.add(unquote(entry.name[len("user="):]))
+def machine_parts(keys: Iterable[str], machine: str) -> dict[tuple[str, str], str]:
+    """This machine's part files in a listing of the share: (month, user) -> key."""
+    found: dict[tuple[str, str], str] = {}
+    name = f"part-{machine}.jsonl"
+    for key in keys:
+        parts = key.split("/")
+        if (len(parts) == 5 and parts[4] == name and parts[2].startswith("month=")
+                and parts[3].startswith("user=")):
+            found[(parts[2][len("month="):], unquote(parts[3][len("user="):]))] = key
     return found
 
 
@@ -266,7 +239,7 @@ def push(
     since: date | None = None,
     dry_run: bool = False,
     rename: bool = False,
-) -> tuple[PushResult, dict[Path, list[dict[str, Any]]]]:
+) -> tuple[PushResult, dict[Path | str, list[dict[str, Any]]]]:
     """Rewrite this machine's file for every month the database has (from ``since``'s month).
 
     The name it publishes under is settled first (:func:`ccmeter.share_identity.settle`):
@@ -274,12 +247,11 @@ def push(
     only then are its copies under other names removed.
     Returns what was done and, per file, the rows it holds (for ``--dry-run``).
     """
-    share = settings.share
-    if share is None:
-        raise CCMeterError("no share folder: pass --to PATH or set [share] path in config.toml")
-    if not dry_run and not share.is_dir():
-        raise CCMeterError(f"share folder {share} does not exist (is it mounted?); "
-                           "ccmeter creates folders inside it but never the share itself")
+    if settings.share is None:
+        raise CCMeterError("no share: pass --to PATH|URL or set [share] path in config.toml")
+    target = sharestore.open_share(settings.share)
+    if not dry_run:
+        target.check()
     since_ts = None
     if since is not None:
         since_ts = periods.month_start(since)
@@ -288,52 +260,45 @@ def push(
     by_month: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_month.setdefault(row["day"][:7], []).append(row)
-    if dry_run:
-        settings = settle(paths, settings, machine_folders(share, machine), rename=rename)
+    lock = contextlib.nullcontext() if dry_run else _machine_lock(paths)
+    with lock:
+        mine = machine_parts(target.keys(BASE_KEY), machine)
+        settings = settle(paths, settings, {user for _, user in mine}, rename=rename)
         user = settings.public_user()
         result = PushResult(user=user, machine=machine, rows=len(rows))
-        plan = {part_path(share, month, user, machine): month_rows
+        plan = {target.where(part_key(month, user, machine)): month_rows
                 for month, month_rows in sorted(by_month.items())}
-        for month in sorted(by_month) if rename else ():
-            for old_user, old in other_user_copies(share, month, user, machine).items():
-                result.removed.setdefault(old_user, []).append(old)
-        return result, plan
-    with _machine_lock(paths):
-        settings = settle(paths, settings, machine_folders(share, machine), rename=rename)
-        user = settings.public_user()
-        result = PushResult(user=user, machine=machine, rows=len(rows))
-        plan = {part_path(share, month, user, machine): month_rows
-                for month, month_rows in sorted(by_month.items())}
+        others = {(m, u): k for (m, u), k in mine.items() if u != user}
+        if dry_run:
+            for month in sorted(by_month) if rename else ():
+                for (m, old_user), old in sorted(others.items()):
+                    if m == month:
+                        result.removed.setdefault(old_user, []).append(target.where(old))
+            return result, plan
         for month, month_rows in sorted(by_month.items()):
-            path = part_path(share, month, user, machine)
+            key = part_key(month, user, machine)
             data = encode_rows(month_rows)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _clean_stale_temps(path)
-                unchanged = False
-                with contextlib.suppress(OSError):
-                    unchanged = path.read_bytes() == data  # then leave the file (and mtime)
-                if unchanged:
-                    result.unchanged.append(path)
-                else:
-                    write_atomic(path, data)
-                    result.written.append(path)
-            except OSError as exc:
-                raise CCMeterError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            target.tidy(key)
+            if target.read(key) == data:
+                result.unchanged.append(target.where(key))  # leave the file (and mtime)
+            else:
+                target.write(key, data)
+                result.written.append(target.where(key))
             if not rename:
                 continue
             # Only once this month's file is in place: a reader may see both copies for a
             # moment, never neither.
-            for old_user, old in other_user_copies(share, month, user, machine).items():
+            for (m, old_user), old in sorted(others.items()):
+                if m != month:
+                    continue
                 try:
-                    gone = remove_part(old)
-                except OSError as exc:
-                    raise CCMeterError(f"cannot remove {old} (this machine's copy under "
-                                       f"{old_user}, counted twice until it goes): "
-                                       f"{exc.strerror or exc}") from exc
+                    gone = target.remove(old)
+                except CCMeterError as exc:
+                    raise CCMeterError(f"{exc} (this machine's copy under {old_user}, "
+                                       "counted twice until it goes)") from exc
                 if gone:
                     log.info("removed %s: this machine now pushes as %s", old, user)
-                    result.removed.setdefault(old_user, []).append(old)
+                    result.removed.setdefault(old_user, []).append(target.where(old))
         try:
             write_identity(paths, Identity(public=user, user=settings.user))
         except OSError as exc:
@@ -393,36 +358,4 @@ def _unlock(handle: Any) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder (dot-named), fsync, rename over; fsync the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # teammates read it; mkstemp made it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _clean_stale_temps(path: Path) -> None:
-    """Remove this machine's own temporaries left by a push that died (never others')."""
-    cutoff = time.time() - STALE_TEMP_SECONDS
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(OSError):
-            if tmp.stat().st_mtime < cutoff:
-                tmp.unlink()
+write_atomic = sharestore.write_atomic  # kept here for callers of the folder layout

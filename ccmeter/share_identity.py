@@ -44,13 +44,17 @@ class ShareSettings:
     """Where to push and how names are shown, resolved from options, env and config."""
 
     user: str
-    share: Path | None = None
+    #: A folder (Path) or an object store URL (``s3://bucket/prefix``, kept as text).
+    share: Path | str | None = None
     anonymize: bool = False
     hash_projects: bool = False
     salt: str | None = None
     project_names: Mapping[str, str] = field(default_factory=dict)
     #: Where ``user`` came from: one of :data:`SOURCES` (``"kept"`` once settled).
     user_source: str = "option"
+    #: The team and group this machine's spend counts towards (``ccmeter team set``).
+    team: str | None = None
+    group: str | None = None
 
     def public_user(self) -> str:
         """The user name as it appears in the share (hashed with --anonymize)."""
@@ -132,15 +136,29 @@ def resolve_settings(
         salt=salt or None,
         project_names=dict(names),
         user_source=source,
+        team=_name(section.get("team"), "team"),
+        group=_name(section.get("group"), "group"),
     )
 
 
-def share_folder(cfg: Mapping[str, Any], option: str | Path | None) -> Path | None:
-    """The share folder: the option, else ``[share] path`` in the config, else None."""
+def _name(value: Any, what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 100 or any(
+            ord(c) < 32 or c in "/\\" for c in value) or not value.strip():
+        raise CCMeterError(f"[share] {what} must be a short name without slashes; got {value!r}")
+    return value.strip()
+
+
+def share_folder(cfg: Mapping[str, Any], option: str | Path | None) -> Path | str | None:
+    """The share: the option, else ``[share] path`` in the config, else None. A folder is a
+    Path; an object store URL (``s3://…``, ``gs://…``, ``az://…``) stays text."""
+    from ccmeter.sharestore import location
+
     section = cfg.get("share") or {}
     raw = option if option is not None else (
         section.get("path") if isinstance(section, Mapping) else None)
-    return Path(str(raw)).expanduser() if raw else None
+    return location(raw) if raw else None
 
 
 def check_user(user: str) -> str:

@@ -163,6 +163,8 @@ def _meter_warning(paths: config.Paths) -> list[str]:
         out.append("⚠ metering off (ccmeter doctor)")
     if any(doc.get("config_error") for doc in running):
         out.append("⚠ config not applied (ccmeter doctor)")
+    if any(doc.get("share_error") for doc in running):
+        out.append("⚠ team share unreachable (ccmeter doctor)")
     return out
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +20,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from ccmeter.config import CCMeterError
-from ccmeter.share import COUNT_FIELDS, SCHEMA_VERSION, share_base
+from ccmeter.share import BASE_KEY, COUNT_FIELDS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-DIMENSIONS: tuple[str, ...] = ("user", "project", "model", "day", "week", "month")
+DIMENSIONS: tuple[str, ...] = ("user", "project", "model", "day", "week", "month", "team",
+                               "group")
 TIME_DIMENSIONS = frozenset({"day", "week", "month"})
 
 
@@ -36,7 +36,7 @@ TIME_DIMENSIONS = frozenset({"day", "week", "month"})
 class TeamData:
     rows: list[dict[str, Any]]
     files: int = 0
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path | str, str]] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[str]:
@@ -52,56 +52,76 @@ _MONTH_DIR = re.compile(r"month=(\d{4}-\d{2})")
 _PART_NAME = re.compile(r"part-[0-9A-Za-z_-]{1,64}\.jsonl")
 
 
-def read_share(share: Path, *, since: date | None = None, until: date | None = None) -> TeamData:
-    """Every user's rows in [since, until] (days, inclusive); bad files skipped and named."""
-    base = share_base(share)
-    if not base.is_dir():
-        if not share.is_dir():
-            raise CCMeterError(f"share folder {share} does not exist (is it mounted?)")
-        raise CCMeterError(f"{share} holds no ccmeter share yet ({base} is missing); "
-                           f"run `ccmeter push --to {share}` first")
+def read_share(share: Path | str | Any, *, since: date | None = None, until: date | None = None,
+               skip_machine: str | None = None, empty_ok: bool = False,
+               cache: dict[str, tuple[str, list[dict[str, Any]]]] | None = None) -> TeamData:
+    """Every user's rows in [since, until] (days, inclusive); bad files skipped and named.
+
+    ``skip_machine`` leaves out that machine's part files (a laptop adding its own live
+    spend to the others'). With a ``cache`` (key -> (stamp, rows)), a file whose stamp
+    (ETag, or mtime and size) is unchanged is not read again."""
+    from ccmeter import sharestore
+
+    target = share if isinstance(share, sharestore.FolderShare | sharestore.ObjectShare) \
+        else sharestore.open_share(share)
+    stamps = target.stamps(BASE_KEY)
+    keys = sorted(stamps)
+    if not keys:
+        target.check()
+        folder = target.root / BASE_KEY if isinstance(target, sharestore.FolderShare) else None
+        if not empty_ok and folder is not None and not folder.is_dir():
+            raise CCMeterError(f"{share} holds no ccmeter share yet "
+                               f"({target.where(BASE_KEY)} is missing); "
+                               f"run `ccmeter push --to {share}` first")
     lo = since.isoformat() if since else ""
     hi = until.isoformat() if until else "9999-99-99"
     data = TeamData(rows=[])
-    for month_entry in sorted(os.scandir(base), key=lambda e: e.name):
-        match = _MONTH_DIR.fullmatch(month_entry.name)
-        if not match or not month_entry.is_dir():
+    for key in keys:
+        parts = key.split("/")
+        if len(parts) != 5:
+            continue
+        match = _MONTH_DIR.fullmatch(parts[2])
+        if not match or not parts[3].startswith("user="):
             continue
         month = match.group(1)
         if month < lo[:7] or month > hi[:7]:
             continue  # partition pruning
-        for user_entry in sorted(os.scandir(month_entry.path), key=lambda e: e.name):
-            if not user_entry.name.startswith("user=") or not user_entry.is_dir():
-                continue
-            user = unquote(user_entry.name[len("user="):])
-            for file_entry in sorted(os.scandir(user_entry.path), key=lambda e: e.name):
-                name = file_entry.name
-                if name.startswith(".") or not name.endswith(".jsonl"):
-                    continue
-                path = Path(file_entry.path)
-                if not _PART_NAME.fullmatch(name):
-                    data.skipped.append((path, "not a ccmeter part file name (a sync "
-                                               "conflict copy?); not counted"))
-                    continue
-                try:
-                    rows = _read_file(path, month)
-                except _BadFile as exc:
-                    data.skipped.append((path, str(exc)))
-                    log.info("skipped %s: %s", path, exc)
-                    continue
-                data.files += 1
-                for row in rows:
-                    if lo <= row["day"] <= hi:
-                        row["user"] = user
-                        data.rows.append(row)
+        user = unquote(parts[3][len("user="):])
+        name = parts[4]
+        if name.startswith(".") or not name.endswith(".jsonl"):
+            continue
+        path = target.where(key)
+        if not _PART_NAME.fullmatch(name):
+            data.skipped.append((path, "not a ccmeter part file name (a sync "
+                                       "conflict copy?); not counted"))
+            continue
+        if skip_machine is not None and name == f"part-{skip_machine}.jsonl":
+            continue
+        try:
+            if cache is not None and key in cache and cache[key][0] == stamps[key]:
+                rows = cache[key][1]  # unchanged since the last read: not fetched again
+            else:
+                raw = target.read(key)
+                if raw is None:
+                    continue  # removed since the listing
+                rows = _read_file(raw, month)
+                if cache is not None:
+                    cache[key] = (stamps[key], rows)
+        except (_BadFile, CCMeterError) as exc:
+            data.skipped.append((path, str(exc)))
+            log.info("skipped %s: %s", path, exc)
+            continue
+        data.files += 1
+        for row in rows:
+            if lo <= row["day"] <= hi:
+                row["user"] = user
+                data.rows.append(row)
     return data
 
 
-def _read_file(path: Path, month: str) -> list[dict[str, Any]]:
+def _read_file(raw: bytes, month: str) -> list[dict[str, Any]]:
     try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise _BadFile(f"cannot read it ({exc.strerror or exc})") from exc
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _BadFile("not UTF-8 text") from exc
     if text and not text.endswith("\n"):
@@ -155,6 +175,11 @@ def _check_row(obj: Any, month: str) -> dict[str, Any]:
     obj.setdefault("project", None)
     obj.setdefault("model", None)
     obj.setdefault("cost_picousd", None)
+    for name in ("team", "group"):
+        value = obj.get(name)
+        if value is not None and type(value) is not str:
+            raise ValueError(f"{name} must be a string or null")
+        obj[name] = value
     return obj
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ccmeter import share, share_identity, store, team
+from ccmeter import share, share_identity, sharestore, store, team
 from ccmeter.config import CCMeterError, Paths
 
 PICO = 10**12
@@ -400,14 +400,14 @@ def test_concurrent_pushes_from_many_users_and_two_machines_of_one(tmp_path, sha
 
 def test_write_atomic_leaves_old_or_new_never_half(tmp_path, monkeypatch):
     target = tmp_path / "part-x.jsonl"
-    share.write_atomic(target, b"old\n")
+    sharestore.write_atomic(target, b"old\n")
 
     def boom(*_args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(share.os, "replace", boom)
+    monkeypatch.setattr(sharestore.os, "replace", boom)
     with pytest.raises(OSError):
-        share.write_atomic(target, b"new\n" * 1000)
+        sharestore.write_atomic(target, b"new\n" * 1000)
     assert target.read_bytes() == b"old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-x.jsonl"]
 

@@ -158,7 +158,8 @@ class Guard:
         checks = tuple(checks_for(policy, now, project=project, session_id=session_id))
         query = store.spend_query([store.SpendWindow(c.start, c.project, c.session_id)
                                    for c in checks], reservations=policy.reserves)
-        plan = _Plan(policy, checks, query, tuple(c.cap.limit_picousd for c in checks),
+        plan = _Plan(policy, checks, query,
+                     tuple(c.cap.limit_picousd - c.cap.others_picousd for c in checks),
                      max((c.start for c in checks), default=0.0),
                      min((c.end for c in checks if c.end is not None), default=math.inf))
         if policy.window == "calendar" or all(c.cap.name == "total" for c in checks):
@@ -236,9 +237,10 @@ def cap_statuses(
     only for ``session_id``. Spend includes in-flight calls' reservations.
     """
     from ccmeter import store
+    from ccmeter.tiers import with_cached_view
 
     now = time.time() if now is None else now
-    policy = parse_policy(cfg)
+    policy = with_cached_view(parse_policy(cfg), cfg, now)  # team budgets, as last seen
     conn = store.connect(db) if isinstance(db, str | Path) else db
     try:
         out = []

@@ -35,6 +35,8 @@ def raise_command(status: CapStatus) -> str:
     from shlex import quote  # here: `ccmeter caps` and `watch` import this module
 
     flag = f"--{status.name} N"
+    if status.scope.startswith(("team:", "group:")):
+        return f"ccmeter caps set --{status.scope.partition(':')[0]}-{status.name} N"
     if status.scope.startswith("project:"):
         return f"ccmeter caps set --project {quote(status.scope.removeprefix('project:'))} {flag}"
     if status.scope.startswith("session:"):

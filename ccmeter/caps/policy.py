@@ -27,11 +27,18 @@ DEFAULT_PLAN_WARN_AT = 0.8
 
 
 class Cap(Record):
-    """One configured cap. ``scope`` is ``global``, ``project:NAME`` or ``per_session``."""
+    """One configured cap. ``scope`` is ``global``, ``project:NAME`` or ``per_session``;
+    or a team budget (:mod:`ccmeter.tiers`), ``team:TEAM`` or ``group:TEAM/GROUP``, whose
+    ``others_picousd`` is what the rest of the team spent in the window (from the share)."""
 
     name: str
     scope: str
     limit_picousd: int
+    others_picousd: int = 0
+
+    @property
+    def tier(self) -> bool:
+        return self.scope.startswith(("team:", "group:"))
 
 class Policy(Record):
     caps: tuple[Cap, ...] = ()
@@ -77,7 +84,8 @@ class Policy(Record):
         streaming)? Global caps in soft mode with one flat estimate do not, so the proxy can
         forward the request before reading it."""
         return (self.mode == "hard" or bool(self.estimates) or bool(self.paused_sessions)
-                or self.forecasts_first or any(cap.scope != "global" for cap in self.caps))
+                or self.forecasts_first
+                or any(cap.scope != "global" and not cap.tier for cap in self.caps))
 
     def per_call_limit(self, project: str | None) -> int | None:
         """The per-call cap for a call of ``project`` (its project's own, else the global)."""
@@ -290,6 +298,8 @@ def checks_for(
         kind = policy.window
         if cap.scope == "global":
             scope, p, s = "global", None, None
+        elif cap.tier:  # this laptop's whole spend, plus the others' (from whole days)
+            scope, p, s, kind = cap.scope, None, None, "calendar"
         elif cap.scope.startswith("project:"):
             name = cap.scope.removeprefix("project:")
             if not all_projects and name != project:
@@ -331,7 +341,12 @@ class CapStatus(Record):
 
     @property
     def label(self) -> str:
-        """``daily``, ``daily for project api``, ``daily per session``."""
+        """``daily``, ``daily for project api``, ``daily per session``,
+        ``team platform monthly budget``, ``group backend monthly budget``."""
+        if self.scope.startswith("team:"):
+            return f"team {self.scope.removeprefix('team:')} {self.name} budget"
+        if self.scope.startswith("group:"):
+            return f"group {self.scope.partition('/')[2]} {self.name} budget"
         if self.scope.startswith("project:"):
             return f"{self.name} cap for project {self.scope.removeprefix('project:')}"
         if self.scope.startswith("session:"):
@@ -342,6 +357,7 @@ def status_of(
     check: Check, spent: int, policy: Policy, resets_at: float | None = None
 ) -> CapStatus:
     limit = check.cap.limit_picousd
+    spent += check.cap.others_picousd  # a team budget: the rest of the team's spend too
     fraction = spent / limit if limit else (1.0 if spent >= 0 else 0.0)
     return CapStatus(
         name=check.cap.name,

@@ -51,6 +51,13 @@ def _amount(window: str) -> Any:
                         "e.g. 20 or 7.50.", show_default=False)
 
 
+def _budget(tier: str, window: str) -> Any:
+    whose = "the whole team" if tier == "team" else "your group (ccmeter team set --group)"
+    return typer.Option(f"--{tier}-{window}", metavar="USD", help=f"{window.capitalize()} "
+                        f"budget of {whose}, or off; kept in the team share.",
+                        show_default=False, rich_help_panel="Team budgets")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(caps_app)
 
@@ -183,6 +190,12 @@ def set_caps(
     plan_warn_at: Annotated[str | None, typer.Option(
         "--plan-warn-at", help="Warn once a plan window is this many percent used "
         "(default 80).", show_default=False, metavar="PERCENT")] = None,
+    team_daily: Annotated[str | None, _budget("team", "daily")] = None,
+    team_weekly: Annotated[str | None, _budget("team", "weekly")] = None,
+    team_monthly: Annotated[str | None, _budget("team", "monthly")] = None,
+    group_daily: Annotated[str | None, _budget("group", "daily")] = None,
+    group_weekly: Annotated[str | None, _budget("group", "weekly")] = None,
+    group_monthly: Annotated[str | None, _budget("group", "monthly")] = None,
 ) -> None:
     """Set caps (in US dollars) and cap settings; running proxies pick them up at once.
 
@@ -194,7 +207,17 @@ def set_caps(
       ccmeter caps set --plan-5h 90 --plan-warn-at 75
       ccmeter caps set --mode hard --window rolling
       ccmeter caps set --loop 8
+      ccmeter caps set --team-monthly 5000 --group-monthly 1500
     """
+    budgets = {k: v for k, v in {
+        "team-daily": team_daily, "team-weekly": team_weekly, "team-monthly": team_monthly,
+        "group-daily": group_daily, "group-weekly": group_weekly,
+        "group-monthly": group_monthly}.items() if v is not None}
+    if budgets:  # team budgets live in the share, not in config.toml (ccmeter.tiers)
+        _user_errors(lambda: _set_budgets(budgets, project, per_session, hourly, daily,
+                                          weekly, monthly, total, per_call, plan_5h, plan_7d,
+                                          plan_warn_at))
+        return
     amounts = {"hourly": hourly, "daily": daily, "weekly": weekly, "monthly": monthly,
                "total": total}
     settings = {"mode": mode, "window": window, "on_error": on_error, "timezone": timezone,
@@ -247,6 +270,18 @@ def set_caps(
         return "caps: " + ", ".join(done)
 
     _user_errors(lambda: _edit(change))
+
+
+def _set_budgets(budgets: dict[str, str], *others: Any) -> None:
+    if any(others):
+        raise config.CCMeterError("give team budgets (--team-*, --group-*) in a command of "
+                                  "their own")
+    from ccmeter import tiers
+
+    paths = config.paths()
+    summary, where = tiers.change_budgets(config.load_config(paths), paths, budgets)
+    _log(paths, f"{summary}: {where}")
+    typer.echo(summary)
 
 
 @caps_app.command("unset")

@@ -362,6 +362,10 @@ def doctor() -> None:
                    "keeps the caps and prices it had and re-reads the file when it changes")
         else:
             report(True, f"{label}: metering ok, since {proxy.get('started_at')}")
+        if proxy.get("share_error"):
+            report(False, f"{label}: {proxy.get('share_error')}", "team budgets fall back to "
+                   "personal caps (caps.on_error = allow) or refuse calls (block) until the "
+                   "share answers again")
         if proxy.get("metrics"):
             note(f"{label} serves Prometheus metrics at {proxy['metrics']}")
         wide = exposure.exposed_text(proxy.get("listen"))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,8 +43,9 @@ def _either(yes: bool, no: bool, flag: str) -> bool | None:
 
 
 def push(
-    to: Annotated[Path | None, typer.Option("--to", help="Share folder (a mounted team "
-                  "folder); default: \\[share] path in the config.")] = None,
+    to: Annotated[str | None, typer.Option("--to", metavar="DIR|URL", help="The share: a "
+                  "mounted team folder, or s3://BUCKET/PREFIX, gs://…, az://… (needs "
+                  "ccmeter[cloud]); default: \\[share] path in the config.")] = None,
     user: UserOption = None,
     rename_to: Annotated[str | None, typer.Option(
         "--rename-to", metavar="NAME", help="Publish this machine's summaries under NAME from "
@@ -127,8 +128,9 @@ BY_HELP = (f"Group by one or two of: {', '.join(team.DIMENSIONS)} "
 
 @team_app.command("report")
 def team_report(
-    from_: Annotated[Path | None, typer.Option("--from", help="Share folder to read "
-                     "(default: \\[share] path in the config).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", metavar="DIR|URL", help="The share "
+                     "to read: a folder or s3://…, gs://…, az://… (default: \\[share] path "
+                     "in the config).")] = None,
     by: Annotated[list[str] | None, typer.Option("--by", "-b", help=BY_HELP)] = None,
     since: SinceOption = None,
     until: Annotated[str | None, typer.Option("--until", help="Last day, included: "
@@ -224,3 +226,133 @@ def report_columns(dims: list[str], fmt: str) -> list[render.Column]:
         render.Column("cap_hits", "Cap hits", "int"),
     ]
     return columns
+
+
+@team_app.command("set")
+def team_set(
+    share_: Annotated[str | None, typer.Option(
+        "--share", metavar="DIR|URL",
+        help="The team share: a folder or s3://BUCKET/PREFIX, gs://…, az://….")] = None,
+    team_name: Annotated[str | None, typer.Option(
+        "--team", metavar="NAME",
+        help="The team this laptop's spend counts towards (its team budgets apply here).")
+    ] = None,
+    group: Annotated[str | None, typer.Option(
+        "--group", metavar="NAME", help="Its group within the team (a department; its group "
+        "budgets apply here). '' for none.")] = None,
+    push_interval: Annotated[str | None, typer.Option(
+        "--push-interval", metavar="D",
+        help="How often a running proxy pushes this laptop's spend (default 5m).")] = None,
+    refresh_interval: Annotated[str | None, typer.Option(
+        "--refresh-interval", metavar="D", help="How often it reads the others' spend and "
+        "the budgets (default 1m).")] = None,
+) -> None:
+    """Join a team: where its share is, and the team and group this laptop counts towards.
+
+    Kept under [share] in config.toml. Running proxies then push this laptop's spend to the
+    share and enforce the team's budgets (ccmeter caps set --team-monthly N) on their own.
+
+    Example:
+      ccmeter team set --share s3://acme/ccmeter --team platform --group backend
+    """
+    from ccmeter import teamsync
+
+    given = {"path": share_, "team": team_name, "group": group,
+             "push_interval": push_interval, "refresh_interval": refresh_interval}
+    if all(v is None for v in given.values()):
+        raise config.CCMeterError("nothing to set; e.g. ccmeter team set --share DIR|URL "
+                                  "--team NAME --group NAME")
+    paths = config.paths()
+    cfg = config.load_config(paths)
+    section = cfg.setdefault("share", {})
+    if not isinstance(section, dict):
+        raise config.CCMeterError(f"[share] in {paths.config_file} is not a table")
+    for key, value in given.items():
+        if value is None:
+            continue
+        if value == "":
+            section.pop(key, None)
+        else:
+            section[key] = value
+    sync = teamsync.SyncSettings(cfg, os.environ)  # never save what a proxy would reject
+    if isinstance(sync.settings.share, str):
+        from ccmeter import sharestore
+
+        sharestore.open_share(sync.settings.share)  # a missing extra: say so now
+    config.save_config(cfg, paths)
+    s = sync.settings
+    typer.echo(f"share {s.share or '(none)'}, team {s.team or '(none)'}, group "
+               f"{s.group or '(none)'}; running proxies push every {sync.push_s:g} s and "
+               f"read the team's spend every {sync.refresh_s:g} s")
+
+
+@team_app.command("budgets")
+def team_budgets(
+    fmt: FormatOption = "table",
+) -> None:
+    """The team's budgets in force, the team's spend against them, and who changed them when.
+
+    Reads the share (the budgets and every teammate's pushed spend) and adds this laptop's
+    own spend from its database.
+
+    Examples:
+      ccmeter team budgets
+      ccmeter team budgets --format json
+    """
+    import time
+
+    from ccmeter import sharestore, store, tiers
+    from ccmeter.caps import policy as capspolicy
+    from ccmeter.money import cap_usd, spend_usd
+
+    paths = config.paths()
+    cfg = config.load_config(paths)
+    settings = share_identity.resolve_settings(cfg, os.environ)
+    if settings.share is None or settings.team is None:
+        raise config.CCMeterError("no team: ccmeter team set --share DIR|URL --team NAME")
+    target = sharestore.open_share(settings.share)
+    now = time.time()
+    view = tiers.build_view(target, team=settings.team, group=settings.group,
+                            machine=share_identity.machine_id(paths), now=now)
+    with contextlib.suppress(OSError):  # `ccmeter caps` shows it too, until a proxy's next
+        tiers.save_view(paths.data_dir, view)
+    policy = capspolicy.Policy(caps=tiers.tier_caps(view, now))
+    rows: list[dict[str, Any]] = []
+    db = open_db() if paths.db_file.exists() else None
+    try:
+        for check in capspolicy.checks_for(policy, now):
+            own = (store.cap_spent(db, store.SpendWindow(check.start, None, None), now)
+                   if db is not None else 0)
+            status = capspolicy.status_of(check, own, policy)
+            rows.append({"budget": status.label, "limit": status.limit_picousd,
+                         "spent": status.spent_picousd, "mine": own,
+                         "fraction": round(status.fraction, 4), "resets_at": status.resets_at})
+    finally:
+        if db is not None:
+            db.conn.close()
+    changes = tiers.read_changes(target, settings.team)
+    if fmt == "json":
+        import json
+
+        typer.echo(json.dumps({"team": settings.team, "group": settings.group,
+                               "share": str(settings.share), "budgets": rows,
+                               "changes": [{"at": c["at"], "by": c["by"],
+                                            "set": {k: None if v is None else cap_usd(v)
+                                                    for k, v in c["set"].items()}}
+                                           for c in changes]}, indent=1))
+        return
+    if not rows:
+        typer.echo(f"No budgets for team {settings.team} yet; set one with: ccmeter caps set "
+                   "--team-monthly N")
+    for row in rows:
+        typer.echo(f"{row['budget']}: {cap_usd(row['limit'])}, spent "
+                   f"{spend_usd(row['spent'], row['limit'])} ({row['fraction']:.0%}; this "
+                   f"laptop {spend_usd(row['mine'], row['limit'])})")
+    from ccmeter.untrusted import printable
+
+    if changes:
+        typer.echo("Changes (latest last):")
+    for change in changes[-10:]:  # teammates' words: shown without control characters
+        what = ", ".join(f"{k} {'off' if v is None else cap_usd(v)}"
+                         for k, v in change["set"].items())
+        typer.echo(printable(f"  {change['at']} {change['by']}: {what}"))

@@ -19,8 +19,10 @@ def show(fmt: str, session: str | None) -> None:
         raise config.CCMeterError(f"unknown format {fmt!r}; one of {', '.join(render.FORMATS)}")
     paths = config.paths()
     cfg = config.load_config(paths)
-    policy = parse_policy(cfg)
     now = datetime.now().timestamp()
+    from ccmeter.tiers import with_cached_view
+
+    policy = with_cached_view(parse_policy(cfg), cfg, now)
     db = open_db()  # a database that cannot be opened: the one message report gives
     try:
         if session is not None:
