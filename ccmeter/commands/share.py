@@ -13,8 +13,10 @@ from ccmeter.commands.common import FormatOption, open_db
 
 team_app = typer.Typer(
     name="team",
-    help="Read the whole team's spend from a shared folder that teammates `ccmeter push` to."
-    "\n\nExample: ccmeter team report --from /mnt/team/ccmeter --by user --since 30d",
+    help="The whole team's spend from the share teammates `ccmeter push` to (a folder, or "
+    "s3://, gs://, az://), and team and group budgets each laptop enforces."
+    "\n\nExamples:\n\n  ccmeter team set --share s3://acme-ai-spend/ccmeter --team platform "
+    "--group backend\n\n  ccmeter team report --by group --by user --since 30d",
     no_args_is_help=True,
 )
 
