@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ccmeter import cachekeys, forecast, loops
+from ccmeter.usage import TokenCounts
 
 if TYPE_CHECKING:
     from ccmeter.attribution import Attribution
@@ -107,7 +108,7 @@ class CacheWatch:
         try:
             who = call.attribution
             self.forecaster.learn(shape, (who.session_id, who.agent_id, who.call_kind),
-                                  row["started_ts"], forecast.Actual(
+                                  row["started_ts"], TokenCounts(
                                       row["input_tokens"], row.get("cache_write_5m_tokens") or 0,
                                       row.get("cache_write_1h_tokens") or 0,
                                       row.get("cache_read_tokens") or 0))

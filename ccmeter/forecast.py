@@ -34,7 +34,7 @@ from typing import Any
 
 from ccmeter.cachekeys import TTL_1H_S, Breakpoint, Shape
 from ccmeter.record import Record
-from ccmeter.usage import Usage
+from ccmeter.usage import TokenCounts, Usage
 
 #: Bytes of canonical request JSON per token before any answer has said better. JSON-quoted
 #: English text and code run about 3–4 bytes a token on Claude's tokenizers.
@@ -67,23 +67,6 @@ class Estimate(Record):
     @property
     def prompt_tokens(self) -> int:
         return self.uncached_tokens + self.cache_read_tokens
-
-
-class Actual(Record):
-    """What an answer's ``usage`` said of its prompt."""
-
-    input_tokens: int
-    cache_write_5m_tokens: int
-    cache_write_1h_tokens: int
-    cache_read_tokens: int
-
-    @property
-    def written(self) -> int:
-        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
-
-    @property
-    def total(self) -> int:
-        return self.input_tokens + self.written + self.cache_read_tokens
 
 
 def _bounded_put(table: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None:
@@ -202,22 +185,22 @@ class Forecaster:
 
     # --- after the answer --------------------------------------------------------------
 
-    def learn(self, shape: Shape, chain: Hashable, started: float, actual: Actual) -> None:
+    def learn(self, shape: Shape, chain: Hashable, started: float, actual: TokenCounts) -> None:
         """An answered call: what its usage says of its prompt's sizes and the cache."""
-        if actual.total <= 0 or not shape.points:
+        if actual.prompt_tokens <= 0 or not shape.points:
             return
         marks = sorted(shape.breakpoints, key=lambda b: b.size)
         # the exact counts: this answer's (the prompt, and the prefix up to its last
         # breakpoint), and those earlier answers gave for prefixes of this prompt
-        facts = {0: 0, shape.size: actual.total}
-        if marks and actual.written + actual.cache_read_tokens > 0:
-            facts[marks[-1].size] = actual.written + actual.cache_read_tokens
+        facts = {0: 0, shape.size: actual.prompt_tokens}
+        if marks and actual.cache_write_tokens + actual.cache_read_tokens > 0:
+            facts[marks[-1].size] = actual.cache_write_tokens + actual.cache_read_tokens
         for key, at in shape.points:
             known = self._tokens.get(key)
             if known is not None and known[1]:
                 facts.setdefault(at, known[0])
         exact = sorted(facts.items())
-        self._learn_rate(shape, chain, actual.total)
+        self._learn_rate(shape, chain, actual.prompt_tokens)
         for key, at in shape.points:
             tokens, is_exact = _interpolate(exact, at)
             known = self._tokens.get(key)
@@ -225,7 +208,7 @@ class Forecaster:
                 _bounded_put(self._tokens, key, (tokens, is_exact), MAX_KNOWN)
         if not marks:
             return
-        if actual.written + actual.cache_read_tokens == 0:
+        if actual.cache_write_tokens + actual.cache_read_tokens == 0:
             upto = _interpolate(exact, marks[-1].size)[0]
             self._uncacheable[shape.model] = max(self._uncacheable.get(shape.model, 0), upto)
             return

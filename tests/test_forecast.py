@@ -14,6 +14,7 @@ from ccmeter import cachekeys, forecast, pricing
 from ccmeter.caps.callcaps import PlanSeen, per_call_refusal
 from ccmeter.caps.policy import Policy, parse_policy
 from ccmeter.config import CCMeterError
+from ccmeter.usage import TokenCounts
 
 EPHEMERAL = {"type": "ephemeral"}
 T0 = 1_900_000_000.0
@@ -42,12 +43,12 @@ class Conversation:
                  chain: tuple = ("s1", None, "main")) -> None:
         self.cache, self.forecaster, self.chain = cache, forecaster, chain
 
-    def call(self, body: dict) -> tuple[forecast.Estimate, forecast.Actual]:
+    def call(self, body: dict) -> tuple[forecast.Estimate, TokenCounts]:
         shape = cachekeys.shape(body)
         now = self.cache.clock.now()
         estimate = self.forecaster.estimate(shape, self.chain, now)
         used = self.cache.usage(body)
-        actual = forecast.Actual(used.input_tokens, used.cache_write_5m, used.cache_write_1h,
+        actual = TokenCounts(used.input_tokens, used.cache_write_5m, used.cache_write_1h,
                                  used.cache_read)
         self.forecaster.learn(shape, self.chain, now, actual)
         return estimate, actual
@@ -118,7 +119,7 @@ def test_a_prefix_too_short_to_cache_is_learned():
     body = request([words(20)], system_words=30)
     shape = cachekeys.shape(body)
     # the API wrote nothing: below its minimum cacheable length for this model
-    forecaster.learn(shape, "c", T0, forecast.Actual(1051, 0, 0, 0))
+    forecaster.learn(shape, "c", T0, TokenCounts(1051, 0, 0, 0))
     again = forecaster.estimate(cachekeys.shape(request([words(15)], system_words=30)),
                                 "c", T0 + 5)
     assert (again.cache_write_5m_tokens, again.cache_read_tokens) == (0, 0)

@@ -16,14 +16,11 @@ from standin import StandIn
 from standin_cache import Clock, PromptCache
 from test_plan import _headers
 from test_user_layout import cli
+from test_waste_proxy import words
 from userproxy import UserProxy, calls
 
 MICRO = 10**6  # picodollars per micro-dollar: tokens x $/MTok
 EPHEMERAL = {"type": "ephemeral"}
-
-
-def words(n: int, word: str = "w") -> str:
-    return " ".join([word] * n)
 
 
 def body(turns: list[str], session: str, *, cwd: str = "/src/web") -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ccmeter import config, render
+from ccmeter import config, render, store
 from ccmeter.caps.guard import cap_statuses
 from ccmeter.caps.policy import parse_policy
 from ccmeter.money import cap_places, cap_usd, floor_usd, spend_usd, usd_string
@@ -28,7 +28,7 @@ def show(fmt: str, session: str | None) -> None:
         if session is not None:
             session = _resolve_session(db, session)
         statuses = cap_statuses(db, cfg, now, session_id=session)
-        plan_now = store_plan(db) if policy.plan_caps() else None
+        plan_now = store.newest_plan_row(db) if policy.plan_caps() else None
     finally:
         db.conn.close()
     paused = policy.paused_until if policy.paused(now) else None
@@ -93,13 +93,6 @@ def show(fmt: str, session: str | None) -> None:
         columns = [c.replace(kind="number") if c.kind == "usd" else c for c in columns]
     title = "Spending caps" + (" — PAUSED" if paused is not None else "")
     render.emit(rows, columns, fmt, title=title, meta=meta)
-
-
-def store_plan(db: Any) -> dict[str, Any] | None:
-    """The newest reported plan utilization (for the plan caps' state)."""
-    from ccmeter import store
-
-    return store.newest_plan_row(db)
 
 
 def _call_caps(policy: Any, fmt: str, plan_now: dict[str, Any] | None,
