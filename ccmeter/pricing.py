@@ -369,6 +369,16 @@ class Catalog:
     def __repr__(self) -> str:
         return f"<Catalog {self.version} ({len(self._models)} models)>"
 
+    def fingerprint(self) -> str:
+        """16 hex digits that change with any rate, date, multiplier or the discount: what
+        a result kept beside the database (the waste memo) was priced by."""
+        from hashlib import blake2b
+
+        parts = (self.version, self.geo_us_multiplier, self.batch_multiplier,
+                 self.web_search_usd_each, self.web_fetch_usd_each, self.discount_percent,
+                 self.cloud_regional_multiplier, sorted(self._models.items()))
+        return blake2b(repr(parts).encode(), digest_size=8).hexdigest()
+
     # construction
 
     @classmethod
