@@ -72,26 +72,6 @@ def _new_sums() -> Sums:
     return [0, 0, 0, 0, 0, 0]
 
 
-def add_losses(out: dict[Any, Sums], calls: dict[Any, set[str]], losses: Iterable[waste.Loss],
-               key: Any) -> None:
-    """Add ``losses`` to the sums by group (``key(loss)``); ``calls``: each group's calls."""
-    for loss in losses:
-        group = key(loss)
-        sums = out.get(group)
-        if sums is None:
-            sums = out[group] = _new_sums()
-            calls[group] = set()
-        calls[group].add(loss.call.call_uid)
-        if loss.kind == waste.REWRITE:
-            sums[1] += loss.tokens
-        else:
-            sums[2] += loss.tokens
-        if loss.waste_picousd is not None:
-            sums[3] += loss.waste_picousd
-            sums[4] += 1
-        sums[5] += 1
-
-
 def as_row(sums: Sums) -> dict[str, Any]:
     """:func:`ccmeter.wastereport._sum`'s dict of these sums."""
     calls, rewrite, never, priced_sum, priced, count = sums
@@ -103,16 +83,42 @@ def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d")
 
 
-def _key_of(group_by: str) -> Any:
-    if group_by == "cause":
-        return lambda loss: loss.cause
-    if group_by == "project":
-        return lambda loss: loss.call.project
-    if group_by == "session":
-        return lambda loss: loss.call.session_id
-    if group_by == "day":
-        return lambda loss: _day(loss.call.started_ts)
-    return lambda loss: None
+def _merge(out: dict[Any, Sums], group: Any, sums: Sequence[int]) -> None:
+    mine = out.get(group)
+    if mine is None:
+        out[group] = list(sums)
+    else:
+        for index, value in enumerate(sums):
+            mine[index] += value
+
+
+class Base:
+    """Losses summed by (session, project, cause), and each (session, project)'s calls with
+    a loss: every other grouping but the day adds these up (a call is in one session and
+    one project, and loses at most once per cause), and the memo keeps them."""
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[Any, Any, str], Sums] = {}
+        self.calls: dict[tuple[Any, Any], set[str]] = {}
+
+    def add(self, losses: Iterable[waste.Loss]) -> None:
+        sums, calls = self.sums, self.calls
+        for loss in losses:
+            call = loss.call
+            key = (call.session_id, call.project, loss.cause)
+            mine = sums.get(key)
+            if mine is None:
+                mine = sums[key] = _new_sums()
+            mine[0] += 1
+            mine[1 if loss.kind == waste.REWRITE else 2] += loss.tokens_5m + loss.tokens_1h
+            if loss.waste_picousd is not None:
+                mine[3] += loss.waste_picousd
+                mine[4] += 1
+            mine[5] += 1
+            where = calls.get(key[:2])
+            if where is None:
+                where = calls[key[:2]] = set()
+            where.add(call.call_uid)
 
 
 class Found:
@@ -123,22 +129,42 @@ class Found:
         self.pending = 0
 
     def add(self, losses: Sequence[waste.Loss]) -> None:
-        for group_by, out in self.sums.items():
+        base = Base()
+        base.add(losses)
+        self.add_base(base)
+        if "day" in self.sums:
+            days: dict[Any, Sums] = {}
             calls: dict[Any, set[str]] = {}
-            fresh: dict[Any, Sums] = {}
-            add_losses(fresh, calls, losses, _key_of(group_by))
-            for group, sums in fresh.items():
-                sums[0] = len(calls[group])  # a call is in one session: sessions add up
-                self._merge(out, group, sums)
+            for loss in losses:
+                day = _day(loss.call.started_ts)
+                mine = days.get(day)
+                if mine is None:
+                    mine = days[day] = _new_sums()
+                    calls[day] = set()
+                calls[day].add(loss.call.call_uid)
+                mine[1 if loss.kind == waste.REWRITE else 2] += loss.tokens
+                if loss.waste_picousd is not None:
+                    mine[3] += loss.waste_picousd
+                    mine[4] += 1
+                mine[5] += 1
+            for day, mine in days.items():
+                mine[0] = len(calls[day])  # a call is in one session: sessions add up
+                _merge(self.sums["day"], day, mine)
 
-    @staticmethod
-    def _merge(out: dict[Any, Sums], group: Any, sums: Sequence[int]) -> None:
-        mine = out.get(group)
-        if mine is None:
-            out[group] = list(sums)
-        else:
-            for index, value in enumerate(sums):
-                mine[index] += value
+    def add_base(self, base: Base) -> None:
+        position = {"session": 0, "project": 1, "total": None}
+        for group_by, out in self.sums.items():
+            if group_by == "day":
+                continue
+            if group_by == "cause":
+                for (_s, _p, cause), sums in base.sums.items():
+                    _merge(out, cause, sums)
+                continue
+            at = position[group_by]
+            for key, sums in base.sums.items():
+                _merge(out, None if at is None else key[at], [0, *sums[1:]])
+            for pair, uids in base.calls.items():
+                _merge(out, None if at is None else pair[at], [len(uids), 0, 0, 0, 0, 0])
 
     def add_memo(self, memo: sqlite3.Connection, chosen: list[str], project: str | None
                  ) -> None:
@@ -147,12 +173,12 @@ class Found:
             out = self.sums[group_by]
             for key, *sums in rows:
                 if group_by != "day":
-                    self._merge(out, key, sums)
+                    _merge(out, key, sums)
                     continue
                 start = key * QUARTER_S
                 first, last = _day(start), _day(start + QUARTER_S - 0.001)
                 if first == last:
-                    self._merge(out, first, sums)
+                    _merge(out, first, sums)
                     continue
                 # a local midnight inside this quarter hour: its losses one by one
                 by_day: dict[Any, Sums] = {}
@@ -173,23 +199,24 @@ class Found:
                     mine[5] += 1
                 for day, mine in by_day.items():
                     mine[0] = len(calls[day])
-                    self._merge(out, day, mine)
+                    _merge(out, day, mine)
 
 
-def _memo_rows(session_id: str, losses: Sequence[waste.Loss], losses_out: list[Any],
-               sums_out: list[Any], calls_out: list[Any]) -> None:
-    """One session's rows of the memo's ``losses``, ``sums`` and ``calls`` tables."""
-    losses_out.extend((session_id, x.call.call_uid, x.call.started_ts, x.call.project,
-                       x.kind, x.cause, x.tokens, x.waste_picousd) for x in losses)
-    sums: dict[Any, Sums] = {}
-    calls: dict[Any, set[str]] = {}
-    add_losses(sums, calls, losses, lambda x: (x.call.project, x.cause))
-    sums_out.extend((session_id, project, cause, len(calls[project, cause]), *s[1:])
-                    for (project, cause), s in sums.items())
-    by_project: dict[Any, set[str]] = {}
-    for loss in losses:
-        by_project.setdefault(loss.call.project, set()).add(loss.call.call_uid)
-    calls_out.extend((session_id, project, len(uids)) for project, uids in by_project.items())
+def _memo_rows(session_ids: set[str], losses: Sequence[waste.Loss]
+               ) -> tuple[list[Any], list[Any], list[Any]]:
+    """The memo's ``losses``, ``sums`` and ``calls`` rows of these sessions' losses."""
+    mine = [x for x in losses if x.call.session_id in session_ids]
+    rows = [(x.call.session_id, x.call.call_uid, x.call.started_ts, x.call.project, x.kind,
+             x.cause, x.tokens_5m + x.tokens_1h, x.waste_picousd) for x in mine]
+    base = Base()
+    base.add(mine)
+    sums = [(*key, *values) for key, values in base.sums.items()]
+    calls = [(*key, len(uids)) for key, uids in base.calls.items()]
+    return rows, sums, calls
+
+
+#: Above this many sessions to account, one read of the whole window beats one per session.
+BULK_SESSIONS = 100
 
 
 def account(db: Any, group_bys: Sequence[str], since: float | None, until: float | None,
@@ -203,30 +230,22 @@ def account(db: Any, group_bys: Sequence[str], since: float | None, until: float
     db_file = sql.db_file(db)
     if sessions is None or not db_file:
         return None
-    pricer = waste.Pricer(catalog)
     found = Found(group_bys)
-    inside: list[tuple[str, int]] = []
+    live: list[str] = []  # accounted over the window, as the whole report does
+    inside: list[tuple[str, int]] = []  # all of it in the range, finished: memo
     for session_id, version, first, last in sessions:
-        final = last + waste.TTL_1H_S <= now
-        if (final and (since is None or first >= since)
+        if (last + waste.TTL_1H_S <= now and (since is None or first >= since)
                 and (until is None or last < until)):
             inside.append((session_id, version))
-            continue
-        rows = sql.session_calls(db, session_id, lo, hi)  # as the whole report reads it
-        result = waste.in_range(waste.account([waste.CacheCall.from_row(r) for r in rows],
-                                              pricer, now), since, until)
-        found.add([x for x in result.losses if project is None or x.call.project == project])
-        found.pending += sum(x.tokens for x in result.pending
-                             if project is None or x.call.project == project)
-    if not inside:
-        return found
+        else:
+            live.append(session_id)
     memo = None
-    with contextlib.suppress(OSError, sqlite3.Error):
-        memo = sql.open_memo(memo_path(db_file, catalog),
-                             {"format": FORMAT, "epoch": str(sql.epoch(db)),
-                              "catalog": catalog.fingerprint()})
     stale: list[tuple[str, int]] = list(inside)
-    computed: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+    if inside:
+        with contextlib.suppress(OSError, sqlite3.Error):
+            memo = sql.open_memo(memo_path(db_file, catalog),
+                                 {"format": FORMAT, "epoch": str(sql.epoch(db)),
+                                  "catalog": catalog.fingerprint()})
     try:
         if memo is not None:
             try:
@@ -243,16 +262,24 @@ def account(db: Any, group_bys: Sequence[str], since: float | None, until: float
                 stale = [(s, v) for s, v in inside if known.get(s) != v]
                 for group_by, groups in from_memo.sums.items():
                     for group, sums in groups.items():
-                        found._merge(found.sums[group_by], group, sums)
-        for session_id, _version in stale:
-            rows = sql.session_calls(db, session_id, lo, hi)
-            losses = waste.account([waste.CacheCall.from_row(r) for r in rows], pricer,
-                                   now).losses
-            _memo_rows(session_id, losses, *computed)
-            found.add([x for x in losses if project is None or x.call.project == project])
+                        _merge(found.sums[group_by], group, sums)
+        wanted = set(live) | {s for s, _ in stale}
+        if not wanted:
+            return found
+        if len(wanted) > BULK_SESSIONS:
+            rows = [r for r in sql.range_calls(db, lo, hi) if r[2] in wanted]
+        else:
+            rows = [r for s in wanted for r in sql.session_calls(db, s, lo, hi)]
+        make = waste.CacheCall._make
+        result = waste.account([make(r) for r in rows], waste.Pricer(catalog), now)
         if memo is not None and stale:
             with contextlib.suppress(sqlite3.Error):
-                sql.memo_store(memo, stale, *computed)
+                sql.memo_store(memo, stale, *_memo_rows({s for s, _ in stale}, result.losses))
+        # the memo's sessions lie wholly in the range; the others are cut to it
+        result = waste.in_range(result, since, until)
+        found.add([x for x in result.losses if project is None or x.call.project == project])
+        found.pending += sum(x.tokens for x in result.pending
+                             if project is None or x.call.project == project)
     finally:
         if memo is not None:
             memo.close()

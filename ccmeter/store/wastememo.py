@@ -13,8 +13,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ccmeter.store.waste import _CACHE_COLUMNS
-
 #: Sessions whose rows' span (a superset: only ever widened) meets [:lo, :hi).
 SESSIONS_SQL = """
 SELECT session_id, version, first_ts, last_ts FROM waste_sessions
@@ -23,12 +21,26 @@ WHERE last_ts >= :lo AND first_ts < :hi
 
 EPOCH_SQL = "SELECT epoch FROM waste_epoch LIMIT 1"
 
+#: Each call's fields in :class:`ccmeter.waste.CacheCall`'s order, as ``CacheCall.from_row``
+#: reads them (a missing count is 0, a missing provider ``anthropic``, an empty cache key
+#: none; the fingerprints are read from the key when a cause needs them).
+CALL_FIELDS = """call_uid, started_ts, session_id, agent_id, call_kind, project, model,
+    COALESCE(NULLIF(input_tokens, ''), 0), COALESCE(NULLIF(cache_write_5m_tokens, ''), 0),
+    COALESCE(NULLIF(cache_write_1h_tokens, ''), 0), COALESCE(NULLIF(cache_read_tokens, ''), 0),
+    cache_change, NULL, NULL, NULL, COALESCE(NULLIF(provider, ''), 'anthropic'), speed,
+    service_tier, inference_geo, cost_picousd, NULLIF(cache_key_json, '')"""
+
 #: One session's calls in [:start, :end), as ``store.cache_calls`` reads them for all.
 SESSION_RANGE_SQL = f"""
-SELECT {_CACHE_COLUMNS} FROM api_calls
+SELECT {CALL_FIELDS} FROM api_calls
 WHERE session_id = :session AND started_ts >= :start AND started_ts < :end
   AND status != 'blocked'
-ORDER BY started_ts
+"""
+#: Every session's calls in [:start, :end) (``store.cache_calls``'s rows).
+RANGE_SQL = f"""
+SELECT {CALL_FIELDS} FROM api_calls
+WHERE started_ts >= :start AND started_ts < :end AND session_id IS NOT NULL
+  AND status != 'blocked'
 """
 
 MEMO_SCHEMA = (
@@ -102,10 +114,16 @@ def epoch(db: Any) -> str | None:
     return row[0] if row else None
 
 
-def session_calls(db: Any, session_id: str, start: float, end: float) -> list[dict[str, Any]]:
-    from ccmeter.store.db import query
+def session_calls(db: Any, session_id: str, start: float, end: float
+                  ) -> list[tuple[Any, ...]]:
+    conn = db if isinstance(db, sqlite3.Connection) else db.conn
+    return conn.execute(SESSION_RANGE_SQL, {"session": session_id, "start": start,
+                                            "end": end}).fetchall()
 
-    return query(db, SESSION_RANGE_SQL, {"session": session_id, "start": start, "end": end})
+
+def range_calls(db: Any, start: float, end: float) -> list[tuple[Any, ...]]:
+    conn = db if isinstance(db, sqlite3.Connection) else db.conn
+    return conn.execute(RANGE_SQL, {"start": start, "end": end}).fetchall()
 
 
 def db_file(db: Any) -> str | None:
