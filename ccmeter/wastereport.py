@@ -105,6 +105,14 @@ def build_many(db: Any, group_bys: Sequence[str | None], flt: WasteFilters, cata
     return [_grouped(found, group_by, flt, catalog, spend) for group_by in group_bys]
 
 
+def warm(db: Any, catalog: Catalog, now: float) -> None:
+    """Fill the waste memo with every finished session (what the dashboard does at start:
+    the waste page over any range then reads sums instead of a year of calls)."""
+    from ccmeter import wastememo
+
+    wastememo.account(db, ["cause"], None, None, None, catalog, now, MARGIN_S)
+
+
 def _from_sums(summed: Any, group_by: str | None, flt: WasteFilters, catalog: Catalog,
                spend: dict[str, Any]) -> WasteReport:
     """A grouped report from :func:`ccmeter.wastememo.account`'s sums (``losses`` is left
