@@ -94,6 +94,7 @@ def conversations(seed: int, sessions: int = 40) -> list[dict]:
                 "speed": "fast" if rng.random() < 0.05 else None,
                 "inference_geo": "us" if rng.random() < 0.1 else None,
                 "service_tier": "batch" if rng.random() < 0.05 else None,
+                "provider": rng.choice(("anthropic",) * 8 + ("bedrock", "vertex")),
                 "cache_key_json": _key(rng, tools, system), "cache_change": change,
                 "updated_ts": t,
             })
@@ -147,7 +148,9 @@ def same(db, flt: wastereport.WasteFilters, catalog: Catalog, now: float = NOW,
     return new
 
 
-def test_equal_cold_and_warm_over_ranges_projects_and_sessions(db):
+@pytest.mark.parametrize("bulk", [0, 1000])
+def test_equal_cold_and_warm_over_ranges_projects_and_sessions(db, monkeypatch, bulk):
+    monkeypatch.setattr(wastememo, "BULK_SESSIONS", bulk)  # one read, or one per session
     catalog = Catalog.bundled()
     for since, until in ranges(2, db):
         for project in (None, "web"):
@@ -232,3 +235,74 @@ def test_a_database_without_the_session_versions_is_read_as_before(db, tmp_path)
     db.execute("DROP TABLE waste_sessions")
     same(db, wastereport.WasteFilters(since=NOW - 5 * 86400), catalog)
     assert not list(wastememo.cache_folder().glob("waste-*.sqlite"))
+
+
+@pytest.mark.parametrize("discount", [None, "7.5", "33.3333"])
+def test_waste_priced_as_the_catalog_prices_a_call(db, discount):
+    """The per-token rates behind the quick pricing give Catalog.price's picodollars (fast,
+    US, batch, cloud, long-context, a discount that leaves whole picodollars and one that
+    does not), and the report with that price list equals the one before."""
+    from ccmeter import waste
+    from ccmeter.usage import Usage
+
+    catalog = Catalog.bundled()
+    if discount:
+        catalog = catalog.with_overrides({"discount_percent": discount})
+    rng = random.Random(5)
+    checked = long_context = 0
+    for _ in range(600):
+        model = rng.choice((*MODELS, "claude-sonnet-4-5-20250929", "claude-haiku-5-5"))
+        traits = {"speed": rng.choice((None, None, "fast")),
+                  "service_tier": rng.choice((None, "batch")),
+                  "inference_geo": rng.choice((None, "us"))}
+        provider = rng.choice(("anthropic", "anthropic", "bedrock", "vertex"))
+        back = rng.choice((rng.uniform(0, 10 * 86400), rng.uniform(0, 400 * 86400)))
+        at = datetime.fromtimestamp(NOW - back, UTC)
+        counts = [rng.randint(0, 150_000) for _ in range(4)]
+        usage = Usage(input_tokens=counts[0], cache_write_5m_tokens=counts[1],
+                      cache_write_1h_tokens=counts[2], cache_read_tokens=counts[3], **traits)
+        expected = catalog.price(model, usage, at, provider=provider).cost_picousd
+        rates = catalog.prompt_rates(model, at, provider=provider, **traits)
+        if rates is None:
+            assert expected is None
+            continue
+        threshold, below, above = rates
+        row = above if threshold is not None and sum(counts) > threshold else below
+        if row is not None:
+            assert sum(c * r for c, r in zip(counts, row, strict=True)) == expected
+            checked += 1
+            long_context += row is above
+        call = waste.CacheCall("c", at.timestamp(), "s", None, "main", None, model,
+                               counts[0], counts[1], counts[2], counts[3], provider=provider,
+                               **traits)
+        for instead in ("read", "input"):
+            quick = waste.Pricer(catalog).saving(call, t5=counts[1] // 2, t1=counts[2],
+                                                 instead=instead)
+            slow = waste_before.Pricer(catalog).saving(
+                waste_before.CacheCall(*call._values()[:-1]), t5=counts[1] // 2,
+                t1=counts[2], instead=instead)
+            assert quick == slow
+    # a third off leaves fractions of a picodollar: every price is the catalog's own then
+    assert checked == 0 if discount == "33.3333" else checked > 200 and long_context > 10
+    same(db, wastereport.WasteFilters(), catalog)
+
+
+def test_the_dashboard_fills_the_memo_at_start_and_its_page_reads_it(db, monkeypatch):
+    import sqlite3
+
+    from ccmeter.dashboard.server import Dashboard
+
+    dashboard = Dashboard(config.paths().db_file)
+    later = NOW + 30 * 86400  # every session finished
+    dashboard.warm_waste(now=later)
+    [memo] = wastememo.cache_folder().glob("waste-*.sqlite")
+    kept = sqlite3.connect(memo).execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+    assert kept == 41  # every session with calls, each once
+    read: list[int] = []
+    account = waste_before.account
+    monkeypatch.setattr("ccmeter.waste.account",
+                        lambda calls, *a: read.append(len(list(calls))) or account([], *a))
+    status, _kind, body = dashboard.render("/waste", "since=all", now=later)
+    assert status == 200 and "Waste" in body
+    assert read == []  # every session came from the memo
+    dashboard.close()
