@@ -28,7 +28,7 @@ price gives ``None`` (unpriced), never $0.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -71,7 +71,7 @@ class CacheCall(Record):
     service_tier: str | None = None
     inference_geo: str | None = None
     cost_picousd: int | None = None
-    #: the row's ``cache_key_json``, read only when a cause needs it (:func:`fingerprints`)
+    #: the row's ``cache_key_json``, read only when a cause needs it
     key_json: str | None = None
 
     @property
@@ -113,14 +113,6 @@ def _read_key(key: str) -> tuple[str | None, str | None, int | None]:
     except (ValueError, AttributeError, TypeError):
         pass
     return tools, system, ttl
-
-
-def fingerprints(call: CacheCall) -> tuple[str | None, str | None, int | None]:
-    """The call's (tools fingerprint, system fingerprint, shortest cache TTL): from its
-    ``cache_key_json`` when read from a row, else as given."""
-    if call.key_json:
-        return _read_key(call.key_json)
-    return call.tools_fp, call.system_fp, call.shortest_ttl_s
 
 
 class Loss(Record):
@@ -221,6 +213,12 @@ class Pricer:
         return max(0, actual - other)
 
 
+# a call as a tuple in CacheCall's field order (CacheCall._values(), or a row read so)
+_UID, _TS, _SESSION, _AGENT, _KIND, _PROJECT, _MODEL, _INPUT, _W5, _W1, _READ, _CHANGE, \
+    _TTL, _TOOLS, _SYSTEM = range(15)
+_KEY = 20
+
+
 def chains(calls: Iterable[CacheCall]) -> dict[tuple[Any, ...], list[CacheCall]]:
     """Calls with cache usage by chain, each in order. Calls without a session are left out
     (nothing says which conversation they continue)."""
@@ -229,37 +227,54 @@ def chains(calls: Iterable[CacheCall]) -> dict[tuple[Any, ...], list[CacheCall]]
         if call.session_id is None or (call.cache_read_tokens + call.cache_write_5m_tokens
                                        + call.cache_write_1h_tokens + call.input_tokens) == 0:
             continue
-        key = (call.session_id, call.agent_id, call.call_kind)
-        chain = out.get(key)
-        if chain is None:
-            out[key] = [call]
-        else:
-            chain.append(call)
+        out.setdefault(call.chain, []).append(call)
     for chain in out.values():
         chain.sort(key=lambda c: (c.started_ts, c.call_uid))
     return out
 
 
-def _cause(prev: CacheCall, cur: CacheCall) -> tuple[str, int | None, int | None]:
+def _chains(rows: Iterable[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """:func:`chains` of calls as tuples."""
+    out: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        if row[_SESSION] is None or (row[_READ] + row[_W5] + row[_W1] + row[_INPUT]) == 0:
+            continue
+        key = (row[_SESSION], row[_AGENT], row[_KIND])
+        chain = out.get(key)
+        if chain is None:
+            out[key] = [row]
+        else:
+            chain.append(row)
+    for chain in out.values():
+        chain.sort(key=lambda r: (r[_TS], r[_UID]))
+    return list(out.values())
+
+
+def _keys(row: tuple[Any, ...]) -> tuple[str | None, str | None, int | None]:
+    if row[_KEY]:
+        return _read_key(row[_KEY])
+    return row[_TOOLS], row[_SYSTEM], row[_TTL]
+
+
+def _cause(prev: tuple[Any, ...], cur: tuple[Any, ...]) -> tuple[str, int | None, int | None]:
     """(cause, message index, minutes idle) of a re-write of ``prev``'s cache by ``cur``."""
-    change = cur.cache_change
+    change = cur[_CHANGE]
     if change:
         kind, _, index = change.partition(":")
         if kind in ("model", "tools", "system"):
             return kind, None, None
         if kind == "message":
             return "message", int(index) if index.isdigit() else None, None
-    if prev.model != cur.model:
+    if prev[_MODEL] != cur[_MODEL]:
         return "model", None, None
-    prev_tools, prev_system, prev_ttl = fingerprints(prev)
-    cur_tools, cur_system, _ = fingerprints(cur)
+    prev_tools, prev_system, prev_ttl = _keys(prev)
+    cur_tools, cur_system, _ = _keys(cur)
     if prev_tools and cur_tools and prev_tools != cur_tools:
         return "tools", None, None
     if prev_system and cur_system and prev_system != cur_system:
         return "system", None, None
-    idle = cur.started_ts - prev.started_ts
-    lifetime = prev_ttl or (TTL_5M_S if prev.cache_write_5m_tokens or not
-                            prev.cache_write_1h_tokens else TTL_1H_S)
+    idle = cur[_TS] - prev[_TS]
+    lifetime = prev_ttl or (TTL_5M_S if prev[_W5] or not prev[_W1] else TTL_1H_S)
     if idle >= lifetime:
         return "ttl", None, int(idle // 60)
     return "unknown", None, None
@@ -268,32 +283,51 @@ def _cause(prev: CacheCall, cur: CacheCall) -> tuple[str, int | None, int | None
 def account(calls: Iterable[CacheCall], pricer: Pricer, now: float) -> Accounting:
     """Every loss of these calls (see the module docstring); ``now`` decides which writes
     are still pending."""
+    rows = [(*call._values(), call) for call in calls]
+    return account_rows(rows, pricer, now, lambda row: row[-1])
+
+
+def account_rows(rows: Iterable[tuple[Any, ...]], pricer: Pricer, now: float,
+                 make: Callable[[tuple[Any, ...]], CacheCall] | None = None) -> Accounting:
+    """:func:`account` of calls as tuples in :class:`CacheCall`'s field order (as
+    ``store.wastememo`` reads them); ``make(row)`` is the call a loss names (by default
+    ``CacheCall._make(row)``): only the calls with a loss or a pending write become
+    objects."""
+    made: dict[int, CacheCall] = {}
+
+    def call_of(row: tuple[Any, ...]) -> CacheCall:
+        call = made.get(id(row))
+        if call is None:
+            call = made[id(row)] = make(row) if make is not None else CacheCall._make(row)
+        return call
+
     losses: list[Loss] = []
     pending: list[Pending] = []
     make_loss, make_pending, saving = Loss._make, Pending._make, pricer.saving
-    for chain in chains(calls).values():
+    for chain in _chains(rows):
         rewrote: dict[str, tuple[int, int]] = {}
         prev = None
         prev_cached = 0
         for cur in chain:
             r5 = r1 = 0
-            read, w1 = cur.cache_read_tokens, cur.cache_write_1h_tokens
-            write = cur.cache_write_5m_tokens + w1
+            read, w1 = cur[_READ], cur[_W1]
+            write = cur[_W5] + w1
             if prev is not None and write:
                 lost = min(prev_cached - read, write)
                 if lost > 0:
                     r1 = min(lost, w1)
                     r5 = lost - r1
                     cause, message, idle = _cause(prev, cur)
-                    losses.append(make_loss((cur, REWRITE, cause, r5, r1,
-                                             saving(cur, t5=r5, t1=r1, instead="read"),
+                    call = call_of(cur)
+                    losses.append(make_loss((call, REWRITE, cause, r5, r1,
+                                             saving(call, t5=r5, t1=r1, instead="read"),
                                              message, idle)))
-            rewrote[cur.call_uid] = (r5, r1)
+            rewrote[cur[_UID]] = (r5, r1)
             prev, prev_cached = cur, read + write
         last = len(chain) - 1
         for index, cur in enumerate(chain):
-            r5, r1 = rewrote[cur.call_uid]
-            w5, w1 = cur.cache_write_5m_tokens, cur.cache_write_1h_tokens
+            r5, r1 = rewrote[cur[_UID]]
+            w5, w1 = cur[_W5], cur[_W1]
             fresh5, fresh1 = w5 - r5, w1 - r1
             if fresh5 + fresh1 <= 0:
                 continue
@@ -301,20 +335,22 @@ def account(calls: Iterable[CacheCall], pricer: Pricer, now: float) -> Accountin
                 unread5, unread1 = fresh5, fresh1
             else:
                 nxt = chain[index + 1]
-                read = cur.cache_read_tokens
-                read_of_write = max(0, min(nxt.cache_read_tokens, read + w5 + w1) - read)
+                read = cur[_READ]
+                read_of_write = max(0, min(nxt[_READ], read + w5 + w1) - read)
                 unread = w5 + w1 - read_of_write
-                taken = sum(rewrote[nxt.call_uid])  # re-written by the next call: its loss
+                taken = sum(rewrote[nxt[_UID]])  # re-written by the next call: its loss
                 left = max(0, min(fresh5 + fresh1, unread - taken))
                 unread5 = min(left, fresh5)  # the tail of a prefix: 5-minute part first
                 unread1 = left - unread5
-            expired5 = unread5 if now >= cur.started_ts + TTL_5M_S else 0
-            expired1 = unread1 if now >= cur.started_ts + TTL_1H_S else 0
+            expired5 = unread5 if now >= cur[_TS] + TTL_5M_S else 0
+            expired1 = unread1 if now >= cur[_TS] + TTL_1H_S else 0
             if unread5 + unread1 - expired5 - expired1 > 0:
-                pending.append(make_pending((cur, unread5 + unread1 - expired5 - expired1)))
+                pending.append(make_pending((call_of(cur),
+                                             unread5 + unread1 - expired5 - expired1)))
             if expired5 + expired1 > 0:
-                losses.append(make_loss((cur, NEVER_READ, NEVER_READ, expired5, expired1,
-                                         saving(cur, t5=expired5, t1=expired1,
+                call = call_of(cur)
+                losses.append(make_loss((call, NEVER_READ, NEVER_READ, expired5, expired1,
+                                         saving(call, t5=expired5, t1=expired1,
                                                 instead="input"), None, None)))
     losses.sort(key=lambda loss: (loss.call.started_ts, loss.call.call_uid, loss.kind != REWRITE))
     return Accounting(tuple(losses), tuple(pending))

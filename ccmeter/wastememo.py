@@ -24,10 +24,11 @@ dashboard can keep it; any trouble with it falls back to accounting everything.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from hashlib import blake2b
 from pathlib import Path
@@ -215,6 +216,17 @@ def _memo_rows(session_ids: set[str], losses: Sequence[waste.Loss]
     return rows, sums, calls
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 #: Above this many sessions to account, one read of the whole window beats one per session.
 BULK_SESSIONS = 100
 
@@ -270,8 +282,8 @@ def account(db: Any, group_bys: Sequence[str], since: float | None, until: float
             rows = [r for r in sql.range_calls(db, lo, hi) if r[2] in wanted]
         else:
             rows = [r for s in wanted for r in sql.session_calls(db, s, lo, hi)]
-        make = waste.CacheCall._make
-        result = waste.account([make(r) for r in rows], waste.Pricer(catalog), now)
+        with _no_gc():  # many acyclic objects: collections would only rescan them
+            result = waste.account_rows(rows, waste.Pricer(catalog), now)
         if memo is not None and stale:
             with contextlib.suppress(sqlite3.Error):
                 sql.memo_store(memo, stale, *_memo_rows({s for s, _ in stale}, result.losses))
