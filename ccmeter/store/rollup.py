@@ -2,12 +2,15 @@
 exact by triggers, so a report over a year reads ~100k sums instead of a million calls.
 
 How it stays exact (the why):
-- A trigger never adds or subtracts. On any change to a call it *recomputes* the quarter-
-  hours the change touches, from the calls themselves: the rollup rows of that quarter-hour
-  are deleted and summed again with the report's own aggregate. Whatever the writer does
-  (a row written at message_start and rewritten at the end, the project filled in later,
-  a reprice, a delete, an import) the rollup is what a ``GROUP BY`` of the calls gives. A
-  quarter-hour holds few calls, so a recompute reads tens of rows.
+- The two common writes are O(1): a new call is added to its rollup row, and a call whose
+  time and group stay put (its usage written at the end, a reprice) moves its row's sums by
+  the difference; counts, tokens and picodollars are integers, so both are exact.
+- Every other change (a delete, the project filled in later, a call moved in time) makes
+  its trigger *recompute* the quarter-hours it touches from the calls themselves: their
+  rollup rows are deleted and summed again with the report's own aggregate (a quarter-hour
+  holds few calls). A first or last call time is never "un-added": it is only recomputed.
+- Whatever the writers do, the rollup is what a ``GROUP BY`` of the calls gives:
+  tests/test_rollup.py checks it against a fresh sum after random writes of every kind.
 - The transcript source is the view ``imported_calls``: transcript rows that no wire row
   matches (by request id or message id). A wire row that arrives, changes its ids or goes
   away moves transcript rows in or out of the view, so the wire table's triggers also
@@ -120,16 +123,70 @@ def _changed(columns: tuple[str, ...]) -> str:
     return " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
 
 
+def _visible(rec: str) -> str:
+    """A transcript row ``rec`` is in ``imported_calls`` (the view's own test)."""
+    return (f"NOT EXISTS (SELECT 1 FROM api_calls w WHERE w.request_id = {rec}.request_id) "
+            f"AND NOT EXISTS (SELECT 1 FROM api_calls w WHERE w.message_id = {rec}.message_id)")
+
+
+def _key(rec: str) -> str:
+    return f"json_array({', '.join(f'{rec}.{c}' for c in GROUP_COLUMNS)})"
+
+
+def _add(source: str, when: str = "1") -> str:
+    """Trigger body: NEW added to its rollup row (a new call: no recompute needed)."""
+    values = ", ".join(f"NEW.{c}" for c in GROUP_COLUMNS)
+    sums = ", ".join(f"NEW.{c}" for c in SUM_COLUMNS)
+    added = ", ".join(f"{c} = {c} + excluded.{c}" for c in SUM_COLUMNS[:-1])
+    return f"""
+        INSERT INTO call_rollup ({_COLUMNS})
+        SELECT '{source}', {_slot_of("NEW")}, {_key("NEW")}, {values}, 1,
+            NEW.cost_picousd IS NOT NULL, {sums}, NEW.started_ts, NEW.started_ts
+        WHERE {when}
+        ON CONFLICT (source, slot, group_key) DO UPDATE SET calls = calls + 1,
+            priced_calls = priced_calls + excluded.priced_calls, {added},
+            cost_picousd = CASE WHEN excluded.cost_picousd IS NULL THEN cost_picousd
+                ELSE COALESCE(cost_picousd, 0) + excluded.cost_picousd END,
+            first_ts = MIN(first_ts, excluded.first_ts),
+            last_ts = MAX(last_ts, excluded.last_ts);"""
+
+
+def _in_place(source: str, when: str = "1") -> str:
+    """Trigger body: a call whose time and group stayed put, its sums changed (the usage at
+    the end of a call, a reprice): its rollup row takes the difference."""
+    moved = ", ".join(f"{c} = {c} - OLD.{c} + NEW.{c}" for c in SUM_COLUMNS[:-1])
+    priced = ("priced_calls - (OLD.cost_picousd IS NOT NULL) "
+              "+ (NEW.cost_picousd IS NOT NULL)")
+    return f"""
+        UPDATE call_rollup SET priced_calls = {priced}, {moved},
+            cost_picousd = CASE WHEN {priced} = 0 THEN NULL ELSE COALESCE(cost_picousd, 0)
+                - COALESCE(OLD.cost_picousd, 0) + COALESCE(NEW.cost_picousd, 0) END
+        WHERE source = '{source}' AND slot = {_slot_of("NEW")} AND group_key = {_key("NEW")}
+            AND ({when});"""
+
+
 _MOVED = f"{_slot_of('OLD')} != {_slot_of('NEW')}"
 _IDS = ("request_id", "message_id")
+#: What places a call in its rollup row (and, for a transcript row, in the view at all).
+_PLACE = ("started_ts", *GROUP_COLUMNS)
+
+
+def _same(columns: tuple[str, ...]) -> str:
+    return " AND ".join(f"OLD.{c} IS NEW.{c}" for c in columns)
+
 
 TRIGGERS = (
     f"""CREATE TRIGGER call_rollup_wire_insert AFTER INSERT ON api_calls
-        BEGIN {_recompute("wire", "api_calls", "NEW")}
+        BEGIN {_add("wire")}
         END""",
     f"""CREATE TRIGGER call_rollup_wire_update
         AFTER UPDATE OF {", ".join(WATCHED_COLUMNS)} ON api_calls
-        WHEN {_changed(WATCHED_COLUMNS)}
+        WHEN {_same(_PLACE)} AND ({_changed(SUM_COLUMNS)})
+        BEGIN {_in_place("wire")}
+        END""",
+    f"""CREATE TRIGGER call_rollup_wire_move
+        AFTER UPDATE OF {", ".join(_PLACE)} ON api_calls
+        WHEN {_changed(_PLACE)}
         BEGIN {_recompute("wire", "api_calls", "NEW")}
               {_recompute("wire", "api_calls", "OLD", _MOVED)}
         END""",
@@ -150,11 +207,16 @@ TRIGGERS = (
         BEGIN {_recompute_matched("OLD")}
         END""",
     f"""CREATE TRIGGER call_rollup_transcript_insert AFTER INSERT ON transcript_calls
-        BEGIN {_recompute("transcript", "imported_calls", "NEW")}
+        BEGIN {_add("transcript", _visible("NEW"))}
         END""",
     f"""CREATE TRIGGER call_rollup_transcript_update
-        AFTER UPDATE OF {", ".join((*WATCHED_COLUMNS, *_IDS))} ON transcript_calls
-        WHEN {_changed((*WATCHED_COLUMNS, *_IDS))}
+        AFTER UPDATE OF {", ".join(WATCHED_COLUMNS)} ON transcript_calls
+        WHEN {_same((*_PLACE, *_IDS))} AND ({_changed(SUM_COLUMNS)})
+        BEGIN {_in_place("transcript", _visible("NEW"))}
+        END""",
+    f"""CREATE TRIGGER call_rollup_transcript_move
+        AFTER UPDATE OF {", ".join((*_PLACE, *_IDS))} ON transcript_calls
+        WHEN {_changed((*_PLACE, *_IDS))}
         BEGIN {_recompute("transcript", "imported_calls", "NEW")}
               {_recompute("transcript", "imported_calls", "OLD", _MOVED)}
         END""",
