@@ -6,9 +6,9 @@ later and hide the transcript rows they match — and the reports really read it
 from __future__ import annotations
 
 import random
-from itertools import pairwise
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pytest
 
