@@ -1,56 +1,49 @@
-"""Which parts of a report's time range are read from ``call_rollup`` and how coarsely: pure
-arithmetic on quarter-hours, no SQL (the queries are in :mod:`ccmeter.store.reportsql`).
+"""Which parts of a report's time range are read from ``call_rollup``, and how coarsely they
+are summed: pure arithmetic on quarter-hours, no SQL (the queries are in
+:mod:`ccmeter.store.reportsql`).
 
-A report is exact when no group it sums crosses a boundary that matters to it: a UTC day
-(which picks a model's price period, so what caching saved), and the start of a local bucket
-of its time grouping. So a report by project (no time grouping) can sum the rollup per UTC
-day; one by day, week or month per *piece*, the part of a UTC day inside one local day (two
-pieces a day in India, one in London in winter); one by hour per hour. Summing that coarsely
-in SQL is what keeps a year of calls to a few thousand rows in Python.
+A report stays exact when no sum it takes crosses a boundary that matters to it: the start
+of a bucket of its time grouping (a local hour, day, ISO week or month), and a day on which a
+model's prices change (the price period picks what caching saved). Between two such *cuts*
+the rollup's quarter-hours can be summed in SQL as one *piece*: a year by week is ~53
+pieces per group, a year by project one or two, instead of 35,040 quarter-hours. That keeps
+the rows Python folds to a few thousand.
 
-- The whole report slots inside ``--since``/``--until`` are read from the rollup in *spans*
-  of one UTC offset (a daylight-saving change starts a new span); the calls at the range's
-  ends (less than a slot each) are read raw, as *edges*.
-- A piece is labelled by its first quarter-hour (never before its span's start), so labels of
-  different parts never meet, and every query of a part labels a call the same way.
+- The whole report slots inside ``--since``/``--until`` are read from the rollup as one
+  *span*; the calls at the range's ends (less than a slot each) are read raw, as *edges*.
+- A piece is labelled by its first quarter-hour (in report slots), so every query of a part
+  labels a call the same way, and edges (outside the span) never share a label with it.
+- The cuts come from :mod:`ccmeter.periods`, the code that labels the buckets, so they hold
+  every daylight-saving change; a report by hour is summed per hour.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime
 
 QUARTER = 900
-DAY_QUARTERS = 96
-#: How coarsely a part is summed: per report slot, per UTC day, or per piece of one.
-SLOT, UTC_DAY, LOCAL_DAY = "slot", "utc_day", "local_day"
+#: More cuts than this (decades by day) and the report reads the calls themselves.
+MAX_CUTS = 20_000
 
 
 class Part:
-    """One part of a report's range: an ``edge`` read raw (its side ``before``/``after``
-    the rollup and the quarter-hour bound), or a ``span`` of the rollup, quarter-hours
-    ``start`` to before ``end``, summed per ``grain`` at UTC ``offset`` (seconds east)."""
+    """One part of a report's range: an ``edge`` read raw (``before`` or ``after`` the
+    quarter-hour ``start``), or the rollup's quarter-hours ``start`` to before ``end``
+    summed into pieces starting at ``cuts`` (None: per report slot)."""
 
-    __slots__ = ("edge", "end", "grain", "offset", "start")
+    __slots__ = ("cuts", "edge", "end", "start")
 
-    def __init__(self, *, start: int, end: int | None = None, grain: str = SLOT,
-                 offset: int = 0, edge: str | None = None) -> None:
-        self.start, self.end, self.grain, self.offset, self.edge = start, end, grain, offset, edge
+    def __init__(self, *, start: int, end: int | None = None,
+                 cuts: tuple[int, ...] | None = None, edge: str | None = None) -> None:
+        self.start, self.end, self.cuts, self.edge = start, end, cuts, edge
 
     def __repr__(self) -> str:
-        return (f"Part(edge={self.edge}, start={self.start}, end={self.end}, "
-                f"grain={self.grain}, offset={self.offset})")
+        return f"Part(edge={self.edge}, start={self.start}, end={self.end}, cuts={self.cuts})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Part) and repr(self) == repr(other)
-
-
-def grain_for(time_dimensions: set[str]) -> str:
-    """The coarsest grain that keeps the report's groupings exact."""
-    if "hour" in time_dimensions:
-        return SLOT
-    return LOCAL_DAY if time_dimensions else UTC_DAY
 
 
 def bounds(since: float | None, until: float | None, slot: int) -> tuple[int | None, int | None]:
@@ -61,15 +54,16 @@ def bounds(since: float | None, until: float | None, slot: int) -> tuple[int | N
     return start, end
 
 
-def plan(since: float | None, until: float | None, slot: int, grain: str,
-         extent: tuple[int, int] | None,
-         offset_at: Callable[[float], int] | None = None) -> list[Part] | None:
-    """The parts of a report over [since, until) with slots of ``slot`` seconds, given the
-    rollup's first and last quarter-hour (``extent``; None when it is empty). None when the
-    rollup cannot serve it: a slot that is not whole quarter-hours, a range inside two
-    slots, a zone whose offset is not whole quarter-hours."""
+def plan(since: float | None, until: float | None, slot: int, units: Iterable[str],
+         extent: tuple[int, int] | None, price_days: Sequence[date] = ()) -> list[Part] | None:
+    """The parts of a report over [since, until) with slots of ``slot`` seconds and the
+    time groupings ``units``, given the rollup's first and last quarter-hour (``extent``;
+    None when empty) and the days prices change. None when the rollup cannot serve it: a
+    slot that is not whole quarter-hours, a range inside two slots, a bucket that does not
+    start on a quarter-hour, or too many cuts."""
     if slot % QUARTER:
         return None
+    per = slot // QUARTER
     start, end = bounds(since, until, slot)
     if start is not None and end is not None and start >= end:
         return None
@@ -80,49 +74,39 @@ def plan(since: float | None, until: float | None, slot: int, grain: str,
         parts.append(Part(edge="after", start=end))
     if extent is None:
         return parts
-    low = start if start is not None else extent[0] - extent[0] % (slot // QUARTER)
+    low = start if start is not None else extent[0] - extent[0] % per
     high = end if end is not None else extent[1] + 1
     if low >= high:
         return parts
-    if grain != LOCAL_DAY:
-        return [*parts, Part(start=low, end=high, grain=grain)]
-    spans = offset_spans(low, high, offset_at or local_offset)
-    if spans is None:
+    units = set(units)
+    if "hour" in units:
+        return [*parts, Part(start=low, end=high)]
+    cuts = piece_starts(low, high, units, price_days)
+    if cuts is None or any(cut % per for cut in cuts):
         return None
-    return parts + [Part(start=a, end=b, grain=LOCAL_DAY, offset=off) for a, b, off in spans]
+    return [*parts, Part(start=low, end=high, cuts=cuts)]
 
 
-def local_offset(ts: float) -> int:
-    """The system zone's UTC offset (seconds east) at ``ts``."""
-    return time.localtime(ts).tm_gmtoff
+def piece_starts(low: int, high: int, units: Iterable[str], price_days: Sequence[date]
+                 ) -> tuple[int, ...] | None:
+    """The first quarter-hour of every piece of [low, high): ``low``, each local bucket
+    start of ``units`` and each UTC midnight prices change on, inside it. None when a
+    bucket starts off a quarter-hour or there are more than MAX_CUTS."""
+    from ccmeter.periods import bucket_start, next_bucket
 
-
-def offset_spans(low: int, high: int, offset_at: Callable[[float], int]
-                 ) -> list[tuple[int, int, int]] | None:
-    """[low, high) in quarter-hours cut where the UTC offset changes: (from, to, offset)
-    each. None when an offset is not whole quarter-hours. Offsets are sampled at every UTC
-    midnight; a change between two is found to the quarter-hour (zones change at most a
-    few times a year, never twice in a day)."""
-    spans = []
-    begin, current = low, offset_at(low * QUARTER)
-    # every UTC midnight inside the range, and its last quarter-hour
-    first_day = low // DAY_QUARTERS + 1
-    samples = [*range(first_day * DAY_QUARTERS, high, DAY_QUARTERS), high - 1]
-    previous = low
-    for sample in samples:
-        if sample > previous and offset_at(sample * QUARTER) != current:
-            # the first quarter-hour of the new offset, after the previous sample
-            lo, hi = previous, sample
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if offset_at(mid * QUARTER) == current:
-                    lo = mid
-                else:
-                    hi = mid
-            spans.append((begin, hi, current))
-            begin, current = hi, offset_at(hi * QUARTER)
-        previous = max(previous, sample)
-    spans.append((begin, high, current))
-    if any(off % QUARTER for _, _, off in spans):
-        return None
-    return spans
+    cuts = {low}
+    for unit in units:
+        current = bucket_start(low * QUARTER, unit)
+        while (ts := current.timestamp()) < high * QUARTER:
+            if ts > low * QUARTER:
+                if ts % QUARTER:
+                    return None
+                cuts.add(int(ts) // QUARTER)
+                if len(cuts) > MAX_CUTS:
+                    return None
+            current = next_bucket(current, unit)
+    for day in price_days:
+        cut = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) // QUARTER
+        if low < cut < high:
+            cuts.add(cut)
+    return tuple(sorted(cuts))

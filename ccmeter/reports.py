@@ -162,7 +162,6 @@ def build_reports(
     row) for all groupings that need the same columns. A page that shows spend by project,
     by model and by day reads a year of calls once, not three times.
     """
-    from ccmeter import reportplan
     from ccmeter.savings import SavingsCalculator, long_context_thresholds
 
     all_dims = [validate_dimensions(dims) for dims in groupings]
@@ -176,8 +175,8 @@ def build_reports(
     # one read with every column any grouping needs (session, provider): a finer row folds
     # into a coarser grouping with the same exact sums
     columns = tuple(d for d in ("session", "provider") if any(d in dims for dims in all_dims))
-    read = _read(db, columns, filters, slot, thresholds, savings, reportplan.grain_for(
-        {d for dims in all_dims for d in dims if d in TIME_DIMENSIONS}))
+    units = {d for dims in all_dims for d in dims if d in TIME_DIMENSIONS}
+    read = _read(db, columns, filters, slot, thresholds, savings, units)
     labels: dict[str, dict[int, str]] = {}
     cells = _fold_cells(read, all_dims, slot, labels)
     return [_report(db, read, cells[i], dims, filters, catalog, slot, labels,
@@ -186,7 +185,7 @@ def build_reports(
 
 
 def _read(db: Any, dims: Sequence[str], filters: Filters, slot: int, thresholds: Sequence[int],
-          savings: Any, grain: str) -> list[tuple[Any, ...]]:
+          savings: Any, units: set[str]) -> list[tuple[Any, ...]]:
     """The aggregate rows for ``dims``' columns, each with what caching saved on it, as
     tuples laid out as :mod:`ccmeter.reportgroup` reads them."""
     out: list[tuple[Any, ...]] = []
@@ -194,7 +193,7 @@ def _read(db: Any, dims: Sequence[str], filters: Filters, slot: int, thresholds:
     values = filters.filter_values()
     for source in filters.sources():
         table = SOURCE_TABLES[source]
-        plan = _rollup_parts(db, values, slot, grain, source)
+        plan = _rollup_parts(db, values, slot, units, source, savings.catalog)
         if plan is not None:
             for piece in plan:
                 queries, long_sql = _part_queries(dims, values, thresholds, slot, source, piece)
@@ -216,17 +215,18 @@ def _read(db: Any, dims: Sequence[str], filters: Filters, slot: int, thresholds:
     return out
 
 
-def _rollup_parts(db: Any, values: Mapping[str, Any], slot: int, grain: str,
-                  source: str) -> list[Any] | None:
+def _rollup_parts(db: Any, values: Mapping[str, Any], slot: int, units: set[str],
+                  source: str, catalog: Catalog) -> list[Any] | None:
     """How a report reads ``source`` from ``call_rollup`` (:func:`ccmeter.reportplan.plan`);
     None when it reads the calls themselves: a database older than the rollup (a read-only
     connection does not migrate), or a range the rollup cannot serve."""
     from ccmeter import reportplan
+    from ccmeter.savings import price_change_days
 
     if store.schema_version(db) < ROLLUP_SCHEMA:
         return None
-    return reportplan.plan(values.get("since"), values.get("until"), slot, grain,
-                           store.rollup_extent(db, source))
+    return reportplan.plan(values.get("since"), values.get("until"), slot, units,
+                           store.rollup_extent(db, source), price_change_days(catalog))
 
 
 def _part_queries(dims: Sequence[str], values: dict[str, Any], thresholds: Sequence[int],
@@ -238,14 +238,13 @@ def _part_queries(dims: Sequence[str], values: dict[str, Any], thresholds: Seque
     if part.edge is not None:
         query = reportsql.report_sql(dims, values, slot, table, edge=part.edge,
                                      start=part.start)
-        label = reportsql.label_sql(reportsql.QUARTER_SQL, per, "slot")
+        label = reportsql.label_sql(reportsql.QUARTER_SQL, per)
         long_sql = reportsql.part_long_sql(dims, values, thresholds, table, label,
                                            edge=part.edge, start=part.start)
     else:
         query = reportsql.rollup_sql(dims, values, source, reportsql.label_sql(
-            "slot", per, part.grain, part.offset, part.start), part.start, part.end)
-        label = reportsql.label_sql(reportsql.QUARTER_SQL, per, part.grain, part.offset,
-                                    part.start)
+            "slot", per, part.cuts), part.start, part.end)
+        label = reportsql.label_sql(reportsql.QUARTER_SQL, per, part.cuts)
         long_sql = reportsql.part_long_sql(dims, values, thresholds, table, label,
                                            start=part.start, end=part.end)
     return [query], (long_sql if thresholds else None)

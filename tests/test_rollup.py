@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from itertools import pairwise
 
 import pytest
@@ -185,60 +185,67 @@ def test_reports_read_the_rollup(db):
     assert reports.build_report(db, ["project"], flt, catalog).totals["calls"] == total
 
 
-def test_a_day_report_sums_pieces_of_days_across_a_clock_change(monkeypatch):
-    """Berlin's clocks went forward on 2026-03-29: the spans change offset at 01:00 UTC."""
+def test_a_day_report_cuts_at_each_local_midnight_across_a_clock_change(monkeypatch):
+    """Berlin's clocks went forward on 2026-03-29: its midnights are 23:00 UTC before and
+    22:00 UTC after; a price change on 2026-03-31 (a UTC midnight) cuts too."""
     monkeypatch.setenv("TZ", "Europe/Berlin")
     time.tzset()
     try:
-        low = int(datetime(2026, 3, 27, tzinfo=UTC).timestamp()) // 900
-        high = int(datetime(2026, 4, 2, tzinfo=UTC).timestamp()) // 900
-        spans = reportplan.offset_spans(low, high, reportplan.local_offset)
-        change = int(datetime(2026, 3, 29, 1, 0, tzinfo=UTC).timestamp()) // 900
-        assert spans == [(low, change, 3600), (change, high, 7200)]
-        parts = reportplan.plan(low * 900 + 10.5, None, 3600, reportplan.LOCAL_DAY,
-                                (low, high))
-        assert parts is not None
-        assert [(p.edge, p.start, p.end, p.offset) for p in parts] == [
-            ("before", low + 4, None, 0), (None, low + 4, change, 3600),
-            (None, change, high + 1, 7200)]
+        def q(*args: int) -> int:
+            return int(datetime(*args, tzinfo=UTC).timestamp()) // 900
+
+        low, high = q(2026, 3, 27, 12), q(2026, 4, 1, 12)
+        cuts = reportplan.piece_starts(low, high, ["day"], [date(2026, 3, 31)])
+        assert cuts == (low, q(2026, 3, 27, 23), q(2026, 3, 28, 23), q(2026, 3, 29, 22),
+                        q(2026, 3, 30, 22), q(2026, 3, 31), q(2026, 3, 31, 22))
+        parts = reportplan.plan(low * 900 + 10.5, None, 3600, ["day"], (low, high))
+        assert [(p.edge, p.start, p.end) for p in parts] == [
+            ("before", low + 4, None), (None, low + 4, high + 1)]
+        assert reportplan.plan(None, None, 3600, ["hour", "day"], (low, high))[0].cuts is None
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
 
 
 def test_what_the_rollup_cannot_serve_is_read_from_the_calls():
-    assert reportplan.plan(1000.0, 1900.0, 3600, reportplan.UTC_DAY, (0, 10)) is None
-    assert reportplan.plan(None, None, 60, reportplan.SLOT, (0, 10)) is None
-    assert reportplan.offset_spans(0, 200, lambda ts: 1234) is None  # an offset of 20m34s
+    assert reportplan.plan(1000.0, 1900.0, 3600, (), (0, 10)) is None
+    assert reportplan.plan(None, None, 60, (), (0, 10)) is None
     # no rollup rows yet: the raw edges alone
-    parts = reportplan.plan(1000.0, None, 3600, reportplan.SLOT, None)
+    parts = reportplan.plan(1000.0, None, 3600, (), None)
     assert [(p.edge, p.start) for p in parts] == [("before", 4)]
 
 
 @pytest.mark.parametrize("zone", ["Europe/Berlin", "America/St_Johns", "Australia/Lord_Howe",
-                                  "Asia/Kolkata"])
-def test_offset_spans_cut_where_the_offset_changes(monkeypatch, zone):
-    """Against every quarter-hour's own offset, over ranges that start and end anywhere
-    near a change (Lord Howe changes by half an hour)."""
+                                  "Asia/Kolkata", "Asia/Kathmandu"])
+def test_no_piece_crosses_a_bucket_or_a_price_change(monkeypatch, zone):
+    """Against each quarter-hour's own bucket label and UTC day, over ranges that start and
+    end anywhere near clock changes (Lord Howe changes by half an hour)."""
+    from ccmeter.periods import bucket_label, bucket_start
+
     monkeypatch.setenv("TZ", zone)
     time.tzset()
     try:
         rng = random.Random(zone)
-        for _ in range(60):
+        price_days = [date(2026, 3, 10), date(2026, 4, 2)]
+        for _ in range(40):
             low = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp()) // 900 + rng.randint(
-                0, 60 * 96)
-            high = low + rng.randint(1, 4 * 96)
-            if rng.random() < 0.5:
-                high = low + rng.randint(1, 40 * 96)
-            spans = reportplan.offset_spans(low, high, reportplan.local_offset)
-            assert spans is not None
-            assert spans[0][0] == low and spans[-1][1] == high
-            for (_, end, _), (begin, _, _) in pairwise(spans):
-                assert end == begin
-            for begin, end, offset in spans:
-                for q in range(begin, end):
-                    assert reportplan.local_offset(q * 900) == offset, (zone, q)
-            assert len({off for _, _, off in spans}) == len(spans) or len(spans) > 2
+                0, 50 * 96)
+            high = low + rng.randint(1, rng.choice((3, 40)) * 96)
+            units = rng.choice((["day"], ["week"], ["month"], [], ["day", "month"]))
+            cuts = reportplan.piece_starts(low, high, units, price_days)
+            assert cuts is not None and cuts[0] == low and list(cuts) == sorted(set(cuts))
+            for begin, end in pairwise([*cuts, high]):
+                labels = {(tuple(bucket_label(bucket_start(q * 900, u), u) for u in units),
+                           datetime.fromtimestamp(q * 900, UTC).date() >= price_days[0],
+                           datetime.fromtimestamp(q * 900, UTC).date() >= price_days[1])
+                          for q in range(begin, end)}
+                assert len(labels) == 1, (zone, units, begin, end)
+            # and a cut is only where something changes (pieces are as long as they can be)
+            for cut in cuts[1:]:
+                before = tuple(bucket_label(bucket_start((cut - 1) * 900, u), u) for u in units)
+                after = (tuple(bucket_label(bucket_start(cut * 900, u), u) for u in units),
+                         datetime.fromtimestamp(cut * 900, UTC).date())
+                assert before != after[0] or after[1] in price_days
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()

@@ -65,7 +65,7 @@ SELECT {slot_sql} AS slot,
     SUM(cache_write_1h_tokens) AS cache_write_1h_tokens
 FROM {table}
 {where}
-GROUP BY 1, 2, 3, 4, 5, 6, 7{session_group}
+GROUP BY 1, 2, 3, 4, 5, 6{session_group}, lc_bucket
 """
 _OVER_THRESHOLD = "(" + PROMPT_TOKENS_SQL + " > :lc{i})"
 #: The floor of the ``api_calls_long_prompts`` partial index (migration 11). A literal, and
@@ -113,21 +113,22 @@ SPAN_SQL = (QUARTER_SQL + " >= :rollup_from AND " + QUARTER_SQL + " < :rollup_to
             "AND CAST(started_ts / 3600 AS INTEGER) <= :hour_to")
 
 
-def label_sql(quarter: str, per: int, grain: str, offset: int = 0, start: int = 0) -> str:
+def label_sql(quarter: str, per: int, cuts: Sequence[int] | None = None) -> str:
     """The report slot a part labels a call (or rollup row) with, from its quarter-hour
-    ``quarter`` (an SQL expression): its own slot (``per`` quarter-hours), or the first
-    quarter-hour of its UTC day (``utc_day``) or of the piece of it in one local day at UTC
-    ``offset`` (``local_day``), never before the part's ``start``, in slots. All integers."""
-    if grain == "slot":
+    ``quarter`` (an SQL expression): its own slot (``per`` quarter-hours), or with ``cuts``
+    (ascending quarter-hours, the first at or before every row) the first quarter-hour of
+    its piece, in slots: a binary search written as nested CASEs. Integers only."""
+    if cuts is None:
         return f"({quarter} / {int(per)})"
-    utc_day = f"{quarter} / 96 * 96"
-    if grain == "utc_day":
-        piece = f"MAX({utc_day}, {int(start)})"
-    else:
-        off = f"({int(offset)})"
-        local = f"(({quarter} * 900 + {off}) / 86400 * 86400 - {off}) / 900"
-        piece = f"MAX({utc_day}, {local}, {int(start)})"
-    return f"({piece} / {int(per)})"
+
+    def pick(lo: int, hi: int) -> str:
+        if hi - lo == 1:
+            return str(int(cuts[lo]) // int(per))
+        mid = (lo + hi) // 2
+        return (f"CASE WHEN {quarter} >= {int(cuts[mid])} THEN {pick(mid, hi)} "
+                f"ELSE {pick(lo, mid)} END")
+
+    return f"({pick(0, len(cuts))})"
 
 
 def fetch(db: Any, sql: str, params: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -192,7 +193,7 @@ def report_sql(dims: Sequence[str], values: dict[str, Any], slot: int,
         where, params = filter_where(values)
         where = (where + " AND " if where else "WHERE ") + EDGE_SQL[edge]
         params["rollup_from" if edge == "before" else "rollup_to"] = start
-        label = label_sql(QUARTER_SQL, slot // 900, "slot")
+        label = label_sql(QUARTER_SQL, slot // 900)
     columns, group = optional_columns(dims)
     sql = REPORT_SQL.format(slot_sql=label, session=columns, where=where, session_group=group,
                             table=table)
