@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from ccmeter.store.migrations import MIGRATIONS
     from ccmeter.store.plan import newest_plan_row, plan_calls
     from ccmeter.store.recovered import insert_missing_calls
-    from ccmeter.store.rollup import rebuild_rollup, rollup_extent
+    from ccmeter.store.rollup import rebuild_rollup, rollup_extent, rollup_out_of_step
     from ccmeter.store.transcripts import (
         TRANSCRIPT_COLUMNS,
         calls_on_wire,
@@ -132,6 +132,7 @@ _HOMES = {
     "insert_missing_calls": "recovered",
     "rebuild_rollup": "rollup",
     "rollup_extent": "rollup",
+    "rollup_out_of_step": "rollup",
     "plan_calls": "plan",
     "newest_plan_row": "plan",
     "CallWriter": "writer",
@@ -211,6 +212,7 @@ __all__ = [
     "reprice_calls",
     "repriced_mark",
     "rollup_extent",
+    "rollup_out_of_step",
     "run_calls",
     "run_spend_query",
     "save_transcript_batch",

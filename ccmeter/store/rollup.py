@@ -242,6 +242,25 @@ def rollup_extent(db: Any, source: str) -> tuple[int, int] | None:
     return None if first is None else (first, last)
 
 
+_TOTALS = ("COUNT(*), COUNT(cost_picousd), " + ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
+           + ", MIN(started_ts), MAX(started_ts)")
+_ROLLUP_TOTALS = ("SUM(calls), SUM(priced_calls), " + ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
+                  + ", MIN(first_ts), MAX(last_ts)")
+
+
+def rollup_out_of_step(db: Any) -> list[str]:
+    """The sources whose rollup totals differ from their calls' (``ccmeter doctor``): none
+    unless something wrote around the triggers. Reads every call once."""
+    wrong = []
+    for source, rows in (("wire", "api_calls"), ("transcript", "imported_calls")):
+        calls = db.execute(f"SELECT {_TOTALS} FROM {rows}").fetchone()
+        summed = db.execute(f"SELECT {_ROLLUP_TOTALS} FROM call_rollup WHERE source = ?",
+                            (source,)).fetchone()
+        if tuple(calls) != tuple(summed) and not (calls[0] == 0 and not summed[0]):
+            wrong.append(source)
+    return wrong
+
+
 def rebuild_rollup(db: Any) -> None:
     """Every rollup row summed again from the calls (the caller holds a transaction)."""
     for sql in REBUILD:
