@@ -218,12 +218,13 @@ def _read(db: Any, dims: Sequence[str], filters: Filters, slot: int, thresholds:
 def _rollup_parts(db: Any, values: Mapping[str, Any], slot: int, units: set[str],
                   source: str, catalog: Catalog) -> list[Any] | None:
     """How a report reads ``source`` from ``call_rollup`` (:func:`ccmeter.reportplan.plan`);
-    None when it reads the calls themselves: a database older than the rollup (a read-only
-    connection does not migrate), or a range the rollup cannot serve."""
+    None when it reads the calls themselves: one session's (its index finds them at once),
+    a database older than the rollup (a read-only connection does not migrate), or a range
+    the rollup cannot serve."""
     from ccmeter import reportplan
     from ccmeter.savings import price_change_days
 
-    if store.schema_version(db) < ROLLUP_SCHEMA:
+    if values.get("session") is not None or store.schema_version(db) < ROLLUP_SCHEMA:
         return None
     return reportplan.plan(values.get("since"), values.get("until"), slot, units,
                            store.rollup_extent(db, source), price_change_days(catalog))

@@ -233,12 +233,14 @@ REBUILD = (
 )
 
 
-EXTENT_SQL = "SELECT MIN(slot), MAX(slot) FROM call_rollup WHERE source = ?"
+#: Two subqueries: SQLite finds a lone MIN or MAX at one end of the index, not both at once.
+EXTENT_SQL = ("SELECT (SELECT MIN(slot) FROM call_rollup WHERE source = :source), "
+              "(SELECT MAX(slot) FROM call_rollup WHERE source = :source)")
 
 
 def rollup_extent(db: Any, source: str) -> tuple[int, int] | None:
     """The first and last quarter-hour ``source`` has rows in; None when it has none."""
-    first, last = db.execute(EXTENT_SQL, (source,)).fetchone()
+    first, last = db.execute(EXTENT_SQL, {"source": source}).fetchone()
     return None if first is None else (first, last)
 
 
@@ -271,6 +273,8 @@ def create(db: Any) -> None:
     """Migration 12's body: the table, the index the triggers' transcript lookups need, the
     triggers, and the rows of the calls already stored."""
     db.execute(CREATE_TABLE)
+    # a report of one project (the dashboard's project filter and page)
+    db.execute("CREATE INDEX call_rollup_project ON call_rollup (source, project, slot)")
     db.execute("CREATE INDEX transcript_calls_message ON transcript_calls (message_id) "
                "WHERE message_id IS NOT NULL")
     for sql in TRIGGERS:
