@@ -224,6 +224,7 @@ def main() -> None:
         seconds = bench_reports.build(paths.db_file, args.calls, now)
         print(f"built {args.calls:,} calls over {args.days} days in {seconds:.1f} s "
               f"({paths.db_file.stat().st_size / 1e6:.0f} MB) at {paths.db_file}", flush=True)
+    store.connect(paths.db_file).conn.close()  # a kept database of an older schema: migrated
     if not args.skip_pages:
         print("pages (target: <= 1000 ms each)")
         timed = pages(paths.db_file, args.repeat)

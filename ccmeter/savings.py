@@ -147,6 +147,18 @@ def long_context_thresholds(catalog: Catalog) -> list[int]:
     return sorted(found)
 
 
+def price_change_days(catalog: Catalog) -> list[date]:
+    """Every UTC day on which a model's rates change (a period starts), ascending: what
+    caching saved is computed per price period, so sums must not cross these days."""
+    found: set[date] = set()
+    for row in catalog.models(date.min):
+        key = catalog.resolve(row.id)
+        if key is None:
+            continue
+        found.update(period.start for period in catalog.model(key).periods)
+    return sorted(found)
+
+
 def to_pico(value: Decimal | None) -> int | None:
     """Whole picodollars (half to even) of an exact saving; None stays None."""
     if value is None:

@@ -74,6 +74,9 @@ GROUP BY 1, 2, 3, 4, 5, 6{session_group}
 #: The cache tokens of long prompts, by how many long-context thresholds (``{buckets}``: a
 #: sum of ``prompt > :lcN`` terms) the prompt is over. A separate query because only the
 #: rare long prompts reach its GROUP BY; conditional sums in REPORT_SQL would cost every row.
+#: (One change since it was kept: its GROUP BY named column 7 for ``lc_bucket``, which is
+#: ``session_id`` or ``provider`` when those are read: the long prompts of a session or
+#: provider report were summed over both thresholds. Fixed here and in the code alike.)
 LONG_CONTEXT_SQL = """
 SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
     project, model AS model_name, speed, service_tier, inference_geo{session},
@@ -83,7 +86,7 @@ SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
     SUM(cache_write_1h_tokens) AS cache_write_1h_tokens
 FROM {table}
 {where}
-GROUP BY 1, 2, 3, 4, 5, 6, 7{session_group}
+GROUP BY 1, 2, 3, 4, 5, 6{session_group}, lc_bucket
 """
 _OVER_THRESHOLD = "(" + _PROMPT_TOKENS_SQL + " > :lc{i})"
 

@@ -200,3 +200,40 @@ def test_a_half_hour_zone_reads_the_index_in_order(db, monkeypatch, zones):
                                            "api_calls", part)
         plan = " ".join(str(step) for step in db.execute("EXPLAIN QUERY PLAN " + sql, params))
         assert "api_calls_rollup" in plan and "TEMP B-TREE" not in plan, plan
+
+
+@pytest.mark.parametrize("dims", [["session"], ["provider"], ["project"], ["model", "day"],
+                                  ["session", "provider"]])
+def test_what_caching_saved_is_the_sum_of_each_calls_own(db, dims):
+    """An oracle of its own, beside the code before: each call's saving computed alone (its
+    own long-prompt row), summed per report row. Long prompts over one and over both
+    thresholds meet in the same session and provider."""
+    from ccmeter.savings import SavingsCalculator, long_context_thresholds
+
+    thresholds = long_context_thresholds(CATALOG)
+    savings = SavingsCalculator(CATALOG, thresholds)
+    want: dict[tuple, object] = {}
+    for row in db.execute("SELECT * FROM api_calls").fetchall():
+        call = dict(zip([c[0] for c in db.execute("SELECT * FROM api_calls").description],
+                        row, strict=True))
+        prompt = (call["input_tokens"] + call["cache_write_5m_tokens"]
+                  + call["cache_write_1h_tokens"] + call["cache_read_tokens"])
+        bucket = sum(prompt > t for t in thresholds)
+        long_rows = [{**call, "lc_bucket": bucket}] if bucket else []
+        saved = savings.saved_tokens(
+            call["model"], datetime.fromtimestamp(call["started_ts"], UTC).date(),
+            call["speed"], call["service_tier"], call["inference_geo"],
+            call["cache_read_tokens"], call["cache_write_5m_tokens"],
+            call["cache_write_1h_tokens"], long_rows)
+        key = tuple({"session": call["session_id"], "provider": call["provider"],
+                     "project": call["project"], "model": call["model"],
+                     "day": datetime.fromtimestamp(call["started_ts"]).strftime("%Y-%m-%d")
+                     }[d] for d in dims)
+        if saved is not None:
+            want[key] = want.get(key, 0) + saved
+    from ccmeter.savings import to_pico
+
+    report = reports.build_report(db, dims, reports.Filters(source="wire"), CATALOG)
+    got = {tuple(r[d] for d in dims): r["cache_savings"] for r in report.rows
+           if r["calls"] and r["cache_savings"]}
+    assert got == {key: to_pico(value) for key, value in want.items() if to_pico(value)}

@@ -338,9 +338,18 @@ def doctor() -> None:
     try:
         db = store.connect(paths.db_file)
         count = store.query(db, "SELECT COUNT(*) AS n FROM api_calls")[0]["n"]
-        db.conn.close()
         report(True, f"database {shown(paths.db_file)} ({render.plural(count, 'call')}, schema v"
                f"{len(store.MIGRATIONS)})")
+        wrong = store.rollup_out_of_step(db)
+        if wrong:
+            # derived sums only: rebuilt from the calls, in one transaction
+            from ccmeter.store.db import transaction
+
+            with transaction(db):
+                store.rebuild_rollup(db)
+            report(False, f"report totals ({', '.join(wrong)} calls) were out of step with "
+                   "the calls", "rebuilt from the calls just now; reports are right again")
+        db.conn.close()
     except Exception as exc:
         report(False, f"database {shown(paths.db_file)}: {exc}",
                "check the folder's permissions and free disk space; if another program "

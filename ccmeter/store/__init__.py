@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from ccmeter.store.migrations import MIGRATIONS
     from ccmeter.store.plan import newest_plan_row, plan_calls
     from ccmeter.store.recovered import insert_missing_calls
+    from ccmeter.store.rollup import rebuild_rollup, rollup_extent, rollup_out_of_step
     from ccmeter.store.transcripts import (
         TRANSCRIPT_COLUMNS,
         calls_on_wire,
@@ -129,6 +130,9 @@ _HOMES = {
     "schema_version": "db",
     "MIGRATIONS": "migrations",
     "insert_missing_calls": "recovered",
+    "rebuild_rollup": "rollup",
+    "rollup_extent": "rollup",
+    "rollup_out_of_step": "rollup",
     "plan_calls": "plan",
     "newest_plan_row": "plan",
     "CallWriter": "writer",
@@ -203,9 +207,12 @@ __all__ = [
     "plan_calls",
     "prepare_import",
     "query",
+    "rebuild_rollup",
     "reconcile_rows",
     "reprice_calls",
     "repriced_mark",
+    "rollup_extent",
+    "rollup_out_of_step",
     "run_calls",
     "run_spend_query",
     "save_transcript_batch",

@@ -36,7 +36,7 @@ FILTER_SLOT_UNTIL = "CAST(started_ts / {slot} AS INTEGER) <= :slot_until"
 #: covering index (migration 2), so SQLite aggregates in index order without sorting a
 #: million rows. ``{slot}`` is a literal (3600 normally) so the expression matches the index.
 REPORT_SQL = """
-SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
+SELECT {slot_sql} AS slot,
     project, model AS model_name, speed, service_tier, inference_geo{session},
     COUNT(*) AS calls,
     SUM(input_tokens) AS input_tokens,
@@ -57,7 +57,7 @@ GROUP BY 1, 2, 3, 4, 5, 6{session_group}
 #: sum of ``prompt > :lcN`` terms) the prompt is over. A separate query because only the
 #: rare long prompts reach its GROUP BY; conditional sums in REPORT_SQL would cost every row.
 LONG_CONTEXT_SQL = """
-SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
+SELECT {slot_sql} AS slot,
     project, model AS model_name, speed, service_tier, inference_geo{session},
     {buckets} AS lc_bucket,
     SUM(cache_read_tokens) AS cache_read_tokens,
@@ -65,7 +65,7 @@ SELECT CAST(started_ts / {slot} AS INTEGER) AS slot,
     SUM(cache_write_1h_tokens) AS cache_write_1h_tokens
 FROM {table}
 {where}
-GROUP BY 1, 2, 3, 4, 5, 6, 7{session_group}
+GROUP BY 1, 2, 3, 4, 5, 6{session_group}, lc_bucket
 """
 _OVER_THRESHOLD = "(" + PROMPT_TOKENS_SQL + " > :lc{i})"
 #: The floor of the ``api_calls_long_prompts`` partial index (migration 11). A literal, and
@@ -77,6 +77,58 @@ LONG_PROMPT_FLOOR_SQL = (
     "(input_tokens + cache_write_5m_tokens + cache_write_1h_tokens\n"
     "                 + cache_read_tokens) > 100000"
 )
+
+
+#: The same aggregate from the ``call_rollup`` table (migration 12): one part of a report
+#: (quarter-hours ``:rollup_from`` to before ``:rollup_to``) of one source, summed into the
+#: part's grain (``{label}``: see :func:`label_sql`). Same columns, same order as REPORT_SQL.
+ROLLUP_SQL = """
+SELECT {label} AS slot,
+    project, model AS model_name, speed, service_tier, inference_geo{session},
+    SUM(calls) AS calls,
+    SUM(input_tokens) AS input_tokens,
+    SUM(cache_write_5m_tokens) AS cache_write_5m_tokens,
+    SUM(cache_write_1h_tokens) AS cache_write_1h_tokens,
+    SUM(cache_read_tokens) AS cache_read_tokens,
+    SUM(output_tokens) AS output_tokens,
+    SUM(cost_picousd) AS cost_picousd,
+    SUM(priced_calls) AS priced_calls,
+    MIN(first_ts) AS first_ts,
+    MAX(last_ts) AS last_ts
+FROM call_rollup
+WHERE source = :source AND slot >= :rollup_from AND slot < :rollup_to{where}
+GROUP BY 1, 2, 3, 4, 5, 6{session_group}
+"""
+#: A call's quarter-hour, as ``call_rollup.slot`` holds it.
+QUARTER_SQL = "CAST(started_ts / 900 AS INTEGER)"
+#: The raw calls at a range's ends, beside the rollup's whole slots.
+EDGE_SQL = {
+    "before": QUARTER_SQL + " < :rollup_from AND started_ts < :rollup_from * 900 + 1",
+    "after": QUARTER_SQL + " >= :rollup_to AND started_ts >= :rollup_to * 900 - 1",
+}
+#: The raw calls of a rollup span (its long prompts), found as the rollup found them.
+SPAN_SQL = (QUARTER_SQL + " >= :rollup_from AND " + QUARTER_SQL + " < :rollup_to "
+            "AND started_ts >= :rollup_from * 900 - 1 AND started_ts < :rollup_to * 900 + 1 "
+            "AND CAST(started_ts / 3600 AS INTEGER) >= :hour_from "
+            "AND CAST(started_ts / 3600 AS INTEGER) <= :hour_to")
+
+
+def label_sql(quarter: str, per: int, cuts: Sequence[int] | None = None) -> str:
+    """The report slot a part labels a call (or rollup row) with, from its quarter-hour
+    ``quarter`` (an SQL expression): its own slot (``per`` quarter-hours), or with ``cuts``
+    (ascending quarter-hours, the first at or before every row) the first quarter-hour of
+    its piece, in slots: a binary search written as nested CASEs. Integers only."""
+    if cuts is None:
+        return f"({quarter} / {int(per)})"
+
+    def pick(lo: int, hi: int) -> str:
+        if hi - lo == 1:
+            return str(int(cuts[lo]) // int(per))
+        mid = (lo + hi) // 2
+        return (f"CASE WHEN {quarter} >= {int(cuts[mid])} THEN {pick(mid, hi)} "
+                f"ELSE {pick(lo, mid)} END")
+
+    return f"({pick(0, len(cuts))})"
 
 
 def fetch(db: Any, sql: str, params: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -129,14 +181,66 @@ def optional_columns(dims: Sequence[str]) -> tuple[str, str]:
 
 
 def report_sql(dims: Sequence[str], values: dict[str, Any], slot: int,
-               table: str = "api_calls", part: tuple[int, int] | None = None
-               ) -> tuple[str, dict[str, Any]]:
-    """The aggregate query (and its parameters) for a report on one source's ``table``."""
-    where, params = slotted_where(values, slot, part)
+               table: str = "api_calls", part: tuple[int, int] | None = None,
+               edge: str | None = None, start: int = 0) -> tuple[str, dict[str, Any]]:
+    """The aggregate query (and its parameters) for a report on one source's ``table``;
+    with ``edge`` ("before"/"after" the quarter-hour ``start``) the calls at one end of a
+    rollup read, labelled by their quarter-hour's slot as the rollup labels its rows."""
+    if edge is None:
+        where, params = slotted_where(values, slot, part)
+        label = f"CAST(started_ts / {int(slot)} AS INTEGER)"
+    else:
+        where, params = filter_where(values)
+        where = (where + " AND " if where else "WHERE ") + EDGE_SQL[edge]
+        params["rollup_from" if edge == "before" else "rollup_to"] = start
+        label = label_sql(QUARTER_SQL, slot // 900)
     columns, group = optional_columns(dims)
-    sql = REPORT_SQL.format(slot=int(slot), session=columns, where=where, session_group=group,
+    sql = REPORT_SQL.format(slot_sql=label, session=columns, where=where, session_group=group,
                             table=table)
     return sql, params
+
+
+def _plain_filters(values: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The filters other than the time range (rollup parts have their own bounds)."""
+    clauses, params = [], {}
+    for name, clause in FILTER_CLAUSES:
+        value = values.get(name)
+        if value is None or name in ("since", "until"):
+            continue
+        clauses.append(clause)
+        params[name] = value.lower() if name == "model" else value
+    return clauses, params
+
+
+def rollup_sql(dims: Sequence[str], values: dict[str, Any], source: str, label: str,
+               start: int, end: int) -> tuple[str, dict[str, Any]]:
+    """One rollup part's aggregate (and its parameters): quarter-hours ``start`` to before
+    ``end`` of ``source``, labelled ``label`` (:func:`label_sql` over ``slot``)."""
+    clauses, params = _plain_filters(values)
+    params.update(source=source, rollup_from=start, rollup_to=end)
+    columns, group = optional_columns(dims)
+    where = "".join(" AND " + c for c in clauses)
+    return ROLLUP_SQL.format(label=label, session=columns, where=where,
+                             session_group=group), params
+
+
+def part_long_sql(dims: Sequence[str], values: dict[str, Any], thresholds: Sequence[int],
+                  table: str, label: str, *, edge: str | None = None, start: int,
+                  end: int | None = None) -> tuple[str, dict[str, Any]]:
+    """The long-prompt query of one part: an ``edge`` (its bound ``start``) or a span of
+    the rollup (``start`` to ``end``), labelled as the part's aggregate labels calls."""
+    if edge is not None:
+        where, params = filter_where(values)
+        bound = "rollup_from" if edge == "before" else "rollup_to"
+        where = (where + " AND " if where else "WHERE ") + EDGE_SQL[edge]
+        params[bound] = start
+    else:
+        assert end is not None
+        clauses, params = _plain_filters(values)
+        where = "WHERE " + " AND ".join([*clauses, SPAN_SQL])
+        params.update(rollup_from=start, rollup_to=end, hour_from=(start * 900 - 1) // 3600,
+                      hour_to=(end * 900 + 1) // 3600)
+    return _long_sql(dims, where, params, thresholds, label, table)
 
 
 def long_context_sql(
@@ -145,6 +249,13 @@ def long_context_sql(
 ) -> tuple[str, dict[str, Any]]:
     """The long-prompt query (and its parameters) matching :func:`report_sql`'s groups."""
     where, params = slotted_where(values, slot, part)
+    return _long_sql(dims, where, params, thresholds, f"CAST(started_ts / {int(slot)} AS INTEGER)",
+                     table)
+
+
+def _long_sql(dims: Sequence[str], where: str, params: dict[str, Any],
+              thresholds: Sequence[int], label: str, table: str
+              ) -> tuple[str, dict[str, Any]]:
     terms = []
     for index, threshold in enumerate(thresholds):
         params[f"lc{index}"] = threshold
@@ -153,6 +264,6 @@ def long_context_sql(
     if min(thresholds) >= LONG_PROMPT_FLOOR:
         where += " AND " + LONG_PROMPT_FLOOR_SQL
     columns, group = optional_columns(dims)
-    sql = LONG_CONTEXT_SQL.format(slot=int(slot), session=columns, buckets=" + ".join(terms),
+    sql = LONG_CONTEXT_SQL.format(slot_sql=label, session=columns, buckets=" + ".join(terms),
                                   where=where, session_group=group, table=table)
     return sql, params
