@@ -158,7 +158,8 @@ def test_equal_cold_and_warm_over_ranges_projects_and_sessions(db, monkeypatch, 
             same(db, flt, catalog)  # the first fills the memo
             same(db, flt, catalog)  # the second reads it
     memo = list(wastememo.cache_folder().glob("waste-*.sqlite"))
-    assert len(memo) == 1  # it was written (and in the user's cache folder)
+    assert len(memo) == 1  # it was written (and in the user's cache folder), privately
+    assert memo[0].stat().st_mode & 0o077 == 0 and memo[0].parent.stat().st_mode & 0o077 == 0
     for sid in ("sess-1-000", "sess-1-007"):
         flt = wastereport.WasteFilters(session_id=sid)
         same(db, flt, catalog, groups=[None, "cause"])

@@ -138,7 +138,9 @@ def db_file(db: Any) -> str | None:
 def open_memo(path: Path, meta: dict[str, str]) -> sqlite3.Connection:
     """The memo file at ``path``, emptied when it was made for another database or
     catalog (``meta`` differs)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from ccmeter.store.db import make_private
+
+    make_private(path)  # sessions, projects and money: the owner's only, as the database
     conn = sqlite3.connect(str(path), timeout=5, isolation_level=None,
                            check_same_thread=False)
     try:
