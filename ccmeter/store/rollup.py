@@ -16,8 +16,9 @@ How it stays exact (the why):
   away moves transcript rows in or out of the view, so the wire table's triggers also
   recompute the quarter-hours of the transcript rows its ids match (before and after).
 - UPSERTs (``INSERT ... ON CONFLICT DO UPDATE``) fire the UPDATE triggers. ``INSERT OR
-  REPLACE`` would not fire a delete trigger for the row it replaces: no writer uses it on
-  these tables, and the triggers recompute the new row's quarter-hour anyway.
+  REPLACE`` fires no delete trigger for the row it replaces where recursive_triggers is off
+  (plain sqlite3 connections) and the insert trigger only adds: the call would count twice.
+  No writer uses it on these tables (tests/test_rollup_adversarial.py checks).
 - ``slot`` is ``CAST(started_ts / 900 AS INTEGER)``, the expression the reports use; the
   quarter-hour holds every local hour boundary of every zone whose offset is a whole number
   of quarter-hours (all current zones).
