@@ -252,14 +252,17 @@ _ROLLUP_TOTALS = ("SUM(calls), SUM(priced_calls), " + ", ".join(f"SUM({c})" for 
 
 
 def rollup_out_of_step(db: Any) -> list[str]:
-    """The sources whose rollup totals differ from their calls' (``ccmeter doctor``): none
-    unless something wrote around the triggers. Reads every call once."""
+    """The sources whose rollup differs from their calls in some UTC hour's totals (count,
+    priced, every token, cost, first and last call) (``ccmeter doctor``): none unless
+    something wrote around the triggers. Reads every call once, in the order of the
+    report index's hourly slot (no sort)."""
     wrong = []
     for source, rows in (("wire", "api_calls"), ("transcript", "imported_calls")):
-        calls = db.execute(f"SELECT {_TOTALS} FROM {rows}").fetchone()
-        summed = db.execute(f"SELECT {_ROLLUP_TOTALS} FROM call_rollup WHERE source = ?",
-                            (source,)).fetchone()
-        if tuple(calls) != tuple(summed) and not (calls[0] == 0 and not summed[0]):
+        calls = db.execute(f"SELECT CAST(started_ts / 3600 AS INTEGER), {_TOTALS} FROM {rows} "
+                           "GROUP BY 1").fetchall()
+        summed = db.execute(f"SELECT slot / 4, {_ROLLUP_TOTALS} FROM call_rollup "
+                            "WHERE source = ? GROUP BY 1", (source,)).fetchall()
+        if {tuple(r) for r in calls} != {tuple(r) for r in summed}:
             wrong.append(source)
     return wrong
 
