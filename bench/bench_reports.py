@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ccmeter import config, render, reports, store  # noqa: E402
+from ccmeter import config, periods, render, reports, store  # noqa: E402
 from ccmeter.pricing import Catalog  # noqa: E402
 from ccmeter.usage import Usage  # noqa: E402
 
@@ -177,7 +177,7 @@ def main() -> None:
 
     def report_case(label: str, dims: list[str], since: str | None) -> None:
         filters = reports.Filters(
-            since=reports.parse_when(since, now=now) if since else None)
+            since=periods.parse_when(since, now=now) if since else None)
 
         def run() -> None:
             report = reports.build_report(db, dims, filters, catalog)

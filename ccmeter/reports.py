@@ -162,9 +162,17 @@ def build_reports(
     row) for all groupings that need the same columns. A page that shows spend by project,
     by model and by day reads a year of calls once, not three times.
     """
+    all_dims = [validate_dimensions(dims) for dims in groupings]
+    # its queries (the rollup's extent and pieces, the ends, the long prompts, a what-if's
+    # calls) see one committed state: a call landing meanwhile is in all of them or none
+    with store.snapshot(db):
+        return _build(db, all_dims, filters, catalog, fill_gaps, assumption)
+
+
+def _build(db: Any, all_dims: Sequence[tuple[str, ...]], filters: Filters, catalog: Catalog,
+           fill_gaps: bool, assumption: Assumption | None) -> list[Report]:
     from ccmeter.savings import SavingsCalculator, long_context_thresholds
 
-    all_dims = [validate_dimensions(dims) for dims in groupings]
     # without a time dimension only each call's UTC date matters (it picks the price
     # period), and UTC days are whole hours: the index's hourly slot, in any zone (where
     # local hours are not whole UTC hours a time dimension needs finer slots: see _read)

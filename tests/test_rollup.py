@@ -267,3 +267,25 @@ def test_doctor_mends_a_rollup_written_around(db):
     assert "rebuilt" in result.output and result.exit_code == 1
     assert contents(db) == recomputed(db)
     assert "report totals" not in CliRunner().invoke(app, ["doctor"]).output
+
+
+def test_a_report_reads_one_committed_state(db):
+    """Its queries (extent, pieces, ends, long prompts) run in one read transaction, so a
+    call committed meanwhile is seen by all of them or none; inside a transaction the
+    caller holds, it opens none."""
+    store.upsert_calls(db, [wire_row(random.Random(i), f"c{i}") for i in range(20)])
+    reader = store.connect_reader(config.paths().db_file)
+    statements: list[str] = []
+    reader.set_trace_callback(statements.append)
+    catalog = reports.current_catalog({})
+    reports.build_reports(reader, [["project"], ["day"], ["session"]],
+                          reports.Filters(since=START + 77.7), catalog)
+    selects = [i for i, sql in enumerate(statements) if sql.lstrip().upper().startswith("SELECT")]
+    assert len(selects) >= 4
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
+    assert "BEGIN" not in statements[1:-1] and not reader.in_transaction
+    reader.execute("BEGIN")
+    statements.clear()
+    reports.build_report(reader, ["project"], reports.Filters(), catalog)
+    assert "BEGIN" not in statements and "COMMIT" not in statements and reader.in_transaction
+    reader.execute("COMMIT")

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         migrate,
         query,
         schema_version,
+        snapshot,
     )
     from ccmeter.store.metrics import call_totals, repriced_mark
     from ccmeter.store.migrations import MIGRATIONS
@@ -128,6 +129,7 @@ _HOMES = {
     "migrate": "db",
     "query": "db",
     "schema_version": "db",
+    "snapshot": "db",
     "MIGRATIONS": "migrations",
     "insert_missing_calls": "recovered",
     "rebuild_rollup": "rollup",
@@ -217,6 +219,7 @@ __all__ = [
     "run_spend_query",
     "save_transcript_batch",
     "schema_version",
+    "snapshot",
     "session_cache_calls",
     "session_rate",
     "spend",

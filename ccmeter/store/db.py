@@ -153,6 +153,23 @@ def transaction(db: sqlite_utils.Database, begin: str = "BEGIN IMMEDIATE") -> It
         raise
 
 
+@contextlib.contextmanager
+def snapshot(db: Any) -> Iterator[None]:
+    """One read transaction around several queries, so they all see the same committed
+    state (a writer's commit in between is seen by none of them, or by all of the next
+    report). Inside a transaction the caller already holds, it adds nothing."""
+    conn = db if isinstance(db, sqlite3.Connection) else db.conn
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
 def is_lock_error(exc: sqlite3.OperationalError) -> bool:
     """Another connection holds the lock (SQLITE_BUSY / SQLITE_LOCKED)."""
     return "locked" in str(exc) or "busy" in str(exc)

@@ -16,8 +16,9 @@ How it stays exact (the why):
   away moves transcript rows in or out of the view, so the wire table's triggers also
   recompute the quarter-hours of the transcript rows its ids match (before and after).
 - UPSERTs (``INSERT ... ON CONFLICT DO UPDATE``) fire the UPDATE triggers. ``INSERT OR
-  REPLACE`` would not fire a delete trigger for the row it replaces: no writer uses it on
-  these tables, and the triggers recompute the new row's quarter-hour anyway.
+  REPLACE`` fires no delete trigger for the row it replaces where recursive_triggers is off
+  (plain sqlite3 connections) and the insert trigger only adds: the call would count twice.
+  No writer uses it on these tables (tests/test_rollup_adversarial.py checks).
 - ``slot`` is ``CAST(started_ts / 900 AS INTEGER)``, the expression the reports use; the
   quarter-hour holds every local hour boundary of every zone whose offset is a whole number
   of quarter-hours (all current zones).
@@ -251,14 +252,17 @@ _ROLLUP_TOTALS = ("SUM(calls), SUM(priced_calls), " + ", ".join(f"SUM({c})" for 
 
 
 def rollup_out_of_step(db: Any) -> list[str]:
-    """The sources whose rollup totals differ from their calls' (``ccmeter doctor``): none
-    unless something wrote around the triggers. Reads every call once."""
+    """The sources whose rollup differs from their calls in some UTC hour's totals (count,
+    priced, every token, cost, first and last call) (``ccmeter doctor``): none unless
+    something wrote around the triggers. Reads every call once, in the order of the
+    report index's hourly slot (no sort)."""
     wrong = []
     for source, rows in (("wire", "api_calls"), ("transcript", "imported_calls")):
-        calls = db.execute(f"SELECT {_TOTALS} FROM {rows}").fetchone()
-        summed = db.execute(f"SELECT {_ROLLUP_TOTALS} FROM call_rollup WHERE source = ?",
-                            (source,)).fetchone()
-        if tuple(calls) != tuple(summed) and not (calls[0] == 0 and not summed[0]):
+        calls = db.execute(f"SELECT CAST(started_ts / 3600 AS INTEGER), {_TOTALS} FROM {rows} "
+                           "GROUP BY 1").fetchall()
+        summed = db.execute(f"SELECT slot / 4, {_ROLLUP_TOTALS} FROM call_rollup "
+                            "WHERE source = ? GROUP BY 1", (source,)).fetchall()
+        if {tuple(r) for r in calls} != {tuple(r) for r in summed}:
             wrong.append(source)
     return wrong
 
