@@ -52,13 +52,14 @@ COLUMNS = (
     "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
     "output_tokens", "cost_picousd", "cost_basis", "catalog_version", "auth_kind",
     "plan_5h_utilization", "plan_5h_reset", "plan_7d_utilization", "plan_7d_reset",
-    "updated_ts",
+    "updated_ts", "cache_key_json", "cache_change",
 )
 
 
 def generate(count: int, now: float, seed: int = 7):
     """Yield ``count`` realistic call rows (tuples in COLUMNS order), oldest first."""
     rng = random.Random(seed)
+    keys = random.Random(seed + 1)  # the cache keys: the other columns stay as they were
     catalog = Catalog.bundled()
     projects = [f"project-{i:02d}" for i in range(20)]
     weights = [1 / (i + 1) for i in range(20)]  # a few busy projects, a long tail
@@ -78,6 +79,7 @@ def generate(count: int, now: float, seed: int = 7):
         if index == sessions_total - 1:
             n = count - made
         agent = None
+        tools, system, messages = f"{keys.getrandbits(64):016x}", f"{keys.getrandbits(64):016x}", 0
         for _ in range(n):
             t = min(t + rng.expovariate(1 / 12), now - 1)
             roll = rng.random()
@@ -102,6 +104,23 @@ def generate(count: int, now: float, seed: int = 7):
             if len(prices) > 200_000:
                 prices.clear()
             status = "ok" if rng.random() > 0.01 else "upstream_error"
+            # what the proxy keeps of the prompt's cache key (fingerprints, no text) and what
+            # changed against the chain's previous call: waste reads them for its causes
+            change = None
+            roll = keys.random()
+            if roll < 0.03:
+                change, tools = "tools", f"{keys.getrandbits(64):016x}"
+            elif roll < 0.05:
+                change, system = "system", f"{keys.getrandbits(64):016x}"
+            elif roll < 0.15:
+                change = f"message:{keys.randint(0, max(messages, 1))}"
+            messages += 2
+            cache_key = json.dumps({
+                "tools": tools, "system": system, "messages": messages,
+                "breakpoints": [{"at": f"messages.{messages - 1 - b}.0",
+                                 "ttl": "1h" if keys.random() < 0.2 else "5m",
+                                 "prefix": f"{keys.getrandbits(64):016x}"}
+                                for b in range(keys.randint(1, 3))]}, separators=(",", ":"))
             yield (
                 f"bench-{made:08d}", datetime.fromtimestamp(t, UTC).isoformat(), t,
                 rng.uniform(300, 2500), rng.uniform(1000, 60000), sid, project,
@@ -113,7 +132,7 @@ def generate(count: int, now: float, seed: int = 7):
                 round(rng.random(), 2) if subscriber else None,
                 int(t + 3600) if subscriber else None,
                 round(rng.random(), 2) if subscriber else None,
-                int(t + 86400) if subscriber else None, t,
+                int(t + 86400) if subscriber else None, t, cache_key, change,
             )
             made += 1
 

@@ -55,6 +55,8 @@ FIRST_PARTY = "anthropic"
 #: Cloud endpoint kinds that pay the regional premium. ``None`` (a Bedrock application
 #: inference profile, say) is priced as regional: a cap should over- rather than under-count.
 PREMIUM_REGION_KINDS = frozenset({"regional", "multi-region", None})
+#: Picodollars per input, 5-minute write, 1-hour write and read token (Catalog.prompt_rates).
+PromptRates = tuple[int, int, int, int]
 
 
 # --- the result -------------------------------------------------------------------------
@@ -369,6 +371,16 @@ class Catalog:
     def __repr__(self) -> str:
         return f"<Catalog {self.version} ({len(self._models)} models)>"
 
+    def fingerprint(self) -> str:
+        """16 hex digits that change with any rate, date, multiplier or the discount: what
+        a result kept beside the database (the waste memo) was priced by."""
+        from hashlib import blake2b
+
+        parts = (self.version, self.geo_us_multiplier, self.batch_multiplier,
+                 self.web_search_usd_each, self.web_fetch_usd_each, self.discount_percent,
+                 self.cloud_regional_multiplier, sorted(self._models.items()))
+        return blake2b(repr(parts).encode(), digest_size=8).hexdigest()
+
     # construction
 
     @classmethod
@@ -572,6 +584,59 @@ class Catalog:
                 notes.append(f"discount {self.discount_percent}%")
             cost = cost.quantize(_PICO, rounding=ROUND_HALF_EVEN)
         return Price(cost, self.version, key, "; ".join(notes) or None)
+
+    def prompt_rates(
+        self,
+        model: str | None,
+        at: datetime | date,
+        *,
+        provider: str = FIRST_PARTY,
+        speed: str | None = None,
+        service_tier: str | None = None,
+        inference_geo: str | None = None,
+    ) -> tuple[int | None, PromptRates | None, PromptRates | None] | None:
+        """What :meth:`price` charges per prompt token (input, 5-minute write, 1-hour write,
+        read) of a call with these traits and no output, server tools or hops, in whole
+        picodollars, multipliers and discount included: (long-context threshold or None,
+        the rates at or below it, above it), so that ``price(...).cost_picousd`` is exactly
+        ``sum(tokens x rate)``. A side is None when one of its rates is not a whole number
+        of picodollars (only :meth:`price`, which rounds, is exact there); the whole answer
+        is None for an unknown model."""
+        key = self.resolve(model) if model else None
+        if key is None:
+            return None
+        day = _utc_day(at)
+        entry = self._models[key]
+        with localcontext() as ctx:
+            ctx.prec = _PRECISION
+            period = entry.period_at(day)
+            multiplier = Decimal(1)
+            if provider == FIRST_PARTY:
+                if inference_geo == "us" and entry.geo_us_multiplier_applies:
+                    multiplier *= self.geo_us_multiplier
+            elif entry.cloud_regional_premium_applies:  # region_kind None: priced as regional
+                multiplier *= self.cloud_regional_multiplier
+            if service_tier == "batch":
+                multiplier *= self.batch_multiplier
+            if self.discount_percent:
+                multiplier *= 1 - self.discount_percent / 100
+
+            def whole(rates: Rates) -> PromptRates | None:
+                out = []
+                for rate in (rates.input, rates.cache_write_5m, rates.cache_write_1h,
+                             rates.cache_read):
+                    pico = rate * _MILLION * multiplier
+                    if pico != pico.to_integral_value():
+                        return None
+                    out.append(int(pico))
+                return (out[0], out[1], out[2], out[3])
+
+            if speed == "fast" and period.fast is not None:
+                return None, whole(period.rates.at_fast(period.fast)), None
+            if period.long_context is None:
+                return None, whole(period.rates), None
+            return (period.long_context.threshold_tokens, whole(period.rates),
+                    whole(period.long_context.rates))
 
     def _tokens_cost(
         self, key: str, tokens: TokenCounts, day: date, fast: bool, notes: list[str]

@@ -69,6 +69,18 @@ class Record:
                     values[name] = self._defaults[name]
         object.__setattr__(self, "__dict__", values)
 
+    @classmethod
+    def _make(cls, values: tuple[Any, ...]) -> Self:
+        """An instance from every field's value in order, without ``__init__``'s checks
+        (for code that builds many: the waste accounting)."""
+        fields = cls._fields
+        if len(values) != len(fields):
+            raise TypeError(f"{cls.__name__}._make() takes {len(fields)} values, "
+                            f"{len(values)} given")
+        record = object.__new__(cls)
+        object.__setattr__(record, "__dict__", dict(zip(fields, values)))  # noqa: B905
+        return record
+
     def _values(self) -> tuple[Any, ...]:
         return tuple(self.__dict__[name] for name in self._fields)
 

@@ -28,8 +28,9 @@ price gives ``None`` (unpriced), never $0.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ccmeter.record import Record
@@ -70,6 +71,8 @@ class CacheCall(Record):
     service_tier: str | None = None
     inference_geo: str | None = None
     cost_picousd: int | None = None
+    #: the row's ``cache_key_json``, read only when a cause needs it
+    key_json: str | None = None
 
     @property
     def write(self) -> int:
@@ -86,31 +89,30 @@ class CacheCall(Record):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> CacheCall:
-        key = row.get("cache_key_json")
-        tools = system = None
-        ttl = None
-        if key:
-            try:
-                doc = json.loads(key)
-                tools, system = doc.get("tools"), doc.get("system")
-                ttls = [TTL_1H_S if b.get("ttl") == "1h" else TTL_5M_S
-                        for b in doc.get("breakpoints") or []]
-                ttl = min(ttls) if ttls else None
-            except (ValueError, AttributeError, TypeError):
-                pass
-        return cls(
-            call_uid=row["call_uid"], started_ts=row["started_ts"],
-            session_id=row.get("session_id"), agent_id=row.get("agent_id"),
-            call_kind=row.get("call_kind"), project=row.get("project"), model=row.get("model"),
-            input_tokens=row.get("input_tokens") or 0,
-            cache_write_5m_tokens=row.get("cache_write_5m_tokens") or 0,
-            cache_write_1h_tokens=row.get("cache_write_1h_tokens") or 0,
-            cache_read_tokens=row.get("cache_read_tokens") or 0,
-            cache_change=row.get("cache_change"), shortest_ttl_s=ttl, tools_fp=tools,
-            system_fp=system, provider=row.get("provider") or "anthropic",
-            speed=row.get("speed"), service_tier=row.get("service_tier"),
-            inference_geo=row.get("inference_geo"), cost_picousd=row.get("cost_picousd"),
-        )
+        get = row.get
+        return cls._make((
+            row["call_uid"], row["started_ts"], get("session_id"), get("agent_id"),
+            get("call_kind"), get("project"), get("model"), get("input_tokens") or 0,
+            get("cache_write_5m_tokens") or 0, get("cache_write_1h_tokens") or 0,
+            get("cache_read_tokens") or 0, get("cache_change"), None, None, None,
+            get("provider") or "anthropic", get("speed"), get("service_tier"),
+            get("inference_geo"), get("cost_picousd"), get("cache_key_json") or None))
+
+
+@lru_cache(maxsize=4096)
+def _read_key(key: str) -> tuple[str | None, str | None, int | None]:
+    """(tools, system, shortest TTL) of a ``cache_key_json``; what cannot be read is None."""
+    tools = system = None
+    ttl = None
+    try:
+        doc = json.loads(key)
+        tools, system = doc.get("tools"), doc.get("system")
+        ttls = [TTL_1H_S if b.get("ttl") == "1h" else TTL_5M_S
+                for b in doc.get("breakpoints") or []]
+        ttl = min(ttls) if ttls else None
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return tools, system, ttl
 
 
 class Loss(Record):
@@ -164,6 +166,7 @@ class Pricer:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self._rates: dict[tuple[Any, ...], Any] = {}
 
     def _cost(self, call: CacheCall, w5: int, w1: int, read: int, plain: int) -> int | None:
         from ccmeter.usage import Usage
@@ -180,6 +183,26 @@ class Pricer:
         or plain input (``"input"``)."""
         w5, w1 = call.cache_write_5m_tokens, call.cache_write_1h_tokens
         read, plain = call.cache_read_tokens, call.input_tokens
+        # the catalog's whole-picodollar rates per token, when it has them: the same price
+        # as Catalog.price gives, without building a Usage and two Prices per loss
+        at = datetime.fromtimestamp(call.started_ts, UTC)
+        key = (call.model, call.provider, call.speed, call.service_tier, call.inference_geo,
+               at.date())
+        rates = self._rates.get(key, self)
+        if rates is self:
+            rates = self._rates[key] = self.catalog.prompt_rates(
+                call.model, at, provider=call.provider, speed=call.speed,
+                service_tier=call.service_tier, inference_geo=call.inference_geo)
+        if rates is None:
+            return None  # a model without a price
+        if type(w5) is int and type(w1) is int and type(read) is int and type(plain) is int:
+            threshold, below, above = rates
+            row = above if threshold is not None and plain + w5 + w1 + read > threshold \
+                else below
+            if row is not None:
+                rate_in, rate_5m, rate_1h, rate_read = row
+                instead_rate = rate_read if instead == "read" else rate_in
+                return max(0, t5 * rate_5m + t1 * rate_1h - (t5 + t1) * instead_rate)
         actual = self._cost(call, w5, w1, read, plain)
         if instead == "read":
             other = self._cost(call, w5 - t5, w1 - t1, read + t5 + t1, plain)
@@ -190,12 +213,19 @@ class Pricer:
         return max(0, actual - other)
 
 
+# a call as a tuple in CacheCall's field order (CacheCall._values(), or a row read so)
+_UID, _TS, _SESSION, _AGENT, _KIND, _PROJECT, _MODEL, _INPUT, _W5, _W1, _READ, _CHANGE, \
+    _TTL, _TOOLS, _SYSTEM = range(15)
+_KEY = 20
+
+
 def chains(calls: Iterable[CacheCall]) -> dict[tuple[Any, ...], list[CacheCall]]:
     """Calls with cache usage by chain, each in order. Calls without a session are left out
     (nothing says which conversation they continue)."""
     out: dict[tuple[Any, ...], list[CacheCall]] = {}
     for call in calls:
-        if call.session_id is None or (call.cached + call.input_tokens) == 0:
+        if call.session_id is None or (call.cache_read_tokens + call.cache_write_5m_tokens
+                                       + call.cache_write_1h_tokens + call.input_tokens) == 0:
             continue
         out.setdefault(call.chain, []).append(call)
     for chain in out.values():
@@ -203,24 +233,48 @@ def chains(calls: Iterable[CacheCall]) -> dict[tuple[Any, ...], list[CacheCall]]
     return out
 
 
-def _cause(prev: CacheCall, cur: CacheCall) -> tuple[str, int | None, int | None]:
+def _chains(rows: Iterable[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """:func:`chains` of calls as tuples."""
+    out: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        if row[_SESSION] is None or (row[_READ] + row[_W5] + row[_W1] + row[_INPUT]) == 0:
+            continue
+        key = (row[_SESSION], row[_AGENT], row[_KIND])
+        chain = out.get(key)
+        if chain is None:
+            out[key] = [row]
+        else:
+            chain.append(row)
+    for chain in out.values():
+        chain.sort(key=lambda r: (r[_TS], r[_UID]))
+    return list(out.values())
+
+
+def _keys(row: tuple[Any, ...]) -> tuple[str | None, str | None, int | None]:
+    if row[_KEY]:
+        return _read_key(row[_KEY])
+    return row[_TOOLS], row[_SYSTEM], row[_TTL]
+
+
+def _cause(prev: tuple[Any, ...], cur: tuple[Any, ...]) -> tuple[str, int | None, int | None]:
     """(cause, message index, minutes idle) of a re-write of ``prev``'s cache by ``cur``."""
-    change = cur.cache_change
+    change = cur[_CHANGE]
     if change:
         kind, _, index = change.partition(":")
         if kind in ("model", "tools", "system"):
             return kind, None, None
         if kind == "message":
             return "message", int(index) if index.isdigit() else None, None
-    if prev.model != cur.model:
+    if prev[_MODEL] != cur[_MODEL]:
         return "model", None, None
-    if prev.tools_fp and cur.tools_fp and prev.tools_fp != cur.tools_fp:
+    prev_tools, prev_system, prev_ttl = _keys(prev)
+    cur_tools, cur_system, _ = _keys(cur)
+    if prev_tools and cur_tools and prev_tools != cur_tools:
         return "tools", None, None
-    if prev.system_fp and cur.system_fp and prev.system_fp != cur.system_fp:
+    if prev_system and cur_system and prev_system != cur_system:
         return "system", None, None
-    idle = cur.started_ts - prev.started_ts
-    lifetime = prev.shortest_ttl_s or (TTL_5M_S if prev.cache_write_5m_tokens or not
-                                       prev.cache_write_1h_tokens else TTL_1H_S)
+    idle = cur[_TS] - prev[_TS]
+    lifetime = prev_ttl or (TTL_5M_S if prev[_W5] or not prev[_W1] else TTL_1H_S)
     if idle >= lifetime:
         return "ttl", None, int(idle // 60)
     return "unknown", None, None
@@ -229,47 +283,75 @@ def _cause(prev: CacheCall, cur: CacheCall) -> tuple[str, int | None, int | None
 def account(calls: Iterable[CacheCall], pricer: Pricer, now: float) -> Accounting:
     """Every loss of these calls (see the module docstring); ``now`` decides which writes
     are still pending."""
+    rows = [(*call._values(), call) for call in calls]
+    return account_rows(rows, pricer, now, lambda row: row[-1])
+
+
+def account_rows(rows: Iterable[tuple[Any, ...]], pricer: Pricer, now: float,
+                 make: Callable[[tuple[Any, ...]], CacheCall] | None = None) -> Accounting:
+    """:func:`account` of calls as tuples in :class:`CacheCall`'s field order (as
+    ``store.wastememo`` reads them); ``make(row)`` is the call a loss names (by default
+    ``CacheCall._make(row)``): only the calls with a loss or a pending write become
+    objects."""
+    made: dict[int, CacheCall] = {}
+
+    def call_of(row: tuple[Any, ...]) -> CacheCall:
+        call = made.get(id(row))
+        if call is None:
+            call = made[id(row)] = make(row) if make is not None else CacheCall._make(row)
+        return call
+
     losses: list[Loss] = []
     pending: list[Pending] = []
-    for chain in chains(calls).values():
+    make_loss, make_pending, saving = Loss._make, Pending._make, pricer.saving
+    for chain in _chains(rows):
         rewrote: dict[str, tuple[int, int]] = {}
-        for index, cur in enumerate(chain):
-            prev = chain[index - 1] if index else None
+        prev = None
+        prev_cached = 0
+        for cur in chain:
             r5 = r1 = 0
-            if prev is not None and cur.write:
-                lost = min(prev.cached - cur.cache_read_tokens, cur.write)
+            read, w1 = cur[_READ], cur[_W1]
+            write = cur[_W5] + w1
+            if prev is not None and write:
+                lost = min(prev_cached - read, write)
                 if lost > 0:
-                    r1 = min(lost, cur.cache_write_1h_tokens)
+                    r1 = min(lost, w1)
                     r5 = lost - r1
                     cause, message, idle = _cause(prev, cur)
-                    losses.append(Loss(cur, REWRITE, cause, r5, r1,
-                                       pricer.saving(cur, t5=r5, t1=r1, instead="read"),
-                                       message, idle))
-            rewrote[cur.call_uid] = (r5, r1)
+                    call = call_of(cur)
+                    losses.append(make_loss((call, REWRITE, cause, r5, r1,
+                                             saving(call, t5=r5, t1=r1, instead="read"),
+                                             message, idle)))
+            rewrote[cur[_UID]] = (r5, r1)
+            prev, prev_cached = cur, read + write
+        last = len(chain) - 1
         for index, cur in enumerate(chain):
-            r5, r1 = rewrote[cur.call_uid]
-            fresh5, fresh1 = cur.cache_write_5m_tokens - r5, cur.cache_write_1h_tokens - r1
+            r5, r1 = rewrote[cur[_UID]]
+            w5, w1 = cur[_W5], cur[_W1]
+            fresh5, fresh1 = w5 - r5, w1 - r1
             if fresh5 + fresh1 <= 0:
                 continue
-            nxt = chain[index + 1] if index + 1 < len(chain) else None
-            if nxt is None:
+            if index == last:
                 unread5, unread1 = fresh5, fresh1
             else:
-                read_of_write = max(0, min(nxt.cache_read_tokens, cur.cached)
-                                    - cur.cache_read_tokens)
-                unread = cur.write - read_of_write
-                taken = sum(rewrote[nxt.call_uid])  # re-written by the next call: its loss
+                nxt = chain[index + 1]
+                read = cur[_READ]
+                read_of_write = max(0, min(nxt[_READ], read + w5 + w1) - read)
+                unread = w5 + w1 - read_of_write
+                taken = sum(rewrote[nxt[_UID]])  # re-written by the next call: its loss
                 left = max(0, min(fresh5 + fresh1, unread - taken))
                 unread5 = min(left, fresh5)  # the tail of a prefix: 5-minute part first
                 unread1 = left - unread5
-            expired5 = unread5 if now >= cur.started_ts + TTL_5M_S else 0
-            expired1 = unread1 if now >= cur.started_ts + TTL_1H_S else 0
+            expired5 = unread5 if now >= cur[_TS] + TTL_5M_S else 0
+            expired1 = unread1 if now >= cur[_TS] + TTL_1H_S else 0
             if unread5 + unread1 - expired5 - expired1 > 0:
-                pending.append(Pending(cur, unread5 + unread1 - expired5 - expired1))
+                pending.append(make_pending((call_of(cur),
+                                             unread5 + unread1 - expired5 - expired1)))
             if expired5 + expired1 > 0:
-                losses.append(Loss(cur, NEVER_READ, NEVER_READ, expired5, expired1,
-                                   pricer.saving(cur, t5=expired5, t1=expired1,
-                                                 instead="input")))
+                call = call_of(cur)
+                losses.append(make_loss((call, NEVER_READ, NEVER_READ, expired5, expired1,
+                                         saving(call, t5=expired5, t1=expired1,
+                                                instead="input"), None, None)))
     losses.sort(key=lambda loss: (loss.call.started_ts, loss.call.call_uid, loss.kind != REWRITE))
     return Accounting(tuple(losses), tuple(pending))
 

@@ -68,6 +68,22 @@ class Dashboard:
             stamp = 0
         return f"{changes}.{stamp}"
 
+    def warm_waste(self, now: float | None = None) -> None:
+        """Account every finished session's cache waste into the waste memo once, so that
+        the waste page over any range is quick from its first view (run in the background
+        at start; later sessions are added as pages need them)."""
+        from ccmeter import wastereport
+
+        try:
+            _cfg, catalog = self._context()
+            db = self.connect()
+            try:
+                wastereport.warm(db, catalog, time.time() if now is None else now)
+            finally:
+                db.conn.close()
+        except Exception:  # the page computes what is missing itself
+            log.debug("waste memo warm-up failed", exc_info=True)
+
     def close(self) -> None:
         with self._lock:
             if self._watch is not None:
@@ -285,6 +301,7 @@ def run(host: str = "127.0.0.1", port: int = 0, open_browser: bool = True,
         raise config.CCMeterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
                                   "pick another --port (0: any free port)") from None
     lower_priority()
+    threading.Thread(target=server.dashboard.warm_waste, daemon=True).start()
     echo(f"ccmeter dashboard: {server.url}  (live; Ctrl-C to stop)")
     if open_browser and display_plausible():
         import webbrowser

@@ -449,6 +449,43 @@ def _m012_call_rollup(db: sqlite_utils.Database) -> None:
     rollup.create(db)
 
 
+def _m013_waste_sessions(db: sqlite_utils.Database) -> None:
+    """What lets ``ccmeter waste`` and the dashboard's waste page reuse the accounting of a
+    session that has not changed (see ccmeter.wastememo), kept by triggers, so no writer
+    has to remember it:
+
+    - ``waste_sessions``: per session, a ``version`` bumped by every insert, update or
+      delete of one of its rows, and the span of its rows' ``started_ts`` (only ever
+      widened: a superset of the true span);
+    - ``waste_epoch``: one random token made with the table: a memo of another database
+      file (or of this one re-created) never matches.
+
+    Self-contained (numbered 13: 12 is the report rollup); idempotent (IF NOT EXISTS)."""
+    db.execute("""CREATE TABLE IF NOT EXISTS waste_sessions (
+        session_id TEXT PRIMARY KEY, version INTEGER NOT NULL,
+        first_ts REAL NOT NULL, last_ts REAL NOT NULL) WITHOUT ROWID""")
+    db.execute("CREATE TABLE IF NOT EXISTS waste_epoch (epoch TEXT NOT NULL)")
+    db.execute("INSERT INTO waste_epoch (epoch) SELECT lower(hex(randomblob(16))) "
+               "WHERE NOT EXISTS (SELECT 1 FROM waste_epoch)")
+    db.execute("""INSERT OR IGNORE INTO waste_sessions (session_id, version, first_ts, last_ts)
+        SELECT session_id, 1, MIN(started_ts), MAX(started_ts) FROM api_calls
+        WHERE session_id IS NOT NULL GROUP BY session_id""")
+    touch = """INSERT INTO waste_sessions (session_id, version, first_ts, last_ts)
+            SELECT {row}.session_id, 1, {row}.started_ts, {row}.started_ts
+            WHERE {row}.session_id IS NOT NULL
+            ON CONFLICT (session_id) DO UPDATE SET version = version + 1,
+                first_ts = MIN(first_ts, excluded.first_ts),
+                last_ts = MAX(last_ts, excluded.last_ts);"""
+    for name, event, rows in (("insert", "INSERT", ("NEW",)),
+                              ("update", "UPDATE", ("OLD", "NEW")),
+                              ("delete", "DELETE", ("OLD",))):
+        body = "\n".join(touch.format(row=row) for row in rows)
+        when = " OR ".join(f"{row}.session_id IS NOT NULL" for row in rows)
+        db.execute(f"""CREATE TRIGGER IF NOT EXISTS api_calls_waste_{name}
+            AFTER {event} ON api_calls WHEN {when}
+            BEGIN {body} END""")
+
+
 #: Ordered migrations. A shipped migration is never edited; add a new one at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_calls,
@@ -463,4 +500,5 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m010_forecast,
     _m011_long_prompt_index,
     _m012_call_rollup,
+    _m013_waste_sessions,
 ]
