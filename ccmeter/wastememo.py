@@ -10,7 +10,9 @@ Exact, by these facts (docs/performance.md, "Waste over long ranges", has the ar
   all), so its losses are those of the session accounted alone;
 - once ``now`` is an hour past its last call (the longest cache lifetime), none of its
   writes is pending: its losses no longer depend on ``now``;
-- every insert, update or delete of one of its rows bumps the session's ``version``
+- every insert, update or delete of one of its rows gives the session a new random
+  64-bit ``version`` (not a count, which a database restored from an older copy of itself
+  would count up again to a version the memo has seen)
   (triggers of migration 13, in the writer's own transaction), and the memo keeps the
   version it was computed at, for this database (its ``waste_epoch``) and this catalog
   (:meth:`ccmeter.pricing.Catalog.fingerprint`): any other version is recomputed.

@@ -205,6 +205,38 @@ def test_the_memo_follows_every_change_to_a_session(db):
     same(db, flt, catalog)
 
 
+def test_a_database_restored_from_a_backup_is_not_read_from_the_memo(db):
+    """Back the file up, change a session once (the memo learns it), restore the backup and
+    change the same session once again, differently: a count of writes would be back at the
+    memo's, a random version is not."""
+    import shutil
+
+    catalog = Catalog.bundled()
+    flt = wastereport.WasteFilters(since=NOW - SPAN - 86400)
+    path = config.paths().db_file
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    backup = path.with_name("backup.db")
+    shutil.copyfile(path, backup)
+    sid = store.query(db, "SELECT session_id FROM api_calls WHERE started_ts < ? AND "
+                          "cache_write_5m_tokens > 0 ORDER BY started_ts LIMIT 1",
+                      (NOW - 5 * 86400,))[0]["session_id"]
+    change = ("UPDATE api_calls SET cache_write_5m_tokens = cache_write_5m_tokens + :n "
+              "WHERE session_id = :sid AND cache_write_5m_tokens > 0")
+    session = wastereport.WasteFilters(since=flt.since, project=None)
+    db.execute(change, {"n": 5000, "sid": sid})
+    [first] = same(db, session, catalog, groups=["session"])  # the memo holds it now
+    db.conn.close()
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    shutil.copyfile(backup, path)
+    restored = store.connect(path)
+    restored.execute(change, {"n": 70_000, "sid": sid})
+    [second] = same(restored, session, catalog, groups=["session"])
+    restored.conn.close()
+    mine = [r for r in second.rows if r["session"] == sid]
+    assert mine and mine != [r for r in first.rows if r["session"] == sid]
+
+
 def test_a_session_resumed_after_hours_and_time_passing(db):
     catalog = Catalog.bundled()
     flt = wastereport.WasteFilters(since=NOW - 2 * 86400)

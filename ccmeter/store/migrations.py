@@ -454,8 +454,9 @@ def _m013_waste_sessions(db: sqlite_utils.Database) -> None:
     session that has not changed (see ccmeter.wastememo), kept by triggers, so no writer
     has to remember it:
 
-    - ``waste_sessions``: per session, a ``version`` bumped by every insert, update or
-      delete of one of its rows, and the span of its rows' ``started_ts`` (only ever
+    - ``waste_sessions``: per session, a ``version`` that every insert, update or delete
+      of one of its rows sets to a new random 64-bit number (never a count: a database
+      restored from an older copy of itself would count up to versions a memo has seen), and the span of its rows' ``started_ts`` (only ever
       widened: a superset of the true span);
     - ``waste_epoch``: one random token made with the table: a memo of another database
       file (or of this one re-created) never matches.
@@ -468,12 +469,12 @@ def _m013_waste_sessions(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO waste_epoch (epoch) SELECT lower(hex(randomblob(16))) "
                "WHERE NOT EXISTS (SELECT 1 FROM waste_epoch)")
     db.execute("""INSERT OR IGNORE INTO waste_sessions (session_id, version, first_ts, last_ts)
-        SELECT session_id, 1, MIN(started_ts), MAX(started_ts) FROM api_calls
+        SELECT session_id, random(), MIN(started_ts), MAX(started_ts) FROM api_calls
         WHERE session_id IS NOT NULL GROUP BY session_id""")
     touch = """INSERT INTO waste_sessions (session_id, version, first_ts, last_ts)
-            SELECT {row}.session_id, 1, {row}.started_ts, {row}.started_ts
+            SELECT {row}.session_id, random(), {row}.started_ts, {row}.started_ts
             WHERE {row}.session_id IS NOT NULL
-            ON CONFLICT (session_id) DO UPDATE SET version = version + 1,
+            ON CONFLICT (session_id) DO UPDATE SET version = excluded.version,
                 first_ts = MIN(first_ts, excluded.first_ts),
                 last_ts = MAX(last_ts, excluded.last_ts);"""
     for name, event, rows in (("insert", "INSERT", ("NEW",)),
