@@ -456,8 +456,9 @@ def _m013_waste_sessions(db: sqlite_utils.Database) -> None:
 
     - ``waste_sessions``: per session, a ``version`` that every insert, update or delete
       of one of its rows sets to a new random 64-bit number (never a count: a database
-      restored from an older copy of itself would count up to versions a memo has seen), and the span of its rows' ``started_ts`` (only ever
-      widened: a superset of the true span);
+      restored from an older copy of itself would count up to versions a memo has seen),
+      and the span of its rows' ``started_ts`` (only ever widened: a superset of the true
+      span);
     - ``waste_epoch``: one random token made with the table: a memo of another database
       file (or of this one re-created) never matches.
 
