@@ -24,306 +24,46 @@ an integer number of picodollars.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
-from ccmeter.money import PICO_PER_USD
+from ccmeter.catalogparse import index_ids, parse_decimal, parse_model, user_decimal
+from ccmeter.modelids import candidates
+from ccmeter.money import PICO_PER_USD  # noqa: F401  (re-exported)
 from ccmeter.planfees import PlanFee, catalog_fees
 from ccmeter.planfees import with_overrides as plan_overrides
+
+# the records a price is made of, where importers of this module have always found them
+from ccmeter.rates import (  # noqa: F401
+    MILLION,
+    RATE_NAMES,
+    FastRates,
+    LongContext,
+    Model,
+    ModelRow,
+    Period,
+    Price,
+    Rates,
+)
 from ccmeter.record import Record
 
 if TYPE_CHECKING:  # the reading commands price nothing: no need for usage's dataclasses
     from ccmeter.usage import TokenCounts, Usage
 
-RATE_NAMES = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 OVERRIDES_SUFFIX = "+overrides"
 
-_MILLION = Decimal(1_000_000)
 _PICO = Decimal(1).scaleb(-12)
 _PRECISION = 60  # far beyond any real token count x rate; keeps every step exact
-_BEDROCK_GEO_PREFIXES = ("us.", "eu.", "apac.", "au.", "jp.", "global.")
-_BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$")
-_DISPLAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
-_VERTEX_DATE = re.compile(r"@(\d{8})$")
 FIRST_PARTY = "anthropic"
 #: Cloud endpoint kinds that pay the regional premium. ``None`` (a Bedrock application
 #: inference profile, say) is priced as regional: a cap should over- rather than under-count.
 PREMIUM_REGION_KINDS = frozenset({"regional", "multi-region", None})
 #: Picodollars per input, 5-minute write, 1-hour write and read token (Catalog.prompt_rates).
 PromptRates = tuple[int, int, int, int]
-
-
-# --- the result -------------------------------------------------------------------------
-
-
-class Price(Record):
-    """The cost of one answer, or why it has none.
-
-    ``cost_usd`` is None for an unknown model, never zero: an unpriced call must stay visible
-    as unpriced in reports and must not silently pass a spending cap.
-    """
-
-    cost_usd: Decimal | None
-    catalog_version: str
-    model_key: str | None
-    note: str | None
-
-    @property
-    def cost_picousd(self) -> int | None:
-        """The cost as an integer number of picodollars (exact for catalog rates)."""
-        if self.cost_usd is None:
-            return None
-        return int((self.cost_usd * PICO_PER_USD).to_integral_value(ROUND_HALF_EVEN))
-
-
-# --- catalog rows -----------------------------------------------------------------------
-
-
-class Rates(Record):
-    """USD per million tokens for the five billed token categories."""
-
-    input: Decimal
-    cache_write_5m: Decimal
-    cache_write_1h: Decimal
-    cache_read: Decimal
-    output: Decimal
-
-    def cost(self, tokens: TokenCounts) -> Decimal:
-        """USD for these token counts at these rates (exact under the caller's context)."""
-        total = (
-            tokens.input_tokens * self.input
-            + tokens.cache_write_5m_tokens * self.cache_write_5m
-            + tokens.cache_write_1h_tokens * self.cache_write_1h
-            + tokens.cache_read_tokens * self.cache_read
-            + tokens.output_tokens * self.output
-        )
-        return total / _MILLION
-
-    def at_fast(self, fast: FastRates) -> Rates:
-        """Fast-mode rates: the cache multipliers of this row, applied to the fast input rate.
-
-        Scaling by ``fast.input / input`` keeps each model's own cache ratios (0.025x, 0.05x,
-        0.1x reads) instead of assuming the common 1.25x / 2x / 0.1x.
-        """
-        if self.input == 0:
-            return self._replace(input=fast.input, output=fast.output)
-        return Rates(
-            input=fast.input,
-            cache_write_5m=self.cache_write_5m * fast.input / self.input,
-            cache_write_1h=self.cache_write_1h * fast.input / self.input,
-            cache_read=self.cache_read * fast.input / self.input,
-            output=fast.output,
-        )
-
-
-class LongContext(Record):
-    """A prompt-length tier: above ``threshold_tokens`` the whole request takes ``rates``."""
-
-    threshold_tokens: int
-    rates: Rates
-
-    def applies(self, tokens: TokenCounts) -> bool:
-        # Strictly greater: a prompt of exactly the threshold still pays the base row.
-        return tokens.prompt_tokens > self.threshold_tokens
-
-
-class FastRates(Record):
-    """Input and output USD per million tokens in fast mode."""
-
-    input: Decimal
-    output: Decimal
-
-
-class Period(Record):
-    """The rates of one model from ``start`` (a UTC date) until the next period begins."""
-
-    start: date
-    rates: Rates
-    long_context: LongContext | None
-    fast: FastRates | None
-
-
-class Model(Record):
-    """One catalog model: the ids it is known by and its rate periods, oldest first."""
-
-    id: str
-    name: str
-    aliases: tuple[str, ...]
-    bedrock_ids: tuple[str, ...]
-    vertex_ids: tuple[str, ...]
-    geo_us_multiplier_applies: bool
-    periods: tuple[Period, ...]
-    note: str | None = None
-    cloud_regional_premium_applies: bool = False
-
-    def period_at(self, day: date) -> Period:
-        """The period in force on ``day``.
-
-        A day before the first period still gets the first one: the first ``from`` is a
-        release or snapshot date, and a skewed clock should not turn a known model unpriced.
-        """
-        chosen = self.periods[0]
-        for period in self.periods:
-            if period.start <= day:
-                chosen = period
-        return chosen
-
-    def known_ids(self) -> Iterator[str]:
-        yield self.id
-        yield from self.aliases
-        yield from self.bedrock_ids
-        yield from self.vertex_ids
-
-
-class ModelRow(Record):
-    """A model as a ``ccmeter prices`` table shows it: its ids and the rates in force."""
-
-    id: str
-    name: str
-    aliases: tuple[str, ...]
-    since: date
-    rates: Rates
-    long_context: LongContext | None
-    fast: FastRates | None
-    geo_us_multiplier_applies: bool
-    note: str | None
-
-
-# --- parsing ----------------------------------------------------------------------------
-
-
-def _decimal(value: Any, where: str) -> Decimal:
-    """A non-negative finite Decimal from a string or int; floats are refused (inexact)."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"{where}: expected a decimal string such as \"6.25\", got {value!r}")
-    try:
-        number = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        raise ValueError(f"{where}: {value!r} is not a decimal number") from None
-    if not number.is_finite() or number < 0:
-        raise ValueError(f"{where}: {value!r} must be a finite number >= 0")
-    return number
-
-
-def _rates(raw: Mapping[str, Any], where: str) -> Rates:
-    missing = [name for name in RATE_NAMES if name not in raw]
-    if missing:
-        raise ValueError(f"{where}: missing rate(s) {', '.join(missing)}")
-    return Rates(*(_decimal(raw[name], f"{where}.{name}") for name in RATE_NAMES))
-
-
-def _long_context(raw: Any, where: str) -> LongContext | None:
-    if raw is None:
-        return None
-    threshold = raw.get("threshold_tokens")
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
-        raise ValueError(f"{where}.threshold_tokens: expected a positive integer")
-    return LongContext(threshold, _rates(raw, where))
-
-
-def _fast(raw: Any, where: str) -> FastRates | None:
-    if raw is None:
-        return None
-    return FastRates(
-        _decimal(raw.get("input"), f"{where}.input"),
-        _decimal(raw.get("output"), f"{where}.output"),
-    )
-
-
-def _period(raw: Mapping[str, Any], where: str) -> Period:
-    try:
-        start = date.fromisoformat(raw["from"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{where}.from: expected a YYYY-MM-DD date") from None
-    return Period(
-        start=start,
-        rates=_rates(raw, where),
-        long_context=_long_context(raw.get("long_context"), f"{where}.long_context"),
-        fast=_fast(raw.get("fast"), f"{where}.fast"),
-    )
-
-
-def _ids(raw: Any, where: str) -> tuple[str, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-        raise ValueError(f"{where}: expected a list of strings")
-    return tuple(raw)
-
-
-def _model(raw: Mapping[str, Any]) -> Model:
-    model_id = raw.get("id")
-    if not isinstance(model_id, str) or not model_id:
-        raise ValueError(f"models: every model needs a string id, got {model_id!r}")
-    where = f"models[{model_id}]"
-    raw_periods = raw.get("periods")
-    if not isinstance(raw_periods, list) or not raw_periods:
-        raise ValueError(f"{where}.periods: expected a non-empty list")
-    periods = tuple(_period(p, f"{where}.periods[{i}]") for i, p in enumerate(raw_periods))
-    starts = [p.start for p in periods]
-    if starts != sorted(set(starts)):
-        raise ValueError(f"{where}.periods: dates must be strictly increasing")
-    return Model(
-        id=model_id,
-        name=str(raw.get("name") or model_id),
-        aliases=_ids(raw.get("aliases"), f"{where}.aliases"),
-        bedrock_ids=_ids(raw.get("bedrock_ids"), f"{where}.bedrock_ids"),
-        vertex_ids=_ids(raw.get("vertex_ids"), f"{where}.vertex_ids"),
-        geo_us_multiplier_applies=raw.get("geo_us_multiplier_applies") is True,
-        periods=periods,
-        note=raw.get("note") if isinstance(raw.get("note"), str) else None,
-        cloud_regional_premium_applies=raw.get("cloud_regional_premium_applies") is True,
-    )
-
-
-def _index(models: Mapping[str, Model]) -> dict[str, str]:
-    """Every known id, lower-cased, to its model key; a clash is a catalog bug."""
-    index: dict[str, str] = {}
-    for key, model in models.items():
-        for known in model.known_ids():
-            owner = index.setdefault(known.lower(), key)
-            if owner != key:
-                raise ValueError(f"model id {known!r} is claimed by both {owner} and {key}")
-    return index
-
-
-# --- id normalisation -------------------------------------------------------------------
-
-
-def _strip_bedrock(name: str) -> str | None:
-    """``us.anthropic.claude-x-v1:0`` -> ``claude-x``; None if it is not a Bedrock id."""
-    for prefix in _BEDROCK_GEO_PREFIXES:
-        if name.startswith(prefix + "anthropic."):
-            name = name[len(prefix):]
-            break
-    if not name.startswith("anthropic."):
-        return None
-    return _BEDROCK_VERSION.sub("", name[len("anthropic."):])
-
-
-def _candidates(model: str) -> Iterator[str]:
-    """The forms worth looking up, most literal first.
-
-    Each is looked up exactly: no prefix matching, so ``claude-opus-5`` can never reach
-    ``claude-opus-5-5``, and a dated id of a dateless model stays unknown.
-    """
-    name = model.strip().lower()
-    if "%" in name:
-        name = unquote(name)  # Bedrock paths percent-encode ':' and '/'
-    if name.startswith("arn:"):
-        name = name.rsplit("/", 1)[-1]  # an inference-profile ARN ends in the model id
-    name = _DISPLAY_SUFFIX.sub("", name).strip()  # Claude Code's "[1m]"
-    yield name
-    bedrock = _strip_bedrock(name)
-    if bedrock:
-        yield bedrock
-    yield _VERTEX_DATE.sub(r"-\1", name)  # claude-haiku-4-5@20251001
 
 
 # --- the catalog ------------------------------------------------------------------------
@@ -366,7 +106,7 @@ class Catalog:
         #: subscription plans' monthly fees with effective dates (:mod:`ccmeter.planfees`)
         self.plan_fees = dict(plan_fees or {})
         self._models = dict(models)
-        self._index = _index(self._models)
+        self._index = index_ids(self._models)
 
     def __repr__(self) -> str:
         return f"<Catalog {self.version} ({len(self._models)} models)>"
@@ -399,7 +139,7 @@ class Catalog:
             raise ValueError("prices: 'models' must be a non-empty list")
         models: dict[str, Model] = {}
         for raw in raw_models:
-            model = _model(raw)
+            model = parse_model(raw)
             if model.id in models:
                 raise ValueError(f"prices: model {model.id!r} is listed twice")
             models[model.id] = model
@@ -409,17 +149,17 @@ class Catalog:
         return cls(
             version=version,
             models=models,
-            geo_us_multiplier=_decimal(
+            geo_us_multiplier=parse_decimal(
                 multipliers.get("inference_geo_us", "1"), "multipliers.inference_geo_us"
             ),
-            batch_multiplier=_decimal(multipliers.get("batch", "1"), "multipliers.batch"),
-            web_search_usd_each=_decimal(
+            batch_multiplier=parse_decimal(multipliers.get("batch", "1"), "multipliers.batch"),
+            web_search_usd_each=parse_decimal(
                 tools.get("web_search_usd_each", "0"), "server_tools.web_search_usd_each"
             ),
-            web_fetch_usd_each=_decimal(
+            web_fetch_usd_each=parse_decimal(
                 tools.get("web_fetch_usd_each", "0"), "server_tools.web_fetch_usd_each"
             ),
-            cloud_regional_multiplier=_decimal(
+            cloud_regional_multiplier=parse_decimal(
                 cloud.get("regional_multiplier", "1"), "cloud.regional_multiplier"
             ),
             plan_fees=catalog_fees(data.get("plans")),
@@ -441,7 +181,7 @@ class Catalog:
             raise ValueError(f"pricing overrides: unknown key(s) {', '.join(sorted(unknown))}")
         discount = self.discount_percent
         if "discount_percent" in overrides:
-            discount = _user_decimal(
+            discount = user_decimal(
                 overrides["discount_percent"], "pricing overrides: discount_percent"
             )
             if discount > 100:
@@ -479,7 +219,7 @@ class Catalog:
                 f"{where}: unknown rate(s) {', '.join(sorted(unknown))}; "
                 f"known: {', '.join(RATE_NAMES)}"
             )
-        given = {key: _user_decimal(value, f"{where}.{key}") for key, value in raw.items()}
+        given = {key: user_decimal(value, f"{where}.{key}") for key, value in raw.items()}
         key = self.resolve(name)
         if key is not None:
             model = self._models[key]
@@ -506,7 +246,7 @@ class Catalog:
         """
         if not model:
             return None
-        for candidate in _candidates(model):
+        for candidate in candidates(model):
             key = self._index.get(candidate)
             if key is not None:
                 return key
@@ -625,7 +365,7 @@ class Catalog:
                 out = []
                 for rate in (rates.input, rates.cache_write_5m, rates.cache_write_1h,
                              rates.cache_read):
-                    pico = rate * _MILLION * multiplier
+                    pico = rate * MILLION * multiplier
                     if pico != pico.to_integral_value():
                         return None
                     out.append(int(pico))
@@ -694,13 +434,6 @@ class Catalog:
             cost += usage.web_fetch_requests * self.web_fetch_usd_each
             notes.append(_count(usage.web_fetch_requests, "web fetch", "web fetches"))
         return cost
-
-
-def _user_decimal(value: Any, where: str) -> Decimal:
-    """Like ``_decimal`` but lets a TOML float through via its shortest repr ("4.5")."""
-    if isinstance(value, float):
-        value = repr(value)
-    return _decimal(value, where)
 
 
 class _EndpointPrices(Record):
