@@ -18,7 +18,7 @@ import pytest
 import reports_before
 from test_reports import CATALOG, usage_of
 
-from ccmeter import config, reports, store
+from ccmeter import config, reportread, reports, store
 from ccmeter.savings import price_change_days
 from ccmeter.store import rollup
 from ccmeter.store.recovered import insert_missing_calls
@@ -296,8 +296,9 @@ def test_reports_match_the_code_before_at_every_cut(db, zone, monkeypatch, seed,
     """Random ranges whose ends sit on slots, hours, midnights, clock and price changes;
     also a database with transcript calls only, and an empty one."""
     plans = []
-    plan = reports._rollup_parts
-    monkeypatch.setattr(reports, "_rollup_parts", lambda *a: plans.append(plan(*a)) or plans[-1])
+    plan = reportread._rollup_parts
+    monkeypatch.setattr(reportread, "_rollup_parts",
+                        lambda *a: plans.append(plan(*a)) or plans[-1])
     rng = random.Random(seed)
     _fill(db, rng, wire, transcript)
     for name in ZONES:
