@@ -17,33 +17,16 @@ from datetime import UTC, date, datetime
 import pytest
 import reports_before
 from test_reports import CATALOG, usage_of
+from test_rollup import contents, recomputed  # the rollup as it is, and summed afresh
 
 from ccmeter import config, reportread, reports, store
 from ccmeter.savings import price_change_days
-from ccmeter.store import rollup
 from ccmeter.store.recovered import insert_missing_calls
 from ccmeter.store.transcripts import TRANSCRIPT_COLUMNS, save_transcript_batch
 from ccmeter.whatif import check_assumption
 
 QUARTER = 900
 BASE = datetime(2026, 3, 1, tzinfo=UTC).timestamp()  # a whole quarter-hour
-COLUMNS = ("source, slot, group_key, " + ", ".join(rollup.GROUP_COLUMNS) + ", calls, "
-           "priced_calls, " + ", ".join(rollup.SUM_COLUMNS) + ", first_ts, last_ts")
-
-
-def contents(db) -> list[tuple]:
-    return sorted(db.execute(f"SELECT {COLUMNS} FROM call_rollup").fetchall(), key=repr)
-
-
-def recomputed(db) -> list[tuple]:
-    """The calls summed afresh, in a rolled-back savepoint (as tests/test_rollup.py)."""
-    db.execute("SAVEPOINT fresh")
-    try:
-        store.rebuild_rollup(db)
-        return contents(db)
-    finally:
-        db.execute("ROLLBACK TO fresh")
-        db.execute("RELEASE fresh")
 
 
 @pytest.fixture
