@@ -71,6 +71,27 @@ def memo_path(db_file: str, catalog: Catalog) -> Path:
     return cache_folder() / f"waste-{name}.sqlite"
 
 
+#: A memo nobody has opened for this long is deleted (another catalog's, a deleted
+#: database's): the cache folder does not grow with every price list ever used.
+STALE_AFTER_S = 30 * 86400
+
+
+def tidy(current: Path, now: float | None = None) -> None:
+    """Mark ``current`` as in use (its mtime) and delete the other memo files of the
+    folder that no one has opened for STALE_AFTER_S. Errors are ignored: a cache."""
+    import time
+
+    now = time.time() if now is None else now
+    with contextlib.suppress(OSError):
+        if current.exists():
+            os.utime(current, (now, now))
+        for other in current.parent.glob("waste-*.sqlite"):
+            if other != current and other.stat().st_mtime < now - STALE_AFTER_S:
+                for path in (other, other.with_name(other.name + "-wal"),
+                             other.with_name(other.name + "-shm")):
+                    path.unlink(missing_ok=True)
+
+
 def _new_sums() -> Sums:
     return [0, 0, 0, 0, 0, 0]
 
@@ -257,9 +278,10 @@ def account(db: Any, group_bys: Sequence[str], since: float | None, until: float
     stale: list[tuple[str, int]] = list(inside)
     if inside:
         with contextlib.suppress(OSError, sqlite3.Error):
-            memo = sql.open_memo(memo_path(db_file, catalog),
-                                 {"format": FORMAT, "epoch": str(sql.epoch(db)),
-                                  "catalog": catalog.fingerprint()})
+            path = memo_path(db_file, catalog)
+            memo = sql.open_memo(path, {"format": FORMAT, "epoch": str(sql.epoch(db)),
+                                        "catalog": catalog.fingerprint()})
+            tidy(path)
     try:
         if memo is not None:
             try:

@@ -339,3 +339,23 @@ def test_the_dashboard_fills_the_memo_at_start_and_its_page_reads_it(db, monkeyp
     assert status == 200 and "Waste" in body
     assert read == []  # every session came from the memo
     dashboard.close()
+
+
+def test_memo_files_nobody_opens_are_deleted(db, tmp_path):
+    """A memo of another price list (or of a database that is gone) is deleted once no one
+    has opened it for a month; the one in use is kept, however old it was."""
+    import os
+
+    catalog = Catalog.bundled()
+    same(db, wastereport.WasteFilters(since=NOW - SPAN - 86400), catalog)
+    [current] = wastememo.cache_folder().glob("waste-*.sqlite")
+    old = current.with_name("waste-0123456789abcdef.sqlite")
+    old.write_bytes(b"")
+    recent = current.with_name("waste-fedcba9876543210.sqlite")
+    recent.write_bytes(b"")
+    month_ago = time.time() - wastememo.STALE_AFTER_S - 60
+    for path in (old, current):
+        os.utime(path, (month_ago, month_ago))
+    same(db, wastereport.WasteFilters(since=NOW - SPAN - 86400), catalog)
+    assert current.exists() and recent.exists() and not old.exists()
+    assert current.stat().st_mtime > month_ago + 3600
