@@ -42,9 +42,6 @@ class Part:
     def __repr__(self) -> str:
         return f"Part(edge={self.edge}, start={self.start}, end={self.end}, cuts={self.cuts})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Part) and repr(self) == repr(other)
-
 
 def bounds(since: float | None, until: float | None, slot: int) -> tuple[int | None, int | None]:
     """The quarter-hours (from, to; None: open) of the whole report slots in the range."""

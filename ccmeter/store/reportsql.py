@@ -141,15 +141,22 @@ def fetch(db: Any, sql: str, params: Any) -> tuple[list[str], list[tuple[Any, ..
 
 def filter_where(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The WHERE clause (and parameters) of a report's filters (``None``: no such filter)."""
+    clauses, params = _filter_clauses(values)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _filter_clauses(values: dict[str, Any], skip: tuple[str, ...] = ()
+                    ) -> tuple[list[str], dict[str, Any]]:
+    """The clauses (and parameters) of the filters set in ``values``, but those in ``skip``."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
     for name, clause in FILTER_CLAUSES:
         value = values.get(name)
-        if value is None:
+        if value is None or name in skip:
             continue
         clauses.append(clause)
         params[name] = value.lower() if name == "model" else value
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+    return clauses, params
 
 
 def slotted_where(values: dict[str, Any], slot: int,
@@ -202,14 +209,7 @@ def report_sql(dims: Sequence[str], values: dict[str, Any], slot: int,
 
 def _plain_filters(values: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """The filters other than the time range (rollup parts have their own bounds)."""
-    clauses, params = [], {}
-    for name, clause in FILTER_CLAUSES:
-        value = values.get(name)
-        if value is None or name in ("since", "until"):
-            continue
-        clauses.append(clause)
-        params[name] = value.lower() if name == "model" else value
-    return clauses, params
+    return _filter_clauses(values, ("since", "until"))
 
 
 def rollup_sql(dims: Sequence[str], values: dict[str, Any], source: str, label: str,
