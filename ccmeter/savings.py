@@ -20,7 +20,7 @@ from datetime import date
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any
 
-from ccmeter.pricing import Catalog, Rates
+from ccmeter.pricing import Catalog, Period, Rates
 from ccmeter.record import Record
 
 _PICO_PER_TOKEN = Decimal(10**6)  # USD per MTok -> picodollars per token
@@ -134,29 +134,26 @@ class SavingsCalculator:
                     + plan.long_context.saved(lc_read, lc_5m, lc_1h))
 
 
-def long_context_thresholds(catalog: Catalog) -> list[int]:
-    """Every distinct long-context threshold in the catalog, ascending."""
-    found = set()
+def _periods(catalog: Catalog) -> list[Period]:
+    """Every rate period of every model in the catalog."""
+    out: list[Period] = []
     for row in catalog.models(date.min):
         key = catalog.resolve(row.id)
-        if key is None:
-            continue
-        for period in catalog.model(key).periods:
-            if period.long_context is not None:
-                found.add(period.long_context.threshold_tokens)
-    return sorted(found)
+        if key is not None:
+            out.extend(catalog.model(key).periods)
+    return out
+
+
+def long_context_thresholds(catalog: Catalog) -> list[int]:
+    """Every distinct long-context threshold in the catalog, ascending."""
+    return sorted({period.long_context.threshold_tokens for period in _periods(catalog)
+                   if period.long_context is not None})
 
 
 def price_change_days(catalog: Catalog) -> list[date]:
     """Every UTC day on which a model's rates change (a period starts), ascending: what
     caching saved is computed per price period, so sums must not cross these days."""
-    found: set[date] = set()
-    for row in catalog.models(date.min):
-        key = catalog.resolve(row.id)
-        if key is None:
-            continue
-        found.update(period.start for period in catalog.model(key).periods)
-    return sorted(found)
+    return sorted({period.start for period in _periods(catalog)})
 
 
 def to_pico(value: Decimal | None) -> int | None:
