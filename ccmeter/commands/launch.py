@@ -275,6 +275,9 @@ def cert(
 def doctor() -> None:
     """Check the CA, config, database, port and `claude`; say what is wrong and how to fix it.
 
+    It also checks the report totals table against the calls, hour by hour, and rebuilds it
+    from the calls if anything ever wrote around its triggers.
+
     Example:
       ccmeter doctor
     """
